@@ -1,0 +1,126 @@
+//! Cross-origin access for browsers on other origins: which origins may call us, the preflight
+//! answer, and the headers added to every answer. Allowed origins are echoed with
+//! `Access-Control-Allow-Credentials: true` (never `*`), so `withCredentials` clients work.
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use crate::engine::HttpResponse;
+
+/// Which origins may call the server from a browser.
+#[derive(Debug, Clone, Default)]
+pub enum CorsPolicy {
+    /// No CORS headers at all (same-origin pages and non-browser clients only).
+    #[default]
+    Disabled,
+    /// Any origin.
+    AnyOrigin,
+    /// Origins matching one of these patterns: exact (`https://app.example.com`) or with `*`
+    /// standing for any run of characters (`http://localhost:*`, `https://*.example.com`).
+    Origins(Vec<String>),
+}
+
+impl CorsPolicy {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Self::Disabled => false,
+            Self::AnyOrigin => true,
+            Self::Origins(patterns) => patterns.iter().any(|p| glob_match(p, origin)),
+        }
+    }
+
+    fn allowed_origin<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        self.allows(origin.to_str().ok()?).then_some(origin)
+    }
+
+    /// The answer to a preflight request, if this is one.
+    pub fn preflight(&self, method: &Method, headers: &HeaderMap) -> Option<HttpResponse> {
+        if method != Method::OPTIONS || !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return None;
+        }
+        let mut response = HttpResponse::default();
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        if let Some(origin) = self.allowed_origin(headers) {
+            let out = response.headers_mut();
+            out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+            );
+            if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+                out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+            }
+            out.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+            out.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        Some(response)
+    }
+
+    /// Adds the CORS headers to an answer for an allowed origin.
+    pub fn decorate(&self, request_headers: &HeaderMap, response: &mut HttpResponse) {
+        if let Some(origin) = self.allowed_origin(request_headers) {
+            let out = response.headers_mut();
+            out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            out.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("http://localhost:*", "http://localhost:5173"));
+        assert!(!glob_match(
+            "http://localhost:*",
+            "http://localhost.evil.com"
+        ));
+        assert!(glob_match(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!glob_match(
+            "https://*.example.com",
+            "https://example.com.evil"
+        ));
+        assert!(glob_match("https://exact.com", "https://exact.com"));
+        assert!(!glob_match("https://exact.com", "https://exact.com.au"));
+        assert!(glob_match("*", "anything"));
+    }
+}

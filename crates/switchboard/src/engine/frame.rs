@@ -1,0 +1,150 @@
+//! Ready-made outbound frames.
+//!
+//! A [`Frame`] is one Engine.IO packet already encoded as a complete server-to-client WebSocket
+//! frame (server frames are unmasked, so the bytes are the same for every recipient). The polling
+//! transport reads the same bytes minus the header. A broadcast builds its frames once and every
+//! recipient's queue holds a cheap clone (a reference count), never a copy.
+
+use bytes::Bytes;
+
+use crate::protocol::engine::encode_polling_binary;
+
+/// The longest WebSocket header a server frame needs (2 + 8 bytes of extended length).
+const MAX_HEADER: usize = 10;
+
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PONG: u8 = 0xA;
+
+/// One outbound packet, encoded once, shareable between recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Bytes,
+    header_len: u8,
+}
+
+impl Frame {
+    /// An Engine.IO message (`4` + text) whose text `write` appends to the buffer it is given.
+    pub fn message(write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let mut buf = Vec::with_capacity(MAX_HEADER + 64);
+        buf.resize(MAX_HEADER, 0);
+        buf.push(b'4');
+        write(&mut buf);
+        Self::seal(buf, OPCODE_TEXT)
+    }
+
+    /// Any Engine.IO text packet, type character included (`2`, `3probe`, `6`, `0{...}`).
+    pub fn text_packet(packet: &[u8]) -> Self {
+        Self::with_payload(packet, OPCODE_TEXT)
+    }
+
+    /// A binary Engine.IO message (a binary attachment of a Socket.IO packet).
+    pub fn binary(data: &[u8]) -> Self {
+        Self::with_payload(data, OPCODE_BINARY)
+    }
+
+    /// A WebSocket close frame with a status code (only ever written on a WebSocket).
+    pub fn close(code: u16) -> Self {
+        Self::with_payload(&code.to_be_bytes(), OPCODE_CLOSE)
+    }
+
+    /// A WebSocket pong answering a client's WebSocket-level ping.
+    pub fn pong(payload: &[u8]) -> Self {
+        Self::with_payload(payload, OPCODE_PONG)
+    }
+
+    fn with_payload(payload: &[u8], opcode: u8) -> Self {
+        let mut buf = Vec::with_capacity(MAX_HEADER + payload.len());
+        buf.resize(MAX_HEADER, 0);
+        buf.extend_from_slice(payload);
+        Self::seal(buf, opcode)
+    }
+
+    /// Writes the WebSocket header right before the payload, in the room reserved for it.
+    fn seal(mut buf: Vec<u8>, opcode: u8) -> Self {
+        let payload_len = buf.len() - MAX_HEADER;
+        let mut header = [0u8; MAX_HEADER];
+        header[0] = 0x80 | opcode;
+        let header_len = if payload_len < 126 {
+            header[1] = payload_len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(payload_len) {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        let start = MAX_HEADER - header_len;
+        buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        Self {
+            bytes: Bytes::from(buf).slice(start..),
+            header_len: header_len as u8,
+        }
+    }
+
+    /// The complete WebSocket frame.
+    pub fn websocket_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The Engine.IO packet without the WebSocket header.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[usize::from(self.header_len)..]
+    }
+
+    fn opcode(&self) -> u8 {
+        self.bytes.first().map_or(0, |b| b & 0x0f)
+    }
+
+    pub fn is_binary(&self) -> bool {
+        self.opcode() == OPCODE_BINARY
+    }
+
+    /// Frames that only exist on a WebSocket (close, pong) have no polling form.
+    pub fn is_websocket_control(&self) -> bool {
+        self.opcode() >= OPCODE_CLOSE
+    }
+
+    /// Appends this packet's polling form: the text packet, or `b` + base64 for binary.
+    pub fn append_polling(&self, out: &mut Vec<u8>) {
+        if self.is_binary() {
+            encode_polling_binary(self.payload(), out);
+        } else {
+            out.extend_from_slice(self.payload());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_text_frame_has_a_two_byte_header() {
+        let frame = Frame::message(|out| out.extend_from_slice(b"hello"));
+        assert_eq!(&frame.websocket_bytes()[..], b"\x81\x064hello");
+        assert_eq!(frame.payload(), b"4hello");
+    }
+
+    #[test]
+    fn lengths_over_125_and_65535_use_extended_headers() {
+        let medium = Frame::text_packet(&[b'4'; 300]);
+        assert_eq!(&medium.websocket_bytes()[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(medium.payload().len(), 300);
+        let large = Frame::binary(&vec![7u8; 70_000]);
+        assert_eq!(&large.websocket_bytes()[..2], &[0x82, 127]);
+        assert_eq!(&large.websocket_bytes()[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(large.payload().len(), 70_000);
+    }
+
+    #[test]
+    fn polling_form_of_binary_is_base64() {
+        let mut out = Vec::new();
+        Frame::binary(&[1, 2, 3, 4]).append_polling(&mut out);
+        assert_eq!(out, b"bAQIDBA==");
+    }
+}

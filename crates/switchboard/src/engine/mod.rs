@@ -1,0 +1,323 @@
+//! The Engine.IO v4 server: sessions and their transports (HTTP long-polling, WebSocket and the
+//! upgrade between them), heartbeats and limits. It knows nothing of namespaces, rooms or auth:
+//! it hands each session's messages, in order, to an [`EngineHandler`] (the Socket.IO hub, or
+//! anything else: the conformance example mounts a plain echo handler).
+//!
+//! One request enters through [`Engine::handle`]; the query decides the transport. Each session
+//! has a supervisor task (heartbeat, teardown), see `session.rs`.
+
+mod conn;
+mod frame;
+mod polling;
+mod session;
+mod websocket;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use parking_lot::RwLock;
+
+pub use conn::{CloseReason, EngineConn, KEPT_HEADERS, RequestInfo, SendError, TransportKind};
+pub use frame::Frame;
+use session::Session;
+
+pub(crate) const RECORD_SEPARATOR_BYTE: u8 = crate::protocol::engine::RECORD_SEPARATOR;
+
+/// The body of every response the engine gives.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// The largest message (WebSocket) or POST body (polling) a client may send, in bytes.
+    pub max_payload: usize,
+    pub allow_polling: bool,
+    pub allow_websocket: bool,
+    /// How long a client has to finish an upgrade after opening its WebSocket.
+    pub upgrade_timeout: Duration,
+    /// Frames a session may have queued before it is closed as a slow consumer.
+    pub max_queued_frames: usize,
+    /// Sessions at once; further handshakes get 503. `None`: no limit.
+    pub max_sessions: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            allow_polling: true,
+            allow_websocket: true,
+            upgrade_timeout: Duration::from_secs(10),
+            max_queued_frames: 4096,
+            max_sessions: None,
+        }
+    }
+}
+
+/// One message from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Text, already checked to be UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// What the engine calls as sessions open, speak and close. Calls for one session never overlap
+/// and arrive in the order the client sent its packets.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// Per-session state the handler keeps (the Socket.IO hub keeps its client there).
+    type State: Send + Sync + 'static;
+    fn on_open(&self, conn: &Arc<EngineConn>) -> Self::State;
+    fn on_message(&self, state: &Self::State, conn: &Arc<EngineConn>, message: Message);
+    fn on_close(&self, state: &Self::State, conn: &Arc<EngineConn>, reason: CloseReason);
+}
+
+/// The remote address of a request, put in its extensions by the server's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// The Engine.IO error codes, as the reference server numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EngineError {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl EngineError {
+    fn message(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::Forbidden => "Forbidden",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    pub(crate) fn response(self) -> HttpResponse {
+        let status = if self == Self::Forbidden {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let body = format!(
+            "{{\"code\":{},\"message\":\"{}\"}}",
+            self as u8,
+            self.message()
+        );
+        response(status, "application/json", Bytes::from(body))
+    }
+}
+
+pub(crate) fn response(status: StatusCode, content_type: &str, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The Engine.IO server. Share it in an `Arc`; mount [`Engine::handle`] at a path.
+pub struct Engine<H: EngineHandler> {
+    config: EngineConfig,
+    handler: H,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session<H>>>>,
+}
+
+/// The query parameters the engine reads.
+struct EngineQuery {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+impl EngineQuery {
+    fn parse(query: Option<&str>) -> (Self, Vec<(String, String)>) {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let parsed = Self {
+            eio: get("EIO"),
+            transport: get("transport"),
+            sid: get("sid"),
+        };
+        (parsed, pairs)
+    }
+}
+
+impl<H: EngineHandler> Engine<H> {
+    pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            handler,
+            sessions: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Sessions open right now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    /// Closes every session (server shutdown). Their supervisors tear them down.
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
+        for session in sessions {
+            session.conn.close(reason);
+        }
+    }
+
+    /// Answers one HTTP request addressed to the engine's path.
+    pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> HttpResponse
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (query, pairs) = EngineQuery::parse(request.uri().query());
+        let transport = match query.transport.as_deref() {
+            Some("polling") if self.config.allow_polling => TransportKind::Polling,
+            Some("websocket") if self.config.allow_websocket => TransportKind::WebSocket,
+            _ => return EngineError::UnknownTransport.response(),
+        };
+        if query.eio.as_deref() != Some("4") {
+            return EngineError::UnsupportedProtocolVersion.response();
+        }
+        match (transport, query.sid) {
+            (TransportKind::WebSocket, sid) => {
+                websocket::handle(self, request, sid.as_deref(), pairs).await
+            }
+            (TransportKind::Polling, None) => {
+                if request.method() != Method::GET {
+                    return EngineError::BadHandshakeMethod.response();
+                }
+                polling::handshake(self, request, pairs)
+            }
+            (TransportKind::Polling, Some(sid)) => {
+                let Some(session) = self.session(&sid) else {
+                    return EngineError::UnknownSid.response();
+                };
+                match *request.method() {
+                    Method::GET => polling::poll(self, session).await,
+                    Method::POST => polling::post(self, session, request).await,
+                    _ => EngineError::BadRequest.response(),
+                }
+            }
+        }
+    }
+
+    fn session(&self, sid: &str) -> Option<Arc<Session<H>>> {
+        self.sessions.read().get(sid).cloned()
+    }
+
+    fn at_capacity(&self) -> bool {
+        self.config
+            .max_sessions
+            .is_some_and(|max| self.sessions.read().len() >= max)
+    }
+
+    /// Creates and registers a session, then starts its supervisor.
+    fn open_session(
+        self: &Arc<Self>,
+        request: RequestInfo,
+        transport: TransportKind,
+    ) -> Arc<Session<H>> {
+        let opened = tokio::time::Instant::now();
+        let sid = new_id();
+        let conn = Arc::new(EngineConn::new(
+            sid.clone(),
+            request,
+            transport,
+            self.config.max_queued_frames,
+        ));
+        let state = self.handler.on_open(&conn);
+        let session = Arc::new(Session::new(conn, state));
+        self.sessions.write().insert(sid, session.clone());
+        tokio::spawn(session::supervise(self.clone(), session.clone(), opened));
+        session
+    }
+
+    fn remove_session(&self, sid: &str) {
+        self.sessions.write().remove(sid);
+    }
+
+    fn open_packet(&self, sid: &str, upgrades: &[&str]) -> Frame {
+        Frame::text_packet(
+            crate::protocol::engine::encode_open_packet(
+                sid,
+                upgrades,
+                self.config.ping_interval.as_millis() as u64,
+                self.config.ping_timeout.as_millis() as u64,
+                self.config.max_payload,
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Routes one decoded packet of a session. Returns false when the packet ends the session.
+    fn on_packet(&self, session: &Session<H>, packet: crate::protocol::engine::EnginePacket) {
+        use crate::protocol::engine::EnginePacket;
+        let conn = &session.conn;
+        if conn.is_closed() {
+            return;
+        }
+        match packet {
+            EnginePacket::Message(text) => {
+                self.handler
+                    .on_message(&session.state, conn, Message::Text(text))
+            }
+            EnginePacket::Binary(data) => {
+                self.handler
+                    .on_message(&session.state, conn, Message::Binary(data))
+            }
+            EnginePacket::Pong(_) => conn.on_pong(),
+            EnginePacket::Close => conn.close(CloseReason::ClientClose),
+            // Pings come from the server in v4; probes are handled by the upgrade.
+            EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}
+            EnginePacket::Open => conn.close(CloseReason::ParseError),
+        }
+    }
+}
+
+/// A random, URL-safe identifier (120 bits), used for Engine.IO and Socket.IO ids.
+pub fn new_id() -> Arc<str> {
+    use base64::Engine as _;
+    let bytes: [u8; 15] = rand::random();
+    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn request_info<B>(request: &Request<B>, query: Vec<(String, String)>) -> RequestInfo {
+    let mut headers = http::HeaderMap::new();
+    for name in KEPT_HEADERS {
+        if let Some(value) = request.headers().get(name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    RequestInfo {
+        query,
+        headers,
+        remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
+    }
+}

@@ -1,0 +1,221 @@
+//! HTTP long-polling: the handshake GET, the long GET that carries the server's packets and the
+//! POST that carries the client's, each payload joined by `\x1e`.
+//!
+//! At most one GET and one POST per session may be in flight; a second concurrent GET or POST is
+//! a protocol error that ends the session, as does a GET the client aborts.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::session::{Session, UpgradeStage};
+use super::{
+    CloseReason, EngineError, EngineHandler, HttpResponse, RECORD_SEPARATOR_BYTE, TransportKind,
+    request_info, response,
+};
+use super::{Engine, Frame};
+use crate::protocol::engine::decode_polling_payload;
+
+const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+
+/// A polling GET without a sid: opens a session and answers the open packet.
+pub(super) fn handshake<H: EngineHandler, B>(
+    engine: &Arc<Engine<H>>,
+    request: Request<B>,
+    query: Vec<(String, String)>,
+) -> HttpResponse {
+    if engine.at_capacity() {
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            Bytes::from_static(b"{\"code\":4,\"message\":\"Server at capacity\"}"),
+        );
+    }
+    let session = engine.open_session(request_info(&request, query), TransportKind::Polling);
+    let upgrades: &[&str] = if engine.config().allow_websocket {
+        &["websocket"]
+    } else {
+        &[]
+    };
+    let open = engine.open_packet(session.conn.sid(), upgrades);
+    response(
+        StatusCode::OK,
+        TEXT_PLAIN,
+        Bytes::copy_from_slice(open.payload()),
+    )
+}
+
+/// Ends the session if the GET it guards is dropped before it answered (the client went away).
+struct PollGuard<'a, H: EngineHandler> {
+    session: &'a Session<H>,
+    answered: bool,
+}
+
+impl<H: EngineHandler> Drop for PollGuard<'_, H> {
+    fn drop(&mut self) {
+        self.session.poll_in_flight.store(false, Ordering::Release);
+        if !self.answered {
+            self.session.conn.close(CloseReason::TransportClose);
+        }
+    }
+}
+
+/// The long GET: waits until there is something to send, then sends everything queued.
+pub(super) async fn poll<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    session: Arc<Session<H>>,
+) -> HttpResponse {
+    let conn = &session.conn;
+    if conn
+        .close_reason()
+        .is_some_and(|reason| !reason.flushes_queue())
+    {
+        return EngineError::UnknownSid.response();
+    }
+    if conn.transport() != TransportKind::Polling {
+        return EngineError::BadRequest.response();
+    }
+    if session.poll_in_flight.swap(true, Ordering::AcqRel) {
+        tracing::debug!(sid = %conn.sid(), "duplicate polling GET; closing the session");
+        conn.close(CloseReason::ForcedClose);
+        return EngineError::BadRequest.response();
+    }
+    let mut guard = PollGuard {
+        session: &session,
+        answered: false,
+    };
+    let mut frames = Vec::new();
+    let body = loop {
+        let woken = conn.consumer_wake.notified();
+        if let Some(reason) = conn.close_reason() {
+            conn.drain_into(&mut frames);
+            let mut body = encode_payload(&frames);
+            if !body.is_empty() {
+                body.push(RECORD_SEPARATOR_BYTE);
+            }
+            // A client's own close is acknowledged with a noop; any other close is announced.
+            body.push(if reason == CloseReason::ClientClose {
+                b'6'
+            } else {
+                b'1'
+            });
+            engine.remove_session(conn.sid());
+            session.final_poll_done.notify_one();
+            break body;
+        }
+        if session.upgrade_stage() == UpgradeStage::Probed
+            || conn.transport() != TransportKind::Polling
+        {
+            break b"6".to_vec();
+        }
+        conn.drain_into(&mut frames);
+        if !frames.is_empty() {
+            break encode_payload(&frames);
+        }
+        woken.await;
+    };
+    guard.answered = true;
+    drop(guard);
+    response(StatusCode::OK, TEXT_PLAIN, Bytes::from(body))
+}
+
+fn encode_payload(frames: &[Frame]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(frames.iter().map(|f| f.payload().len() + 1).sum());
+    for frame in frames.iter().filter(|f| !f.is_websocket_control()) {
+        if !body.is_empty() {
+            body.push(RECORD_SEPARATOR_BYTE);
+        }
+        frame.append_polling(&mut body);
+    }
+    body
+}
+
+enum BodyError {
+    TooLarge,
+    Aborted,
+}
+
+/// Clears the session's POST flag however the POST ends.
+struct PostGuard<'a, H: EngineHandler>(&'a Session<H>);
+
+impl<H: EngineHandler> Drop for PostGuard<'_, H> {
+    fn drop(&mut self) {
+        self.0.post_in_flight.store(false, Ordering::Release);
+    }
+}
+
+/// A POST: the client's packets, handed to the handler in order.
+pub(super) async fn post<H: EngineHandler, B>(
+    engine: &Arc<Engine<H>>,
+    session: Arc<Session<H>>,
+    request: Request<B>,
+) -> HttpResponse
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = &session.conn;
+    if conn.is_closed() {
+        return EngineError::UnknownSid.response();
+    }
+    if conn.transport() != TransportKind::Polling {
+        return EngineError::BadRequest.response();
+    }
+    if session.post_in_flight.swap(true, Ordering::AcqRel) {
+        tracing::debug!(sid = %conn.sid(), "overlapping polling POST; closing the session");
+        conn.close(CloseReason::TransportError);
+        return EngineError::BadRequest.response();
+    }
+    let _guard = PostGuard(&session);
+    let max_payload = engine.config().max_payload;
+    let declared_too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > max_payload);
+    let body = if declared_too_large {
+        Err(BodyError::TooLarge)
+    } else {
+        match Limited::new(request.into_body(), max_payload)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+            Err(_) => Err(BodyError::Aborted),
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            tracing::debug!(sid = %conn.sid(), max_payload, "polling POST over maxPayload");
+            conn.close(CloseReason::TransportError);
+            return response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "application/json",
+                Bytes::from_static(b"{\"code\":3,\"message\":\"Payload too large\"}"),
+            );
+        }
+        Err(BodyError::Aborted) => {
+            conn.close(CloseReason::TransportClose);
+            return EngineError::BadRequest.response();
+        }
+    };
+    match decode_polling_payload(body) {
+        Ok(packets) => {
+            for packet in packets {
+                engine.on_packet(&session, packet);
+            }
+            response(StatusCode::OK, "text/html", Bytes::from_static(b"ok"))
+        }
+        Err(error) => {
+            tracing::debug!(sid = %conn.sid(), %error, "invalid polling payload; closing the session");
+            conn.close(CloseReason::ParseError);
+            EngineError::BadRequest.response()
+        }
+    }
+}

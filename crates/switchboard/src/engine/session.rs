@@ -1,0 +1,118 @@
+//! One Engine.IO session inside the engine, and its supervisor task.
+//!
+//! The supervisor owns the heartbeat (a ping every pingInterval; no pong within pingTimeout closes
+//! the session) and the teardown: it is the single place where a closed session is reported to
+//! the handler and removed from the engine, whatever closed it (client, transport, server).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+
+use super::{CloseReason, Engine, EngineConn, EngineHandler, Frame, TransportKind};
+
+/// Where a polling session stands in an upgrade to WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum UpgradeStage {
+    None = 0,
+    /// A WebSocket with this sid is open; no probe yet.
+    Opened = 1,
+    /// `3probe` was sent: polling answers `6` until the client sends `5`.
+    Probed = 2,
+}
+
+pub(crate) struct Session<H: EngineHandler> {
+    pub(crate) conn: Arc<EngineConn>,
+    pub(crate) state: H::State,
+    pub(crate) poll_in_flight: AtomicBool,
+    pub(crate) post_in_flight: AtomicBool,
+    upgrade_stage: AtomicU8,
+    /// Signalled when a polling GET delivered the final close packet.
+    pub(crate) final_poll_done: Notify,
+}
+
+impl<H: EngineHandler> Session<H> {
+    pub(crate) fn new(conn: Arc<EngineConn>, state: H::State) -> Self {
+        Self {
+            conn,
+            state,
+            poll_in_flight: AtomicBool::new(false),
+            post_in_flight: AtomicBool::new(false),
+            upgrade_stage: AtomicU8::new(UpgradeStage::None as u8),
+            final_poll_done: Notify::new(),
+        }
+    }
+
+    pub(crate) fn upgrade_stage(&self) -> UpgradeStage {
+        match self.upgrade_stage.load(Ordering::Acquire) {
+            1 => UpgradeStage::Opened,
+            2 => UpgradeStage::Probed,
+            _ => UpgradeStage::None,
+        }
+    }
+
+    /// Claims the session for an upgrade; false if it is not a polling session free to upgrade.
+    pub(crate) fn begin_upgrade(&self) -> bool {
+        self.conn.transport() == TransportKind::Polling
+            && self
+                .upgrade_stage
+                .compare_exchange(
+                    UpgradeStage::None as u8,
+                    UpgradeStage::Opened as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    pub(crate) fn set_upgrade_stage(&self, stage: UpgradeStage) {
+        self.upgrade_stage.store(stage as u8, Ordering::Release);
+        // A pending polling GET re-checks the stage (it answers `6` once probed).
+        self.conn.consumer_wake.notify_one();
+    }
+}
+
+/// Runs the heartbeat until the session closes, then tears it down.
+pub(crate) async fn supervise<H: EngineHandler>(
+    engine: Arc<Engine<H>>,
+    session: Arc<Session<H>>,
+    opened: Instant,
+) {
+    let conn = &session.conn;
+    let config = engine.config();
+    let mut deadline = opened + config.ping_interval;
+    let mut awaiting_pong = false;
+    let reason = loop {
+        tokio::select! {
+            reason = conn.closed() => break reason,
+            _ = sleep_until(deadline) => {
+                if awaiting_pong {
+                    conn.close(CloseReason::PingTimeout);
+                    continue;
+                }
+                conn.pong_received.store(false, Ordering::Release);
+                awaiting_pong = true;
+                // From the ping's due time, not from now, so timer lateness does not add up.
+                deadline += config.ping_timeout;
+                let _ = conn.send(Frame::text_packet(b"2"));
+            }
+            _ = conn.pong_wake.notified() => {
+                if awaiting_pong && conn.pong_received.swap(false, Ordering::AcqRel) {
+                    awaiting_pong = false;
+                    deadline = Instant::now() + config.ping_interval;
+                }
+            }
+        }
+    };
+
+    tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
+    engine.handler().on_close(&session.state, conn, reason);
+    if conn.transport() == TransportKind::Polling && reason.flushes_queue() {
+        // Give the client's next GET the chance to collect what was queued (a DISCONNECT, say)
+        // and the close packet; that GET removes the session itself.
+        let _ = tokio::time::timeout(config.ping_timeout, session.final_poll_done.notified()).await;
+    }
+    engine.remove_session(conn.sid());
+}

@@ -1,0 +1,148 @@
+//! Broadcast: pick the recipients (rooms, minus excluded rooms and sockets), encode the packet
+//! ONCE into shared frames, and queue those same frames on every recipient. A socket in several
+//! of the targeted rooms is reached once. Nothing here waits on a recipient: a full queue closes
+//! that recipient (see `EngineConn::send_all`) and the broadcast goes on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::namespace::Namespace;
+use super::packets;
+use super::socket::{Room, Socket};
+use crate::engine::Frame;
+
+/// Who a broadcast reaches within one namespace. No rooms means everyone.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub rooms: Vec<Room>,
+    pub except_rooms: Vec<Room>,
+    pub except_sockets: Vec<Arc<str>>,
+}
+
+/// A broadcast being built: `ns.to("a").to("b").except("c").emit("ev", &[...])`.
+#[derive(Clone)]
+pub struct Broadcast {
+    namespace: Arc<Namespace>,
+    target: Target,
+}
+
+impl Broadcast {
+    pub(crate) fn new(namespace: Arc<Namespace>) -> Self {
+        Self {
+            namespace,
+            target: Target::default(),
+        }
+    }
+
+    pub fn to(mut self, room: impl Into<Room>) -> Self {
+        self.target.rooms.push(room.into());
+        self
+    }
+
+    pub fn except(mut self, room: impl Into<Room>) -> Self {
+        self.target.except_rooms.push(room.into());
+        self
+    }
+
+    pub fn except_socket(mut self, id: Arc<str>) -> Self {
+        self.target.except_sockets.push(id);
+        self
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Emits to every targeted socket; returns how many it reached.
+    pub fn emit(&self, event: &str, args: &[Value]) -> usize {
+        self.emit_binary(event, args, &[])
+    }
+
+    pub fn emit_binary(&self, event: &str, args: &[Value], attachments: &[Bytes]) -> usize {
+        let frames = packets::event(self.namespace.name(), None, event, args, attachments);
+        self.namespace.deliver(&self.target, &frames)
+    }
+
+    /// The targeted sockets (for join/leave/disconnect by room).
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        let mut found = Vec::new();
+        self.namespace
+            .for_each_target(&self.target, |socket| found.push(socket.clone()));
+        found
+    }
+
+    pub fn join(&self, room: impl Into<Room>) {
+        let room = room.into();
+        for socket in self.sockets() {
+            socket.join(room.clone());
+        }
+    }
+
+    pub fn leave(&self, room: &str) {
+        for socket in self.sockets() {
+            socket.leave(room);
+        }
+    }
+
+    pub fn disconnect(&self) -> usize {
+        let sockets = self.sockets();
+        for socket in &sockets {
+            socket.disconnect();
+        }
+        sockets.len()
+    }
+}
+
+impl Namespace {
+    /// Calls `visit` once for each socket the target selects.
+    pub(crate) fn for_each_target(&self, target: &Target, mut visit: impl FnMut(&Arc<Socket>)) {
+        let index = self.rooms.read();
+        let mut excluded: HashSet<&str> = target.except_sockets.iter().map(|id| &**id).collect();
+        for room in &target.except_rooms {
+            if let Some(members) = index.get(room) {
+                excluded.extend(members.keys().map(|id| &**id));
+            }
+        }
+        let mut visit_unless_excluded = |socket: &Arc<Socket>| {
+            if excluded.is_empty() || !excluded.contains(&**socket.id()) {
+                visit(socket);
+            }
+        };
+        match target.rooms.as_slice() {
+            [] => {
+                for socket in self.sockets.read().values() {
+                    visit_unless_excluded(socket);
+                }
+            }
+            [room] => {
+                if let Some(members) = index.get(room) {
+                    members.values().for_each(visit_unless_excluded);
+                }
+            }
+            rooms => {
+                let mut seen = HashSet::new();
+                for room in rooms {
+                    for (id, socket) in index.get(room).into_iter().flatten() {
+                        if seen.insert(id.clone()) {
+                            visit_unless_excluded(socket);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the same frames on every targeted socket; returns how many accepted them.
+    pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
+        let mut reached = 0;
+        self.for_each_target(target, |socket| {
+            if socket.conn().send_all(frames).is_ok() {
+                reached += 1;
+            }
+        });
+        reached
+    }
+}

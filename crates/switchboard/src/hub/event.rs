@@ -1,0 +1,131 @@
+//! What handlers receive and return: the handshake of a connecting socket, a client's event with
+//! its optional ack, a refusal to connect, and the disconnect reasons.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::packets;
+use crate::engine::EngineConn;
+
+/// What a client presented when it connected to a namespace.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The CONNECT packet's payload (`auth` in the client); `{}` when it sent none.
+    pub auth: Map<String, Value>,
+    pub issued: SystemTime,
+}
+
+/// A client's event, in the order the client sent it.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    /// Binary attachments; `args` refer to them with `{"_placeholder":true,"num":i}`.
+    pub attachments: Vec<Bytes>,
+    ack: Option<Ack>,
+}
+
+impl Event {
+    pub(crate) fn new(
+        name: String,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+        ack: Option<Ack>,
+    ) -> Self {
+        Self {
+            name,
+            args,
+            attachments,
+            ack,
+        }
+    }
+
+    /// The client's callback, if it passed one. Answer it at most once, now or later.
+    pub fn take_ack(&mut self) -> Option<Ack> {
+        self.ack.take()
+    }
+
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+}
+
+/// The answer to a client's callback.
+#[derive(Debug)]
+pub struct Ack {
+    pub(crate) conn: Arc<EngineConn>,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) id: u64,
+}
+
+impl Ack {
+    pub fn send(self, args: &[Value]) {
+        self.send_binary(args, &[]);
+    }
+
+    pub fn send_binary(self, args: &[Value], attachments: &[Bytes]) {
+        let frames = packets::ack(&self.namespace, self.id, args, attachments);
+        let _ = self.conn.send_all(&frames);
+    }
+}
+
+/// A client's answer to an event the server emitted with an ack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckReply {
+    pub args: Vec<Value>,
+    pub attachments: Vec<Bytes>,
+}
+
+/// Why an emit with ack got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("the client did not acknowledge in time")]
+    Timeout,
+    #[error("the socket disconnected before acknowledging")]
+    Disconnected,
+}
+
+/// A refusal sent to the client as CONNECT_ERROR; it sees `message` and `data` in `connect_error`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client called `socket.disconnect()`.
+    ClientNamespaceDisconnect,
+    /// The server disconnected the socket from its namespace.
+    ServerNamespaceDisconnect,
+    /// The whole session ended.
+    Engine(crate::engine::CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::Engine(reason) => reason.as_str(),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The Socket.IO v5 layer: namespaces, sockets, rooms, broadcast and acks, on top of the engine.
+//!
+//! [`Hub`] is the engine's handler: each Engine.IO session gets a `Client` that decodes its
+//! packets (reassembling binary attachments), connects it to namespaces and routes its events to
+//! the namespace handlers, in order and on the calling thread, never a task per message.
+//! The HTTP API and configured rules call the same operations ([`Namespace`], [`Broadcast`]).
+
+mod broadcast;
+mod event;
+mod namespace;
+mod packets;
+mod socket;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+pub use broadcast::{Broadcast, Target};
+pub use event::{Ack, AckError, AckReply, ConnectError, DisconnectReason, Event, Handshake};
+pub use namespace::Namespace;
+pub use socket::{Room, Socket};
+
+use crate::engine::{CloseReason, EngineConn, EngineHandler, Message};
+use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
+
+/// The Socket.IO layer's settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A session that joins no namespace within this time is closed.
+    pub connect_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// All namespaces of a server.
+pub struct Hub {
+    config: HubConfig,
+    namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            namespaces: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The namespace `name`, created (and open to clients) on first use.
+    pub fn namespace(&self, name: &str) -> Arc<Namespace> {
+        if let Some(namespace) = self.of(name) {
+            return namespace;
+        }
+        self.namespaces
+            .write()
+            .entry(Arc::from(name))
+            .or_insert_with_key(|key| Arc::new(Namespace::new(key.clone())))
+            .clone()
+    }
+
+    /// The namespace `name` if it exists.
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.read().get(name).cloned()
+    }
+
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces.read().values().cloned().collect()
+    }
+}
+
+/// A binary packet waiting for its attachments.
+struct PartialPacket {
+    packet: SocketPacket,
+    attachments: Vec<Bytes>,
+}
+
+#[derive(Default)]
+struct ClientState {
+    sockets: Vec<Arc<Socket>>,
+    partial: Option<PartialPacket>,
+    closed: bool,
+}
+
+/// The Socket.IO side of one Engine.IO session.
+pub struct Client {
+    state: Mutex<ClientState>,
+}
+
+impl Client {
+    fn socket(&self, namespace: &str) -> Option<Arc<Socket>> {
+        self.state
+            .lock()
+            .sockets
+            .iter()
+            .find(|s| s.namespace().name() == namespace && s.is_connected())
+            .cloned()
+    }
+}
+
+impl EngineHandler for Arc<Hub> {
+    type State = Arc<Client>;
+
+    fn on_open(&self, conn: &Arc<EngineConn>) -> Arc<Client> {
+        let client = Arc::new(Client {
+            state: Mutex::new(ClientState::default()),
+        });
+        let weak_client: Weak<Client> = Arc::downgrade(&client);
+        let weak_conn = Arc::downgrade(conn);
+        let timeout = self.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let (Some(client), Some(conn)) = (weak_client.upgrade(), weak_conn.upgrade()) else {
+                return;
+            };
+            let never_connected = client.state.lock().sockets.is_empty();
+            if never_connected && !conn.is_closed() {
+                tracing::debug!(sid = %conn.sid(), "no namespace joined in time; closing");
+                conn.close(CloseReason::ForcedClose);
+            }
+        });
+        client
+    }
+
+    fn on_message(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, message: Message) {
+        let complete = {
+            let mut state = client.state.lock();
+            if state.closed {
+                return;
+            }
+            match message {
+                Message::Text(text) => {
+                    if state.partial.is_some() {
+                        drop(state);
+                        return protocol_error(conn, "text packet while awaiting attachments");
+                    }
+                    let decoded = std::str::from_utf8(&text)
+                        .map_err(|_| "not UTF-8".to_owned())
+                        .and_then(|text| decode_packet(text).map_err(|e| e.to_string()));
+                    match decoded {
+                        Ok(packet) if packet.attachments > 0 => {
+                            state.partial = Some(PartialPacket {
+                                attachments: Vec::with_capacity(packet.attachments),
+                                packet,
+                            });
+                            None
+                        }
+                        Ok(packet) => Some((packet, Vec::new())),
+                        Err(error) => {
+                            drop(state);
+                            return protocol_error(conn, &error);
+                        }
+                    }
+                }
+                Message::Binary(data) => {
+                    let Some(partial) = state.partial.as_mut() else {
+                        drop(state);
+                        return protocol_error(conn, "unexpected binary message");
+                    };
+                    partial.attachments.push(data);
+                    if partial.attachments.len() < partial.packet.attachments {
+                        None
+                    } else {
+                        state.partial.take().map(|p| (p.packet, p.attachments))
+                    }
+                }
+            }
+        };
+        if let Some((packet, attachments)) = complete {
+            self.dispatch(client, conn, packet, attachments);
+        }
+    }
+
+    fn on_close(&self, client: &Arc<Client>, _conn: &Arc<EngineConn>, reason: CloseReason) {
+        let sockets = {
+            let mut state = client.state.lock();
+            state.closed = true;
+            state.partial = None;
+            std::mem::take(&mut state.sockets)
+        };
+        for socket in sockets {
+            socket
+                .namespace()
+                .clone()
+                .remove_socket(&socket, DisconnectReason::Engine(reason));
+        }
+    }
+}
+
+fn protocol_error(conn: &EngineConn, error: &str) {
+    tracing::debug!(sid = %conn.sid(), error, "invalid Socket.IO packet; closing the session");
+    conn.close(CloseReason::ParseError);
+}
+
+impl Hub {
+    fn dispatch(
+        &self,
+        client: &Arc<Client>,
+        conn: &Arc<EngineConn>,
+        packet: SocketPacket,
+        attachments: Vec<Bytes>,
+    ) {
+        match packet.kind {
+            PacketKind::Connect => self.connect(client, conn, packet),
+            PacketKind::Disconnect => {
+                if let Some(socket) = client.socket(&packet.namespace) {
+                    client
+                        .state
+                        .lock()
+                        .sockets
+                        .retain(|s| !Arc::ptr_eq(s, &socket));
+                    socket
+                        .namespace()
+                        .clone()
+                        .remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                // Events for a namespace the client is not connected to are dropped, as in the
+                // reference server.
+                let Some(socket) = client.socket(&packet.namespace) else {
+                    return;
+                };
+                let mut args = match packet.data {
+                    Some(Value::Array(args)) => args,
+                    _ => return,
+                };
+                let name = match args.first() {
+                    Some(Value::String(name)) => name.clone(),
+                    Some(other) => other.to_string(),
+                    None => return,
+                };
+                args.remove(0);
+                let ack = packet.ack_id.map(|id| Ack {
+                    conn: conn.clone(),
+                    namespace: Arc::from(packet.namespace.as_str()),
+                    id,
+                });
+                let namespace = socket.namespace().clone();
+                namespace.dispatch(&socket, Event::new(name, args, attachments, ack));
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                if let (Some(socket), Some(id), Some(Value::Array(args))) =
+                    (client.socket(&packet.namespace), packet.ack_id, packet.data)
+                {
+                    socket.on_ack(id, AckReply { args, attachments });
+                }
+            }
+            PacketKind::ConnectError => {}
+        }
+    }
+
+    fn connect(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, packet: SocketPacket) {
+        let name = packet.namespace;
+        if client.socket(&name).is_some() {
+            tracing::debug!(sid = %conn.sid(), nsp = %name, "already connected to this namespace");
+            return;
+        }
+        let Some(namespace) = self.of(&name) else {
+            let _ = conn.send(packets::connect_error(&name, "Invalid namespace", None));
+            return;
+        };
+        let auth = match packet.data {
+            Some(Value::Object(auth)) => auth,
+            _ => serde_json::Map::new(),
+        };
+        let handshake = Handshake {
+            auth,
+            issued: SystemTime::now(),
+        };
+        let socket = match namespace.admit(conn, handshake) {
+            Ok(socket) => socket,
+            Err(error) => {
+                let _ = conn.send(packets::connect_error(
+                    &name,
+                    &error.message,
+                    error.data.as_ref(),
+                ));
+                return;
+            }
+        };
+        {
+            let mut state = client.state.lock();
+            if state.closed {
+                drop(state);
+                namespace.remove_socket(
+                    &socket,
+                    DisconnectReason::Engine(CloseReason::TransportClose),
+                );
+                return;
+            }
+            state.sockets.retain(|s| s.is_connected());
+            state.sockets.push(socket.clone());
+        }
+        let _ = conn.send(packets::connect(&name, socket.id(), None));
+        tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket connected");
+        namespace.run_connect_handlers(&socket);
+    }
+}

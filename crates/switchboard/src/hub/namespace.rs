@@ -1,0 +1,244 @@
+//! [`Namespace`]: its sockets, its room index and its handlers (middleware, connect, events,
+//! disconnect). Handlers run on the thread that decoded the packet, one at a time per client, so a
+//! client's events are handled in the order it sent them.
+//!
+//! Lock order, everywhere: the room index, then the socket map, then a socket's own room set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+
+use super::broadcast::Broadcast;
+use super::event::{ConnectError, DisconnectReason, Event, Handshake};
+use super::socket::{Room, Socket};
+use crate::engine::EngineConn;
+
+type Middleware = Arc<
+    dyn Fn(&EngineConn, &Handshake, &mut Map<String, Value>) -> Result<(), ConnectError>
+        + Send
+        + Sync,
+>;
+type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
+type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct Handlers {
+    middleware: Vec<Middleware>,
+    on_connect: Vec<ConnectHandler>,
+    events: HashMap<String, EventHandler>,
+    fallback: Option<EventHandler>,
+    on_disconnect: Vec<DisconnectHandler>,
+}
+
+pub struct Namespace {
+    name: Arc<str>,
+    pub(crate) sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
+    /// room -> its members
+    pub(crate) rooms: RwLock<HashMap<Room, HashMap<Arc<str>, Arc<Socket>>>>,
+    handlers: RwLock<Handlers>,
+}
+
+impl Namespace {
+    pub(crate) fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(Handlers::default()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs before a socket connects; an error refuses it with CONNECT_ERROR. The middleware may
+    /// fill in the socket's data (claims of a verified token, say).
+    pub fn use_middleware(
+        &self,
+        middleware: impl Fn(
+            &EngineConn,
+            &Handshake,
+            &mut Map<String, Value>,
+        ) -> Result<(), ConnectError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> &Self {
+        self.handlers.write().middleware.push(Arc::new(middleware));
+        self
+    }
+
+    pub fn on_connect(&self, handler: impl Fn(&Arc<Socket>) + Send + Sync + 'static) -> &Self {
+        self.handlers.write().on_connect.push(Arc::new(handler));
+        self
+    }
+
+    /// Handles the client event `name` for every socket of this namespace.
+    pub fn on(
+        &self,
+        name: impl Into<String>,
+        handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static,
+    ) -> &Self {
+        self.handlers
+            .write()
+            .events
+            .insert(name.into(), Arc::new(handler));
+        self
+    }
+
+    /// Handles every client event no `on` handler claimed.
+    pub fn on_any(&self, handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static) -> &Self {
+        self.handlers.write().fallback = Some(Arc::new(handler));
+        self
+    }
+
+    pub fn on_disconnect(
+        &self,
+        handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static,
+    ) -> &Self {
+        self.handlers.write().on_disconnect.push(Arc::new(handler));
+        self
+    }
+
+    /// A broadcast to every socket of the namespace (narrow it with `to`, `except`).
+    pub fn everyone(self: &Arc<Self>) -> Broadcast {
+        Broadcast::new(self.clone())
+    }
+
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> Broadcast {
+        self.everyone().to(room)
+    }
+
+    pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
+        self.sockets.read().get(id).cloned()
+    }
+
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.read().values().cloned().collect()
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.sockets.read().len()
+    }
+
+    /// Every room with its member count (each socket's own-id room included).
+    pub fn rooms(&self) -> Vec<(Room, usize)> {
+        self.rooms
+            .read()
+            .iter()
+            .map(|(room, members)| (room.clone(), members.len()))
+            .collect()
+    }
+
+    pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
+        self.rooms
+            .read()
+            .get(room)
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn join(&self, socket: &Arc<Socket>, room: Room) {
+        if !socket.is_connected() {
+            return;
+        }
+        let mut index = self.rooms.write();
+        if socket.rooms.lock().insert(room.clone()) {
+            index
+                .entry(room)
+                .or_default()
+                .insert(socket.id().clone(), socket.clone());
+        }
+    }
+
+    pub(crate) fn leave(&self, socket: &Socket, room: &str) {
+        let mut index = self.rooms.write();
+        if socket.rooms.lock().remove(room) {
+            Self::unindex(&mut index, room, socket.id());
+        }
+    }
+
+    fn unindex(index: &mut HashMap<Room, HashMap<Arc<str>, Arc<Socket>>>, room: &str, id: &str) {
+        if let Some(members) = index.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                index.remove(room);
+            }
+        }
+    }
+
+    /// Runs the middleware; on success the socket exists, is indexed and in its own room.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        conn: &Arc<EngineConn>,
+        handshake: Handshake,
+    ) -> Result<Arc<Socket>, ConnectError> {
+        let middleware = self.handlers.read().middleware.clone();
+        let mut data = Map::new();
+        for check in &middleware {
+            check(conn, &handshake, &mut data)?;
+        }
+        let id = crate::engine::new_id();
+        let socket = Arc::new(Socket::new(
+            id.clone(),
+            self.clone(),
+            conn.clone(),
+            handshake,
+            data,
+        ));
+        {
+            let mut index = self.rooms.write();
+            self.sockets.write().insert(id.clone(), socket.clone());
+            socket.rooms.lock().insert(id.clone());
+            index
+                .entry(id.clone())
+                .or_default()
+                .insert(id, socket.clone());
+        }
+        Ok(socket)
+    }
+
+    pub(crate) fn run_connect_handlers(&self, socket: &Arc<Socket>) {
+        let handlers = self.handlers.read().on_connect.clone();
+        for handler in handlers {
+            handler(socket);
+        }
+    }
+
+    pub(crate) fn dispatch(&self, socket: &Arc<Socket>, event: Event) {
+        let handler = {
+            let handlers = self.handlers.read();
+            handlers
+                .events
+                .get(&event.name)
+                .or(handlers.fallback.as_ref())
+                .cloned()
+        };
+        if let Some(handler) = handler {
+            handler(socket, event);
+        }
+    }
+
+    /// Takes the socket out of the namespace and its rooms, then runs the disconnect handlers.
+    pub(crate) fn remove_socket(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        if !socket.mark_disconnected() {
+            return;
+        }
+        {
+            let mut index = self.rooms.write();
+            self.sockets.write().remove(socket.id());
+            for room in socket.rooms.lock().drain() {
+                Self::unindex(&mut index, &room, socket.id());
+            }
+        }
+        tracing::debug!(nsp = %self.name, socket = %socket.id(), reason = reason.as_str(), "socket disconnected");
+        let handlers = self.handlers.read().on_disconnect.clone();
+        for handler in handlers {
+            handler(socket, reason);
+        }
+    }
+}

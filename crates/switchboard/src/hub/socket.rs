@@ -1,0 +1,201 @@
+//! [`Socket`]: one client connected to one namespace. It lives on an Engine.IO session (several
+//! sockets, one per namespace, may share one), is always in the room named by its own id, and can
+//! emit, join and leave rooms, wait for acks and be disconnected by the server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::broadcast::Broadcast;
+use super::event::{AckError, AckReply, DisconnectReason, Handshake};
+use super::namespace::Namespace;
+use super::packets;
+use crate::engine::{EngineConn, SendError};
+
+/// A room name.
+pub type Room = Arc<str>;
+
+#[derive(Default)]
+struct PendingAcks {
+    next_id: u64,
+    waiting: HashMap<u64, oneshot::Sender<AckReply>>,
+}
+
+pub struct Socket {
+    id: Arc<str>,
+    namespace: Arc<Namespace>,
+    conn: Arc<EngineConn>,
+    handshake: Handshake,
+    /// The rooms this socket is in. Written only with the namespace's room index locked first.
+    pub(crate) rooms: Mutex<HashSet<Room>>,
+    data: Mutex<Map<String, Value>>,
+    acks: Mutex<PendingAcks>,
+    connected: AtomicBool,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        id: Arc<str>,
+        namespace: Arc<Namespace>,
+        conn: Arc<EngineConn>,
+        handshake: Handshake,
+        data: Map<String, Value>,
+    ) -> Self {
+        Self {
+            id,
+            namespace,
+            conn,
+            handshake,
+            rooms: Mutex::new(HashSet::new()),
+            data: Mutex::new(data),
+            acks: Mutex::new(PendingAcks::default()),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// The Socket.IO id (not the Engine.IO session id).
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.namespace
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The Engine.IO session under this socket (request query, headers, transport).
+    pub fn conn(&self) -> &Arc<EngineConn> {
+        &self.conn
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Data attached to the socket (by auth, rules or handlers).
+    pub fn data(&self) -> Map<String, Value> {
+        self.data.lock().clone()
+    }
+
+    pub fn set_data(&self, key: impl Into<String>, value: Value) {
+        self.data.lock().insert(key.into(), value);
+    }
+
+    /// The rooms this socket is in, its own id included.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.rooms.lock().iter().cloned().collect()
+    }
+
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.lock().contains(room)
+    }
+
+    pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
+        self.namespace.join(self, room.into());
+    }
+
+    pub fn leave(self: &Arc<Self>, room: &str) {
+        self.namespace.leave(self, room);
+    }
+
+    /// Sends an event to this socket.
+    pub fn emit(&self, event: &str, args: &[Value]) -> Result<(), SendError> {
+        self.emit_binary(event, args, &[])
+    }
+
+    pub fn emit_binary(
+        &self,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> Result<(), SendError> {
+        if !self.is_connected() {
+            return Err(SendError::Closed);
+        }
+        let frames = packets::event(self.namespace.name(), None, event, args, attachments);
+        self.conn.send_all(&frames)
+    }
+
+    /// Sends an event and waits for the client's acknowledgement.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: &[Value],
+        timeout: Duration,
+    ) -> Result<AckReply, AckError> {
+        let (sender, receiver) = oneshot::channel();
+        let id = {
+            let mut acks = self.acks.lock();
+            let id = acks.next_id;
+            acks.next_id += 1;
+            acks.waiting.insert(id, sender);
+            id
+        };
+        let frames = packets::event(self.namespace.name(), Some(id), event, args, &[]);
+        if !self.is_connected() || self.conn.send_all(&frames).is_err() {
+            self.acks.lock().waiting.remove(&id);
+            return Err(AckError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.acks.lock().waiting.remove(&id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    /// A client's ACK packet for one of our emits. Unknown ids are ignored (it timed out).
+    pub(crate) fn on_ack(&self, id: u64, reply: AckReply) {
+        if let Some(sender) = self.acks.lock().waiting.remove(&id) {
+            let _ = sender.send(reply);
+        }
+    }
+
+    /// Everyone in the namespace but this socket.
+    pub fn broadcast(&self) -> Broadcast {
+        self.namespace.everyone().except_socket(self.id.clone())
+    }
+
+    /// Everyone in `room` but this socket.
+    pub fn to(&self, room: impl Into<Room>) -> Broadcast {
+        self.broadcast().to(room)
+    }
+
+    /// Disconnects this socket from its namespace; the client sees "io server disconnect".
+    pub fn disconnect(self: &Arc<Self>) {
+        if self.is_connected() {
+            let _ = self.conn.send(packets::disconnect(self.namespace.name()));
+            self.namespace
+                .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    /// Marks the socket gone and fails whatever acks it still owed. True the first time only.
+    pub(crate) fn mark_disconnected(&self) -> bool {
+        let was_connected = self.connected.swap(false, Ordering::AcqRel);
+        if was_connected {
+            self.acks.lock().waiting.clear();
+        }
+        was_connected
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("namespace", &self.namespace.name())
+            .finish()
+    }
+}

@@ -1,0 +1,11 @@
+//! Switchboard: a real-time server that speaks Socket.IO.
+//!
+//! The layers, from the wire up: [`protocol`] (pure codecs), [`engine`] (Engine.IO sessions and
+//! transports), [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast) and [`server`] (the
+//! listener and HTTP routing).
+
+pub mod cors;
+pub mod engine;
+pub mod hub;
+pub mod protocol;
+pub mod server;

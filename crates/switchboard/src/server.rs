@@ -1,0 +1,145 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 on them (with upgrades for WebSocket),
+//! applies CORS and routes each request by path to a mounted service (an Engine.IO endpoint, the
+//! HTTP API, ...). Stops accepting when the shutdown future resolves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::cors::CorsPolicy;
+use crate::engine::{Engine, EngineHandler, HttpResponse, RemoteAddr, response};
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
+
+/// Anything the server can route requests to.
+pub trait HttpService: Send + Sync + 'static {
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture;
+}
+
+impl<H: EngineHandler> HttpService for Arc<Engine<H>> {
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        let engine = self.clone();
+        Box::pin(async move { engine.handle(request).await })
+    }
+}
+
+impl<F, Fut> HttpService for F
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HttpResponse> + Send + 'static,
+{
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        Box::pin(self(request))
+    }
+}
+
+struct Route {
+    /// `/socket.io/` serves `/socket.io/` and `/socket.io`.
+    path: String,
+    service: Arc<dyn HttpService>,
+}
+
+/// An HTTP server with path routes.
+#[derive(Default)]
+pub struct Server {
+    routes: Vec<Route>,
+    fallback: Option<Arc<dyn HttpService>>,
+    cors: CorsPolicy,
+}
+
+impl Server {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `path` (exactly, with or without its trailing slash) with `service`.
+    pub fn route(mut self, path: &str, service: impl HttpService) -> Self {
+        self.routes.push(Route {
+            path: path.to_owned(),
+            service: Arc::new(service),
+        });
+        self
+    }
+
+    /// Serves every request no route matched.
+    pub fn fallback(mut self, service: impl HttpService) -> Self {
+        self.fallback = Some(Arc::new(service));
+        self
+    }
+
+    pub fn cors(mut self, cors: CorsPolicy) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// Accepts connections until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let server = Arc::new(self);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait a moment rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(RemoteAddr(remote));
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(server.dispatch(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    async fn dispatch(&self, request: Request<Incoming>) -> HttpResponse {
+        if let Some(preflight) = self.cors.preflight(request.method(), request.headers()) {
+            return preflight;
+        }
+        let request_headers = request.headers().clone();
+        let path = request.uri().path();
+        let route = self
+            .routes
+            .iter()
+            .find(|route| route.path == path || route.path.trim_end_matches('/') == path)
+            .map(|route| route.service.clone())
+            .or_else(|| self.fallback.clone());
+        let mut response = match route {
+            Some(service) => service.call(request).await,
+            None => response(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                Bytes::from_static(
+                    b"{\"error\":{\"code\":\"not_found\",\"message\":\"no such path\"}}",
+                ),
+            ),
+        };
+        self.cors.decorate(&request_headers, &mut response);
+        response
+    }
+}
