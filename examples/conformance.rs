@@ -3,6 +3,7 @@
 //! - `/socket.io/`: Socket.IO with namespaces `/` and `/custom`; on connect each socket is sent
 //!   `auth` with its handshake auth; `message` is answered with `message-back` (same args) and
 //!   `message-with-ack` is acknowledged with its own args.
+//!
 //! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000, connectTimeout 1000 ms, CORS
 //! open to any origin. Run: `cargo run --release --example conformance`.
 

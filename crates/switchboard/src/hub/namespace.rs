@@ -24,6 +24,11 @@ type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
 type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
 
+/// The members of one room, by socket id.
+pub(crate) type Members = HashMap<Arc<str>, Arc<Socket>>;
+/// Every room of a namespace with its members.
+pub(crate) type RoomIndex = HashMap<Room, Members>;
+
 #[derive(Default, Clone)]
 struct Handlers {
     middleware: Vec<Middleware>,
@@ -37,7 +42,7 @@ pub struct Namespace {
     name: Arc<str>,
     pub(crate) sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     /// room -> its members
-    pub(crate) rooms: RwLock<HashMap<Room, HashMap<Arc<str>, Arc<Socket>>>>,
+    pub(crate) rooms: RwLock<RoomIndex>,
     handlers: RwLock<Handlers>,
 }
 

@@ -1,0 +1,81 @@
+// Starts one of our binaries on a free port for a test and stops it afterwards.
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const RELEASE = path.join(ROOT, "target", "release");
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitUntilUp(url, child, output) {
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) {
+      throw new Error(`server exited with ${child.exitCode}:\n${output.join("")}`);
+    }
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`server did not start:\n${output.join("")}`);
+}
+
+/**
+ * Runs `binary` (a path under target/release) with `args` and `env`, on a free port passed as
+ * PORT. Resolves to { port, url, stop(), output }.
+ */
+export async function startServer(binary, { args = [], env = {}, port } = {}) {
+  port = port ?? (await freePort());
+  const output = [];
+  const child = spawn(path.join(RELEASE, binary), args, {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", PORT: String(port), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.on("data", (d) => output.push(d.toString()));
+  child.stderr.on("data", (d) => output.push(d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(`${url}/socket.io/?EIO=4&transport=polling`, child, output).catch(async (e) => {
+    child.kill("SIGKILL");
+    throw e;
+  });
+  return {
+    port,
+    url,
+    output,
+    child,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once("exit", (code) => resolve(code));
+        child.kill("SIGTERM");
+        setTimeout(() => child.kill("SIGKILL"), 5000).unref();
+      }),
+  };
+}
+
+/** Resolves with the first `event` emitted by `emitter` (its arguments as an array). */
+export function once(emitter, event, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), timeoutMs);
+    emitter.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
