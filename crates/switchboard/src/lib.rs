@@ -4,8 +4,12 @@
 //! transports), [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast) and [`server`] (the
 //! listener and HTTP routing).
 
+pub mod api;
+pub mod app;
+pub mod config;
 pub mod cors;
 pub mod engine;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -1,40 +1,153 @@
-//! The `switchboard` binary: a Socket.IO server on port 4000 (`PORT` overrides).
+//! The `switchboard` command: `serve` (the default) runs the server, on its embedded defaults or
+//! a TOML config; `check-config` validates a config file and names the bad key and line.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
-use switchboard::cors::CorsPolicy;
-use switchboard::engine::{CloseReason, Engine, EngineConfig};
-use switchboard::hub::{Hub, HubConfig};
-use switchboard::server::Server;
+use clap::{Args, Parser, Subcommand};
+use switchboard::app::App;
+use switchboard::config::{Config, LogFormat, Overrides};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(4000);
-    let hub = Hub::new(HubConfig::default());
-    hub.namespace("/");
-    let engine = Engine::new(EngineConfig::default(), hub);
-    let server = Server::new()
-        .cors(CorsPolicy::Origins(vec![
-            "http://localhost:*".into(),
-            "http://127.0.0.1:*".into(),
-        ]))
-        .route("/socket.io/", engine.clone());
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-    tracing::info!(port, "switchboard listening");
-    server
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    engine.close_all(CloseReason::ServerShutdown);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A real-time server that speaks Socket.IO"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default command).
+    Serve(ServeArgs),
+    /// Check a config file; exits non-zero naming the bad key and line.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML config file (default: the embedded defaults).
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.host).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (server.port; PORT also overrides it).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Socket.IO path (server.path).
+    #[arg(long)]
+    path: Option<String>,
+    /// Log format: pretty or json (server.log_format).
+    #[arg(long, value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?}: use pretty or json")),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        host: args.host,
+        port: args.port,
+        path: args.path,
+        log_format: args.log_format,
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("switchboard: {error}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(config.server.log_format);
+    let address = format!("{}:{}", config.server.host, config.server.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+    tracing::info!(
+        address = %address,
+        path = %config.server.path,
+        config = %args.config.as_ref().map_or("<embedded defaults>".into(), |p| p.display().to_string()),
+        "switchboard listening"
+    );
+    App::build(config).run(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            match Config::load(Some(&file), &Overrides::default()) {
+                Ok(config) => {
+                    println!(
+                        "{}: ok ({} namespace(s), listening on {}:{}{})",
+                        file.display(),
+                        config.namespace_names().len(),
+                        config.server.host,
+                        config.server.port,
+                        config.server.path
+                    );
+                    Ok(())
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        command => {
+            let args = match command {
+                Some(Command::Serve(args)) => args,
+                _ => cli.serve,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(args))
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod conn;
 mod frame;
 mod polling;
 mod session;
+mod traffic;
 mod websocket;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use parking_lot::RwLock;
 pub use conn::{CloseReason, EngineConn, KEPT_HEADERS, RequestInfo, SendError, TransportKind};
 pub use frame::Frame;
 use session::Session;
+pub use traffic::Traffic;
 
 pub(crate) const RECORD_SEPARATOR_BYTE: u8 = crate::protocol::engine::RECORD_SEPARATOR;
 
@@ -136,6 +138,9 @@ pub struct Engine<H: EngineHandler> {
     config: EngineConfig,
     handler: H,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<H>>>>,
+    traffic: Arc<Traffic>,
+    /// Set while the server shuts down: no new sessions.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The query parameters the engine reads.
@@ -166,7 +171,35 @@ impl<H: EngineHandler> Engine<H> {
             config,
             handler,
             sessions: RwLock::new(HashMap::new()),
+            traffic: Arc::new(Traffic::default()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Packets and bytes in and out, and the transports open right now.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
+    }
+
+    /// Sessions by transport: (polling, websocket).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let sessions = self.sessions.read();
+        let websocket = sessions
+            .values()
+            .filter(|s| s.conn.transport() == TransportKind::WebSocket)
+            .count();
+        (sessions.len() - websocket, websocket)
+    }
+
+    /// Refuses new sessions from now on (503), as the server shuts down.
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// True once no session is left and every WebSocket writer has flushed and finished.
+    pub fn is_drained(&self) -> bool {
+        self.sessions.read().is_empty() && self.traffic.open_writers() == 0
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -233,9 +266,11 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     fn at_capacity(&self) -> bool {
-        self.config
-            .max_sessions
-            .is_some_and(|max| self.sessions.read().len() >= max)
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+            || self
+                .config
+                .max_sessions
+                .is_some_and(|max| self.sessions.read().len() >= max)
     }
 
     /// Creates and registers a session, then starts its supervisor.
@@ -283,6 +318,7 @@ impl<H: EngineHandler> Engine<H> {
         if conn.is_closed() {
             return;
         }
+        self.traffic.packets_in.inc();
         match packet {
             EnginePacket::Message(text) => {
                 self.handler

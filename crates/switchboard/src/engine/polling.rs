@@ -119,6 +119,7 @@ pub(super) async fn poll<H: EngineHandler>(
     };
     guard.answered = true;
     drop(guard);
+    engine.traffic().count_sent(&frames);
     response(StatusCode::OK, TEXT_PLAIN, Bytes::from(body))
 }
 
@@ -205,6 +206,7 @@ where
             return EngineError::BadRequest.response();
         }
     };
+    engine.traffic().bytes_in.inc_by(body.len() as u64);
     match decode_polling_payload(body) {
         Ok(packets) => {
             for packet in packets {

@@ -76,7 +76,7 @@ pub(super) async fn handle<H: EngineHandler, B>(
                 let session = engine.open_session(info, TransportKind::WebSocket);
                 let conn = session.conn.clone();
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
-                tokio::spawn(write_loop(conn, write));
+                tokio::spawn(write_loop(conn, write, engine.traffic().clone()));
                 read_loop(&engine, &session, reader).await;
             }
         }
@@ -135,7 +135,7 @@ async fn upgrade_session<H: EngineHandler>(
     conn.set_transport(TransportKind::WebSocket);
     session.set_upgrade_stage(UpgradeStage::None);
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
-    tokio::spawn(write_loop(conn, write));
+    tokio::spawn(write_loop(conn, write, engine.traffic().clone()));
     read_loop(&engine, &session, reader).await;
 }
 
@@ -206,6 +206,7 @@ async fn read_loop<H: EngineHandler>(
         let Some((opcode, payload)) = complete else {
             continue;
         };
+        engine.traffic().bytes_in.inc_by(payload.len() as u64);
         let packet = if opcode == OpCode::Binary {
             EnginePacket::Binary(payload)
         } else {
@@ -241,7 +242,8 @@ fn close_reason_for(error: &WebSocketError) -> CloseReason {
 }
 
 /// Writes whatever the session queues, batching frames into one write, until it closes.
-async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>) {
+async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>, traffic: Arc<super::Traffic>) {
+    let _open = traffic.writer_opened();
     let mut frames = Vec::new();
     let mut batch = Vec::new();
     loop {
@@ -253,6 +255,7 @@ async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>) {
                 // A client that stopped reading must not hold this task once the session ends.
                 reason = conn.closed(), if !conn.is_closed() => reason.flushes_queue(),
             };
+            traffic.count_sent(&frames);
             frames.clear();
             if !written {
                 conn.close(CloseReason::TransportError);

@@ -137,12 +137,14 @@ impl Namespace {
 
     /// Queues the same frames on every targeted socket; returns how many accepted them.
     pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
+        let started = std::time::Instant::now();
         let mut reached = 0;
         self.for_each_target(target, |socket| {
             if socket.conn().send_all(frames).is_ok() {
                 reached += 1;
             }
         });
+        self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }
 }

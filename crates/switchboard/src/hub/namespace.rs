@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
@@ -44,15 +45,17 @@ pub struct Namespace {
     /// room -> its members
     pub(crate) rooms: RwLock<RoomIndex>,
     handlers: RwLock<Handlers>,
+    pub(crate) fanout: Histogram,
 }
 
 impl Namespace {
-    pub(crate) fn new(name: Arc<str>) -> Self {
+    pub(crate) fn new(name: Arc<str>, fanout: Histogram) -> Self {
         Self {
             name,
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             handlers: RwLock::new(Handlers::default()),
+            fanout,
         }
     }
 
@@ -137,6 +140,21 @@ impl Namespace {
             .iter()
             .map(|(room, members)| (room.clone(), members.len()))
             .collect()
+    }
+
+    /// Rooms other than the sockets' own-id rooms.
+    pub fn shared_room_count(&self) -> usize {
+        let index = self.rooms.read();
+        let sockets = self.sockets.read();
+        index
+            .keys()
+            .filter(|room| !sockets.contains_key(&***room))
+            .count()
+    }
+
+    /// Is `room` a socket's own-id room?
+    pub fn is_private_room(&self, room: &str) -> bool {
+        self.sockets.read().contains_key(room)
     }
 
     pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {

@@ -1,0 +1,387 @@
+//! The HTTP side for backends and operators: the JSON API under `/api/` (emit, batch, join,
+//! leave, disconnect, rooms, stats, its OpenAPI document), and `/`, `/health`, `/ready`,
+//! `/metrics`. API calls run the same hub operations as client events (see `operations.rs`).
+//!
+//! Auth: `Authorization: Bearer <key>` when keys are configured; with none, only loopback callers.
+
+mod error;
+mod operations;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub use error::{ApiError, ApiJson, BodyLimit, parse_json};
+pub use operations::{
+    BatchRequest, Command, DisconnectRequest, EmitRequest, MAX_NAME_BYTES, MembershipRequest,
+    Prepared, check_event, check_rooms,
+};
+
+use crate::config::Config;
+use crate::engine::{Engine, HttpResponse, RemoteAddr};
+use crate::hub::Hub;
+use crate::metrics::{Metrics, StatusLabel};
+use crate::server::{HttpService, ResponseFuture};
+
+/// The Socket.IO engine of the server.
+pub type SocketEngine = Engine<Arc<Hub>>;
+
+/// The OpenAPI 3.1 description of the API, kept in the repository beside this file.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every HTTP handler can reach.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub engine: Arc<SocketEngine>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    /// False while the server drains for shutdown.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(hub: Arc<Hub>, engine: Arc<SocketEngine>, config: Arc<Config>) -> Arc<Self> {
+        let metrics = Metrics::new(&engine, &hub);
+        Arc::new(Self {
+            hub,
+            engine,
+            config,
+            metrics,
+            started: Instant::now(),
+            ready: AtomicBool::new(true),
+        })
+    }
+}
+
+/// Builds the router; `extra` (configured HTTP routes, the console) is merged in.
+pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
+    let mut app = Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics));
+    if state.config.api.enabled {
+        let api = Router::new()
+            .route("/api/emit", post(emit))
+            .route("/api/batch", post(batch))
+            .route("/api/join", post(join))
+            .route("/api/leave", post(leave))
+            .route("/api/disconnect", post(disconnect))
+            .route("/api/rooms", get(rooms))
+            .route("/api/rooms/{room}", get(room))
+            .route("/api/stats", get(stats))
+            .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+        app = app.merge(api).route("/api/openapi.json", get(openapi));
+    }
+    app.merge(extra)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(axum::Extension(BodyLimit(
+            state.config.limits.api_max_body.0,
+        )))
+        .with_state(state)
+}
+
+/// The router as a service of our HTTP server (its fallback, after the Socket.IO path).
+pub struct ApiService(pub Router);
+
+impl HttpService for ApiService {
+    fn call(&self, request: hyper::Request<Incoming>) -> ResponseFuture {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let response = match router.oneshot(request.map(axum::body::Body::new)).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            };
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            HttpResponse::from_parts(parts, Full::new(bytes))
+        })
+    }
+}
+
+fn key_matches(expected: &str, presented: &str) -> bool {
+    // Compare in time independent of where the first difference is.
+    expected.len() == presented.len()
+        && expected
+            .bytes()
+            .zip(presented.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let keys = &state.config.api.keys;
+    if keys.is_empty() {
+        let loopback = request
+            .extensions()
+            .get::<RemoteAddr>()
+            .is_some_and(|addr| addr.0.ip().is_loopback());
+        if !loopback {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no API key is configured, so the API answers loopback callers only \
+                 (set [api] keys or SWITCHBOARD_API_KEYS)",
+            )
+            .into_response();
+        }
+    } else {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !keys.iter().any(|key| key_matches(key, presented)) {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send a configured API key as 'Authorization: Bearer <key>'",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if is_api {
+        state
+            .metrics
+            .api_requests
+            .get_or_create(&StatusLabel {
+                status: response.status().as_u16(),
+            })
+            .inc();
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path")
+}
+
+type ApiResult = Result<axum::Json<Value>, ApiError>;
+
+fn run_emit(state: &AppState, prepared: Prepared, source: &'static str) -> Value {
+    if prepared.is_emit() {
+        state.metrics.count_emit(source);
+    }
+    prepared.run()
+}
+
+async fn emit(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<EmitRequest>,
+) -> ApiResult {
+    let mut result = run_emit(&state, request.prepare(&state.hub)?, "api");
+    Ok(axum::Json(json!({ "reached": result["reached"].take() })))
+}
+
+async fn batch(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> ApiResult {
+    let prepared = request.prepare(&state.hub)?;
+    let results: Vec<Value> = prepared
+        .into_iter()
+        .map(|op| run_emit(&state, op, "api"))
+        .collect();
+    Ok(axum::Json(json!({ "results": results })))
+}
+
+async fn join(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<MembershipRequest>,
+) -> ApiResult {
+    let mut result = request.prepare_join(&state.hub)?.run();
+    Ok(axum::Json(json!({ "affected": result["affected"].take() })))
+}
+
+async fn leave(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<MembershipRequest>,
+) -> ApiResult {
+    let mut result = request.prepare_leave(&state.hub)?.run();
+    Ok(axum::Json(json!({ "affected": result["affected"].take() })))
+}
+
+async fn disconnect(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<DisconnectRequest>,
+) -> ApiResult {
+    let mut result = request.prepare(&state.hub)?.run();
+    Ok(axum::Json(
+        json!({ "disconnected": result["disconnected"].take() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NamespaceQuery {
+    namespace: Option<String>,
+}
+
+async fn rooms(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<NamespaceQuery>,
+) -> ApiResult {
+    let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
+    let mut rooms: Vec<(String, usize)> = namespace
+        .rooms()
+        .into_iter()
+        .filter(|(room, _)| !namespace.is_private_room(room))
+        .map(|(room, size)| (room.to_string(), size))
+        .collect();
+    rooms.sort();
+    let rooms: Vec<Value> = rooms
+        .into_iter()
+        .map(|(name, size)| json!({ "name": name, "size": size }))
+        .collect();
+    Ok(axum::Json(
+        json!({ "namespace": namespace.name(), "rooms": rooms }),
+    ))
+}
+
+async fn room(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<NamespaceQuery>,
+) -> ApiResult {
+    let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
+    let mut members = namespace.room_members(&room);
+    members.sort_by(|a, b| a.id().cmp(b.id()));
+    let sockets: Vec<Value> = members
+        .iter()
+        .map(|socket| {
+            let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
+            rooms.sort();
+            json!({
+                "id": socket.id().as_ref(),
+                "transport": socket.conn().transport().as_str(),
+                "rooms": rooms,
+                "data": socket.data(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "namespace": namespace.name(),
+        "room": room,
+        "size": sockets.len(),
+        "sockets": sockets,
+    })))
+}
+
+/// The figures `/api/stats` and the periodic stats line report.
+pub fn stats_snapshot(state: &AppState) -> Value {
+    let (polling, websocket) = state.engine.sessions_by_transport();
+    let namespaces: Vec<Value> = state
+        .hub
+        .namespaces()
+        .iter()
+        .map(|ns| {
+            json!({
+                "name": ns.name(),
+                "sockets": ns.socket_count(),
+                "rooms": ns.shared_room_count(),
+            })
+        })
+        .collect();
+    let traffic = state.engine.traffic();
+    json!({
+        "connections": polling + websocket,
+        "connections_by_transport": { "polling": polling, "websocket": websocket },
+        "sockets": namespaces.iter().map(|n| n["sockets"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "rooms": namespaces.iter().map(|n| n["rooms"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "namespaces": namespaces,
+        "packets_in": traffic.packets_in.get(),
+        "packets_out": traffic.packets_out.get(),
+        "bytes_in": traffic.bytes_in.get(),
+        "bytes_out": traffic.bytes_out.get(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    })
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    axum::Json(stats_snapshot(&state))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from_static(OPENAPI.as_bytes()),
+    )
+        .into_response()
+}
+
+async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    let stats = stats_snapshot(&state);
+    axum::Json(json!({
+        "name": "switchboard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": stats["uptime_seconds"],
+        "connections": stats["connections"],
+        "sockets": stats["sockets"],
+        "path": state.config.server.path,
+    }))
+}
+
+async fn health() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        axum::Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "reason": "shutting down" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state.engine, &state.hub);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

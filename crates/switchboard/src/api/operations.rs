@@ -1,0 +1,305 @@
+//! The HTTP API's write operations (emit, join, leave, disconnect, batch): request shapes,
+//! validation and their execution through the same hub operations client events use.
+//! Each request is checked whole before anything happens, so a bad one changes nothing.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::hub::{Broadcast, Hub, Namespace};
+use crate::protocol::socket::RESERVED_EVENTS;
+
+/// Room names (and event names) longer than this are refused.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Commands in one batch at most.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitRequest {
+    pub event: String,
+    #[serde(default)]
+    pub args: Option<Vec<Value>>,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    #[serde(default)]
+    pub except: Vec<String>,
+    #[serde(default)]
+    pub sockets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipRequest {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Socket ids to act on.
+    #[serde(default)]
+    pub sockets: Vec<String>,
+    /// Rooms whose members to act on.
+    #[serde(default, rename = "in")]
+    pub within: Vec<String>,
+    /// Rooms to join or leave.
+    pub rooms: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectRequest {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub sockets: Vec<String>,
+    #[serde(default)]
+    pub rooms: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Command {
+    Emit(EmitRequest),
+    Join(MembershipRequest),
+    Leave(MembershipRequest),
+    Disconnect(DisconnectRequest),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub commands: Vec<Command>,
+}
+
+pub fn check_event(field: &str, event: &str) -> Result<(), ApiError> {
+    if event.is_empty() {
+        return Err(ApiError::field(field, "the event name is empty"));
+    }
+    if event.len() > MAX_NAME_BYTES {
+        return Err(ApiError::field(
+            field,
+            format!("the event name is over {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(ApiError::field(
+            field,
+            format!("{event:?} is reserved by Socket.IO"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_rooms(field: &str, rooms: &[String]) -> Result<(), ApiError> {
+    for (index, room) in rooms.iter().enumerate() {
+        if room.is_empty() || room.len() > MAX_NAME_BYTES {
+            return Err(ApiError::field(
+                format!("{field}[{index}]"),
+                format!("a room name is 1 to {MAX_NAME_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn namespace(hub: &Hub, name: Option<&str>) -> Result<Arc<Namespace>, ApiError> {
+    let name = name.unwrap_or("/");
+    if !name.starts_with('/') {
+        return Err(ApiError::field(
+            "namespace",
+            format!("a namespace starts with '/' (got {name:?})"),
+        ));
+    }
+    hub.of(name)
+        .ok_or_else(|| ApiError::unknown_namespace("namespace", name))
+}
+
+/// An operation checked and ready to run.
+pub enum Prepared {
+    Emit {
+        broadcast: Broadcast,
+        event: String,
+        args: Vec<Value>,
+    },
+    Join {
+        selection: Broadcast,
+        rooms: Vec<String>,
+    },
+    Leave {
+        selection: Broadcast,
+        rooms: Vec<String>,
+    },
+    Disconnect {
+        selection: Broadcast,
+    },
+}
+
+fn select(namespace: &Arc<Namespace>, rooms: &[String]) -> Broadcast {
+    rooms
+        .iter()
+        .fold(namespace.everyone(), |b, room| b.to(room.as_str()))
+}
+
+impl EmitRequest {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+        check_event("event", &self.event)?;
+        check_rooms("rooms", &self.rooms)?;
+        check_rooms("except", &self.except)?;
+        check_rooms("sockets", &self.sockets)?;
+        let namespace = namespace(hub, self.namespace.as_deref())?;
+        let args = match (self.args, self.data) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::field(
+                    "data",
+                    "give either args or data, not both",
+                ));
+            }
+            (Some(args), None) => args,
+            (None, Some(data)) => vec![data],
+            (None, None) => Vec::new(),
+        };
+        // A socket id is also the name of that socket's own room.
+        let targets: Vec<String> = self.rooms.into_iter().chain(self.sockets).collect();
+        let broadcast = self
+            .except
+            .iter()
+            .fold(select(&namespace, &targets), |b, room| {
+                b.except(room.as_str())
+            });
+        Ok(Prepared::Emit {
+            broadcast,
+            event: self.event,
+            args,
+        })
+    }
+}
+
+impl MembershipRequest {
+    fn prepare(self, hub: &Hub, join: bool) -> Result<Prepared, ApiError> {
+        check_rooms("sockets", &self.sockets)?;
+        check_rooms("in", &self.within)?;
+        check_rooms("rooms", &self.rooms)?;
+        if self.rooms.is_empty() {
+            return Err(ApiError::field("rooms", "name at least one room"));
+        }
+        if self.sockets.is_empty() && self.within.is_empty() {
+            return Err(ApiError::field(
+                "sockets",
+                "select sockets by id (sockets) or by the rooms they are in (in)",
+            ));
+        }
+        let namespace = namespace(hub, self.namespace.as_deref())?;
+        let selectors: Vec<String> = self.sockets.into_iter().chain(self.within).collect();
+        let selection = select(&namespace, &selectors);
+        Ok(if join {
+            Prepared::Join {
+                selection,
+                rooms: self.rooms,
+            }
+        } else {
+            Prepared::Leave {
+                selection,
+                rooms: self.rooms,
+            }
+        })
+    }
+
+    pub fn prepare_join(self, hub: &Hub) -> Result<Prepared, ApiError> {
+        self.prepare(hub, true)
+    }
+
+    pub fn prepare_leave(self, hub: &Hub) -> Result<Prepared, ApiError> {
+        self.prepare(hub, false)
+    }
+}
+
+impl DisconnectRequest {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+        check_rooms("sockets", &self.sockets)?;
+        check_rooms("rooms", &self.rooms)?;
+        if self.sockets.is_empty() && self.rooms.is_empty() {
+            return Err(ApiError::field(
+                "sockets",
+                "select sockets by id (sockets) or by room (rooms)",
+            ));
+        }
+        let namespace = namespace(hub, self.namespace.as_deref())?;
+        let selectors: Vec<String> = self.sockets.into_iter().chain(self.rooms).collect();
+        Ok(Prepared::Disconnect {
+            selection: select(&namespace, &selectors),
+        })
+    }
+}
+
+impl Command {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+        match self {
+            Command::Emit(request) => request.prepare(hub),
+            Command::Join(request) => request.prepare_join(hub),
+            Command::Leave(request) => request.prepare_leave(hub),
+            Command::Disconnect(request) => request.prepare(hub),
+        }
+    }
+}
+
+impl Prepared {
+    /// Runs the operation; answers what the API reports for it.
+    pub fn run(self) -> Value {
+        match self {
+            Prepared::Emit {
+                broadcast,
+                event,
+                args,
+            } => json!({ "op": "emit", "reached": broadcast.emit(&event, &args) }),
+            Prepared::Join { selection, rooms } => {
+                let sockets = selection.sockets();
+                for socket in &sockets {
+                    for room in &rooms {
+                        socket.join(room.as_str());
+                    }
+                }
+                json!({ "op": "join", "affected": sockets.len() })
+            }
+            Prepared::Leave { selection, rooms } => {
+                let sockets = selection.sockets();
+                for socket in &sockets {
+                    for room in &rooms {
+                        socket.leave(room);
+                    }
+                }
+                json!({ "op": "leave", "affected": sockets.len() })
+            }
+            Prepared::Disconnect { selection } => {
+                json!({ "op": "disconnect", "disconnected": selection.disconnect() })
+            }
+        }
+    }
+
+    pub fn is_emit(&self) -> bool {
+        matches!(self, Prepared::Emit { .. })
+    }
+}
+
+impl BatchRequest {
+    pub fn prepare(self, hub: &Hub) -> Result<Vec<Prepared>, ApiError> {
+        if self.commands.len() > MAX_BATCH {
+            return Err(ApiError::field(
+                "commands",
+                format!("at most {MAX_BATCH} commands per batch"),
+            ));
+        }
+        self.commands
+            .into_iter()
+            .enumerate()
+            .map(|(index, command)| {
+                command
+                    .prepare(hub)
+                    .map_err(|e| e.within(&format!("commands[{index}]")))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,48 @@
+//! Traffic counters of one engine: packets and bytes in and out, and the WebSocket writers still
+//! running (a shutdown waits for them to flush). Counted per batch on the way out, never per
+//! recipient in the broadcast path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::Frame;
+
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub packets_in: Counter,
+    pub bytes_in: Counter,
+    pub packets_out: Counter,
+    pub bytes_out: Counter,
+    open_writers: Arc<AtomicUsize>,
+}
+
+/// Counts a WebSocket writer as open until dropped.
+pub(crate) struct OpenWriter(Arc<AtomicUsize>);
+
+impl Drop for OpenWriter {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Traffic {
+    pub(crate) fn count_sent(&self, frames: &[Frame]) {
+        if frames.is_empty() {
+            return;
+        }
+        self.packets_out.inc_by(frames.len() as u64);
+        self.bytes_out
+            .inc_by(frames.iter().map(|f| f.payload().len() as u64).sum());
+    }
+
+    pub(crate) fn writer_opened(&self) -> OpenWriter {
+        self.open_writers.fetch_add(1, Ordering::AcqRel);
+        OpenWriter(self.open_writers.clone())
+    }
+
+    pub fn open_writers(&self) -> usize {
+        self.open_writers.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,144 @@
+//! The Prometheus metrics: the registry behind `GET /metrics`. Counters live where the work is
+//! counted (the engine's traffic, the hub's fan-out histogram) and are registered here by handle;
+//! gauges that describe the current state are read from the engine and hub at scrape time.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::engine::{Engine, EngineHandler};
+use crate::hub::Hub;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// `api` (HTTP API), `route` (configured HTTP route), `client` (a client event's rule).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<TransportLabel, Gauge>,
+    sockets: Family<NamespaceLabel, Gauge>,
+    rooms: Family<NamespaceLabel, Gauge>,
+    pub emits: Family<SourceLabel, Counter>,
+    pub api_requests: Family<StatusLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new<H: EngineHandler>(engine: &Engine<H>, hub: &Hub) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("switchboard");
+        let connections = Family::<TransportLabel, Gauge>::default();
+        let sockets = Family::<NamespaceLabel, Gauge>::default();
+        let rooms = Family::<NamespaceLabel, Gauge>::default();
+        let emits = Family::<SourceLabel, Counter>::default();
+        let api_requests = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "connections",
+            "Engine.IO connections open now, by transport",
+            connections.clone(),
+        );
+        registry.register(
+            "sockets",
+            "Sockets connected now, by namespace",
+            sockets.clone(),
+        );
+        registry.register(
+            "rooms",
+            "Rooms with members now, by namespace (not counting each socket's own room)",
+            rooms.clone(),
+        );
+        let traffic = engine.traffic();
+        registry.register(
+            "packets_received",
+            "Engine.IO packets received from clients",
+            traffic.packets_in.clone(),
+        );
+        registry.register(
+            "packets_sent",
+            "Engine.IO packets written to clients",
+            traffic.packets_out.clone(),
+        );
+        registry.register(
+            "bytes_received",
+            "Bytes of packets received from clients",
+            traffic.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Bytes of packets written to clients",
+            traffic.bytes_out.clone(),
+        );
+        registry.register("emits", "Emits by source", emits.clone());
+        registry.register(
+            "api_requests",
+            "HTTP API requests answered, by status",
+            api_requests.clone(),
+        );
+        registry.register(
+            "broadcast_fanout_seconds",
+            "Time for one broadcast to reach every recipient's queue",
+            hub.fanout_histogram().clone(),
+        );
+        Arc::new(Self {
+            registry,
+            connections,
+            sockets,
+            rooms,
+            emits,
+            api_requests,
+        })
+    }
+
+    pub fn count_emit(&self, source: &'static str) {
+        self.emits.get_or_create(&SourceLabel { source }).inc();
+    }
+
+    /// The text exposition, with the current-state gauges read now.
+    pub fn render<H: EngineHandler>(&self, engine: &Engine<H>, hub: &Hub) -> String {
+        let (polling, websocket) = engine.sessions_by_transport();
+        self.connections
+            .get_or_create(&TransportLabel {
+                transport: "polling",
+            })
+            .set(polling as i64);
+        self.connections
+            .get_or_create(&TransportLabel {
+                transport: "websocket",
+            })
+            .set(websocket as i64);
+        for namespace in hub.namespaces() {
+            let label = NamespaceLabel {
+                namespace: namespace.name().to_owned(),
+            };
+            self.sockets
+                .get_or_create(&label)
+                .set(namespace.socket_count() as i64);
+            self.rooms
+                .get_or_create(&label)
+                .set(namespace.shared_room_count() as i64);
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
