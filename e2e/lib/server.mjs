@@ -62,7 +62,7 @@ export async function startServer(binary, { args = [], env = {}, port } = {}) {
         if (child.exitCode !== null) return resolve(child.exitCode);
         child.once("exit", (code) => resolve(code));
         child.kill("SIGTERM");
-        setTimeout(() => child.kill("SIGKILL"), 5000).unref();
+        setTimeout(() => child.kill("SIGKILL"), 15000).unref();
       }),
   };
 }
@@ -79,3 +79,32 @@ export function once(emitter, event, timeoutMs = 5000) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Writes `text` to a fresh temporary file and returns its path. */
+export async function tempFile(name, text) {
+  const { mkdtemp, writeFile } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const dir = await mkdtemp(path.join(tmpdir(), "switchboard-"));
+  const file = path.join(dir, name);
+  await writeFile(file, text);
+  return file;
+}
+
+/** A JSON HTTP call: resolves to { status, body } (body parsed when it is JSON). */
+export async function call(url, { method = "GET", body, key, headers = {} } = {}) {
+  const response = await fetch(url, {
+    method,
+    headers: {
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...headers,
+    },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {}
+  return { status: response.status, body: parsed, headers: response.headers };
+}

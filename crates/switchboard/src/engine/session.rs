@@ -12,6 +12,9 @@ use tokio::time::{Instant, sleep_until};
 
 use super::{CloseReason, Engine, EngineConn, EngineHandler, Frame, TransportKind};
 
+/// The longest a closing polling session waits for the GET that delivers its close.
+const MAX_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where a polling session stands in an upgrade to WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -111,8 +114,11 @@ pub(crate) async fn supervise<H: EngineHandler>(
     engine.handler().on_close(&session.state, conn, reason);
     if conn.transport() == TransportKind::Polling && reason.flushes_queue() {
         // Give the client's next GET the chance to collect what was queued (a DISCONNECT, say)
-        // and the close packet; that GET removes the session itself.
-        let _ = tokio::time::timeout(config.ping_timeout, session.final_poll_done.notified()).await;
+        // and the close packet; that GET removes the session itself. A live polling client has
+        // a GET pending or sends one at once, so the wait is short; an upgrade that completes
+        // meanwhile ends it too (the WebSocket delivers instead).
+        let linger = config.ping_timeout.min(MAX_CLOSE_LINGER);
+        let _ = tokio::time::timeout(linger, session.final_poll_done.notified()).await;
     }
     engine.remove_session(conn.sid());
 }

@@ -99,33 +99,45 @@ async fn upgrade_session<H: EngineHandler>(
         return;
     }
     let conn = session.conn.clone();
-    let handshake = async {
-        let mut probed = false;
+    let deadline = tokio::time::Instant::now() + engine.config().upgrade_timeout;
+    // Until the probe, a session that closes abandons the upgrade (polling delivers the close).
+    let probe = async {
         loop {
             let frame = reader.read_frame(&mut ignore_obligations).await.ok()?;
-            if frame.opcode != OpCode::Text {
-                continue;
-            }
-            match (&frame.payload[..], probed) {
-                (b"2probe", false) => {
-                    write
-                        .write_all(Frame::text_packet(b"3probe").websocket_bytes())
-                        .await
-                        .ok()?;
-                    session.set_upgrade_stage(UpgradeStage::Probed);
-                    probed = true;
-                }
-                (b"5", true) => return Some(()),
+            match frame.opcode {
+                OpCode::Close => return None,
+                OpCode::Text if &frame.payload[..] == b"2probe" => break,
                 _ => {}
             }
         }
+        write
+            .write_all(Frame::text_packet(b"3probe").websocket_bytes())
+            .await
+            .ok()?;
+        session.set_upgrade_stage(UpgradeStage::Probed);
+        Some(())
     };
-    let upgraded = tokio::select! {
-        result = tokio::time::timeout(engine.config().upgrade_timeout, handshake) => {
-            matches!(result, Ok(Some(())))
-        }
+    let probed = tokio::select! {
+        result = tokio::time::timeout_at(deadline, probe) => matches!(result, Ok(Some(()))),
         _ = conn.closed() => false,
     };
+    // Once probed, the client has paused polling and commits to this WebSocket: finish the
+    // upgrade even if the session closed meanwhile, so its last packets and the close reach it.
+    let upgraded = probed
+        && matches!(
+            tokio::time::timeout_at(deadline, async {
+                loop {
+                    let frame = reader.read_frame(&mut ignore_obligations).await.ok()?;
+                    match frame.opcode {
+                        OpCode::Close => return None,
+                        OpCode::Text if &frame.payload[..] == b"5" => return Some(()),
+                        _ => {}
+                    }
+                }
+            })
+            .await,
+            Ok(Some(()))
+        );
     if !upgraded {
         tracing::debug!(sid = %conn.sid(), "upgrade abandoned; the session stays on polling");
         session.set_upgrade_stage(UpgradeStage::None);
@@ -134,6 +146,9 @@ async fn upgrade_session<H: EngineHandler>(
     }
     conn.set_transport(TransportKind::WebSocket);
     session.set_upgrade_stage(UpgradeStage::None);
+    // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
+    // delivers its last packets and the close instead.
+    session.final_poll_done.notify_one();
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
     tokio::spawn(write_loop(conn, write, engine.traffic().clone()));
     read_loop(&engine, &session, reader).await;

@@ -1,0 +1,274 @@
+// The switchboard binary as a backend sees it: the HTTP API (emit, batch, join, leave,
+// disconnect, rooms, stats), API keys, error bodies, health/metrics, check-config and a graceful
+// shutdown that official clients reconnect from.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { networkInterfaces } from "node:os";
+import { io } from "socket.io-client";
+import { startServer, once, sleep, tempFile, call, freePort, RELEASE } from "./lib/server.mjs";
+
+const KEY = "test-key-0123456789";
+let server;
+const clients = [];
+
+async function client(opts = {}) {
+  const socket = io(server.url, { forceNew: true, transports: ["websocket"], ...opts });
+  clients.push(socket);
+  await once(socket, "connect");
+  return socket;
+}
+
+const api = (route, body) => call(server.url + route, { method: body ? "POST" : "GET", body, key: KEY });
+
+/** Collects every `event` a socket receives. */
+function collect(socket, event) {
+  const got = [];
+  socket.on(event, (...args) => got.push(args.length === 1 ? args[0] : args));
+  return got;
+}
+
+before(async () => {
+  const config = await tempFile(
+    "server.toml",
+    `[server]\nstats_interval = "0s"\n\n[[namespaces]]\nname = "/"\n\n[[namespaces]]\nname = "/admin"\n`,
+  );
+  server = await startServer("switchboard", {
+    args: ["serve", "--config", config],
+    env: { SWITCHBOARD_API_KEYS: KEY },
+  });
+});
+
+after(async () => {
+  for (const socket of clients) socket.disconnect();
+  await server.stop();
+});
+
+test("emit reaches the sockets in the named rooms and no others", async () => {
+  const [a, b, c] = await Promise.all([client(), client(), client()]);
+  const got = { a: collect(a, "order_created"), b: collect(b, "order_created"), c: collect(c, "order_created") };
+  let res = await api("/api/join", { sockets: [a.id, b.id], rooms: ["kitchen"] });
+  assert.deepEqual(res, { status: 200, body: { affected: 2 }, headers: res.headers });
+  res = await api("/api/join", { in: ["kitchen"], rooms: ["staff"] });
+  assert.equal(res.body.affected, 2);
+
+  res = await api("/api/emit", { event: "order_created", rooms: ["kitchen"], data: { id: 1 } });
+  assert.equal(res.status, 200);
+  assert.equal(res.body.reached, 2);
+  res = await api("/api/emit", { event: "order_created", rooms: ["kitchen", "staff"], except: [b.id], args: [{ id: 2 }] });
+  assert.equal(res.body.reached, 1, "a socket in several targeted rooms counts once; b is excluded");
+  res = await api("/api/emit", { event: "order_created", sockets: [c.id], data: { id: 3 } });
+  assert.equal(res.body.reached, 1);
+  res = await api("/api/emit", { event: "order_created", data: { id: 4 } });
+  assert.ok(res.body.reached >= 3, "no rooms, no sockets: everyone in the namespace");
+  await sleep(200);
+  assert.deepEqual(got.a, [{ id: 1 }, { id: 2 }, { id: 4 }]);
+  assert.deepEqual(got.b, [{ id: 1 }, { id: 4 }]);
+  assert.deepEqual(got.c, [{ id: 3 }, { id: 4 }]);
+
+  res = await api("/api/leave", { sockets: [a.id], rooms: ["kitchen"] });
+  assert.equal(res.body.affected, 1);
+  res = await api("/api/emit", { event: "order_created", rooms: ["kitchen"], data: { id: 5 } });
+  assert.equal(res.body.reached, 1);
+
+  res = await api("/api/rooms");
+  assert.equal(res.status, 200);
+  const kitchen = res.body.rooms.find((r) => r.name === "kitchen");
+  assert.deepEqual(kitchen, { name: "kitchen", size: 1 });
+  assert.ok(!res.body.rooms.some((r) => r.name === a.id), "sockets' own rooms are not listed");
+  res = await api("/api/rooms/staff");
+  assert.equal(res.body.size, 2);
+  assert.deepEqual(res.body.sockets.map((s) => s.id).sort(), [a.id, b.id].sort());
+  assert.equal(res.body.sockets[0].transport, "websocket");
+  for (const s of [a, b, c]) s.disconnect();
+});
+
+test("batch commands are applied in order", async () => {
+  const socket = await client();
+  const got = collect(socket, "step");
+  const res = await api("/api/batch", {
+    commands: [
+      { op: "emit", event: "step", rooms: ["line"], data: "before join: nobody" },
+      { op: "join", sockets: [socket.id], rooms: ["line"] },
+      { op: "emit", event: "step", rooms: ["line"], data: 1 },
+      { op: "emit", event: "step", rooms: ["line"], data: 2 },
+      { op: "leave", sockets: [socket.id], rooms: ["line"] },
+      { op: "emit", event: "step", rooms: ["line"], data: "after leave: nobody" },
+      { op: "emit", event: "step", sockets: [socket.id], data: 3 },
+    ],
+  });
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.body.results, [
+    { op: "emit", reached: 0 },
+    { op: "join", affected: 1 },
+    { op: "emit", reached: 1 },
+    { op: "emit", reached: 1 },
+    { op: "leave", affected: 1 },
+    { op: "emit", reached: 0 },
+    { op: "emit", reached: 1 },
+  ]);
+  await sleep(200);
+  assert.deepEqual(got, [1, 2, 3]);
+
+  const bad = await api("/api/batch", {
+    commands: [
+      { op: "emit", event: "step", sockets: [socket.id], data: "must not be sent" },
+      { op: "emit", event: "disconnect" },
+    ],
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.field, "commands[1].event");
+  await sleep(100);
+  assert.deepEqual(got, [1, 2, 3], "a batch with a bad command applies none");
+  socket.disconnect();
+});
+
+test("the API requires a configured key", async () => {
+  let res = await call(server.url + "/api/stats");
+  assert.equal(res.status, 401);
+  assert.equal(res.body.error.code, "unauthorized");
+  res = await call(server.url + "/api/stats", { key: "wrong-key-0123456789" });
+  assert.equal(res.status, 401);
+  res = await call(server.url + "/api/emit", { method: "POST", body: { event: "x" } });
+  assert.equal(res.status, 401);
+  res = await call(server.url + "/api/stats", { key: KEY });
+  assert.equal(res.status, 200);
+  res = await call(server.url + "/api/openapi.json");
+  assert.equal(res.status, 200);
+  assert.equal(res.body.openapi, "3.1.0");
+});
+
+test("bad requests get 4xx with a JSON body naming the field", async () => {
+  const cases = [
+    ["/api/emit", "{not json", 400, "invalid_json", null],
+    ["/api/emit", { rooms: ["a"] }, 400, "invalid_field", "event"],
+    ["/api/emit", { event: 42 }, 400, "invalid_field", "event"],
+    ["/api/emit", { event: "x", rooms: ["ok", 7] }, 400, "invalid_field", "rooms[1]"],
+    ["/api/emit", { event: "x", rooms: ["r".repeat(300)] }, 400, "invalid_field", "rooms[0]"],
+    ["/api/emit", { event: "x", args: [1], data: 2 }, 400, "invalid_field", "data"],
+    ["/api/emit", { event: "x", namespace: "/nowhere" }, 404, "unknown_namespace", "namespace"],
+    ["/api/emit", { event: "x", colour: "red" }, 400, "invalid_field", "colour"],
+    ["/api/join", { rooms: ["a"] }, 400, "invalid_field", "sockets"],
+    ["/api/join", { sockets: ["x"] }, 400, "invalid_field", "rooms"],
+    ["/api/disconnect", {}, 400, "invalid_field", "sockets"],
+  ];
+  for (const [route, body, status, code, field] of cases) {
+    const res = await api(route, body);
+    assert.equal(res.status, status, `${route} ${JSON.stringify(body)}`);
+    assert.equal(res.body.error.code, code, `${route} ${JSON.stringify(body)}`);
+    assert.equal(res.body.error.field, field, `${route} ${JSON.stringify(body)}`);
+    assert.equal(typeof res.body.error.message, "string");
+  }
+  const huge = await api("/api/emit", { event: "x", data: "y".repeat(1_100_000) });
+  assert.equal(huge.status, 413);
+  assert.equal(huge.body.error.code, "payload_too_large");
+  const missing = await api("/api/nothing-here");
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, "not_found");
+});
+
+test("the API can disconnect sockets; the client sees io server disconnect", async () => {
+  const [main, admin] = await Promise.all([client(), client()]);
+  const adminSocket = io(server.url + "/admin", { forceNew: true, transports: ["websocket"] });
+  clients.push(adminSocket);
+  await once(adminSocket, "connect");
+  const disconnected = once(main, "disconnect");
+  let res = await api("/api/disconnect", { sockets: [main.id] });
+  assert.equal(res.body.disconnected, 1);
+  assert.equal((await disconnected)[0], "io server disconnect");
+  res = await api("/api/disconnect", { namespace: "/admin", sockets: [adminSocket.id] });
+  assert.equal(res.body.disconnected, 1);
+  assert.equal(admin.connected, true, "other sockets are untouched");
+  admin.disconnect();
+});
+
+test("health, readiness, info, stats and metrics", async () => {
+  const socket = await client();
+  await api("/api/join", { sockets: [socket.id], rooms: ["metrics-room"] });
+  assert.deepEqual((await call(server.url + "/health")).body, { status: "ok" });
+  assert.deepEqual((await call(server.url + "/ready")).body, { ready: true });
+  const info = (await call(server.url + "/")).body;
+  assert.equal(info.name, "switchboard");
+  assert.ok(info.connections >= 1);
+  const stats = (await api("/api/stats")).body;
+  assert.ok(stats.sockets >= 1 && stats.rooms >= 1 && stats.connections >= 1);
+  assert.deepEqual(stats.namespaces.map((n) => n.name).sort(), ["/", "/admin"]);
+  await api("/api/emit", { event: "tick", sockets: [socket.id] });
+  const metrics = await (await fetch(server.url + "/metrics")).text();
+  for (const series of [
+    'switchboard_connections{transport="websocket"}',
+    'switchboard_sockets{namespace="/"}',
+    'switchboard_rooms{namespace="/"}',
+    "switchboard_packets_received_total",
+    "switchboard_packets_sent_total",
+    "switchboard_bytes_sent_total",
+    'switchboard_emits_total{source="api"}',
+    'switchboard_api_requests_total{status="200"}',
+    "switchboard_broadcast_fanout_seconds_bucket",
+  ]) {
+    assert.ok(metrics.includes(series), `metrics include ${series}`);
+  }
+  socket.disconnect();
+});
+
+test("without API keys the API answers loopback callers only", async () => {
+  const port = await freePort();
+  const open = await startServer("switchboard", { args: ["--host", "0.0.0.0"], port });
+  try {
+    assert.equal((await call(open.url + "/api/stats")).status, 200);
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === "IPv4" && !a.internal);
+    if (external) {
+      const res = await call(`http://${external.address}:${port}/api/stats`);
+      assert.equal(res.status, 403);
+      assert.equal(res.body.error.code, "forbidden");
+    }
+    assert.ok(open.output.join("").includes("no API key configured"), "a warning is logged");
+  } finally {
+    await open.stop();
+  }
+});
+
+test("check-config names the misspelt key and its line", async () => {
+  const bin = path.join(RELEASE, "switchboard");
+  const good = await tempFile("good.toml", `[server]\nport = 4100\n`);
+  let run = spawnSync(bin, ["check-config", good]);
+  assert.equal(run.status, 0, run.stderr.toString());
+  const typo = await tempFile("typo.toml", `[server]\nport = 4100\n\n[engine]\nping_intervall = "5s"\n`);
+  run = spawnSync(bin, ["check-config", typo]);
+  assert.equal(run.status, 1);
+  const message = run.stderr.toString();
+  assert.match(message, /typo\.toml:5:/);
+  assert.match(message, /engine\.ping_intervall/);
+  const wrongType = await tempFile("type.toml", `[server]\nport = "four thousand"\n`);
+  run = spawnSync(bin, ["check-config", wrongType]);
+  assert.equal(run.status, 1);
+  assert.match(run.stderr.toString(), /type\.toml:2:.*server\.port/);
+});
+
+test("SIGTERM: clients are disconnected, the server exits 0, clients reconnect to its successor", async () => {
+  const port = await freePort();
+  const first = await startServer("switchboard", { port });
+  const socket = io(first.url, { forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200 });
+  clients.push(socket);
+  await once(socket, "connect");
+  const got = collect(socket, "late");
+  // Queued just before the signal: delivered before the transport closes.
+  await call(first.url + "/api/emit", { method: "POST", body: { event: "late", data: "flushed" } });
+  const disconnected = once(socket, "disconnect");
+  const code = await first.stop();
+  assert.equal(code, 0);
+  const [reason] = await disconnected;
+  assert.equal(reason, "transport close", "a transport close, so the client reconnects");
+  assert.deepEqual(got, ["flushed"]);
+  const second = await startServer("switchboard", { port });
+  try {
+    await once(socket, "connect", 10000);
+    assert.equal(socket.connected, true);
+  } finally {
+    socket.disconnect();
+    await second.stop();
+  }
+});
