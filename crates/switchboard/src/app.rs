@@ -17,6 +17,7 @@ use crate::api::{self, ApiService, AppState};
 use crate::config::Config;
 use crate::engine::{CloseReason, Engine};
 use crate::hub::{Hub, HubConfig};
+use crate::rules;
 use crate::server::Server;
 
 pub struct App {
@@ -35,7 +36,16 @@ impl App {
         }
         let engine = Engine::new(config.engine_config(), hub.clone());
         let state = AppState::new(hub, engine.clone(), config.clone());
-        let router = api::router(state.clone(), axum::Router::new());
+        // The config was validated when it loaded, rules included; compiling again cannot fail
+        // for a loaded config, and a hand-built one with bad rules runs without them.
+        let extra = match rules::compile(&config) {
+            Ok((namespaces, routes)) => rules::install(&state, namespaces, &routes),
+            Err(error) => {
+                tracing::error!(key = %error.key, "{}", error.message);
+                axum::Router::new()
+            }
+        };
+        let router = api::router(state.clone(), extra);
         let server = Server::new()
             .cors(config.cors_policy())
             .route(&config.server.path, engine)

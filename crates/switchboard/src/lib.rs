@@ -12,4 +12,5 @@ pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod rules;
 pub mod server;

@@ -42,7 +42,7 @@ where
 }
 
 struct Route {
-    /// `/socket.io/` serves `/socket.io/` and `/socket.io`.
+    /// `/socket.io/` serves `/socket.io/` and `/socket.io` (and `/x` serves `/x/`).
     path: String,
     service: Arc<dyn HttpService>,
 }
@@ -126,7 +126,7 @@ impl Server {
         let route = self
             .routes
             .iter()
-            .find(|route| route.path == path || route.path.trim_end_matches('/') == path)
+            .find(|route| route.path.trim_end_matches('/') == path.trim_end_matches('/'))
             .map(|route| route.service.clone())
             .or_else(|| self.fallback.clone());
         let mut response = match route {

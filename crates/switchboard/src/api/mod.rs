@@ -131,7 +131,12 @@ fn key_matches(expected: &str, presented: &str) -> bool {
             == 0
 }
 
-async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// Requires the API key (or, with none configured, a loopback caller).
+pub async fn authorize(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let keys = &state.config.api.keys;
     if keys.is_empty() {
         let loopback = request

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
 
+use crate::rules::spec::{ConnectRule, DisconnectRule, EventRule, RouteSpec};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,8 +24,10 @@ pub struct Config {
     pub engine: EngineSettings,
     pub limits: LimitsConfig,
     pub api: ApiConfig,
-    /// The namespaces clients may connect to. None configured: only `/`.
+    /// The namespaces clients may connect to, with their rules. None configured: only `/`.
     pub namespaces: Vec<NamespaceConfig>,
+    /// HTTP endpoints for backends that emit an event (`POST /broadcast/...`).
+    pub routes: Vec<RouteSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -113,6 +117,8 @@ pub struct LimitsConfig {
     pub socket_queue: usize,
     /// The largest HTTP API request body.
     pub api_max_body: ByteSize,
+    /// The longest room name a client may use, in bytes.
+    pub room_name_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -121,6 +127,7 @@ impl Default for LimitsConfig {
             max_connections: 0,
             socket_queue: 4096,
             api_max_body: ByteSize(1_000_000),
+            room_name_max: 256,
         }
     }
 }
@@ -146,6 +153,16 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     pub name: String,
+    /// Room-name patterns a client event may join or address (`*` wildcards); none: any name
+    /// (but never another socket's own room).
+    #[serde(default)]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_connect: Option<ConnectRule>,
+    #[serde(default)]
+    pub events: Vec<EventRule>,
+    #[serde(default)]
+    pub on_disconnect: Option<DisconnectRule>,
 }
 
 /// A configuration problem, with where it is.
@@ -322,6 +339,22 @@ impl Config {
                     format!("namespace {:?} is configured twice", namespace.name),
                 ));
             }
+        }
+        if let Err(error) = crate::rules::compile(self) {
+            let location = error
+                .needle
+                .as_deref()
+                .and_then(|needle| {
+                    text.lines()
+                        .position(|line| line.contains(needle))
+                        .map(|index| format!("{shown_path}:{}: ", index + 1))
+                })
+                .unwrap_or_default();
+            return Err(ConfigError::Invalid {
+                location,
+                key: error.key,
+                message: error.message,
+            });
         }
         if self.api.keys.iter().any(|key| key.len() < 8) {
             return Err(invalid(

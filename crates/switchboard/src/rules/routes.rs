@@ -1,0 +1,155 @@
+//! HTTP route aliases: `POST /broadcast/order-created` (say) emits one event into rooms, with the
+//! request body (or a template over it) as the payload. Answers `{"success": true, "event",
+//! "reached": N}`; a bad body answers 400 with `{"success": false, "error": {code, message,
+//! field}}`. Routes follow the API's key policy unless marked `public`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::compile::CompiledRoute;
+use super::template::Context;
+use crate::api::{self, AppState};
+
+fn refuse(status: StatusCode, code: &str, message: String, field: Option<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "success": false,
+            "error": { "code": code, "message": message, "field": field },
+        })),
+    )
+        .into_response()
+}
+
+async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Request) -> Response {
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let limit = state.config.limits.api_max_body.0;
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), limit).await else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the {limit}-byte limit"),
+            None,
+        );
+    };
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(error) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not valid JSON: {error}"),
+                    None,
+                );
+            }
+        }
+    };
+    for field in &route.require {
+        if body.get(field).is_none_or(Value::is_null) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "missing_field",
+                format!("body field `{field}` is required"),
+                Some(field.clone()),
+            );
+        }
+    }
+    let Some(namespace) = state.hub.of(&route.namespace) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "unknown_namespace",
+            format!("no namespace {:?}", route.namespace),
+            Some("namespace".into()),
+        );
+    };
+    let online = |key: &str| {
+        let mut values: Vec<Value> = Vec::new();
+        for socket in namespace.sockets() {
+            if let Some(value) = socket.data().get(key)
+                && !value.is_null()
+                && !values.contains(value)
+            {
+                values.push(value.clone());
+            }
+        }
+        values.sort_by_key(|v| v.to_string());
+        values
+    };
+    let context = Context {
+        body: Some(&body),
+        query: &query,
+        online: Some(&online),
+        ..Context::default()
+    };
+    let mut broadcast = namespace.everyone();
+    for room in &route.rooms {
+        match room.render(&context) {
+            Ok(room) if !room.is_empty() && room.len() <= state.config.limits.room_name_max => {
+                broadcast = broadcast.to(room);
+            }
+            Ok(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_room",
+                    format!(
+                        "a room name is 1 to {} bytes",
+                        state.config.limits.room_name_max
+                    ),
+                    None,
+                );
+            }
+            Err(error) => return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None),
+        }
+    }
+    let payload = match route.payload.render(&context) {
+        Ok(payload) => payload,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None),
+    };
+    let reached = broadcast.emit(&route.event, &[payload]);
+    state.metrics.count_emit("route");
+    axum::Json(json!({ "success": true, "event": route.event, "reached": reached })).into_response()
+}
+
+/// The configured routes as an axum router for the server's HTTP side.
+pub fn router(routes: &[CompiledRoute], state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let mut router = Router::new();
+    for route in routes {
+        let route = Arc::new(route.clone());
+        let handler = {
+            let route = route.clone();
+            move |State(state): State<Arc<AppState>>, request: Request| {
+                let route = route.clone();
+                async move { handle(state, route, request).await }
+            }
+        };
+        let method_router = if route.method == http::Method::GET {
+            get(handler)
+        } else {
+            post(handler)
+        };
+        let method_router = if route.public {
+            method_router
+        } else {
+            method_router.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                api::authorize,
+            ))
+        };
+        router = router.route(&route.path, method_router);
+    }
+    router
+}

@@ -1,0 +1,387 @@
+//! Runs a namespace's compiled rules on its sockets: on connect, on each client event, on
+//! disconnect. A client event's actions are all rendered and checked first (templates, room
+//! names, permissions); only if every one passes do they run, in order, so a bad value changes
+//! nothing. The client then gets its callback answered (`{"ok": true}` unless an `ack` action
+//! answered it) or, on a refusal, an error reply: the ack `{"error": {code, message}}` when it
+//! passed a callback, else an `error` event `{event, code, message}`.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use serde_json::{Map, Value, json};
+
+use super::compile::{Action, ArgCheck, EventActions, NamespaceRules, Payload, Target, TypeCheck};
+use super::template::{Context, TextTemplate, ValueError};
+use crate::cors::glob_match;
+use crate::hub::{Event, Namespace, Socket};
+
+pub struct RuleSet {
+    rules: NamespaceRules,
+    max_room_bytes: usize,
+    emits: Counter,
+}
+
+enum ReadyTarget {
+    Sender,
+    All,
+    Others,
+    Room(String),
+    RoomOthers(String),
+}
+
+enum Ready {
+    Join(String),
+    Leave(String),
+    Emit {
+        event: String,
+        target: ReadyTarget,
+        args: Vec<Value>,
+    },
+    Ack(Value),
+    Set(Vec<(String, Value)>),
+}
+
+/// Whether room names from client values are held to the namespace's patterns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Client events: patterns apply.
+    ClientEvent,
+    /// Connect and disconnect rules written by the operator: patterns do not apply.
+    Operator,
+}
+
+/// The distinct values of one socket-data key across a namespace, the sender's taken from
+/// `overlay` (what the rule being run has set so far).
+fn online_values(
+    namespace: &Namespace,
+    key: &str,
+    sender: Option<(&str, &Map<String, Value>)>,
+) -> Vec<Value> {
+    let mut values: Vec<Value> = Vec::new();
+    let mut push = |value: Option<&Value>| {
+        if let Some(value) = value
+            && !value.is_null()
+            && !values.contains(value)
+        {
+            values.push(value.clone());
+        }
+    };
+    for socket in namespace.sockets() {
+        match sender {
+            Some((id, overlay)) if **socket.id() == *id => push(overlay.get(key)),
+            _ => push(socket.data().get(key)),
+        }
+    }
+    if let Some((id, overlay)) = sender
+        && namespace.socket(id).is_none()
+    {
+        push(overlay.get(key));
+    }
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+fn check_type(check: &TypeCheck, value: Option<&Value>, what: &str) -> Result<(), ValueError> {
+    match value {
+        None | Some(Value::Null) if check.optional => Ok(()),
+        None => Err(ValueError {
+            code: "missing_field",
+            message: format!("{what} is missing"),
+        }),
+        Some(value) if check.kinds.iter().any(|kind| kind.matches(value)) => Ok(()),
+        Some(_) => Err(ValueError {
+            code: "invalid_type",
+            message: format!(
+                "{what} must be {}",
+                check
+                    .kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        }),
+    }
+}
+
+/// Checks the client's arguments against the rule's `expect`.
+fn check_args(expect: &[ArgCheck], args: &[Value]) -> Result<(), ValueError> {
+    for (index, check) in expect.iter().enumerate() {
+        let what = if expect.len() == 1 {
+            "the event's argument".to_owned()
+        } else {
+            format!("argument {index}")
+        };
+        let arg = args.get(index);
+        match check {
+            ArgCheck::Type(check) => check_type(check, arg, &what)?,
+            ArgCheck::Fields(fields) => {
+                let Some(Value::Object(object)) = arg else {
+                    return Err(ValueError {
+                        code: if arg.is_none() {
+                            "missing_field"
+                        } else {
+                            "invalid_type"
+                        },
+                        message: format!("{what} must be an object"),
+                    });
+                };
+                for (name, check) in fields {
+                    check_type(check, object.get(name), &format!("field `{name}`"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RuleSet {
+    pub fn new(rules: NamespaceRules, max_room_bytes: usize, emits: Counter) -> Self {
+        Self {
+            rules,
+            max_room_bytes,
+            emits,
+        }
+    }
+
+    pub fn rules(&self) -> &NamespaceRules {
+        &self.rules
+    }
+
+    fn check_room(
+        &self,
+        template: &TextTemplate,
+        room: String,
+        socket: &Socket,
+        trust: Trust,
+    ) -> Result<String, ValueError> {
+        if template.is_static() {
+            return Ok(room);
+        }
+        if room.is_empty() {
+            return Err(ValueError {
+                code: "invalid_room",
+                message: "a room name cannot be empty".into(),
+            });
+        }
+        if room.len() > self.max_room_bytes {
+            return Err(ValueError {
+                code: "room_name_too_long",
+                message: format!("a room name is at most {} bytes", self.max_room_bytes),
+            });
+        }
+        let namespace = socket.namespace();
+        if **socket.id() != *room && namespace.is_private_room(&room) {
+            return Err(ValueError {
+                code: "forbidden_room",
+                message: format!("room {room:?} is another socket's own room"),
+            });
+        }
+        if trust == Trust::ClientEvent
+            && let Some(patterns) = &self.rules.room_patterns
+            && !patterns.iter().any(|pattern| glob_match(pattern, &room))
+        {
+            return Err(ValueError {
+                code: "forbidden_room",
+                message: format!("room {room:?} is not one you may use"),
+            });
+        }
+        Ok(room)
+    }
+
+    /// Renders and checks every action; nothing happens yet.
+    fn prepare(
+        &self,
+        actions: &[Action],
+        socket: &Arc<Socket>,
+        event: Option<&str>,
+        args: &[Value],
+        trust: Trust,
+    ) -> Result<Vec<Ready>, ValueError> {
+        let mut data = socket.data();
+        let auth = &socket.handshake().auth;
+        let query = &socket.conn().request().query;
+        let namespace = socket.namespace().clone();
+        let mut ready = Vec::with_capacity(actions.len());
+        for action in actions {
+            let overlay = data.clone();
+            let online = |key: &str| online_values(&namespace, key, Some((socket.id(), &overlay)));
+            let context = Context {
+                socket_id: Some(socket.id()),
+                event,
+                args,
+                auth: Some(auth),
+                query,
+                data: Some(&overlay),
+                body: None,
+                online: Some(&online),
+            };
+            ready.push(match action {
+                Action::Join(template) => Ready::Join(self.check_room(
+                    template,
+                    template.render(&context)?,
+                    socket,
+                    trust,
+                )?),
+                Action::Leave(template) => Ready::Leave(template.render(&context)?),
+                Action::Ack(template) => Ready::Ack(template.render(&context)?),
+                Action::Set(fields) => {
+                    let mut values = Vec::with_capacity(fields.len());
+                    for (key, template) in fields {
+                        let value = template.render(&context)?;
+                        data.insert(key.clone(), value.clone());
+                        values.push((key.clone(), value));
+                    }
+                    Ready::Set(values)
+                }
+                Action::Emit {
+                    event,
+                    target,
+                    payload,
+                } => {
+                    let target = match target {
+                        Target::Sender => ReadyTarget::Sender,
+                        Target::All => ReadyTarget::All,
+                        Target::Others => ReadyTarget::Others,
+                        Target::Room(t) => ReadyTarget::Room(self.check_room(
+                            t,
+                            t.render(&context)?,
+                            socket,
+                            trust,
+                        )?),
+                        Target::RoomOthers(t) => ReadyTarget::RoomOthers(self.check_room(
+                            t,
+                            t.render(&context)?,
+                            socket,
+                            trust,
+                        )?),
+                    };
+                    let args = match payload {
+                        Payload::None => Vec::new(),
+                        Payload::Data(template) => vec![template.render(&context)?],
+                        Payload::Args(templates) => templates
+                            .iter()
+                            .map(|t| t.render(&context))
+                            .collect::<Result<_, _>>()?,
+                    };
+                    Ready::Emit {
+                        event: event.clone(),
+                        target,
+                        args,
+                    }
+                }
+            });
+        }
+        Ok(ready)
+    }
+
+    /// Runs prepared actions in order; returns the ack value, if an action gave one.
+    fn run(&self, ready: Vec<Ready>, socket: &Arc<Socket>) -> Option<Value> {
+        let mut ack = None;
+        for step in ready {
+            match step {
+                Ready::Join(room) => socket.join(room.as_str()),
+                Ready::Leave(room) => socket.leave(&room),
+                Ready::Set(values) => {
+                    for (key, value) in values {
+                        socket.set_data(key, value);
+                    }
+                }
+                Ready::Ack(value) => {
+                    ack.get_or_insert(value);
+                }
+                Ready::Emit {
+                    event,
+                    target,
+                    args,
+                } => {
+                    self.emits.inc();
+                    let namespace = socket.namespace();
+                    match target {
+                        ReadyTarget::Sender => {
+                            let _ = socket.emit(&event, &args);
+                        }
+                        ReadyTarget::All => {
+                            namespace.everyone().emit(&event, &args);
+                        }
+                        ReadyTarget::Others => {
+                            socket.broadcast().emit(&event, &args);
+                        }
+                        ReadyTarget::Room(room) => {
+                            namespace.to(room.as_str()).emit(&event, &args);
+                        }
+                        ReadyTarget::RoomOthers(room) => {
+                            socket.to(room.as_str()).emit(&event, &args);
+                        }
+                    }
+                }
+            }
+        }
+        ack
+    }
+
+    pub fn on_connect(&self, socket: &Arc<Socket>) {
+        match self.prepare(&self.rules.on_connect, socket, None, &[], Trust::Operator) {
+            Ok(ready) => {
+                self.run(ready, socket);
+            }
+            Err(error) => {
+                tracing::debug!(socket = %socket.id(), code = error.code, "on_connect rule refused");
+                let _ = socket.emit(
+                    "error",
+                    &[json!({ "event": "connect", "code": error.code, "message": error.message })],
+                );
+            }
+        }
+    }
+
+    pub fn on_event(&self, socket: &Arc<Socket>, mut event: Event, rule: &EventActions) {
+        let checked = check_args(&rule.expect, &event.args).and_then(|()| {
+            self.prepare(
+                &rule.actions,
+                socket,
+                Some(&event.name),
+                &event.args,
+                Trust::ClientEvent,
+            )
+        });
+        match checked {
+            Ok(ready) => {
+                let value = self.run(ready, socket);
+                if let Some(ack) = event.take_ack() {
+                    ack.send(&[value.unwrap_or_else(|| json!({ "ok": true }))]);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(socket = %socket.id(), event = %event.name, code = error.code, "client event refused");
+                let body = json!({ "code": error.code, "message": error.message });
+                match event.take_ack() {
+                    Some(ack) => ack.send(&[json!({ "error": body })]),
+                    None => {
+                        let _ = socket.emit(
+                            "error",
+                            &[json!({ "event": event.name, "code": error.code, "message": error.message })],
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn on_disconnect(&self, socket: &Arc<Socket>) {
+        match self.prepare(
+            &self.rules.on_disconnect,
+            socket,
+            None,
+            &[],
+            Trust::Operator,
+        ) {
+            Ok(ready) => {
+                self.run(ready, socket);
+            }
+            Err(error) => {
+                tracing::debug!(socket = %socket.id(), code = error.code, "on_disconnect rule skipped");
+            }
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Templates in room names and payloads: `{socket.id}`, `{arg}`, `{arg.room}`, `{args.1.x}`,
+//! `{auth.token}`, `{query.deviceId}`, `{data.userId}`, `{body.order}`, `{event}`, `{now}`,
+//! `{now.iso}`, `{online.userId}`; `{name|fallback}` gives a text when the value is missing;
+//! `{{` and `}}` are literal braces.
+//!
+//! Templates are compiled when the config loads, so a typo is a config error, not a runtime
+//! surprise. A payload string that is exactly one placeholder keeps the value's JSON type (an
+//! object stays an object); placeholders inside text interpolate strings and numbers only.
+//! Substitution is one pass: a value a client sends is never read as a template itself, and it
+//! becomes exactly one room name, so it cannot reach into other rooms.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+/// Where a template is used decides which values it may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A client event: socket, event, args, auth, query, data, now, online.
+    Event,
+    /// On connect / on disconnect: socket, auth, query, data, now, online.
+    Connection,
+    /// An HTTP route: body, query (of the request), now, online.
+    Route,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    SocketId,
+    Event,
+    /// The event's arguments; the first segment picks one (`arg` is `args.0`).
+    Args,
+    Auth,
+    Query,
+    Data,
+    Body,
+    Now,
+    NowIso,
+    /// The distinct values of one socket-data key across the namespace's sockets.
+    Online(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Placeholder {
+    source: Source,
+    path: Vec<Segment>,
+    fallback: Option<String>,
+    /// As written, for error messages.
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Hole(Placeholder),
+}
+
+/// A compiled text template (room names, event names in text, interpolated strings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTemplate {
+    pieces: Vec<Piece>,
+}
+
+/// A compiled payload template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueTemplate {
+    Literal(Value),
+    Whole(TextTemplate),
+    Text(TextTemplate),
+    Array(Vec<ValueTemplate>),
+    Object(Vec<(String, ValueTemplate)>),
+}
+
+/// A client value that does not fit: the client gets this as its error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ValueError {
+    fn missing(placeholder: &Placeholder) -> Self {
+        Self {
+            code: "missing_field",
+            message: format!("{} is missing", describe(placeholder)),
+        }
+    }
+
+    fn wrong_type(placeholder: &Placeholder, expected: &str) -> Self {
+        Self {
+            code: "invalid_type",
+            message: format!("{} must be {expected}", describe(placeholder)),
+        }
+    }
+}
+
+fn describe(placeholder: &Placeholder) -> String {
+    let path: Vec<&str> = placeholder
+        .path
+        .iter()
+        .map(|Segment::Key(k)| k.as_str())
+        .collect();
+    match placeholder.source {
+        Source::Args if path.len() == 1 => {
+            if path[0] == "0" {
+                "the event's argument".to_owned()
+            } else {
+                format!("argument {}", path[0])
+            }
+        }
+        Source::Args if path.first().is_some_and(|p| *p == "0") => {
+            format!("field `{}` of the event's argument", path[1..].join("."))
+        }
+        Source::Body if path.is_empty() => "the request body".to_owned(),
+        Source::Body => format!("body field `{}`", path.join(".")),
+        _ => format!("`{}`", placeholder.text),
+    }
+}
+
+/// What templates read from.
+#[derive(Default)]
+pub struct Context<'a> {
+    pub socket_id: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub args: &'a [Value],
+    pub auth: Option<&'a Map<String, Value>>,
+    pub query: &'a [(String, String)],
+    pub data: Option<&'a Map<String, Value>>,
+    pub body: Option<&'a Value>,
+    /// Computes `{online.<key>}`.
+    pub online: Option<&'a dyn Fn(&str) -> Vec<Value>>,
+}
+
+fn parse_placeholder(text: &str, scope: Scope) -> Result<Placeholder, String> {
+    let (path_text, fallback) = match text.split_once('|') {
+        Some((path, fallback)) => (path.trim(), Some(fallback.to_owned())),
+        None => (text.trim(), None),
+    };
+    let mut parts = path_text.split('.');
+    let root = parts.next().unwrap_or("");
+    let rest: Vec<String> = parts.map(str::to_owned).collect();
+    if rest.iter().any(String::is_empty) {
+        return Err(format!("{{{text}}}: empty path segment"));
+    }
+    let allowed = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{{{text}}} is not available here ({scope:?})"))
+        }
+    };
+    let in_socket = scope != Scope::Route;
+    let (source, path) = match root {
+        "socket" => {
+            allowed(in_socket)?;
+            if rest != ["id"] {
+                return Err(format!("{{{text}}}: the socket only has `socket.id`"));
+            }
+            (Source::SocketId, Vec::new())
+        }
+        "event" if rest.is_empty() => {
+            allowed(scope == Scope::Event)?;
+            (Source::Event, Vec::new())
+        }
+        "arg" => {
+            allowed(scope == Scope::Event)?;
+            let mut path = vec!["0".to_owned()];
+            path.extend(rest);
+            (Source::Args, path)
+        }
+        "args" => {
+            allowed(scope == Scope::Event)?;
+            if let Some(index) = rest.first()
+                && index.parse::<usize>().is_err()
+            {
+                return Err(format!("{{{text}}}: args.<index> needs a number"));
+            }
+            (Source::Args, rest)
+        }
+        "auth" => {
+            allowed(in_socket)?;
+            (Source::Auth, rest)
+        }
+        "data" => {
+            allowed(in_socket)?;
+            (Source::Data, rest)
+        }
+        "query" => (Source::Query, rest),
+        "body" => {
+            allowed(scope == Scope::Route)?;
+            (Source::Body, rest)
+        }
+        "now" if rest.is_empty() => (Source::Now, Vec::new()),
+        "now" if rest == ["iso"] => (Source::NowIso, Vec::new()),
+        "online" if rest.len() == 1 => (Source::Online(rest[0].clone()), Vec::new()),
+        _ => {
+            return Err(format!(
+                "{{{text}}}: unknown placeholder (socket.id, event, arg, args, auth, query, \
+                 data, body, now, now.iso, online.<key>)"
+            ));
+        }
+    };
+    if source == Source::Query && path.len() != 1 {
+        return Err(format!("{{{text}}}: write query.<name>"));
+    }
+    Ok(Placeholder {
+        source,
+        path: path.into_iter().map(Segment::Key).collect(),
+        fallback,
+        text: text.to_owned(),
+    })
+}
+
+impl TextTemplate {
+    pub fn compile(text: &str, scope: Scope) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let Some(end) = text[at..].find('}') else {
+                        return Err(format!("{text:?}: '{{' without a closing '}}'"));
+                    };
+                    let inner = &text[at + 1..at + end];
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(Piece::Hole(parse_placeholder(inner, scope)?));
+                    while chars.peek().is_some_and(|&(i, _)| i <= at + end) {
+                        chars.next();
+                    }
+                }
+                '}' => return Err(format!("{text:?}: '}}' without an opening '{{'")),
+                other => literal.push(other),
+            }
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Self { pieces })
+    }
+
+    /// True when the template reads nothing a client controls.
+    pub fn is_static(&self) -> bool {
+        self.pieces.iter().all(|piece| match piece {
+            Piece::Text(_) => true,
+            Piece::Hole(p) => matches!(p.source, Source::SocketId | Source::Now | Source::NowIso),
+        })
+    }
+
+    fn whole_placeholder(&self) -> Option<&Placeholder> {
+        match self.pieces.as_slice() {
+            [Piece::Hole(placeholder)] => Some(placeholder),
+            _ => None,
+        }
+    }
+
+    /// Renders to a string; values must be strings or numbers.
+    pub fn render(&self, context: &Context) -> Result<String, ValueError> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Hole(placeholder) => match resolve(placeholder, context)? {
+                    Value::String(s) => out.push_str(&s),
+                    Value::Number(n) => out.push_str(&n.to_string()),
+                    _ => return Err(ValueError::wrong_type(placeholder, "a string or a number")),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn lookup<'v>(mut value: &'v Value, path: &[Segment]) -> Option<&'v Value> {
+    for Segment::Key(key) in path {
+        value = match value {
+            Value::Object(map) => map.get(key)?,
+            Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-23T14:05:09.123Z`, computed without a date library.
+pub fn iso_now() -> String {
+    let millis = now_millis();
+    let seconds = millis / 1000;
+    let days = (seconds / 86400) as i64;
+    let rem = seconds % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        millis % 1000
+    )
+}
+
+fn resolve(placeholder: &Placeholder, context: &Context) -> Result<Value, ValueError> {
+    let found = match &placeholder.source {
+        Source::SocketId => context.socket_id.map(|id| Value::String(id.to_owned())),
+        Source::Event => context.event.map(|e| Value::String(e.to_owned())),
+        Source::Args => {
+            if placeholder.path.is_empty() {
+                Some(Value::Array(context.args.to_vec()))
+            } else {
+                let Segment::Key(index) = &placeholder.path[0];
+                index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| context.args.get(i))
+                    .and_then(|arg| lookup(arg, &placeholder.path[1..]))
+                    .cloned()
+            }
+        }
+        Source::Auth => context
+            .auth
+            .and_then(|auth| lookup_map(auth, &placeholder.path)),
+        Source::Data => context
+            .data
+            .and_then(|data| lookup_map(data, &placeholder.path)),
+        Source::Query => {
+            let Segment::Key(name) = &placeholder.path[0];
+            context
+                .query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| Value::String(v.clone()))
+        }
+        Source::Body => context
+            .body
+            .and_then(|body| lookup(body, &placeholder.path))
+            .cloned(),
+        Source::Now => Some(Value::from(now_millis())),
+        Source::NowIso => Some(Value::String(iso_now())),
+        Source::Online(key) => context.online.map(|online| Value::Array(online(key))),
+    };
+    match found {
+        Some(Value::Null) | None => match &placeholder.fallback {
+            Some(fallback) => Ok(Value::String(fallback.clone())),
+            None => Err(ValueError::missing(placeholder)),
+        },
+        Some(value) => Ok(value),
+    }
+}
+
+fn lookup_map(map: &Map<String, Value>, path: &[Segment]) -> Option<Value> {
+    match path.split_first() {
+        None => Some(Value::Object(map.clone())),
+        Some((Segment::Key(first), rest)) => map.get(first).and_then(|v| lookup(v, rest)).cloned(),
+    }
+}
+
+impl ValueTemplate {
+    pub fn compile(value: &Value, scope: Scope) -> Result<Self, String> {
+        Ok(match value {
+            Value::String(text) => {
+                let template = TextTemplate::compile(text, scope)?;
+                if template.whole_placeholder().is_some() {
+                    Self::Whole(template)
+                } else if template.pieces.iter().any(|p| matches!(p, Piece::Hole(_))) {
+                    Self::Text(template)
+                } else {
+                    Self::Literal(Value::String(
+                        template
+                            .pieces
+                            .into_iter()
+                            .map(|p| match p {
+                                Piece::Text(t) => t,
+                                Piece::Hole(_) => String::new(),
+                            })
+                            .collect(),
+                    ))
+                }
+            }
+            Value::Array(items) => Self::Array(
+                items
+                    .iter()
+                    .map(|item| Self::compile(item, scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Self::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), Self::compile(v, scope)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => Self::Literal(other.clone()),
+        })
+    }
+
+    pub fn render(&self, context: &Context) -> Result<Value, ValueError> {
+        Ok(match self {
+            Self::Literal(value) => value.clone(),
+            Self::Whole(template) => match template.whole_placeholder() {
+                Some(placeholder) => resolve(placeholder, context)?,
+                None => Value::String(template.render(context)?),
+            },
+            Self::Text(template) => Value::String(template.render(context)?),
+            Self::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| item.render(context))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Self::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(context)?)))
+                    .collect::<Result<_, ValueError>>()?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event_context<'a>(args: &'a [Value], auth: &'a Map<String, Value>) -> Context<'a> {
+        Context {
+            socket_id: Some("sock1"),
+            event: Some("join-room"),
+            args,
+            auth: Some(auth),
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn text_templates_interpolate_strings_and_numbers() {
+        let args = [json!({"deviceId": 42, "name": "a,b"})];
+        let auth = Map::new();
+        let context = event_context(&args, &auth);
+        let room = TextTemplate::compile("device-{arg.deviceId}", Scope::Event).unwrap();
+        assert_eq!(room.render(&context).unwrap(), "device-42");
+        let name = TextTemplate::compile("{arg.name}", Scope::Event).unwrap();
+        assert_eq!(
+            name.render(&context).unwrap(),
+            "a,b",
+            "one value, one room name"
+        );
+        let braces = TextTemplate::compile("{{literal}} {socket.id}", Scope::Event).unwrap();
+        assert_eq!(braces.render(&context).unwrap(), "{literal} sock1");
+    }
+
+    #[test]
+    fn client_values_are_checked() {
+        let args = [json!({"room": {"nested": true}})];
+        let auth = Map::new();
+        let context = event_context(&args, &auth);
+        let room = TextTemplate::compile("{arg.room}", Scope::Event).unwrap();
+        assert_eq!(room.render(&context).unwrap_err().code, "invalid_type");
+        let missing = TextTemplate::compile("{arg.other}", Scope::Event).unwrap();
+        let error = missing.render(&context).unwrap_err();
+        assert_eq!(error.code, "missing_field");
+        assert!(error.message.contains("other"), "{}", error.message);
+        let fallback = TextTemplate::compile("{arg.other|lobby}", Scope::Event).unwrap();
+        assert_eq!(fallback.render(&context).unwrap(), "lobby");
+    }
+
+    #[test]
+    fn whole_placeholders_keep_json_types() {
+        let args = [json!({"order": {"id": 7, "items": [1, 2]}})];
+        let auth = Map::new();
+        let context = event_context(&args, &auth);
+        let payload = ValueTemplate::compile(
+            &json!({"order": "{arg.order}", "from": "{socket.id}", "label": "order {arg.order.id}"}),
+            Scope::Event,
+        )
+        .unwrap();
+        assert_eq!(
+            payload.render(&context).unwrap(),
+            json!({"order": {"id": 7, "items": [1, 2]}, "from": "sock1", "label": "order 7"})
+        );
+    }
+
+    #[test]
+    fn compile_errors_name_the_problem() {
+        assert!(
+            TextTemplate::compile("{argz}", Scope::Event)
+                .unwrap_err()
+                .contains("unknown placeholder")
+        );
+        assert!(
+            TextTemplate::compile("{body.x}", Scope::Event)
+                .unwrap_err()
+                .contains("not available")
+        );
+        assert!(
+            TextTemplate::compile("{arg.x}", Scope::Route)
+                .unwrap_err()
+                .contains("not available")
+        );
+        assert!(TextTemplate::compile("room-{arg", Scope::Event).is_err());
+        assert!(TextTemplate::compile("{socket.name}", Scope::Event).is_err());
+    }
+
+    #[test]
+    fn iso_timestamps_look_right() {
+        let now = iso_now();
+        assert_eq!(now.len(), 24);
+        assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+    }
+}
