@@ -122,6 +122,9 @@ fn describe(placeholder: &Placeholder) -> String {
     }
 }
 
+/// Computes `{online.<key>}`: the distinct values of a socket-data key in the namespace.
+pub type OnlineValues<'a> = &'a dyn Fn(&str) -> Vec<Value>;
+
 /// What templates read from.
 #[derive(Default)]
 pub struct Context<'a> {
@@ -133,7 +136,7 @@ pub struct Context<'a> {
     pub data: Option<&'a Map<String, Value>>,
     pub body: Option<&'a Value>,
     /// Computes `{online.<key>}`.
-    pub online: Option<&'a dyn Fn(&str) -> Vec<Value>>,
+    pub online: Option<OnlineValues<'a>>,
 }
 
 fn parse_placeholder(text: &str, scope: Scope) -> Result<Placeholder, String> {
