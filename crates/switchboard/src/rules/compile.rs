@@ -490,9 +490,10 @@ pub fn route(index: usize, spec: &RouteSpec, config: &Config) -> Result<Compiled
 }
 
 /// Compiles every rule of the config, stopping at the first problem.
-pub fn compile(
-    config: &Config,
-) -> Result<(Vec<(String, NamespaceRules)>, Vec<CompiledRoute>), RuleError> {
+pub type CompiledRules = (Vec<(String, NamespaceRules)>, Vec<CompiledRoute>);
+
+/// Compiles every rule of the config, stopping at the first problem.
+pub fn compile(config: &Config) -> Result<CompiledRules, RuleError> {
     let mut namespaces = Vec::new();
     for (index, namespace) in config.namespaces.iter().enumerate() {
         namespaces.push((namespace.name.clone(), namespace_rules(index, namespace)?));
