@@ -489,7 +489,7 @@ pub fn route(index: usize, spec: &RouteSpec, config: &Config) -> Result<Compiled
     })
 }
 
-/// Compiles every rule of the config, stopping at the first problem.
+/// Every namespace's rules and every HTTP route, compiled.
 pub type CompiledRules = (Vec<(String, NamespaceRules)>, Vec<CompiledRoute>);
 
 /// Compiles every rule of the config, stopping at the first problem.
