@@ -38,7 +38,7 @@ async function waitUntilUp(url, child, output) {
  * Runs `binary` (a path under target/release) with `args` and `env`, on a free port passed as
  * PORT. Resolves to { port, url, stop(), output }.
  */
-export async function startServer(binary, { args = [], env = {}, port } = {}) {
+export async function startServer(binary, { args = [], env = {}, port, readyPath = "/socket.io/?EIO=4&transport=polling" } = {}) {
   port = port ?? (await freePort());
   const output = [];
   const child = spawn(path.join(RELEASE, binary), args, {
@@ -48,7 +48,7 @@ export async function startServer(binary, { args = [], env = {}, port } = {}) {
   child.stdout.on("data", (d) => output.push(d.toString()));
   child.stderr.on("data", (d) => output.push(d.toString()));
   const url = `http://127.0.0.1:${port}`;
-  await waitUntilUp(`${url}/socket.io/?EIO=4&transport=polling`, child, output).catch(async (e) => {
+  await waitUntilUp(`${url}/health`, child, output).catch(async (e) => {
     child.kill("SIGKILL");
     throw e;
   });

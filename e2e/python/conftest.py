@@ -32,7 +32,7 @@ class RunningServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{binary} exited: {self.process.stdout.read().decode()}")
             try:
-                requests.get(f"{self.url}/socket.io/?EIO=4&transport=polling", timeout=1)
+                requests.get(f"{self.url}/health", timeout=1)
                 return
             except requests.ConnectionError:
                 time.sleep(0.05)

@@ -72,11 +72,6 @@ fn online_values(
             _ => push(socket.data().get(key)),
         }
     }
-    if let Some((id, overlay)) = sender
-        && namespace.socket(id).is_none()
-    {
-        push(overlay.get(key));
-    }
     values.sort_by_key(|v| v.to_string());
     values
 }
