@@ -22,10 +22,10 @@ async function client(opts = {}) {
 
 const api = (route, body) => call(server.url + route, { method: body ? "POST" : "GET", body, key: KEY });
 
-/** Collects every `event` a socket receives. */
+/** Collects the payload of every `event` a socket receives (recovery appends an offset). */
 function collect(socket, event) {
   const got = [];
-  socket.on(event, (...args) => got.push(args.length === 1 ? args[0] : args));
+  socket.on(event, (payload) => got.push(payload));
   return got;
 }
 
@@ -99,7 +99,11 @@ test("batch commands are applied in order", async () => {
     ],
   });
   assert.equal(res.status, 200);
-  assert.deepEqual(res.body.results, [
+  // With recovery on (the default), each emit reports its offset, increasing in batch order.
+  const offsets = res.body.results.filter((r) => r.op === "emit").map((r) => Number(r.offset));
+  assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b));
+  assert.equal(new Set(offsets).size, 5);
+  assert.deepEqual(res.body.results.map(({ offset, ...rest }) => rest), [
     { op: "emit", reached: 0 },
     { op: "join", affected: 1 },
     { op: "emit", reached: 1 },

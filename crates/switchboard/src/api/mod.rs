@@ -84,6 +84,8 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             .route("/api/rooms", get(rooms))
             .route("/api/rooms/{room}", get(room))
             .route("/api/stats", get(stats))
+            .route("/api/history", get(history_everyone))
+            .route("/api/history/{room}", get(history_room))
             .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
         app = app.merge(api).route("/api/openapi.json", get(openapi));
     }
@@ -213,7 +215,11 @@ async fn emit(
     ApiJson(request): ApiJson<EmitRequest>,
 ) -> ApiResult {
     let mut result = run_emit(&state, request.prepare(&state.hub)?, "api");
-    Ok(axum::Json(json!({ "reached": result["reached"].take() })))
+    let mut answer = json!({ "reached": result["reached"].take() });
+    if let Some(offset) = result.get_mut("offset") {
+        answer["offset"] = offset.take();
+    }
+    Ok(axum::Json(answer))
 }
 
 async fn batch(
@@ -321,6 +327,8 @@ pub fn stats_snapshot(state: &AppState) -> Value {
                 "name": ns.name(),
                 "sockets": ns.socket_count(),
                 "rooms": ns.shared_room_count(),
+                "recovery": ns.recovers(),
+                "saved_sessions": ns.saved_sessions(),
             })
         })
         .collect();
@@ -330,6 +338,7 @@ pub fn stats_snapshot(state: &AppState) -> Value {
         "connections_by_transport": { "polling": polling, "websocket": websocket },
         "sockets": namespaces.iter().map(|n| n["sockets"].as_u64().unwrap_or(0)).sum::<u64>(),
         "rooms": namespaces.iter().map(|n| n["rooms"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "saved_sessions": namespaces.iter().map(|n| n["saved_sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
         "namespaces": namespaces,
         "packets_in": traffic.packets_in.get(),
         "packets_out": traffic.packets_out.get(),
@@ -337,6 +346,82 @@ pub fn stats_snapshot(state: &AppState) -> Value {
         "bytes_out": traffic.bytes_out.get(),
         "uptime_seconds": state.started.elapsed().as_secs(),
     })
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    namespace: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history_everyone(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult {
+    history(&state, None, query)
+}
+
+async fn history_room(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult {
+    history(&state, Some(room), query)
+}
+
+/// The events stored for a room (recovery's history): for backends, and for clients that come
+/// back after the recovery window.
+fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiResult {
+    let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
+    let since = match query.since.as_deref() {
+        None | Some("") => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            ApiError::field(
+                "since",
+                "an offset is the string of a number, as events carry it",
+            )
+        })?,
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let Some(page) = namespace.history(room.as_deref(), since, limit) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "history_disabled",
+            format!(
+                "namespace {:?} does not keep history (recovery is off)",
+                namespace.name()
+            ),
+        ));
+    };
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .filter_map(|event| {
+            let text = std::str::from_utf8(event.frames.first()?.payload().get(1..)?).ok()?;
+            let packet = crate::protocol::socket::decode_packet(text).ok()?;
+            let mut args = match packet.data? {
+                Value::Array(args) => args,
+                _ => return None,
+            };
+            args.pop();
+            let name = args.first().cloned()?;
+            args.remove(0);
+            Some(json!({
+                "offset": event.seq.to_string(),
+                "event": name,
+                "args": args,
+                "timestamp": event.wall_ms,
+            }))
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "namespace": namespace.name(),
+        "room": room,
+        "events": events,
+        "complete": page.complete,
+        "latest_offset": page.latest_seq.to_string(),
+    })))
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {

@@ -58,6 +58,10 @@ pub struct DisconnectRequest {
     pub sockets: Vec<String>,
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// Close the sockets' connections instead: their clients reconnect (and, with recovery on,
+    /// get their sessions back). Other namespaces on those connections drop too.
+    #[serde(default)]
+    pub close_transport: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +139,7 @@ pub enum Prepared {
     },
     Disconnect {
         selection: Broadcast,
+        close_transport: bool,
     },
 }
 
@@ -231,6 +236,7 @@ impl DisconnectRequest {
         let selectors: Vec<String> = self.sockets.into_iter().chain(self.rooms).collect();
         Ok(Prepared::Disconnect {
             selection: select(&namespace, &selectors),
+            close_transport: self.close_transport,
         })
     }
 }
@@ -254,7 +260,17 @@ impl Prepared {
                 broadcast,
                 event,
                 args,
-            } => json!({ "op": "emit", "reached": broadcast.emit(&event, &args) }),
+            } => {
+                let published = broadcast.publish(&event, &args, &[]);
+                match published.offset {
+                    Some(offset) => json!({
+                        "op": "emit",
+                        "reached": published.reached,
+                        "offset": offset.to_string(),
+                    }),
+                    None => json!({ "op": "emit", "reached": published.reached }),
+                }
+            }
             Prepared::Join { selection, rooms } => {
                 let sockets = selection.sockets();
                 for socket in &sockets {
@@ -273,8 +289,19 @@ impl Prepared {
                 }
                 json!({ "op": "leave", "affected": sockets.len() })
             }
-            Prepared::Disconnect { selection } => {
-                json!({ "op": "disconnect", "disconnected": selection.disconnect() })
+            Prepared::Disconnect {
+                selection,
+                close_transport: false,
+            } => json!({ "op": "disconnect", "disconnected": selection.disconnect() }),
+            Prepared::Disconnect {
+                selection,
+                close_transport: true,
+            } => {
+                let sockets = selection.sockets();
+                for socket in &sockets {
+                    socket.conn().close(crate::engine::CloseReason::ForcedClose);
+                }
+                json!({ "op": "disconnect", "disconnected": sockets.len() })
             }
         }
     }

@@ -28,6 +28,48 @@ pub struct Config {
     pub namespaces: Vec<NamespaceConfig>,
     /// HTTP endpoints for backends that emit an event (`POST /broadcast/...`).
     pub routes: Vec<RouteSpec>,
+    /// Connection state recovery (on by default).
+    pub recovery: RecoverySettings,
+    /// Per-room history limits, by room-name pattern; the first match wins.
+    pub history: Vec<HistorySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySettings {
+    pub enabled: bool,
+    /// How long a disconnected client can come back to its session.
+    pub max_disconnection_duration: HumanDuration,
+    /// Saved sessions per namespace at most.
+    pub max_sessions: usize,
+    /// Room histories per namespace at most.
+    pub max_rooms: usize,
+    /// Whether auth runs again when a session is recovered.
+    pub rerun_auth: bool,
+    /// Whether on_connect rules run again when a session is recovered.
+    pub rerun_on_connect: bool,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_disconnection_duration: HumanDuration(Duration::from_secs(120)),
+            max_sessions: 100_000,
+            max_rooms: 100_000,
+            rerun_auth: false,
+            rerun_on_connect: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Room-name pattern (`*` wildcards); `*` alone also covers events sent to everyone.
+    pub rooms: String,
+    pub max_events: usize,
+    pub max_age: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -163,6 +205,9 @@ pub struct NamespaceConfig {
     pub events: Vec<EventRule>,
     #[serde(default)]
     pub on_disconnect: Option<DisconnectRule>,
+    /// `false` turns connection state recovery off for this namespace.
+    #[serde(default)]
+    pub recovery: Option<bool>,
 }
 
 /// A configuration problem, with where it is.
@@ -204,7 +249,7 @@ pub struct Overrides {
 
 /// The list-valued keys an environment variable fills with a comma-separated value.
 const LIST_KEYS: [&str; 3] = ["cors.origins", "engine.transports", "api.keys"];
-const SECTIONS: [&str; 5] = ["server", "cors", "engine", "limits", "api"];
+const SECTIONS: [&str; 6] = ["server", "cors", "engine", "limits", "api", "recovery"];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];
 
@@ -322,6 +367,14 @@ impl Config {
                 "must be at least 64 bytes".into(),
             ));
         }
+        for (index, history) in self.history.iter().enumerate() {
+            if history.max_events == 0 || history.rooms.is_empty() {
+                return Err(invalid(
+                    &format!("history[{index}]"),
+                    "rooms must be a pattern and max_events at least 1".into(),
+                ));
+            }
+        }
         if self.limits.socket_queue == 0 {
             return Err(invalid("limits.socket_queue", "must be at least 1".into()));
         }
@@ -375,6 +428,36 @@ impl Config {
             upgrade_timeout: self.engine.upgrade_timeout.0,
             max_queued_frames: self.limits.socket_queue,
             max_sessions: (self.limits.max_connections > 0).then_some(self.limits.max_connections),
+        }
+    }
+
+    /// Whether namespace `name` stores events and saves sessions for recovery.
+    pub fn recovers(&self, name: &str) -> bool {
+        self.recovery.enabled
+            && self
+                .namespaces
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.recovery)
+                .unwrap_or(true)
+    }
+
+    pub fn recovery_config(&self) -> crate::hub::RecoveryConfig {
+        crate::hub::RecoveryConfig {
+            max_disconnection: self.recovery.max_disconnection_duration.0,
+            max_sessions: self.recovery.max_sessions,
+            max_rooms: self.recovery.max_rooms,
+            history: self
+                .history
+                .iter()
+                .map(|h| crate::hub::HistoryLimit {
+                    pattern: h.rooms.clone(),
+                    max_events: h.max_events,
+                    max_age: h.max_age.0,
+                })
+                .collect(),
+            rerun_middleware: self.recovery.rerun_auth,
+            rerun_on_connect: self.recovery.rerun_on_connect,
         }
     }
 

@@ -219,6 +219,19 @@ impl EngineConn {
         Err(SendError::Full)
     }
 
+    /// Queues frames past the queue limit: a recovered session's missed events, which the
+    /// client asked for and which must all arrive.
+    pub fn send_all_unbounded(&self, frames: &[Frame]) -> Result<(), SendError> {
+        let mut outbox = self.outbox.lock();
+        if outbox.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        outbox.frames.extend(frames.iter().cloned());
+        drop(outbox);
+        self.consumer_wake.notify_one();
+        Ok(())
+    }
+
     /// Moves every queued frame into `into`, in order.
     pub(crate) fn drain_into(&self, into: &mut Vec<Frame>) {
         into.extend(self.outbox.lock().frames.drain(..));

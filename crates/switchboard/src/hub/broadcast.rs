@@ -62,8 +62,13 @@ impl Broadcast {
     }
 
     pub fn emit_binary(&self, event: &str, args: &[Value], attachments: &[Bytes]) -> usize {
-        let frames = packets::event(self.namespace.name(), None, event, args, attachments);
-        self.namespace.deliver(&self.target, &frames)
+        self.publish(event, args, attachments).reached
+    }
+
+    /// Emits and reports the reach and, with recovery on, the event's offset.
+    pub fn publish(&self, event: &str, args: &[Value], attachments: &[Bytes]) -> Published {
+        self.namespace
+            .publish(&self.target, event, args, attachments)
     }
 
     /// The targeted sockets (for join/leave/disconnect by room).
@@ -96,7 +101,52 @@ impl Broadcast {
     }
 }
 
+/// What an emit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Local sockets it was queued for.
+    pub reached: usize,
+    /// Its recovery offset, when the namespace stores events.
+    pub offset: Option<u64>,
+}
+
 impl Namespace {
+    /// Encodes an event once and queues it on every targeted socket; with recovery on, gives it
+    /// the next offset and stores it, all under the history lock so offsets reach every client
+    /// in order and a restore never misses or repeats one.
+    pub(crate) fn publish(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> Published {
+        let Some(recovery) = self.recovery.get() else {
+            let frames = packets::event(self.name(), None, event, args, attachments);
+            return Published {
+                reached: self.deliver(target, &frames),
+                offset: None,
+            };
+        };
+        let mut history = recovery.lock();
+        let seq = history.next_seq();
+        let offset = seq.to_string();
+        let frames =
+            packets::event_with_offset(self.name(), None, event, args, attachments, Some(&offset));
+        let reached = self.deliver(target, &frames);
+        history.store(
+            seq,
+            &target.rooms,
+            frames,
+            target.except_rooms.clone(),
+            target.except_sockets.clone(),
+        );
+        Published {
+            reached,
+            offset: Some(seq),
+        }
+    }
+
     /// Calls `visit` once for each socket the target selects.
     pub(crate) fn for_each_target(&self, target: &Target, mut visit: impl FnMut(&Arc<Socket>)) {
         let index = self.rooms.read();

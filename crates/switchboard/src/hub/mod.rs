@@ -9,6 +9,7 @@ mod broadcast;
 mod event;
 mod namespace;
 mod packets;
+mod recovery;
 mod socket;
 
 use std::collections::HashMap;
@@ -20,9 +21,10 @@ use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 
-pub use broadcast::{Broadcast, Target};
+pub use broadcast::{Broadcast, Published, Target};
 pub use event::{Ack, AckError, AckReply, ConnectError, DisconnectReason, Event, Handshake};
 pub use namespace::Namespace;
+pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
 pub use socket::{Room, Socket};
 
 use crate::engine::{CloseReason, EngineConn, EngineHandler, Message};
@@ -284,24 +286,44 @@ impl Hub {
             let _ = conn.send(packets::connect_error(&name, "Invalid namespace", None));
             return;
         };
-        let auth = match packet.data {
+        let mut auth = match packet.data {
             Some(Value::Object(auth)) => auth,
             _ => serde_json::Map::new(),
+        };
+        // A returning client presents its private session id and the offset it got to.
+        let recovery = namespace.recovery_config();
+        let returning = match (auth.remove("pid"), auth.remove("offset")) {
+            (Some(Value::String(pid)), offset) if recovery.is_some() => {
+                Some((pid, offset.and_then(|o| o.as_str().map(str::to_owned))))
+            }
+            _ => None,
         };
         let handshake = Handshake {
             auth,
             issued: SystemTime::now(),
         };
-        let socket = match namespace.admit(conn, handshake) {
-            Ok(socket) => socket,
-            Err(error) => {
-                let _ = conn.send(packets::connect_error(
-                    &name,
-                    &error.message,
-                    error.data.as_ref(),
-                ));
-                return;
+        let refuse = |error: ConnectError| {
+            let _ = conn.send(packets::connect_error(
+                &name,
+                &error.message,
+                error.data.as_ref(),
+            ));
+        };
+        let mut restored = None;
+        if let (Some((pid, offset)), Some(recovery)) = (&returning, &recovery) {
+            if recovery.rerun_middleware
+                && let Err(error) = namespace.check_middleware(conn, &handshake)
+            {
+                return refuse(error);
             }
+            restored = namespace.restore(conn, handshake.clone(), pid, offset.as_deref());
+        }
+        let socket = match restored {
+            Some(socket) => socket,
+            None => match namespace.admit(conn, handshake) {
+                Ok(socket) => socket,
+                Err(error) => return refuse(error),
+            },
         };
         {
             let mut state = client.state.lock();
@@ -316,7 +338,10 @@ impl Hub {
             state.sockets.retain(|s| s.is_connected());
             state.sockets.push(socket.clone());
         }
-        let _ = conn.send(packets::connect(&name, socket.id(), None));
+        if socket.recovered() && !recovery.is_some_and(|r| r.rerun_on_connect) {
+            tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket recovered");
+            return;
+        }
         tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket connected");
         namespace.run_connect_handlers(&socket);
     }

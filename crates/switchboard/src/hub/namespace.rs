@@ -7,13 +7,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
 use super::event::{ConnectError, DisconnectReason, Event, Handshake};
-use super::socket::{Room, Socket};
+use super::recovery::{
+    HistoryPage, Recovery, RecoveryConfig, SavedSession, StoredEvent, worth_saving,
+};
+use super::socket::{Room, Socket, SocketStart};
 use crate::engine::EngineConn;
 
 type Middleware = Arc<
@@ -46,6 +52,8 @@ pub struct Namespace {
     pub(crate) rooms: RwLock<RoomIndex>,
     handlers: RwLock<Handlers>,
     pub(crate) fanout: Histogram,
+    /// History and saved sessions, when connection state recovery is on.
+    pub(crate) recovery: OnceLock<Mutex<Recovery>>,
 }
 
 impl Namespace {
@@ -56,7 +64,56 @@ impl Namespace {
             rooms: RwLock::new(HashMap::new()),
             handlers: RwLock::new(Handlers::default()),
             fanout,
+            recovery: OnceLock::new(),
         }
+    }
+
+    /// Turns connection state recovery on (before clients connect). Expired history and
+    /// sessions are swept every few seconds.
+    pub fn enable_recovery(self: &Arc<Self>, config: RecoveryConfig) {
+        if self
+            .recovery
+            .set(Mutex::new(Recovery::new(config)))
+            .is_err()
+        {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    ticker.tick().await;
+                    let Some(namespace) = weak.upgrade() else {
+                        return;
+                    };
+                    if let Some(recovery) = namespace.recovery.get() {
+                        recovery.lock().sweep();
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether events are stored for recovery.
+    pub fn recovers(&self) -> bool {
+        self.recovery.get().is_some()
+    }
+
+    pub(crate) fn recovery_config(&self) -> Option<RecoveryConfig> {
+        self.recovery.get().map(|r| r.lock().config.clone())
+    }
+
+    /// Sessions saved for recovery right now.
+    pub fn saved_sessions(&self) -> usize {
+        self.recovery.get().map_or(0, |r| r.lock().saved_sessions())
+    }
+
+    /// The stored events of `room` (`None`: those sent to everyone) after offset `since`.
+    pub fn history(&self, room: Option<&str>, since: u64, limit: usize) -> Option<HistoryPage> {
+        self.recovery
+            .get()
+            .map(|r| r.lock().room_history(room, since, limit))
     }
 
     pub fn name(&self) -> &str {
@@ -194,35 +251,115 @@ impl Namespace {
         }
     }
 
-    /// Runs the middleware; on success the socket exists, is indexed and in its own room.
+    /// Runs the middleware (refusals are CONNECT_ERROR for the caller to send).
+    pub(crate) fn check_middleware(
+        &self,
+        conn: &EngineConn,
+        handshake: &Handshake,
+    ) -> Result<Map<String, Value>, ConnectError> {
+        let middleware = self.handlers.read().middleware.clone();
+        let mut data = Map::new();
+        for check in &middleware {
+            check(conn, handshake, &mut data)?;
+        }
+        Ok(data)
+    }
+
+    /// Runs the middleware; on success the client has its CONNECT reply and the socket is
+    /// indexed in its own room.
     pub(crate) fn admit(
         self: &Arc<Self>,
         conn: &Arc<EngineConn>,
         handshake: Handshake,
     ) -> Result<Arc<Socket>, ConnectError> {
-        let middleware = self.handlers.read().middleware.clone();
-        let mut data = Map::new();
-        for check in &middleware {
-            check(conn, &handshake, &mut data)?;
-        }
-        let id = crate::engine::new_id();
+        let data = self.check_middleware(conn, &handshake)?;
+        let (pid, connected_seq) = match self.recovery.get() {
+            Some(recovery) => (Some(crate::engine::new_id()), recovery.lock().last_seq()),
+            None => (None, 0),
+        };
         let socket = Arc::new(Socket::new(
-            id.clone(),
+            SocketStart {
+                id: crate::engine::new_id(),
+                pid,
+                recovered: false,
+                connected_seq,
+                data,
+            },
             self.clone(),
             conn.clone(),
             handshake,
-            data,
         ));
-        {
-            let mut index = self.rooms.write();
-            self.sockets.write().insert(id.clone(), socket.clone());
-            socket.rooms.lock().insert(id.clone());
-            index
-                .entry(id.clone())
-                .or_default()
-                .insert(id, socket.clone());
-        }
+        self.index_new(&socket, std::iter::empty(), &[]);
         Ok(socket)
+    }
+
+    /// Queues the CONNECT reply (and any missed events), then indexes the socket in its rooms,
+    /// all under the room index lock so no broadcast lands before the reply.
+    fn index_new(
+        &self,
+        socket: &Arc<Socket>,
+        rooms: impl Iterator<Item = Room>,
+        missed: &[Arc<StoredEvent>],
+    ) {
+        let mut index = self.rooms.write();
+        let conn = socket.conn();
+        let reply =
+            super::packets::connect(self.name(), socket.id(), socket.pid().map(|pid| &**pid));
+        let _ = conn.send(reply);
+        for event in missed {
+            let _ = conn.send_all_unbounded(&event.frames);
+        }
+        self.sockets
+            .write()
+            .insert(socket.id().clone(), socket.clone());
+        let mut own = socket.rooms.lock();
+        for room in std::iter::once(socket.id().clone()).chain(rooms) {
+            if own.insert(room.clone()) {
+                index
+                    .entry(room)
+                    .or_default()
+                    .insert(socket.id().clone(), socket.clone());
+            }
+        }
+    }
+
+    /// Restores a saved session: same socket id, rooms and data, then every missed event, in
+    /// order. None when there is nothing to restore (unknown or expired pid, a bad offset, a
+    /// gap in history, or that socket id alive again): the caller connects it afresh.
+    pub(crate) fn restore(
+        self: &Arc<Self>,
+        conn: &Arc<EngineConn>,
+        handshake: Handshake,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> Option<Arc<Socket>> {
+        let recovery = self.recovery.get()?;
+        let mut history = recovery.lock();
+        let session = history.take(pid)?;
+        let after = match offset {
+            Some(offset) => offset.parse::<u64>().ok()?,
+            None => session.connected_seq,
+        };
+        if self.socket(&session.sid).is_some() {
+            return None;
+        }
+        let missed = history.missed(&session.sid, &session.rooms, after)?;
+        let socket = Arc::new(Socket::new(
+            SocketStart {
+                id: session.sid.clone(),
+                pid: Some(session.pid.clone()),
+                recovered: true,
+                connected_seq: session.connected_seq,
+                data: session.data,
+            },
+            self.clone(),
+            conn.clone(),
+            handshake,
+        ));
+        self.index_new(&socket, session.rooms.into_iter(), &missed);
+        drop(history);
+        tracing::debug!(nsp = %self.name, socket = %socket.id(), missed = missed.len(), "session recovered");
+        Some(socket)
     }
 
     pub(crate) fn run_connect_handlers(&self, socket: &Arc<Socket>) {
@@ -250,6 +387,18 @@ impl Namespace {
     pub(crate) fn remove_socket(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
         if !socket.mark_disconnected() {
             return;
+        }
+        if let (Some(recovery), Some(pid)) = (self.recovery.get(), socket.pid())
+            && worth_saving(reason)
+        {
+            recovery.lock().save(SavedSession {
+                sid: socket.id().clone(),
+                pid: pid.clone(),
+                rooms: socket.rooms.lock().clone(),
+                data: socket.data(),
+                connected_seq: socket.connected_seq,
+                saved_at: std::time::Instant::now(),
+            });
         }
         {
             let mut index = self.rooms.write();

@@ -24,8 +24,27 @@ pub fn event(
     args: &[Value],
     attachments: &[Bytes],
 ) -> PacketFrames {
+    event_with_offset(namespace, ack_id, event, args, attachments, None)
+}
+
+/// An event whose last argument is its recovery offset (when it has one).
+pub fn event_with_offset(
+    namespace: &str,
+    ack_id: Option<u64>,
+    event: &str,
+    args: &[Value],
+    attachments: &[Bytes],
+    offset: Option<&str>,
+) -> PacketFrames {
     let text = Frame::message(|out| {
-        socket::encode_event(out, namespace, ack_id, attachments.len(), event, args)
+        socket::encode_event(out, namespace, ack_id, attachments.len(), event, args);
+        if let Some(offset) = offset {
+            // Replace the closing bracket: `[..., "offset"]`.
+            out.pop();
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut *out, offset);
+            out.push(b']');
+        }
     });
     with_attachments(text, attachments)
 }

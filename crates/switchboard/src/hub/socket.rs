@@ -37,26 +37,52 @@ pub struct Socket {
     data: Mutex<Map<String, Value>>,
     acks: Mutex<PendingAcks>,
     connected: AtomicBool,
+    /// The private id a client presents to recover this socket (recovery on only).
+    pid: Option<Arc<str>>,
+    recovered: bool,
+    /// The namespace's last offset when this socket first connected.
+    pub(crate) connected_seq: u64,
+}
+
+/// How a socket starts: fresh, or recovered from a saved session.
+pub(crate) struct SocketStart {
+    pub id: Arc<str>,
+    pub pid: Option<Arc<str>>,
+    pub recovered: bool,
+    pub connected_seq: u64,
+    pub data: Map<String, Value>,
 }
 
 impl Socket {
     pub(crate) fn new(
-        id: Arc<str>,
+        start: SocketStart,
         namespace: Arc<Namespace>,
         conn: Arc<EngineConn>,
         handshake: Handshake,
-        data: Map<String, Value>,
     ) -> Self {
         Self {
-            id,
+            id: start.id,
             namespace,
             conn,
             handshake,
             rooms: Mutex::new(HashSet::new()),
-            data: Mutex::new(data),
+            data: Mutex::new(start.data),
             acks: Mutex::new(PendingAcks::default()),
             connected: AtomicBool::new(true),
+            pid: start.pid,
+            recovered: start.recovered,
+            connected_seq: start.connected_seq,
         }
+    }
+
+    /// The private session id (connection state recovery on).
+    pub fn pid(&self) -> Option<&Arc<str>> {
+        self.pid.as_ref()
+    }
+
+    /// True when this socket was restored from a saved session.
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The Socket.IO id (not the Engine.IO session id).
@@ -120,6 +146,21 @@ impl Socket {
     ) -> Result<(), SendError> {
         if !self.is_connected() {
             return Err(SendError::Closed);
+        }
+        if self.namespace.recovers() {
+            // Stored with an offset, like any event, so it survives a dropped transport.
+            let target = super::broadcast::Target {
+                rooms: vec![self.id.clone()],
+                ..Default::default()
+            };
+            return match self
+                .namespace
+                .publish(&target, event, args, attachments)
+                .reached
+            {
+                0 => Err(SendError::Closed),
+                _ => Ok(()),
+            };
         }
         let frames = packets::event(self.namespace.name(), None, event, args, attachments);
         self.conn.send_all(&frames)

@@ -1,0 +1,473 @@
+//! Connection state recovery: nothing is lost when a transport drops.
+//!
+//! With recovery on, every event emitted without an ack gets an offset (the namespace's next
+//! sequence number, as a string) as its last argument, and is kept in the history of each room it
+//! targeted (the namespace-wide log for "everyone"). When a socket's transport drops for a reason
+//! worth recovering from, its session (id, private id, rooms, data) is saved. A client that comes
+//! back with `{pid, offset}` within `max_disconnection` gets the same socket id, rooms and data,
+//! then every event it missed, in order, once, filtered by its rooms and exclusions.
+//!
+//! Ordering: publishing (sequence number, store, deliver) and restoring (collect the missed
+//! events, queue them, index the socket) hold the namespace's history lock, so a restored client
+//! sees each event exactly once, in offset order. Memory is bounded: per-room count and age
+//! limits, a cap on room histories, a cap on saved sessions, and expiry.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use super::socket::Room;
+use crate::cors::glob_match;
+use crate::engine::Frame;
+
+/// History limits for the rooms matching `pattern` (`*` wildcards); the first match wins.
+#[derive(Debug, Clone)]
+pub struct HistoryLimit {
+    pub pattern: String,
+    pub max_events: usize,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecoveryConfig {
+    /// How long a disconnected session can be recovered.
+    pub max_disconnection: Duration,
+    /// Saved sessions at most (the oldest go first).
+    pub max_sessions: usize,
+    /// Room histories at most (the least recently written go first).
+    pub max_rooms: usize,
+    /// Per-room history limits by pattern; rooms matching none use the last default.
+    pub history: Vec<HistoryLimit>,
+    /// Whether the namespace's middleware (auth) runs again when a session is recovered.
+    pub rerun_middleware: bool,
+    /// Whether the connect handlers (rules) run again when a session is recovered.
+    pub rerun_on_connect: bool,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            max_disconnection: Duration::from_secs(120),
+            max_sessions: 100_000,
+            max_rooms: 100_000,
+            history: Vec::new(),
+            rerun_middleware: false,
+            rerun_on_connect: false,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    fn limit_for(&self, room: Option<&str>) -> (usize, Duration) {
+        let default = (1000, self.max_disconnection.max(Duration::from_secs(60)));
+        let name = room.unwrap_or("*");
+        self.history
+            .iter()
+            .find(|limit| glob_match(&limit.pattern, name))
+            .map_or(default, |limit| (limit.max_events, limit.max_age))
+    }
+}
+
+/// One stored event: its ready-made frames (the offset already inside) and who it excluded.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub stored_at: Instant,
+    /// Milliseconds since 1970, for the history API.
+    pub wall_ms: u64,
+    pub frames: Vec<Frame>,
+    pub except_rooms: Vec<Room>,
+    pub except_sockets: Vec<Arc<str>>,
+}
+
+impl StoredEvent {
+    fn excludes(&self, sid: &str, rooms: &HashSet<Room>) -> bool {
+        self.except_sockets.iter().any(|id| **id == *sid)
+            || self.except_rooms.iter().any(|room| rooms.contains(room))
+    }
+}
+
+struct RoomLog {
+    events: VecDeque<Arc<StoredEvent>>,
+    /// The highest sequence number dropped from this log (0: none).
+    evicted_through: u64,
+    max_events: usize,
+    max_age: Duration,
+    last_write: Instant,
+}
+
+impl RoomLog {
+    fn new((max_events, max_age): (usize, Duration)) -> Self {
+        Self {
+            events: VecDeque::new(),
+            evicted_through: 0,
+            max_events,
+            max_age,
+            last_write: Instant::now(),
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(front) = self.events.front() {
+            let too_many = self.events.len() > self.max_events;
+            let too_old = now.duration_since(front.stored_at) > self.max_age;
+            if !(too_many || too_old) {
+                break;
+            }
+            self.evicted_through = self.evicted_through.max(front.seq);
+            self.events.pop_front();
+        }
+    }
+}
+
+/// A disconnected socket that may come back.
+#[derive(Debug, Clone)]
+pub struct SavedSession {
+    pub sid: Arc<str>,
+    pub pid: Arc<str>,
+    pub rooms: HashSet<Room>,
+    pub data: Map<String, Value>,
+    /// The last sequence number before the socket connected: a client that received nothing
+    /// has missed everything after it.
+    pub connected_seq: u64,
+    pub saved_at: Instant,
+}
+
+/// The history and saved sessions of one namespace. Lives behind the namespace's history lock.
+pub struct Recovery {
+    pub config: RecoveryConfig,
+    last_seq: u64,
+    everyone: RoomLog,
+    rooms: HashMap<Room, RoomLog>,
+    /// The highest sequence number of any room log dropped whole (to stay under `max_rooms`).
+    dropped_through: u64,
+    sessions: HashMap<Arc<str>, SavedSession>,
+    session_order: VecDeque<(Instant, Arc<str>)>,
+}
+
+/// What a history query found.
+pub struct HistoryPage {
+    pub events: Vec<Arc<StoredEvent>>,
+    /// False when events after `since` were already dropped (count or age limits).
+    pub complete: bool,
+    pub latest_seq: u64,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Recovery {
+    pub fn new(config: RecoveryConfig) -> Self {
+        let everyone = RoomLog::new(config.limit_for(None));
+        Self {
+            config,
+            last_seq: 0,
+            everyone,
+            rooms: HashMap::new(),
+            dropped_through: 0,
+            sessions: HashMap::new(),
+            session_order: VecDeque::new(),
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The sequence number the next stored event will get.
+    pub fn next_seq(&mut self) -> u64 {
+        self.last_seq + 1
+    }
+
+    /// Stores an event sent to `rooms` (none: everyone); returns its sequence number.
+    pub fn store(
+        &mut self,
+        seq: u64,
+        rooms: &[Room],
+        frames: Vec<Frame>,
+        except_rooms: Vec<Room>,
+        except_sockets: Vec<Arc<str>>,
+    ) {
+        self.last_seq = seq;
+        let now = Instant::now();
+        let event = Arc::new(StoredEvent {
+            seq,
+            stored_at: now,
+            wall_ms: wall_ms(),
+            frames,
+            except_rooms,
+            except_sockets,
+        });
+        if rooms.is_empty() {
+            self.everyone.events.push_back(event);
+            self.everyone.last_write = now;
+            self.everyone.prune(now);
+            return;
+        }
+        for room in rooms {
+            if !self.rooms.contains_key(room) && self.rooms.len() >= self.config.max_rooms {
+                self.drop_stalest_room();
+            }
+            let limit = self.config.limit_for(Some(room));
+            let log = self
+                .rooms
+                .entry(room.clone())
+                .or_insert_with(|| RoomLog::new(limit));
+            log.events.push_back(event.clone());
+            log.last_write = now;
+            log.prune(now);
+        }
+    }
+
+    fn drop_stalest_room(&mut self) {
+        // Sample a few and drop the least recently written, as an approximate LRU.
+        let victim = self
+            .rooms
+            .iter()
+            .take(16)
+            .min_by_key(|(_, log)| log.last_write)
+            .map(|(room, _)| room.clone());
+        if let Some(room) = victim
+            && let Some(log) = self.rooms.remove(&room)
+        {
+            let last = log.events.back().map_or(0, |e| e.seq);
+            self.dropped_through = self.dropped_through.max(last).max(log.evicted_through);
+        }
+    }
+
+    /// Drops expired history and sessions. Called periodically.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        self.everyone.prune(now);
+        self.rooms.retain(|_, log| {
+            log.prune(now);
+            !log.events.is_empty() || now.duration_since(log.last_write) < log.max_age
+        });
+        self.expire_sessions(now);
+    }
+
+    fn expire_sessions(&mut self, now: Instant) {
+        while let Some((saved_at, pid)) = self.session_order.front().cloned() {
+            let expired = now.duration_since(saved_at) > self.config.max_disconnection;
+            let over = self.sessions.len() > self.config.max_sessions;
+            if !(expired || over) {
+                break;
+            }
+            self.session_order.pop_front();
+            // The entry may have been taken (restored) or saved again since.
+            if self
+                .sessions
+                .get(&pid)
+                .is_some_and(|s| s.saved_at == saved_at)
+            {
+                self.sessions.remove(&pid);
+            }
+        }
+    }
+
+    pub fn save(&mut self, session: SavedSession) {
+        let now = session.saved_at;
+        self.session_order.push_back((now, session.pid.clone()));
+        self.sessions.insert(session.pid.clone(), session);
+        self.expire_sessions(now);
+    }
+
+    pub fn saved_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Takes a saved session back if it is still within the recovery window.
+    pub fn take(&mut self, pid: &str) -> Option<SavedSession> {
+        let session = self.sessions.remove(pid)?;
+        (session.saved_at.elapsed() <= self.config.max_disconnection).then_some(session)
+    }
+
+    /// Every stored event after `after` that reached a socket with these rooms, in order; None
+    /// when some of them were already dropped (the client then starts afresh).
+    pub fn missed(
+        &self,
+        sid: &str,
+        rooms: &HashSet<Room>,
+        after: u64,
+    ) -> Option<Vec<Arc<StoredEvent>>> {
+        if after > self.last_seq {
+            return None;
+        }
+        let mut found: Vec<Arc<StoredEvent>> = Vec::new();
+        let mut logs: Vec<&RoomLog> = vec![&self.everyone];
+        for room in rooms {
+            match self.rooms.get(room) {
+                Some(log) => logs.push(log),
+                None if after < self.dropped_through => return None,
+                None => {}
+            }
+        }
+        for log in logs {
+            if after < log.evicted_through {
+                return None;
+            }
+            let start = log.events.partition_point(|e| e.seq <= after);
+            found.extend(
+                log.events
+                    .range(start..)
+                    .filter(|e| !e.excludes(sid, rooms))
+                    .cloned(),
+            );
+        }
+        found.sort_by_key(|e| e.seq);
+        found.dedup_by_key(|e| e.seq);
+        Some(found)
+    }
+
+    /// The stored events of one room (or everyone's, for `None`) after `since`.
+    pub fn room_history(&self, room: Option<&str>, since: u64, limit: usize) -> HistoryPage {
+        let log = match room {
+            None => Some(&self.everyone),
+            Some(room) => self.rooms.get(room),
+        };
+        let Some(log) = log else {
+            return HistoryPage {
+                events: Vec::new(),
+                complete: since >= self.dropped_through,
+                latest_seq: self.last_seq,
+            };
+        };
+        let start = log.events.partition_point(|e| e.seq <= since);
+        HistoryPage {
+            events: log.events.range(start..).take(limit).cloned().collect(),
+            complete: since >= log.evicted_through,
+            latest_seq: self.last_seq,
+        }
+    }
+}
+
+/// Disconnect reasons after which a session is kept for recovery (the client did not mean to
+/// leave): transport close or error, ping timeout, a forced close, server shutdown, a full queue.
+pub fn worth_saving(reason: super::DisconnectReason) -> bool {
+    use crate::engine::CloseReason;
+    matches!(
+        reason,
+        super::DisconnectReason::Engine(
+            CloseReason::TransportClose
+                | CloseReason::ClientClose
+                | CloseReason::TransportError
+                | CloseReason::PingTimeout
+                | CloseReason::ForcedClose
+                | CloseReason::ServerShutdown
+                | CloseReason::SlowConsumer
+                | CloseReason::MessageTooLarge
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> Vec<Frame> {
+        vec![Frame::text_packet(format!("42[\"e\",{n}]").as_bytes())]
+    }
+
+    fn rooms(names: &[&str]) -> HashSet<Room> {
+        names.iter().map(|n| Room::from(*n)).collect()
+    }
+
+    #[test]
+    fn missed_events_come_back_in_order_once_and_filtered() {
+        let mut recovery = Recovery::new(RecoveryConfig::default());
+        let a: Room = "a".into();
+        let b: Room = "b".into();
+        for seq in 1..=6 {
+            let targets = match seq % 3 {
+                0 => vec![a.clone(), b.clone()],
+                1 => vec![a.clone()],
+                _ => vec![b.clone()],
+            };
+            let except = if seq == 4 {
+                vec![Room::from("muted")]
+            } else {
+                vec![]
+            };
+            recovery.store(seq, &targets, frame(seq), except, vec![]);
+        }
+        recovery.store(7, &[], frame(7), vec![], vec![Arc::from("me")]);
+        recovery.store(8, &[], frame(8), vec![], vec![]);
+        let seqs = |events: Vec<Arc<StoredEvent>>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(recovery.missed("me", &rooms(&["a"]), 0).unwrap()),
+            [1, 3, 4, 6, 8]
+        );
+        assert_eq!(
+            seqs(
+                recovery
+                    .missed("me", &rooms(&["a", "b", "muted"]), 2)
+                    .unwrap()
+            ),
+            [3, 5, 6, 8]
+        );
+        assert_eq!(
+            seqs(recovery.missed("other", &rooms(&["b"]), 6).unwrap()),
+            [7, 8]
+        );
+        assert!(
+            recovery.missed("me", &rooms(&["a"]), 99).is_none(),
+            "an offset from the future"
+        );
+    }
+
+    #[test]
+    fn a_gap_in_history_refuses_recovery() {
+        let config = RecoveryConfig {
+            history: vec![HistoryLimit {
+                pattern: "*".into(),
+                max_events: 2,
+                max_age: Duration::from_secs(60),
+            }],
+            ..RecoveryConfig::default()
+        };
+        let mut recovery = Recovery::new(config);
+        for seq in 1..=5 {
+            recovery.store(seq, &["r".into()], frame(seq), vec![], vec![]);
+        }
+        assert!(
+            recovery.missed("s", &rooms(&["r"]), 1).is_none(),
+            "events 2 and 3 are gone"
+        );
+        assert_eq!(recovery.missed("s", &rooms(&["r"]), 3).unwrap().len(), 2);
+        let page = recovery.room_history(Some("r"), 0, 10);
+        assert!(!page.complete);
+        assert_eq!(page.events.len(), 2);
+    }
+
+    #[test]
+    fn sessions_expire_and_are_bounded() {
+        let config = RecoveryConfig {
+            max_sessions: 2,
+            max_disconnection: Duration::from_millis(50),
+            ..RecoveryConfig::default()
+        };
+        let mut recovery = Recovery::new(config);
+        for n in 0..3 {
+            recovery.save(SavedSession {
+                sid: format!("s{n}").into(),
+                pid: format!("p{n}").into(),
+                rooms: HashSet::new(),
+                data: Map::new(),
+                connected_seq: 0,
+                saved_at: Instant::now(),
+            });
+        }
+        assert_eq!(recovery.saved_sessions(), 2, "the oldest went first");
+        assert!(recovery.take("p0").is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(recovery.take("p1").is_none(), "expired");
+        recovery.sweep();
+        assert_eq!(recovery.saved_sessions(), 0);
+    }
+}
