@@ -52,6 +52,7 @@ async fn main() -> std::io::Result<()> {
     };
     let hub = Hub::new(HubConfig {
         connect_timeout: Duration::from_millis(1000),
+        ..HubConfig::default()
     });
     for name in ["/", "/custom"] {
         let namespace = hub.namespace(name);

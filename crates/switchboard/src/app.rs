@@ -14,9 +14,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiService, AppState};
+use crate::auth::Verifier;
+use crate::config::AuthMode;
 use crate::config::Config;
 use crate::engine::{CloseReason, Engine};
 use crate::hub::{Hub, HubConfig};
+use crate::plain_ws::PlainWs;
 use crate::rules;
 use crate::server::Server;
 
@@ -30,13 +33,41 @@ impl App {
         let config = Arc::new(config);
         let hub = Hub::new(HubConfig {
             connect_timeout: config.engine.connect_timeout.0,
+            user_key: config.presence.user_key.clone(),
+            presence_grace: config.presence.grace.0,
         });
+        // Validated when the config loaded; a hand-built config with a bad key runs without auth.
+        let verifier = config
+            .auth
+            .configured()
+            .then(|| Verifier::new(&config.auth, &config.presence.user_key))
+            .and_then(|built| built.map_err(|e| tracing::error!("auth: {e}")).ok())
+            .map(Arc::new);
         for name in config.namespace_names() {
             let namespace = hub.namespace(&name);
             if config.recovers(&name) {
                 namespace.enable_recovery(config.recovery_config());
             }
+            let mode = config.auth_mode(&name);
+            if let (Some(verifier), true) = (&verifier, mode != AuthMode::Off) {
+                let verifier = verifier.clone();
+                let required = mode == AuthMode::Required;
+                namespace.use_middleware(move |conn, handshake, data| {
+                    match verifier.authenticate(conn.request(), &handshake.auth, required) {
+                        Ok(Some(claims)) => {
+                            data.extend(claims);
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(error.connect_error()),
+                    }
+                });
+            }
+            if let Some(event) = &config.presence.query_event {
+                namespace.on(event.clone(), presence::answer_room_query);
+            }
         }
+        presence::announce_in_rooms(&hub, &config.presence);
         let engine = Engine::new(config.engine_config(), hub.clone());
         let state = AppState::new(hub, engine.clone(), config.clone());
         // The config was validated when it loaded, rules included; compiling again cannot fail
@@ -49,10 +80,24 @@ impl App {
             }
         };
         let router = api::router(state.clone(), extra);
-        let server = Server::new()
+        let mut server = Server::new()
             .cors(config.cors_policy())
-            .route(&config.server.path, engine)
-            .fallback(ApiService(router));
+            .route(&config.server.path, engine);
+        if let Some(path) = &config.plain_ws.path {
+            let require_auth = config
+                .plain_ws
+                .require_auth
+                .unwrap_or(config.auth.configured() && config.auth.required);
+            let endpoint = PlainWs::new(
+                config.plain_ws.clone(),
+                state.hub.presence().clone(),
+                verifier.clone(),
+                require_auth,
+                config.engine.max_payload.0,
+            );
+            server = server.route(path, endpoint);
+        }
+        let server = server.fallback(ApiService(router));
         Self { state, server }
     }
 
@@ -102,6 +147,81 @@ impl App {
         Ok(())
     }
 }
+
+/// Presence wired into Socket.IO: events to presence rooms, and the room query event.
+mod presence {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use crate::config::PresenceSettings;
+    use crate::hub::{Event, Hub, Socket};
+    use crate::rules::template::iso_now;
+
+    /// Emits `user:online` / `user:offline` `{userId, timestamp}` to the configured rooms.
+    pub fn announce_in_rooms(hub: &Arc<Hub>, settings: &PresenceSettings) {
+        if settings.rooms.is_empty() {
+            return;
+        }
+        let Some(namespace) = hub.of(&settings.namespace) else {
+            return;
+        };
+        let settings = settings.clone();
+        let weak = Arc::downgrade(&namespace);
+        hub.presence().on_change(Arc::new(move |user, online| {
+            let Some(namespace) = weak.upgrade() else {
+                return;
+            };
+            let event = if online {
+                &settings.online_event
+            } else {
+                &settings.offline_event
+            };
+            let payload = json!({ "userId": user, "timestamp": iso_now() });
+            let broadcast = settings
+                .rooms
+                .iter()
+                .fold(namespace.everyone(), |b, room| b.to(room.as_str()));
+            broadcast.emit(event, &[payload]);
+        }));
+    }
+
+    /// The users in a room, for the API and the query event.
+    pub fn room_users(namespace: &crate::hub::Namespace, room: &str) -> Value {
+        let key = namespace.presence().user_key().to_owned();
+        let mut users: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut anonymous = 0;
+        for socket in namespace.room_members(room) {
+            match socket.data().get(&key).and_then(crate::hub::user_id) {
+                Some(user) => *users.entry(user).or_default() += 1,
+                None => anonymous += 1,
+            }
+        }
+        let users: Vec<Value> = users
+            .into_iter()
+            .map(|(user, connections)| json!({ "user": user, "connections": connections }))
+            .collect();
+        json!({ "room": room, "users": users, "anonymous": anonymous })
+    }
+
+    /// `presence:list` (room) answered by ack with the room's users; only for a room the
+    /// sender is in.
+    pub fn answer_room_query(socket: &Arc<Socket>, mut event: Event) {
+        let Some(ack) = event.take_ack() else { return };
+        let reply = match event.args.first().and_then(Value::as_str) {
+            Some(room) if socket.in_room(room) => room_users(socket.namespace(), room),
+            Some(room) => {
+                json!({ "error": { "code": "forbidden_room", "message": format!("you are not in room {room:?}") } })
+            }
+            None => {
+                json!({ "error": { "code": "invalid_type", "message": "the event's argument must be a room name" } })
+            }
+        };
+        ack.send(&[reply]);
+    }
+}
+
+pub use presence::room_users;
 
 /// "N sockets, M users, K rooms, X msg/s in, Y msg/s out" every `every`.
 async fn log_stats(state: Arc<AppState>, every: Duration) {

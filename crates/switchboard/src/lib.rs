@@ -6,11 +6,13 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod engine;
 pub mod hub;
 pub mod metrics;
+pub mod plain_ws;
 pub mod protocol;
 pub mod rules;
 pub mod server;

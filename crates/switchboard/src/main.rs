@@ -26,6 +26,21 @@ enum Command {
     Serve(ServeArgs),
     /// Check a config file; exits non-zero naming the bad key and line.
     CheckConfig { file: PathBuf },
+    /// Mint a JWT for development: `switchboard token --secret S --claim userId=1`.
+    Token {
+        /// HMAC secret (or JWT_SECRET).
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        secret: String,
+        /// HS256, HS384 or HS512.
+        #[arg(long, default_value = "HS256")]
+        alg: String,
+        /// A claim `key=value`; the value is read as JSON when it parses (numbers, lists).
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m (the `exp` claim).
+        #[arg(long, default_value = "1h")]
+        expires_in: String,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -120,6 +135,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Token {
+            secret,
+            alg,
+            claims,
+            expires_in,
+        }) => {
+            let mut map = serde_json::Map::new();
+            for claim in claims {
+                let Some((key, value)) = claim.split_once('=') else {
+                    eprintln!("--claim {claim:?}: write key=value");
+                    std::process::exit(2);
+                };
+                let value = serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+                map.insert(key.to_owned(), value);
+            }
+            let lifetime = switchboard::config::parse_duration(&expires_in)
+                .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+            match switchboard::auth::mint(&secret, &alg, &map, Some(lifetime)) {
+                Ok(token) => {
+                    println!("{token}");
+                    Ok(())
+                }
+                Err(error) => {
+                    eprintln!("switchboard token: {error}");
+                    std::process::exit(2);
+                }
+            }
+        }
         Some(Command::CheckConfig { file }) => {
             match Config::load(Some(&file), &Overrides::default()) {
                 Ok(config) => {

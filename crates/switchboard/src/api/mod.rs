@@ -84,6 +84,8 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             .route("/api/rooms", get(rooms))
             .route("/api/rooms/{room}", get(room))
             .route("/api/stats", get(stats))
+            .route("/api/users/{user}", get(user))
+            .route("/api/presence/{room}", get(room_presence))
             .route("/api/history", get(history_everyone))
             .route("/api/history/{room}", get(history_room))
             .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -338,6 +340,7 @@ pub fn stats_snapshot(state: &AppState) -> Value {
         "connections_by_transport": { "polling": polling, "websocket": websocket },
         "sockets": namespaces.iter().map(|n| n["sockets"].as_u64().unwrap_or(0)).sum::<u64>(),
         "rooms": namespaces.iter().map(|n| n["rooms"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "users": state.hub.presence().online_count(),
         "saved_sessions": namespaces.iter().map(|n| n["saved_sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
         "namespaces": namespaces,
         "packets_in": traffic.packets_in.get(),
@@ -422,6 +425,22 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
         "complete": page.complete,
         "latest_offset": page.latest_seq.to_string(),
     })))
+}
+
+async fn user(State(state): State<Arc<AppState>>, Path(user): Path<String>) -> axum::Json<Value> {
+    let (online, connections) = state.hub.presence().user(&user);
+    axum::Json(json!({ "user": user, "online": online, "connections": connections }))
+}
+
+async fn room_presence(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<NamespaceQuery>,
+) -> ApiResult {
+    let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
+    let mut answer = crate::app::room_users(&namespace, &room);
+    answer["namespace"] = json!(namespace.name());
+    Ok(axum::Json(answer))
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {

@@ -32,6 +32,46 @@ pub struct EmitRequest {
     pub except: Vec<String>,
     #[serde(default)]
     pub sockets: Vec<String>,
+    /// Every socket of this user (all their tabs and devices).
+    #[serde(default)]
+    pub user: Option<UserId>,
+}
+
+/// A user id: a string or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UserId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl UserId {
+    pub fn as_string(&self) -> String {
+        match self {
+            UserId::Text(text) => text.clone(),
+            UserId::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// The socket ids of `user` in `namespace` (none when the user has no socket there).
+fn user_sockets(namespace: &Namespace, user: &Option<UserId>) -> Result<Vec<String>, ApiError> {
+    let Some(user) = user else {
+        return Ok(Vec::new());
+    };
+    let user = user.as_string();
+    if user.is_empty() || user.len() > MAX_NAME_BYTES {
+        return Err(ApiError::field(
+            "user",
+            format!("a user id is 1 to {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    Ok(namespace
+        .presence()
+        .sockets_of(&user, namespace.name())
+        .iter()
+        .map(|id| id.to_string())
+        .collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +98,9 @@ pub struct DisconnectRequest {
     pub sockets: Vec<String>,
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// Every socket of this user.
+    #[serde(default)]
+    pub user: Option<UserId>,
     /// Close the sockets' connections instead: their clients reconnect (and, with recovery on,
     /// get their sessions back). Other namespaces on those connections drop too.
     #[serde(default)]
@@ -124,6 +167,11 @@ pub fn namespace(hub: &Hub, name: Option<&str>) -> Result<Arc<Namespace>, ApiErr
 
 /// An operation checked and ready to run.
 pub enum Prepared {
+    /// A targeted operation whose target is empty (a user with no socket): nothing to do.
+    Nobody {
+        op: &'static str,
+        count: &'static str,
+    },
     Emit {
         broadcast: Broadcast,
         event: String,
@@ -156,6 +204,7 @@ impl EmitRequest {
         check_rooms("except", &self.except)?;
         check_rooms("sockets", &self.sockets)?;
         let namespace = namespace(hub, self.namespace.as_deref())?;
+        let of_user = user_sockets(&namespace, &self.user)?;
         let args = match (self.args, self.data) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::field(
@@ -168,7 +217,19 @@ impl EmitRequest {
             (None, None) => Vec::new(),
         };
         // A socket id is also the name of that socket's own room.
-        let targets: Vec<String> = self.rooms.into_iter().chain(self.sockets).collect();
+        let targeted = !self.rooms.is_empty() || !self.sockets.is_empty() || self.user.is_some();
+        let targets: Vec<String> = self
+            .rooms
+            .into_iter()
+            .chain(self.sockets)
+            .chain(of_user)
+            .collect();
+        if targeted && targets.is_empty() {
+            return Ok(Prepared::Nobody {
+                op: "emit",
+                count: "reached",
+            });
+        }
         let broadcast = self
             .except
             .iter()
@@ -226,14 +287,26 @@ impl DisconnectRequest {
     pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
         check_rooms("sockets", &self.sockets)?;
         check_rooms("rooms", &self.rooms)?;
-        if self.sockets.is_empty() && self.rooms.is_empty() {
+        if self.sockets.is_empty() && self.rooms.is_empty() && self.user.is_none() {
             return Err(ApiError::field(
                 "sockets",
-                "select sockets by id (sockets) or by room (rooms)",
+                "select sockets by id (sockets), by room (rooms) or by user (user)",
             ));
         }
         let namespace = namespace(hub, self.namespace.as_deref())?;
-        let selectors: Vec<String> = self.sockets.into_iter().chain(self.rooms).collect();
+        let of_user = user_sockets(&namespace, &self.user)?;
+        let selectors: Vec<String> = self
+            .sockets
+            .into_iter()
+            .chain(self.rooms)
+            .chain(of_user)
+            .collect();
+        if selectors.is_empty() {
+            return Ok(Prepared::Nobody {
+                op: "disconnect",
+                count: "disconnected",
+            });
+        }
         Ok(Prepared::Disconnect {
             selection: select(&namespace, &selectors),
             close_transport: self.close_transport,
@@ -256,6 +329,7 @@ impl Prepared {
     /// Runs the operation; answers what the API reports for it.
     pub fn run(self) -> Value {
         match self {
+            Prepared::Nobody { op, count } => json!({ "op": op, count: 0 }),
             Prepared::Emit {
                 broadcast,
                 event,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
 
+pub use crate::auth::AuthSettings;
+pub use crate::plain_ws::PlainWsSettings;
 use crate::rules::spec::{ConnectRule, DisconnectRule, EventRule, RouteSpec};
 
 /// The whole configuration.
@@ -32,6 +34,66 @@ pub struct Config {
     pub recovery: RecoverySettings,
     /// Per-room history limits, by room-name pattern; the first match wins.
     pub history: Vec<HistorySettings>,
+    /// JWT verification of connecting clients.
+    pub auth: AuthSettings,
+    /// Users online, presence events.
+    pub presence: PresenceSettings,
+    /// The plain WebSocket endpoint (JSON, for non-Socket.IO clients).
+    pub plain_ws: PlainWsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceSettings {
+    /// The socket-data key that holds a user id (set by auth claims, rules or the plain endpoint).
+    pub user_key: String,
+    /// How long a user stays online after their last connection closes (no flap on reload).
+    pub grace: HumanDuration,
+    /// Namespace and rooms that get presence events.
+    pub namespace: String,
+    pub rooms: Vec<String>,
+    pub online_event: String,
+    pub offline_event: String,
+    /// A client event answered (by ack) with the users in a room the sender is in.
+    pub query_event: Option<String>,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            user_key: "userId".into(),
+            grace: HumanDuration(Duration::from_secs(5)),
+            namespace: "/".into(),
+            rooms: Vec::new(),
+            online_event: "user:online".into(),
+            offline_event: "user:offline".into(),
+            query_event: Some("presence:list".into()),
+        }
+    }
+}
+
+/// Whether a namespace requires a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid token is needed to connect.
+    Required,
+    /// A token is checked when given; anonymous sockets connect too.
+    Optional,
+    /// No token is looked at.
+    Off,
+}
+
+/// A room-name pattern a client event may use; `*` wildcards, `{data.key}` placeholders, and an
+/// optional condition on socket data: `{ pattern = "video:*", when = { role = ["admin"] } }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RoomPermission {
+    Pattern(String),
+    Conditional {
+        pattern: String,
+        when: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -198,7 +260,7 @@ pub struct NamespaceConfig {
     /// Room-name patterns a client event may join or address (`*` wildcards); none: any name
     /// (but never another socket's own room).
     #[serde(default)]
-    pub rooms: Option<Vec<String>>,
+    pub rooms: Option<Vec<RoomPermission>>,
     #[serde(default)]
     pub on_connect: Option<ConnectRule>,
     #[serde(default)]
@@ -208,6 +270,9 @@ pub struct NamespaceConfig {
     /// `false` turns connection state recovery off for this namespace.
     #[serde(default)]
     pub recovery: Option<bool>,
+    /// Token requirement (default: `required` when `[auth]` is configured and requires it).
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
 }
 
 /// A configuration problem, with where it is.
@@ -248,8 +313,17 @@ pub struct Overrides {
 }
 
 /// The list-valued keys an environment variable fills with a comma-separated value.
-const LIST_KEYS: [&str; 3] = ["cors.origins", "engine.transports", "api.keys"];
-const SECTIONS: [&str; 6] = ["server", "cors", "engine", "limits", "api", "recovery"];
+const LIST_KEYS: [&str; 6] = [
+    "cors.origins",
+    "engine.transports",
+    "api.keys",
+    "auth.algorithms",
+    "auth.sources",
+    "presence.rooms",
+];
+const SECTIONS: [&str; 9] = [
+    "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
+];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];
 
@@ -393,6 +467,35 @@ impl Config {
                 ));
             }
         }
+        if self.auth.configured()
+            && let Err(message) = crate::auth::Verifier::new(&self.auth, &self.presence.user_key)
+        {
+            return Err(invalid("auth", message));
+        }
+        for (index, namespace) in self.namespaces.iter().enumerate() {
+            if namespace.auth.is_some_and(|m| m != AuthMode::Off) && !self.auth.configured() {
+                return Err(invalid(
+                    &format!("namespaces[{index}].auth"),
+                    "needs [auth] with a secret or public key".into(),
+                ));
+            }
+        }
+        if let Some(path) = &self.plain_ws.path {
+            if !path.starts_with('/')
+                || path.trim_end_matches('/') == self.server.path.trim_end_matches('/')
+            {
+                return Err(invalid(
+                    "plain_ws.path",
+                    format!("{path:?} must start with '/' and differ from server.path"),
+                ));
+            }
+            if self.plain_ws.require_auth == Some(true) && !self.auth.configured() {
+                return Err(invalid(
+                    "plain_ws.require_auth",
+                    "needs [auth] with a secret or public key".into(),
+                ));
+            }
+        }
         if let Err(error) = crate::rules::compile(self) {
             let location = error
                 .needle
@@ -428,6 +531,21 @@ impl Config {
             upgrade_timeout: self.engine.upgrade_timeout.0,
             max_queued_frames: self.limits.socket_queue,
             max_sessions: (self.limits.max_connections > 0).then_some(self.limits.max_connections),
+        }
+    }
+
+    /// The token requirement of namespace `name`.
+    pub fn auth_mode(&self, name: &str) -> AuthMode {
+        let configured = self
+            .namespaces
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.auth);
+        match (configured, self.auth.configured()) {
+            (Some(mode), _) => mode,
+            (None, true) if self.auth.required => AuthMode::Required,
+            (None, true) => AuthMode::Optional,
+            (None, false) => AuthMode::Off,
         }
     }
 

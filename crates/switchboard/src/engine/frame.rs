@@ -15,6 +15,7 @@ const MAX_HEADER: usize = 10;
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
 
 /// One outbound packet, encoded once, shareable between recipients.
@@ -47,6 +48,11 @@ impl Frame {
     /// A WebSocket close frame with a status code (only ever written on a WebSocket).
     pub fn close(code: u16) -> Self {
         Self::with_payload(&code.to_be_bytes(), OPCODE_CLOSE)
+    }
+
+    /// A WebSocket-level ping (the plain endpoint's heartbeat).
+    pub fn ping() -> Self {
+        Self::with_payload(b"", OPCODE_PING)
     }
 
     /// A WebSocket pong answering a client's WebSocket-level ping.

@@ -9,6 +9,7 @@ mod broadcast;
 mod event;
 mod namespace;
 mod packets;
+mod presence;
 mod recovery;
 mod socket;
 
@@ -24,6 +25,7 @@ use serde_json::Value;
 pub use broadcast::{Broadcast, Published, Target};
 pub use event::{Ack, AckError, AckReply, ConnectError, DisconnectReason, Event, Handshake};
 pub use namespace::Namespace;
+pub use presence::{Presence, PresenceListener, user_id};
 pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
 pub use socket::{Room, Socket};
 
@@ -35,12 +37,18 @@ use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
 pub struct HubConfig {
     /// A session that joins no namespace within this time is closed.
     pub connect_timeout: Duration,
+    /// The socket-data key that holds a user id.
+    pub user_key: String,
+    /// How long a user stays online after their last connection closes.
+    pub presence_grace: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(45),
+            user_key: "userId".into(),
+            presence_grace: Duration::from_secs(5),
         }
     }
 }
@@ -50,6 +58,7 @@ pub struct Hub {
     config: HubConfig,
     namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
     fanout: Histogram,
+    presence: Arc<Presence>,
 }
 
 /// Seconds one broadcast takes to reach every recipient's queue: 10 µs to 3 s.
@@ -62,10 +71,16 @@ fn fanout_histogram() -> Histogram {
 impl Hub {
     pub fn new(config: HubConfig) -> Arc<Self> {
         Arc::new(Self {
-            config,
             namespaces: RwLock::new(HashMap::new()),
             fanout: fanout_histogram(),
+            presence: Presence::new(config.user_key.clone(), config.presence_grace),
+            config,
         })
+    }
+
+    /// Users and who is online.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// How long broadcasts take to reach their recipients' queues.
@@ -81,7 +96,13 @@ impl Hub {
         self.namespaces
             .write()
             .entry(Arc::from(name))
-            .or_insert_with_key(|key| Arc::new(Namespace::new(key.clone(), self.fanout.clone())))
+            .or_insert_with_key(|key| {
+                Arc::new(Namespace::new(
+                    key.clone(),
+                    self.fanout.clone(),
+                    self.presence.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -338,6 +359,8 @@ impl Hub {
             state.sockets.retain(|s| s.is_connected());
             state.sockets.push(socket.clone());
         }
+        // After every lock is released: presence listeners may emit into this namespace.
+        socket.register_user();
         if socket.recovered() && !recovery.is_some_and(|r| r.rerun_on_connect) {
             tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket recovered");
             return;

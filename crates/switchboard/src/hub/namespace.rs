@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
 use super::event::{ConnectError, DisconnectReason, Event, Handshake};
+use super::presence::Presence;
 use super::recovery::{
     HistoryPage, Recovery, RecoveryConfig, SavedSession, StoredEvent, worth_saving,
 };
@@ -54,10 +55,11 @@ pub struct Namespace {
     pub(crate) fanout: Histogram,
     /// History and saved sessions, when connection state recovery is on.
     pub(crate) recovery: OnceLock<Mutex<Recovery>>,
+    pub(crate) presence: Arc<Presence>,
 }
 
 impl Namespace {
-    pub(crate) fn new(name: Arc<str>, fanout: Histogram) -> Self {
+    pub(crate) fn new(name: Arc<str>, fanout: Histogram, presence: Arc<Presence>) -> Self {
         Self {
             name,
             sockets: RwLock::new(HashMap::new()),
@@ -65,7 +67,12 @@ impl Namespace {
             handlers: RwLock::new(Handlers::default()),
             fanout,
             recovery: OnceLock::new(),
+            presence,
         }
+    }
+
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// Turns connection state recovery on (before clients connect). Expired history and
@@ -400,6 +407,7 @@ impl Namespace {
                 saved_at: std::time::Instant::now(),
             });
         }
+        socket.unregister_user();
         {
             let mut index = self.rooms.write();
             self.sockets.write().remove(socket.id());

@@ -42,6 +42,8 @@ pub struct Socket {
     recovered: bool,
     /// The namespace's last offset when this socket first connected.
     pub(crate) connected_seq: u64,
+    /// The user this socket counts for in presence.
+    user: Mutex<Option<String>>,
 }
 
 /// How a socket starts: fresh, or recovered from a saved session.
@@ -72,6 +74,45 @@ impl Socket {
             pid: start.pid,
             recovered: start.recovered,
             connected_seq: start.connected_seq,
+            user: Mutex::new(None),
+        }
+    }
+
+    /// The user this socket belongs to, if any.
+    pub fn user(&self) -> Option<String> {
+        self.user.lock().clone()
+    }
+
+    /// Counts this socket for the user its data names (once connected).
+    pub(crate) fn register_user(&self) {
+        let presence = self.namespace.presence();
+        let user = self
+            .data
+            .lock()
+            .get(presence.user_key())
+            .and_then(super::user_id);
+        self.switch_user(user);
+    }
+
+    pub(crate) fn unregister_user(&self) {
+        self.switch_user(None);
+    }
+
+    fn switch_user(&self, user: Option<String>) {
+        let presence = self.namespace.presence();
+        let old = {
+            let mut current = self.user.lock();
+            if *current == user {
+                return;
+            }
+            std::mem::replace(&mut *current, user.clone())
+        };
+        let namespace: Arc<str> = Arc::from(self.namespace.name());
+        if let Some(old) = old {
+            presence.socket_left(&old, namespace.clone(), self.id.clone());
+        }
+        if let Some(user) = user {
+            presence.socket_joined(&user, namespace, self.id.clone());
         }
     }
 
@@ -112,8 +153,14 @@ impl Socket {
         self.data.lock().clone()
     }
 
+    /// Sets one data key; setting the user key makes the socket count for that user.
     pub fn set_data(&self, key: impl Into<String>, value: Value) {
-        self.data.lock().insert(key.into(), value);
+        let key = key.into();
+        let is_user = key == self.namespace.presence().user_key();
+        self.data.lock().insert(key, value);
+        if is_user && self.is_connected() {
+            self.register_user();
+        }
     }
 
     /// The rooms this socket is in, its own id included.

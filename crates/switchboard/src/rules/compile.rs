@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::spec::{ActionSpec, ArgSpec, EmitSpec, EventRule, RouteSpec, TargetKind};
 use super::template::{Scope, TextTemplate, ValueTemplate};
-use crate::config::{Config, NamespaceConfig};
+use crate::config::{Config, NamespaceConfig, RoomPermission};
 use crate::protocol::socket::RESERVED_EVENTS;
 
 /// What an `emit` sends.
@@ -127,11 +127,18 @@ pub struct EventActions {
     pub actions: Vec<Action>,
 }
 
+/// A room-name pattern (a template over socket data) and the socket data it requires.
+#[derive(Debug, Clone)]
+pub struct RoomRule {
+    pub pattern: TextTemplate,
+    pub when: Vec<(String, Vec<serde_json::Value>)>,
+}
+
 /// The rules of one namespace.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceRules {
     /// Room-name patterns a client may join or address with its own values; None: any.
-    pub room_patterns: Option<Vec<String>>,
+    pub room_patterns: Option<Vec<RoomRule>>,
     pub on_connect: Vec<Action>,
     pub events: HashMap<String, EventActions>,
     pub on_disconnect: Vec<Action>,
@@ -415,8 +422,31 @@ pub fn namespace_rules(
             on_disconnect.push(action);
         }
     }
+    let room_patterns = match &config.rooms {
+        None => None,
+        Some(rules) => Some(
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| {
+                    let key = format!("{key}.rooms[{i}]");
+                    let (pattern, when) = match rule {
+                        RoomPermission::Pattern(pattern) => (pattern, Vec::new()),
+                        RoomPermission::Conditional { pattern, when } => (
+                            pattern,
+                            when.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        ),
+                    };
+                    Ok(RoomRule {
+                        pattern: text(&key, pattern, Scope::Connection)?,
+                        when,
+                    })
+                })
+                .collect::<Result<Vec<_>, RuleError>>()?,
+        ),
+    };
     Ok(NamespaceRules {
-        room_patterns: config.rooms.clone(),
+        room_patterns,
         on_connect,
         events: event_rules(&key, &config.events)?,
         on_disconnect,

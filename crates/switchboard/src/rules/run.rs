@@ -76,6 +76,28 @@ fn online_values(
     values
 }
 
+/// Does this room rule let `socket` use `room`? Its conditions must hold on the socket's data,
+/// and its pattern, rendered with that data, must match.
+fn permits(rule: &super::compile::RoomRule, socket: &Socket, room: &str) -> bool {
+    let data = socket.data();
+    let conditions_hold = rule
+        .when
+        .iter()
+        .all(|(key, allowed)| data.get(key).is_some_and(|value| allowed.contains(value)));
+    if !conditions_hold {
+        return false;
+    }
+    let context = Context {
+        socket_id: Some(socket.id()),
+        auth: Some(&socket.handshake().auth),
+        data: Some(&data),
+        ..Context::default()
+    };
+    rule.pattern
+        .render(&context)
+        .is_ok_and(|pattern| glob_match(&pattern, room))
+}
+
 fn check_type(check: &TypeCheck, value: Option<&Value>, what: &str) -> Result<(), ValueError> {
     match value {
         None | Some(Value::Null) if check.optional => Ok(()),
@@ -174,7 +196,7 @@ impl RuleSet {
         }
         if trust == Trust::ClientEvent
             && let Some(patterns) = &self.rules.room_patterns
-            && !patterns.iter().any(|pattern| glob_match(pattern, &room))
+            && !patterns.iter().any(|rule| permits(rule, socket, &room))
         {
             return Err(ValueError {
                 code: "forbidden_room",

@@ -58,6 +58,7 @@ pub fn fast_engine() -> EngineConfig {
 pub async fn start(engine: EngineConfig, setup: impl FnOnce(&Arc<Hub>)) -> TestServer {
     let hub = Hub::new(HubConfig {
         connect_timeout: Duration::from_millis(1000),
+        ..HubConfig::default()
     });
     setup(&hub);
     let server = Server::new()

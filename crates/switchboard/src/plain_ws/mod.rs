@@ -1,0 +1,337 @@
+//! The plain WebSocket endpoint, for clients that do not speak Socket.IO: JSON text messages on
+//! a configurable path (e.g. `ws://host:3001/ws-online-status?userId=123`).
+//!
+//! On connect the client gets `{"type":"CONNECTION_ESTABLISHED","userId","timestamp",
+//! "connectionId"}`; every client gets `USER_ONLINE` / `USER_OFFLINE` `{type, userId, timestamp}`
+//! when a user's status changes, from this endpoint or from Socket.IO (presence is shared).
+//! Clients may send `{"type":"PING"}` (answered `PONG`) and `{"type":"GET_ONLINE_USERS"}`
+//! (answered `ONLINE_USERS` with `users`). The server pings every `ping_interval` and drops a
+//! peer that did not answer the previous ping. With auth required, the user comes from the
+//! token in the `token` query parameter, not from the query's user id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{OpCode, Role};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::auth::Verifier;
+use crate::config::HumanDuration;
+use crate::engine::{Frame, HttpResponse, RemoteAddr, RequestInfo, response};
+use crate::hub::{Presence, user_id};
+use crate::rules::template::iso_now;
+use crate::server::{HttpService, ResponseFuture};
+
+/// `[plain_ws]` in the config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlainWsSettings {
+    /// Where the endpoint listens; none: off.
+    pub path: Option<String>,
+    /// The query parameter that names the user (without auth).
+    pub user_param: String,
+    pub ping_interval: HumanDuration,
+    /// Whether a token is required (default: `auth.required` when auth is configured).
+    pub require_auth: Option<bool>,
+    /// Messages queued per client before it is dropped as too slow.
+    pub queue: usize,
+}
+
+impl Default for PlainWsSettings {
+    fn default() -> Self {
+        Self {
+            path: None,
+            user_param: "userId".into(),
+            ping_interval: HumanDuration(Duration::from_secs(30)),
+            require_auth: None,
+            queue: 256,
+        }
+    }
+}
+
+struct Client {
+    outbox: mpsc::Sender<Frame>,
+    /// Ends the connection (a client too slow to keep up).
+    kick: Arc<tokio::sync::Notify>,
+}
+
+/// The endpoint: its connections and what it needs to admit them.
+pub struct PlainWs {
+    settings: PlainWsSettings,
+    presence: Arc<Presence>,
+    verifier: Option<Arc<Verifier>>,
+    require_auth: bool,
+    max_message: usize,
+    clients: RwLock<HashMap<u64, Client>>,
+    next_id: AtomicU64,
+}
+
+fn json_frame(value: &Value) -> Frame {
+    Frame::text_packet(value.to_string().as_bytes())
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    let body = json!({ "error": { "code": code, "message": message } }).to_string();
+    response(status, "application/json", Bytes::from(body))
+}
+
+impl PlainWs {
+    pub fn new(
+        settings: PlainWsSettings,
+        presence: Arc<Presence>,
+        verifier: Option<Arc<Verifier>>,
+        require_auth: bool,
+        max_message: usize,
+    ) -> Arc<Self> {
+        let endpoint = Arc::new(Self {
+            settings,
+            presence: presence.clone(),
+            verifier,
+            require_auth,
+            max_message,
+            clients: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let weak = Arc::downgrade(&endpoint);
+        presence.on_change(Arc::new(move |user, online| {
+            if let Some(endpoint) = weak.upgrade() {
+                endpoint.announce(user, online);
+            }
+        }));
+        endpoint
+    }
+
+    pub fn connections(&self) -> usize {
+        self.clients.read().len()
+    }
+
+    /// Sends one status change to every client: encoded once, the same frame for all.
+    fn announce(&self, user: &str, online: bool) {
+        let frame = json_frame(&json!({
+            "type": if online { "USER_ONLINE" } else { "USER_OFFLINE" },
+            "userId": user,
+            "timestamp": iso_now(),
+        }));
+        let mut slow = Vec::new();
+        for (id, client) in self.clients.read().iter() {
+            if client.outbox.try_send(frame.clone()).is_err() {
+                slow.push(*id);
+            }
+        }
+        if !slow.is_empty() {
+            let mut clients = self.clients.write();
+            for id in slow {
+                tracing::warn!(
+                    connection = id,
+                    "dropping a plain WebSocket client that does not read"
+                );
+                if let Some(client) = clients.remove(&id) {
+                    client.kick.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Who the client is: from a verified token when auth is required, else the query.
+    fn identify(&self, request: &RequestInfo) -> Result<String, Box<HttpResponse>> {
+        let refused = |status, code: &str, message: &str| Box::new(refuse(status, code, message));
+        if self.require_auth {
+            let Some(verifier) = &self.verifier else {
+                return Err(refused(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "auth_unconfigured",
+                    "auth is required but not configured",
+                ));
+            };
+            let claims = verifier
+                .authenticate(request, &Map::new(), true)
+                .map_err(|error| {
+                    let refusal = error.connect_error();
+                    let code = refusal
+                        .data
+                        .as_ref()
+                        .and_then(|d| d["code"].as_str())
+                        .unwrap_or("invalid_token")
+                        .to_owned();
+                    refused(StatusCode::UNAUTHORIZED, &code, &refusal.message)
+                })?
+                .unwrap_or_default();
+            return claims
+                .get(self.presence.user_key())
+                .and_then(user_id)
+                .ok_or_else(|| {
+                    refused(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_token",
+                        "the token names no user",
+                    )
+                });
+        }
+        request
+            .query_value(&self.settings.user_param)
+            .filter(|user| !user.is_empty() && user.len() <= 256)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    "missing_user",
+                    &format!(
+                        "give the user id as the `{}` query parameter",
+                        self.settings.user_param
+                    ),
+                )
+            })
+    }
+
+    async fn accept(self: Arc<Self>, mut request: Request<Incoming>) -> HttpResponse {
+        if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "not_websocket",
+                "this endpoint speaks WebSocket",
+            );
+        }
+        let info = RequestInfo {
+            query: request
+                .uri()
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            headers: request.headers().clone(),
+            remote_addr: request.extensions().get::<RemoteAddr>().map(|a| a.0),
+        };
+        let user = match self.identify(&info) {
+            Ok(user) => user,
+            Err(refusal) => return *refusal,
+        };
+        let Ok((reply, upgrade)) = fastwebsockets::upgrade::upgrade(&mut request) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_upgrade",
+                "invalid WebSocket upgrade",
+            );
+        };
+        tokio::spawn(async move {
+            if let Ok(websocket) = upgrade.await {
+                self.serve(websocket.into_inner(), user).await;
+            }
+        });
+        let (parts, _) = reply.into_parts();
+        HttpResponse::from_parts(parts, Full::default())
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+        user: String,
+    ) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, mut outbox) = mpsc::channel::<Frame>(self.settings.queue.max(1));
+        let (read, mut write) = tokio::io::split(io);
+        let (mut reader, _) =
+            fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+        reader.set_auto_close(false);
+        reader.set_max_message_size(self.max_message);
+        let _ = sender.try_send(json_frame(&json!({
+            "type": "CONNECTION_ESTABLISHED",
+            "userId": user,
+            "timestamp": iso_now(),
+            "connectionId": id.to_string(),
+        })));
+        let kick = Arc::new(tokio::sync::Notify::new());
+        self.clients.write().insert(
+            id,
+            Client {
+                outbox: sender.clone(),
+                kick: kick.clone(),
+            },
+        );
+        self.presence.connection_opened(&user);
+
+        let alive = Arc::new(AtomicBool::new(true));
+        let ping_interval = self.settings.ping_interval.0;
+        let writer_alive = alive.clone();
+        let writer = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(ping_interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    frame = outbox.recv() => match frame {
+                        Some(frame) => {
+                            if write.write_all(frame.websocket_bytes()).await.is_err() { break; }
+                        }
+                        None => break,
+                    },
+                    _ = ticker.tick() => {
+                        // No answer to the last ping: the peer is gone.
+                        if !writer_alive.swap(false, Ordering::AcqRel) { break; }
+                        if write.write_all(Frame::ping().websocket_bytes()).await.is_err() { break; }
+                    }
+                }
+            }
+            let _ = write.write_all(Frame::close(1000).websocket_bytes()).await;
+            let _ = write.shutdown().await;
+        });
+
+        let obligation_sender = sender.clone();
+        let mut obligations = move |frame: fastwebsockets::Frame<'_>| {
+            if frame.opcode == OpCode::Pong {
+                let _ = obligation_sender.try_send(Frame::pong(&frame.payload));
+            }
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        };
+        loop {
+            let frame = tokio::select! {
+                frame = reader.read_frame(&mut obligations) => frame,
+                _ = kick.notified() => break,
+                _ = sender.closed() => break,
+            };
+            let Ok(frame) = frame else { break };
+            alive.store(true, Ordering::Release);
+            match frame.opcode {
+                OpCode::Close => break,
+                OpCode::Text => {
+                    let reply = match serde_json::from_slice::<Value>(&frame.payload) {
+                        Ok(message) => match message["type"].as_str() {
+                            Some("PING") => json!({ "type": "PONG", "timestamp": iso_now() }),
+                            Some("GET_ONLINE_USERS") => {
+                                json!({ "type": "ONLINE_USERS", "users": self.presence.online_users() })
+                            }
+                            _ => {
+                                json!({ "type": "ERROR", "message": "unknown message type (PING, GET_ONLINE_USERS)" })
+                            }
+                        },
+                        Err(_) => {
+                            json!({ "type": "ERROR", "message": "messages are JSON objects with a type" })
+                        }
+                    };
+                    if sender.try_send(json_frame(&reply)).is_err() {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.clients.write().remove(&id);
+        drop(sender);
+        writer.abort();
+        self.presence.connection_closed(&user);
+    }
+}
+
+impl HttpService for Arc<PlainWs> {
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        let endpoint = self.clone();
+        Box::pin(endpoint.accept(request))
+    }
+}
