@@ -1,0 +1,431 @@
+//! One simulated client: the Engine.IO/Socket.IO client handshake (WebSocket-only, or polling
+//! then upgrade), heartbeat answers, and what it measures (latency, loss); plus the HTTP
+//! publisher that plays the backend.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+/// Microseconds since this process started: the clock carried in payloads.
+pub fn now_micros() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+#[derive(Clone)]
+pub struct Target {
+    pub server: SocketAddr,
+    pub source: Ipv4Addr,
+    pub path: String,
+}
+
+/// What a client listens for.
+#[derive(Clone)]
+pub enum Expect {
+    Nothing,
+    /// An event carrying `{"order":{"id","ts"}}` from the publisher.
+    Event(String),
+    /// Join a room of `room_size` and send `room-message` at `rate` per second.
+    Chat {
+        room_size: usize,
+        rate: f64,
+        duration: Duration,
+    },
+}
+
+/// Shared by all clients of a run.
+pub struct Counters {
+    pub received: AtomicU64,
+    pub errors: AtomicU64,
+    /// 0: wait, 1: go (chat starts sending), 2: stop.
+    pub phase: watch::Sender<u8>,
+    pub go: GoSignal,
+}
+
+/// Starts the chat senders.
+pub struct GoSignal(watch::Sender<u8>);
+
+impl GoSignal {
+    pub fn notify_waiters(&self) {
+        let _ = self.0.send(1);
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let (phase, _) = watch::channel(0u8);
+        Self {
+            received: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            go: GoSignal(phase.clone()),
+            phase,
+        }
+    }
+}
+
+pub struct Outcome {
+    histogram: Histogram<u64>,
+    /// The next publisher id this client expected.
+    next_id: u64,
+    lost: u64,
+    duplicates: u64,
+}
+
+pub struct Client {
+    handle: JoinHandle<Outcome>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn tcp(target: &Target) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(target.source.into(), 0))?;
+    let stream = socket.connect(target.server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+async fn read_more(stream: &mut TcpStream, rest: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        bail!("connection closed");
+    }
+    rest.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 exchange on a kept-alive stream (Content-Length or chunked answers).
+pub async fn http(
+    stream: &mut TcpStream,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await?;
+    let mut buffer = Vec::with_capacity(1024);
+    let header_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("status")?;
+    let mut rest = buffer[header_end..].to_vec();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(length) => {
+            while rest.len() < length {
+                read_more(stream, &mut rest).await?;
+            }
+            rest.truncate(length);
+            Ok((status, rest))
+        }
+        None if head.contains("transfer-encoding: chunked") => {
+            let mut body = Vec::new();
+            loop {
+                let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    read_more(stream, &mut rest).await?;
+                    continue;
+                };
+                let size =
+                    usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16)?;
+                while rest.len() < line_end + 2 + size + 2 {
+                    read_more(stream, &mut rest).await?;
+                }
+                body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+                rest.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    return Ok((status, body));
+                }
+            }
+        }
+        None => Ok((status, rest)),
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Close(_))) | None => bail!("closed"),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+fn sid_of(open: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value = serde_json::from_str(open.trim_start_matches('0'))?;
+    Ok(value["sid"].as_str().context("sid")?.to_owned())
+}
+
+/// WebSocket-only: open packet, then CONNECT to `/`.
+async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
+    let host = target.server.to_string();
+    let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
+    let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        bail!("expected the open packet, got {open:?}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let reply = next_text(&mut ws).await?;
+        if reply.starts_with("40") {
+            return Ok(ws);
+        }
+        if reply.starts_with("44") {
+            bail!("refused: {reply}");
+        }
+    }
+}
+
+/// Polling first (handshake, CONNECT, its reply), then the upgrade to WebSocket.
+async fn open_polling_then_upgrade(target: &Target) -> anyhow::Result<Ws> {
+    let host = target.server.to_string();
+    let mut stream = tcp(target).await?;
+    let base = format!("{}?EIO=4&transport=polling", target.path);
+    let (status, body) = http(&mut stream, &host, "GET", &base, b"").await?;
+    if status != 200 {
+        bail!("handshake status {status}");
+    }
+    let sid = sid_of(&String::from_utf8_lossy(&body))?;
+    let with_sid = format!("{base}&sid={sid}");
+    let (status, _) = http(&mut stream, &host, "POST", &with_sid, b"40").await?;
+    if status != 200 {
+        bail!("connect status {status}");
+    }
+    let (_, body) = http(&mut stream, &host, "GET", &with_sid, b"").await?;
+    if !String::from_utf8_lossy(&body).contains("40") {
+        bail!("no CONNECT reply on polling");
+    }
+    let url = format!(
+        "ws://{host}{}?EIO=4&transport=websocket&sid={sid}",
+        target.path
+    );
+    let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
+    ws.send(Message::text("2probe")).await?;
+    loop {
+        if next_text(&mut ws).await? == "3probe" {
+            break;
+        }
+    }
+    ws.send(Message::text("5")).await?;
+    drop(stream);
+    Ok(ws)
+}
+
+/// The number after `"key":` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .skip_while(|c| *c == ' ')
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl Client {
+    pub async fn open(
+        target: Target,
+        index: usize,
+        expect: Expect,
+        counters: Arc<Counters>,
+        polling: bool,
+    ) -> anyhow::Result<Self> {
+        let ws = if polling {
+            open_polling_then_upgrade(&target).await
+        } else {
+            open_websocket(&target).await
+        };
+        let mut ws = match ws {
+            Ok(ws) => ws,
+            Err(error) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
+        let room = match &expect {
+            Expect::Chat { room_size, .. } => {
+                let room = format!("room-{}", index / room_size.max(&1));
+                ws.send(Message::text(format!("42[\"join-room\",\"{room}\"]")))
+                    .await?;
+                Some(room)
+            }
+            _ => None,
+        };
+        let mut phase = counters.phase.subscribe();
+        let handle = tokio::spawn(async move {
+            let mut outcome = Outcome {
+                histogram: Histogram::new_with_bounds(1, 120_000_000, 2)
+                    .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid")),
+                next_id: 0,
+                lost: 0,
+                duplicates: 0,
+            };
+            let (event_prefix, chat) = match &expect {
+                Expect::Event(name) => (Some(format!("42[\"{name}\"")), None),
+                Expect::Chat { rate, duration, .. } => (
+                    Some("42[\"room-broadcast\"".to_owned()),
+                    Some((*rate, *duration)),
+                ),
+                Expect::Nothing => (None, None),
+            };
+            let mut sending: Option<(tokio::time::Interval, Instant, Duration)> = None;
+            let mut sent = 0u64;
+            loop {
+                tokio::select! {
+                    message = ws.next() => {
+                        let text = match message {
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                            Some(Ok(_)) => continue,
+                        };
+                        if &*text == "2" {
+                            if ws.send(Message::text("3")).await.is_err() { break; }
+                            continue;
+                        }
+                        if let Some(prefix) = &event_prefix && text.starts_with(prefix.as_str()) {
+                            let Some(ts) = number_after(&text, "\"ts\":") else { continue };
+                            outcome.histogram.saturating_record(now_micros().saturating_sub(ts).max(1));
+                            counters.received.fetch_add(1, Ordering::Relaxed);
+                            if chat.is_none() && let Some(id) = number_after(&text, "\"id\":") {
+                                if id >= outcome.next_id {
+                                    outcome.lost += id - outcome.next_id;
+                                    outcome.next_id = id + 1;
+                                } else {
+                                    outcome.duplicates += 1;
+                                }
+                            }
+                        }
+                    }
+                    changed = phase.changed() => {
+                        if changed.is_err() { break; }
+                        match *phase.borrow() {
+                            1 => if let Some((rate, duration)) = chat {
+                                let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                                sending = Some((ticker, Instant::now(), duration));
+                            },
+                            2 => break,
+                            _ => {}
+                        }
+                    }
+                    _ = async {
+                        match sending.as_mut() {
+                            Some((ticker, _, _)) => { ticker.tick().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => {
+                        let Some((_, started, duration)) = &sending else { continue };
+                        let total = (chat.map_or(0.0, |c| c.0) * duration.as_secs_f64()).round() as u64;
+                        if started.elapsed() > *duration + Duration::from_secs(1) || sent >= total {
+                            sending = None;
+                            continue;
+                        }
+                        sent += 1;
+                        let room = room.as_deref().unwrap_or("room");
+                        let frame = format!("42[\"room-message\",{{\"room\":\"{room}\",\"message\":{{\"ts\":{},\"n\":{sent}}}}}]", now_micros());
+                        if ws.send(Message::text(frame)).await.is_err() { break; }
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            outcome
+        });
+        Ok(Self { handle })
+    }
+}
+
+/// Stops every client and merges what they measured: (latency histogram, lost, duplicates).
+/// `published`: how many messages the publisher sent (fan-out), to count losses at the tail.
+pub async fn finish(clients: Vec<Client>, published: u64) -> (Histogram<u64>, u64, u64) {
+    let mut histogram = Histogram::new_with_bounds(1, 120_000_000, 2).expect("valid bounds");
+    let mut lost = 0;
+    let mut duplicates = 0;
+    // Phase 2 tells every client to stop.
+    if let Some(phase) = STOP.get() {
+        let _ = phase.send(2);
+    }
+    for client in clients {
+        if let Ok(outcome) = client.handle.await {
+            let _ = histogram.add(&outcome.histogram);
+            lost += outcome.lost + published.saturating_sub(outcome.next_id);
+            duplicates += outcome.duplicates;
+        }
+    }
+    (histogram, lost, duplicates)
+}
+
+/// The phase channel of the run, so `finish` can stop the clients.
+pub static STOP: OnceLock<watch::Sender<u8>> = OnceLock::new();
+
+/// Plays the backend: POSTs `{"order":{"id","ts"}}` at `rate` per second, `total` times, on one
+/// kept-alive connection. Returns how many calls failed.
+pub async fn publish(server: SocketAddr, path: &str, rate: u32, total: u64) -> u64 {
+    let host = server.to_string();
+    let Ok(mut stream) = TcpStream::connect(server).await else {
+        return total;
+    };
+    let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut errors = 0;
+    for id in 0..total {
+        let due = started + interval * id as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let body = format!("{{\"order\":{{\"id\":{id},\"ts\":{}}}}}", now_micros());
+        match http(&mut stream, &host, "POST", path, body.as_bytes()).await {
+            Ok((200, _)) => {}
+            Ok(_) => errors += 1,
+            Err(_) => {
+                errors += 1;
+                match TcpStream::connect(server).await {
+                    Ok(fresh) => stream = fresh,
+                    Err(_) => return errors + (total - id - 1),
+                }
+            }
+        }
+    }
+    errors
+}

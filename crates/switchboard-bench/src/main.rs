@@ -1,0 +1,307 @@
+//! switchboard-bench: a load generator that speaks the client side of Engine.IO v4 / Socket.IO
+//! v5 over WebSocket (and the polling-then-upgrade handshake browsers do), from several loopback
+//! source addresses, against any Socket.IO server (Switchboard, Node.js socket.io, socketioxide).
+//!
+//! Scenarios (each bounded in count and time, stopping by itself):
+//! - `idle`: N idle connections; the server's resident memory per connection (from /proc).
+//! - `fanout`: N clients in one room; a publisher POSTs `/broadcast/order-created` at R/s;
+//!   deliveries/s, publish-to-receive latency percentiles (the send time travels in the
+//!   payload), lost messages, server CPU per delivery.
+//! - `chat`: rooms of k members; every client emits `room-message` at r/s; the same figures.
+//! - `connect`: new connections per second up to a count, WebSocket-only or polling-then-upgrade.
+//!
+//! Prints a table, and with `--json` one JSON line for `bench/compare`.
+
+mod client;
+mod probe;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use client::{Expect, Target};
+
+#[derive(Parser)]
+#[command(name = "switchboard-bench", about = "Socket.IO load generator")]
+struct Cli {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:4000", global = true)]
+    server: SocketAddr,
+    /// Socket.IO path.
+    #[arg(long, default_value = "/socket.io/", global = true)]
+    path: String,
+    /// Loopback source addresses to spread connections over (127.0.0.2 ...).
+    #[arg(long, default_value_t = 8, global = true)]
+    sources: u8,
+    /// The server's pid, to read its CPU time and memory from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Print one JSON line of results.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// N idle connections: server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        hold_secs: u64,
+    },
+    /// N clients in one room, a publisher at R messages per second.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+    },
+    /// Rooms of k members; every client sends at r per second.
+    Chat {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+    },
+    /// Opens connections as fast as it can up to a count.
+    Connect {
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        /// Start on polling and upgrade, as browsers do.
+        #[arg(long)]
+        polling: bool,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+}
+
+fn source_address(index: usize, sources: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (index % usize::from(sources.max(1))) as u8)
+}
+
+/// Opens `count` clients (WebSocket, in the room the server puts them in), `concurrency` at once.
+async fn open_clients(
+    cli: &Cli,
+    count: usize,
+    expect: Expect,
+    counters: &Arc<client::Counters>,
+) -> anyhow::Result<Vec<client::Client>> {
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut handles = Vec::with_capacity(count);
+    let started = Instant::now();
+    for index in 0..count {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let target = Target {
+            server: cli.server,
+            source: source_address(index, cli.sources),
+            path: cli.path.clone(),
+        };
+        let counters = counters.clone();
+        let expect = expect.clone();
+        handles.push(tokio::spawn(async move {
+            let result = client::Client::open(target, index, expect, counters, false).await;
+            drop(permit);
+            result
+        }));
+        if index % 2000 == 1999 {
+            eprint!("\r  connected {}/{count}", index + 1);
+        }
+    }
+    let mut clients = Vec::with_capacity(count);
+    let mut errors = 0;
+    for handle in handles {
+        match handle.await? {
+            Ok(client) => clients.push(client),
+            Err(_) => errors += 1,
+        }
+    }
+    eprintln!(
+        "\r  connected {}/{count} in {:.1}s ({errors} failed)",
+        clients.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(clients)
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "max_ms": histogram.max() as f64 / 1000.0, "samples": histogram.len(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let probe = cli.server_pid.map(probe::Process::new);
+    let counters = Arc::new(client::Counters::default());
+    let _ = client::STOP.set(counters.phase.clone());
+    let result = match cli.scenario.clone() {
+        Scenario::Idle { clients, hold_secs } => {
+            let before = probe.as_ref().and_then(|p| p.rss_kib());
+            let open = open_clients(&cli, clients, Expect::Nothing, &counters).await?;
+            tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+            let after = probe.as_ref().and_then(|p| p.rss_kib());
+            let per_connection = match (before, after) {
+                (Some(b), Some(a)) if !open.is_empty() => {
+                    Some((a.saturating_sub(b)) as f64 * 1024.0 / open.len() as f64)
+                }
+                _ => None,
+            };
+            let errors = clients - open.len();
+            drop(open);
+            json!({
+                "scenario": "idle", "clients": clients, "connected": clients - errors, "errors": errors,
+                "rss_before_kib": before, "rss_after_kib": after,
+                "bytes_per_connection": per_connection,
+            })
+        }
+        Scenario::Fanout {
+            clients,
+            rate,
+            duration_secs,
+        } => {
+            let expect = Expect::Event("order_created".into());
+            let open = open_clients(&cli, clients, expect, &counters).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let total = u64::from(rate) * duration_secs;
+            let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
+            let started = Instant::now();
+            let publish_errors =
+                client::publish(cli.server, "/broadcast/order-created", rate, total).await;
+            // Let the last messages arrive.
+            let drain = Instant::now();
+            let expected = total * open.len() as u64;
+            while counters.received.load(Ordering::Relaxed) < expected
+                && drain.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = probe
+                .as_ref()
+                .and_then(|p| p.cpu_micros())
+                .zip(cpu_before)
+                .map(|(a, b)| a - b);
+            let (histogram, lost, duplicates) = client::finish(open, total).await;
+            let received = counters.received.load(Ordering::Relaxed);
+            json!({
+                "scenario": "fanout", "clients": clients, "rate": rate, "messages": total,
+                "expected": expected, "received": received, "lost": lost, "duplicates": duplicates,
+                "errors": counters.errors.load(Ordering::Relaxed) + publish_errors,
+                "deliveries_per_sec": received as f64 / elapsed,
+                "server_cpu_us_per_delivery": cpu.map(|c| c as f64 / received.max(1) as f64),
+                "latency": percentiles(&histogram),
+            })
+        }
+        Scenario::Chat {
+            clients,
+            room_size,
+            rate,
+            duration_secs,
+        } => {
+            let expect = Expect::Chat {
+                room_size,
+                rate,
+                duration: Duration::from_secs(duration_secs),
+            };
+            let open = open_clients(&cli, clients, expect, &counters).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
+            let started = Instant::now();
+            counters.go.notify_waiters();
+            let per_client = (rate * duration_secs as f64).round() as u64;
+            let expected = per_client * clients as u64 * room_size as u64;
+            tokio::time::sleep(Duration::from_secs(duration_secs)).await;
+            let drain = Instant::now();
+            while counters.received.load(Ordering::Relaxed) < expected
+                && drain.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = probe
+                .as_ref()
+                .and_then(|p| p.cpu_micros())
+                .zip(cpu_before)
+                .map(|(a, b)| a - b);
+            let received = counters.received.load(Ordering::Relaxed);
+            let (histogram, _, _) = client::finish(open, 0).await;
+            json!({
+                "scenario": "chat", "clients": clients, "room_size": room_size, "rate": rate,
+                "expected": expected, "received": received,
+                "lost": expected.saturating_sub(received),
+                "errors": counters.errors.load(Ordering::Relaxed),
+                "deliveries_per_sec": received as f64 / elapsed,
+                "server_cpu_us_per_delivery": cpu.map(|c| c as f64 / received.max(1) as f64),
+                "latency": percentiles(&histogram),
+            })
+        }
+        Scenario::Connect {
+            clients,
+            polling,
+            concurrency,
+        } => {
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let started = Instant::now();
+            let errors = Arc::new(AtomicU64::new(0));
+            let mut handles = Vec::with_capacity(clients);
+            for index in 0..clients {
+                let permit = semaphore.clone().acquire_owned().await?;
+                let target = Target {
+                    server: cli.server,
+                    source: source_address(index, cli.sources),
+                    path: cli.path.clone(),
+                };
+                let counters = counters.clone();
+                let errors = errors.clone();
+                handles.push(tokio::spawn(async move {
+                    let result =
+                        client::Client::open(target, index, Expect::Nothing, counters, polling)
+                            .await;
+                    drop(permit);
+                    if result.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    result.ok()
+                }));
+            }
+            let mut open = Vec::new();
+            for handle in handles {
+                if let Some(client) = handle.await? {
+                    open.push(client);
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let errors = errors.load(Ordering::Relaxed);
+            drop(open);
+            json!({
+                "scenario": if polling { "connect-polling" } else { "connect-websocket" },
+                "clients": clients, "errors": errors,
+                "connections_per_sec": (clients as u64 - errors) as f64 / elapsed,
+                "seconds": elapsed,
+            })
+        }
+    };
+    if cli.json {
+        println!("{result}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(())
+}
