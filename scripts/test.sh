@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, installing what the tests need on a fresh machine:
-#   formatting and lints, Rust unit and integration tests, then the end-to-end suites with the
-#   official socket.io-client (node:test) and python-socketio against the release binaries.
+#   formatting and lints, Rust unit and integration tests, the end-to-end suites with the
+#   official socket.io-client (node:test), python-socketio, websockets and schemathesis, the
+#   console in Chromium (playwright-core), then a small side-by-side benchmark run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,12 @@ cargo build --release --bins --examples
 step "Rust tests"
 cargo test --release
 
-step "installing e2e dependencies (npm, pip)"
+step "installing e2e dependencies (Debian's chromium, npm, pip)"
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed apt-get update -q
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
 (cd e2e && npm ci --no-audit --no-fund)
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r e2e/python/requirements.txt
@@ -27,5 +33,8 @@ node --test --test-concurrency=1 e2e/
 
 step "e2e: python-socketio (pytest)"
 .venv/bin/python -m pytest -q e2e/python
+
+step "benchmarks, small scale: bench/compare --quick (fails if Switchboard loses messages or errors)"
+bench/compare --quick --no-write
 
 step "all tests passed"

@@ -91,6 +91,12 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
         app = app.merge(api).route("/api/openapi.json", get(openapi));
     }
+    if state.config.console.enabled {
+        app = app
+            .route("/console", get(console_page))
+            .route("/console/", get(console_page))
+            .route("/console/{asset}", get(console_asset));
+    }
     app.merge(extra)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -465,6 +471,35 @@ async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
         "sockets": stats["sockets"],
         "path": state.config.server.path,
     }))
+}
+
+/// The web console: a page, its stylesheet, its script and our small Socket.IO client, all
+/// embedded in the binary (no CDN, no build step).
+async fn console_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("console/index.html"),
+    )
+        .into_response()
+}
+
+async fn console_asset(Path(asset): Path<String>) -> Response {
+    let (content_type, body) = match asset.as_str() {
+        "console.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("console/console.js"),
+        ),
+        "sio-client.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("console/sio-client.js"),
+        ),
+        "console.css" => (
+            "text/css; charset=utf-8",
+            include_str!("console/console.css"),
+        ),
+        _ => return not_found().await.into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn health() -> axum::Json<Value> {

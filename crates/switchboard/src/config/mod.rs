@@ -40,6 +40,20 @@ pub struct Config {
     pub presence: PresenceSettings,
     /// The plain WebSocket endpoint (JSON, for non-Socket.IO clients).
     pub plain_ws: PlainWsSettings,
+    /// The web console at /console.
+    pub console: ConsoleSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -321,8 +335,9 @@ const LIST_KEYS: [&str; 6] = [
     "auth.sources",
     "presence.rooms",
 ];
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
+    "console",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];
