@@ -80,6 +80,14 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_open(&self, conn: &Arc<EngineConn>) -> Self::State;
     fn on_message(&self, state: &Self::State, conn: &Arc<EngineConn>, message: Message);
     fn on_close(&self, state: &Self::State, conn: &Arc<EngineConn>, reason: CloseReason);
+
+    /// A deadline after the session opens at which `on_deadline` runs (once), from the session's
+    /// supervisor: no task or timer of the handler's own per session.
+    fn deadline(&self) -> Option<Duration> {
+        None
+    }
+
+    fn on_deadline(&self, _state: &Self::State, _conn: &Arc<EngineConn>) {}
 }
 
 /// The remote address of a request, put in its extensions by the server's accept loop.

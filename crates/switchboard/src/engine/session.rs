@@ -87,9 +87,19 @@ pub(crate) async fn supervise<H: EngineHandler>(
     let config = engine.config();
     let mut deadline = opened + config.ping_interval;
     let mut awaiting_pong = false;
+    let mut handler_deadline = engine.handler().deadline().map(|after| opened + after);
     let reason = loop {
         tokio::select! {
             reason = conn.closed() => break reason,
+            _ = async {
+                match handler_deadline {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                handler_deadline = None;
+                engine.handler().on_deadline(&session.state, conn);
+            }
             _ = sleep_until(deadline) => {
                 if awaiting_pong {
                     conn.close(CloseReason::PingTimeout);

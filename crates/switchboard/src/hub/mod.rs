@@ -14,7 +14,7 @@ mod recovery;
 mod socket;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -148,25 +148,23 @@ impl Client {
 impl EngineHandler for Arc<Hub> {
     type State = Arc<Client>;
 
-    fn on_open(&self, conn: &Arc<EngineConn>) -> Arc<Client> {
-        let client = Arc::new(Client {
+    fn on_open(&self, _conn: &Arc<EngineConn>) -> Arc<Client> {
+        Arc::new(Client {
             state: Mutex::new(ClientState::default()),
-        });
-        let weak_client: Weak<Client> = Arc::downgrade(&client);
-        let weak_conn = Arc::downgrade(conn);
-        let timeout = self.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let (Some(client), Some(conn)) = (weak_client.upgrade(), weak_conn.upgrade()) else {
-                return;
-            };
-            let never_connected = client.state.lock().sockets.is_empty();
-            if never_connected && !conn.is_closed() {
-                tracing::debug!(sid = %conn.sid(), "no namespace joined in time; closing");
-                conn.close(CloseReason::ForcedClose);
-            }
-        });
-        client
+        })
+    }
+
+    /// The connect timeout: a session that joined no namespace in time is closed.
+    fn deadline(&self) -> Option<Duration> {
+        Some(self.config.connect_timeout)
+    }
+
+    fn on_deadline(&self, client: &Arc<Client>, conn: &Arc<EngineConn>) {
+        let never_connected = client.state.lock().sockets.is_empty();
+        if never_connected && !conn.is_closed() {
+            tracing::debug!(sid = %conn.sid(), "no namespace joined in time; closing");
+            conn.close(CloseReason::ForcedClose);
+        }
     }
 
     fn on_message(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, message: Message) {
