@@ -7,35 +7,13 @@
 //! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000, connectTimeout 1000 ms, CORS
 //! open to any origin. Run: `cargo run --release --example conformance`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use switchboard::cors::CorsPolicy;
-use switchboard::engine::{
-    CloseReason, Engine, EngineConfig, EngineConn, EngineHandler, Frame, Message,
-};
+use switchboard::engine::{Echo, Engine, EngineConfig};
 use switchboard::hub::{Hub, HubConfig};
 use switchboard::server::Server;
-
-/// Engine.IO only: every message goes back as it came.
-struct Echo;
-
-impl EngineHandler for Echo {
-    type State = ();
-
-    fn on_open(&self, _: &Arc<EngineConn>) {}
-
-    fn on_message(&self, _: &(), conn: &Arc<EngineConn>, message: Message) {
-        let frame = match message {
-            Message::Text(text) => Frame::message(|out| out.extend_from_slice(&text)),
-            Message::Binary(data) => Frame::binary(&data),
-        };
-        let _ = conn.send(frame);
-    }
-
-    fn on_close(&self, _: &(), _: &Arc<EngineConn>, _: CloseReason) {}
-}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -90,6 +90,26 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_deadline(&self, _state: &Self::State, _conn: &Arc<EngineConn>) {}
 }
 
+/// An Engine.IO handler that sends every message back as it came: the `/engine.io/` server the
+/// official test suite expects, and a handy peer for transport tests.
+pub struct Echo;
+
+impl EngineHandler for Echo {
+    type State = ();
+
+    fn on_open(&self, _: &Arc<EngineConn>) {}
+
+    fn on_message(&self, _: &(), conn: &Arc<EngineConn>, message: Message) {
+        let frame = match message {
+            Message::Text(text) => Frame::message(|out| out.extend_from_slice(&text)),
+            Message::Binary(data) => Frame::binary(&data),
+        };
+        let _ = conn.send(frame);
+    }
+
+    fn on_close(&self, _: &(), _: &Arc<EngineConn>, _: CloseReason) {}
+}
+
 /// The remote address of a request, put in its extensions by the server's accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub std::net::SocketAddr);

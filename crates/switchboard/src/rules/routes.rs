@@ -76,19 +76,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
             Some("namespace".into()),
         );
     };
-    let online = |key: &str| {
-        let mut values: Vec<Value> = Vec::new();
-        for socket in namespace.sockets() {
-            if let Some(value) = socket.data().get(key)
-                && !value.is_null()
-                && !values.contains(value)
-            {
-                values.push(value.clone());
-            }
-        }
-        values.sort_by_key(|v| v.to_string());
-        values
-    };
+    let online = |key: &str| super::run::online_values(&namespace, key, None);
     let context = Context {
         body: Some(&body),
         query: &query,

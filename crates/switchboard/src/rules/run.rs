@@ -52,7 +52,7 @@ enum Trust {
 
 /// The distinct values of one socket-data key across a namespace, the sender's taken from
 /// `overlay` (what the rule being run has set so far).
-fn online_values(
+pub(crate) fn online_values(
     namespace: &Namespace,
     key: &str,
     sender: Option<(&str, &Map<String, Value>)>,

@@ -12,9 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use switchboard::cors::CorsPolicy;
-use switchboard::engine::{
-    CloseReason, Engine, EngineConfig, EngineConn, EngineHandler, Frame, Message,
-};
+use switchboard::engine::{Echo, Engine, EngineConfig};
 use switchboard::hub::{Hub, HubConfig};
 use switchboard::server::Server;
 use tokio::net::TcpStream;
@@ -22,22 +20,6 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Sends every message back as it came.
-pub struct Echo;
-
-impl EngineHandler for Echo {
-    type State = ();
-    fn on_open(&self, _: &Arc<EngineConn>) {}
-    fn on_message(&self, _: &(), conn: &Arc<EngineConn>, message: Message) {
-        let frame = match message {
-            Message::Text(text) => Frame::message(|out| out.extend_from_slice(&text)),
-            Message::Binary(data) => Frame::binary(&data),
-        };
-        let _ = conn.send(frame);
-    }
-    fn on_close(&self, _: &(), _: &Arc<EngineConn>, _: CloseReason) {}
-}
 
 pub struct TestServer {
     pub addr: SocketAddr,
