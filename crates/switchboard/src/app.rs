@@ -69,6 +69,9 @@ impl App {
         }
         presence::announce_in_rooms(&hub, &config.presence);
         let engine = Engine::new(config.engine_config(), hub.clone());
+        if config.admin_ui.enabled {
+            crate::admin_ui::AdminUi::install(&hub, &engine, config.admin_ui.clone());
+        }
         let state = AppState::new(hub, engine.clone(), config.clone());
         // The config was validated when it loaded, rules included; compiling again cannot fail
         // for a loaded config, and a hand-built one with bad rules runs without them.

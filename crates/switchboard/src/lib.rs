@@ -4,6 +4,7 @@
 //! transports), [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast) and [`server`] (the
 //! listener and HTTP routing).
 
+pub mod admin_ui;
 pub mod api;
 pub mod app;
 pub mod auth;

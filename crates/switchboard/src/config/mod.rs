@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
 
+pub use crate::admin_ui::AdminUiSettings;
 pub use crate::auth::AuthSettings;
 pub use crate::plain_ws::PlainWsSettings;
 use crate::rules::spec::{ConnectRule, DisconnectRule, EventRule, RouteSpec};
@@ -42,6 +43,8 @@ pub struct Config {
     pub plain_ws: PlainWsSettings,
     /// The web console at /console.
     pub console: ConsoleSettings,
+    /// Compatibility with the official Socket.IO Admin UI (off unless enabled).
+    pub admin_ui: AdminUiSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -335,9 +338,9 @@ const LIST_KEYS: [&str; 6] = [
     "auth.sources",
     "presence.rooms",
 ];
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
-    "console",
+    "console", "admin_ui",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];
@@ -408,7 +411,7 @@ impl Config {
         })
     }
 
-    /// The namespaces clients may connect to.
+    /// The namespaces clients may connect to (the Admin UI's own is set up apart).
     pub fn namespace_names(&self) -> Vec<String> {
         if self.namespaces.is_empty() {
             vec!["/".into()]
@@ -510,6 +513,11 @@ impl Config {
                     "needs [auth] with a secret or public key".into(),
                 ));
             }
+        }
+        if self.admin_ui.enabled
+            && let Err(message) = self.admin_ui.check()
+        {
+            return Err(invalid("admin_ui", message));
         }
         if let Err(error) = crate::rules::compile(self) {
             let location = error

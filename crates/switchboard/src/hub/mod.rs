@@ -53,12 +53,35 @@ impl Default for HubConfig {
     }
 }
 
+/// Told of socket and room changes in every namespace (the Admin UI instrumentation listens).
+/// Called with no lock held.
+pub trait HubObserver: Send + Sync {
+    fn socket_connected(&self, _socket: &Arc<Socket>) {}
+    fn socket_disconnected(&self, _socket: &Arc<Socket>, _reason: DisconnectReason) {}
+    fn room_joined(&self, _namespace: &str, _room: &str, _socket: &str) {}
+    fn room_left(&self, _namespace: &str, _room: &str, _socket: &str) {}
+}
+
+/// The registered observers, shared by the hub and its namespaces.
+#[derive(Default)]
+pub struct Observers(RwLock<Vec<Arc<dyn HubObserver>>>);
+
+impl Observers {
+    pub(crate) fn each(&self, call: impl Fn(&dyn HubObserver)) {
+        let observers = self.0.read().clone();
+        for observer in observers {
+            call(&*observer);
+        }
+    }
+}
+
 /// All namespaces of a server.
 pub struct Hub {
     config: HubConfig,
     namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
     fanout: Histogram,
     presence: Arc<Presence>,
+    observers: Arc<Observers>,
 }
 
 /// Seconds one broadcast takes to reach every recipient's queue: 10 µs to 3 s.
@@ -74,8 +97,14 @@ impl Hub {
             namespaces: RwLock::new(HashMap::new()),
             fanout: fanout_histogram(),
             presence: Presence::new(config.user_key.clone(), config.presence_grace),
+            observers: Arc::new(Observers::default()),
             config,
         })
+    }
+
+    /// Registers an observer of socket and room changes.
+    pub fn observe(&self, observer: Arc<dyn HubObserver>) {
+        self.observers.0.write().push(observer);
     }
 
     /// Users and who is online.
@@ -101,6 +130,7 @@ impl Hub {
                     key.clone(),
                     self.fanout.clone(),
                     self.presence.clone(),
+                    self.observers.clone(),
                 ))
             })
             .clone()
@@ -359,6 +389,9 @@ impl Hub {
         }
         // After every lock is released: presence listeners may emit into this namespace.
         socket.register_user();
+        namespace
+            .observers
+            .each(|observer| observer.socket_connected(&socket));
         if socket.recovered() && !recovery.is_some_and(|r| r.rerun_on_connect) {
             tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket recovered");
             return;

@@ -56,10 +56,16 @@ pub struct Namespace {
     /// History and saved sessions, when connection state recovery is on.
     pub(crate) recovery: OnceLock<Mutex<Recovery>>,
     pub(crate) presence: Arc<Presence>,
+    pub(crate) observers: Arc<super::Observers>,
 }
 
 impl Namespace {
-    pub(crate) fn new(name: Arc<str>, fanout: Histogram, presence: Arc<Presence>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        fanout: Histogram,
+        presence: Arc<Presence>,
+        observers: Arc<super::Observers>,
+    ) -> Self {
         Self {
             name,
             sockets: RwLock::new(HashMap::new()),
@@ -68,6 +74,7 @@ impl Namespace {
             fanout,
             recovery: OnceLock::new(),
             presence,
+            observers,
         }
     }
 
@@ -233,19 +240,35 @@ impl Namespace {
         if !socket.is_connected() {
             return;
         }
-        let mut index = self.rooms.write();
-        if socket.rooms.lock().insert(room.clone()) {
-            index
-                .entry(room)
-                .or_default()
-                .insert(socket.id().clone(), socket.clone());
+        let joined = {
+            let mut index = self.rooms.write();
+            let joined = socket.rooms.lock().insert(room.clone());
+            if joined {
+                index
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(socket.id().clone(), socket.clone());
+            }
+            joined
+        };
+        if joined {
+            self.observers
+                .each(|o| o.room_joined(self.name(), &room, socket.id()));
         }
     }
 
     pub(crate) fn leave(&self, socket: &Socket, room: &str) {
-        let mut index = self.rooms.write();
-        if socket.rooms.lock().remove(room) {
-            Self::unindex(&mut index, room, socket.id());
+        let left = {
+            let mut index = self.rooms.write();
+            let left = socket.rooms.lock().remove(room);
+            if left {
+                Self::unindex(&mut index, room, socket.id());
+            }
+            left
+        };
+        if left {
+            self.observers
+                .each(|o| o.room_left(self.name(), room, socket.id()));
         }
     }
 
@@ -420,5 +443,7 @@ impl Namespace {
         for handler in handlers {
             handler(socket, reason);
         }
+        self.observers
+            .each(|o| o.socket_disconnected(socket, reason));
     }
 }
