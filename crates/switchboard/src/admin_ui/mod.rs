@@ -209,7 +209,7 @@ impl AdminUi {
 
     fn greet(&self, socket: &Arc<Socket>) {
         if let Some(session) = socket.data().get("_admin_session") {
-            let _ = socket.emit("session", &[session.clone()]);
+            let _ = socket.emit("session", std::slice::from_ref(session));
         }
         let _ = socket.emit("config", &[json!({ "supportedFeatures": self.features() })]);
         let sockets: Vec<Value> = self
