@@ -457,6 +457,52 @@ mod tests {
         );
     }
 
+    fn signed(algorithm: Algorithm, private_pem: &str, claims: &Map<String, Value>) -> String {
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
+            _ => EncodingKey::from_ec_pem(private_pem.as_bytes()),
+        }
+        .unwrap();
+        jsonwebtoken::encode(&Header::new(algorithm), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_verify_with_a_pem_public_key() {
+        let claims = claims(json!({"userId": "u9", "exp": 4_000_000_000u64}));
+        for (name, algorithm, private, public) in [
+            (
+                "RS256",
+                Algorithm::RS256,
+                include_str!("test-keys/rsa-private.pem"),
+                include_str!("test-keys/rsa-public.pem"),
+            ),
+            (
+                "ES256",
+                Algorithm::ES256,
+                include_str!("test-keys/ec-private.pem"),
+                include_str!("test-keys/ec-public.pem"),
+            ),
+        ] {
+            let v = verifier(AuthSettings {
+                algorithms: vec![name.into()],
+                public_key: Some(public.into()),
+                ..AuthSettings::default()
+            });
+            let token = signed(algorithm, private, &claims);
+            assert_eq!(
+                v.socket_data(&v.verify(&token).unwrap())["userId"],
+                json!("u9"),
+                "{name}"
+            );
+            // An HMAC token must not pass as the public-key algorithm.
+            let hmac = mint(SECRET, "HS256", &claims, None).unwrap();
+            assert!(
+                matches!(v.verify(&hmac), Err(AuthError::Invalid(_))),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn configuration_errors_are_explained() {
         assert!(
