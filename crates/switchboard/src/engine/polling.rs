@@ -91,17 +91,19 @@ pub(super) async fn poll<H: EngineHandler>(
     let body = loop {
         let woken = conn.consumer_wake.notified();
         if let Some(reason) = conn.close_reason() {
+            // What was queued goes first, in its own answer: socket.io-client handles a close
+            // at once but decoded packets on the next tick, so an event sharing a payload with
+            // the close would reach a socket already closed. The close comes with the next GET.
             conn.drain_into(&mut frames);
-            let mut body = encode_payload(&frames);
-            if !body.is_empty() {
-                body.push(RECORD_SEPARATOR_BYTE);
+            if !frames.is_empty() {
+                break encode_payload(&frames);
             }
             // A client's own close is acknowledged with a noop; any other close is announced.
-            body.push(if reason == CloseReason::ClientClose {
+            let body = vec![if reason == CloseReason::ClientClose {
                 b'6'
             } else {
                 b'1'
-            });
+            }];
             engine.remove_session(conn.sid());
             session.final_poll_done.notify_one();
             break body;
