@@ -29,7 +29,11 @@ impl CorsPolicy {
     }
 
     fn allowed_origin<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
-        let origin = headers.get(header::ORIGIN)?;
+        self.allowed(headers.get(header::ORIGIN)?)
+    }
+
+    /// The request's Origin, when it is allowed (to echo it in the answer).
+    pub fn allowed<'a>(&self, origin: &'a HeaderValue) -> Option<&'a HeaderValue> {
         self.allows(origin.to_str().ok()?).then_some(origin)
     }
 
@@ -64,9 +68,9 @@ impl CorsPolicy {
         Some(response)
     }
 
-    /// Adds the CORS headers to an answer for an allowed origin.
-    pub fn decorate(&self, request_headers: &HeaderMap, response: &mut HttpResponse) {
-        if let Some(origin) = self.allowed_origin(request_headers) {
+    /// Adds the CORS headers to an answer, given the request's Origin header.
+    pub fn decorate(&self, origin: Option<&HeaderValue>, response: &mut HttpResponse) {
+        if let Some(origin) = origin.and_then(|origin| self.allowed(origin)) {
             let out = response.headers_mut();
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             out.insert(

@@ -121,7 +121,8 @@ impl Server {
         if let Some(preflight) = self.cors.preflight(request.method(), request.headers()) {
             return preflight;
         }
-        let request_headers = request.headers().clone();
+        // Only the Origin is needed afterwards (to answer CORS), not the whole header map.
+        let origin = request.headers().get(http::header::ORIGIN).cloned();
         let path = request.uri().path();
         let route = self
             .routes
@@ -139,7 +140,7 @@ impl Server {
                 ),
             ),
         };
-        self.cors.decorate(&request_headers, &mut response);
+        self.cors.decorate(origin.as_ref(), &mut response);
         response
     }
 }
