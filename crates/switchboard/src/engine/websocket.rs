@@ -256,6 +256,10 @@ fn close_reason_for(error: &WebSocketError) -> CloseReason {
     }
 }
 
+/// Frames and batch bytes a writer keeps room for between writes; more is given back.
+const KEPT_FRAMES: usize = 16;
+const KEPT_BATCH_BYTES: usize = 16 * 1024;
+
 /// Writes whatever the session queues, batching frames into one write, until it closes.
 async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>, traffic: Arc<super::Traffic>) {
     let _open = traffic.writer_opened();
@@ -272,6 +276,11 @@ async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>, traffic: Ar
             };
             traffic.count_sent(&frames);
             frames.clear();
+            // A burst must not leave every connection holding its peak buffers.
+            frames.shrink_to(KEPT_FRAMES);
+            if batch.capacity() > KEPT_BATCH_BYTES {
+                batch = Vec::new();
+            }
             if !written {
                 conn.close(CloseReason::TransportError);
                 return;
@@ -317,9 +326,6 @@ async fn write_frames(
     }
     if !batch.is_empty() {
         write.write_all(batch).await?;
-    }
-    if batch.capacity() > BATCH_LIMIT * 2 {
-        *batch = Vec::new();
     }
     Ok(())
 }
