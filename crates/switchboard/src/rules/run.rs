@@ -221,19 +221,19 @@ impl RuleSet {
         let namespace = socket.namespace().clone();
         let mut ready = Vec::with_capacity(actions.len());
         for action in actions {
-            let overlay = data.clone();
-            let online = |key: &str| online_values(&namespace, key, Some((socket.id(), &overlay)));
+            // Templates read the data as the earlier `set` actions of this rule left it.
+            let online = |key: &str| online_values(&namespace, key, Some((socket.id(), &data)));
             let context = Context {
                 socket_id: Some(socket.id()),
                 event,
                 args,
                 auth: Some(auth),
                 query,
-                data: Some(&overlay),
+                data: Some(&data),
                 body: None,
                 online: Some(&online),
             };
-            ready.push(match action {
+            let step = match action {
                 Action::Join(template) => Ready::Join(self.check_room(
                     template,
                     template.render(&context)?,
@@ -242,15 +242,12 @@ impl RuleSet {
                 )?),
                 Action::Leave(template) => Ready::Leave(template.render(&context)?),
                 Action::Ack(template) => Ready::Ack(template.render(&context)?),
-                Action::Set(fields) => {
-                    let mut values = Vec::with_capacity(fields.len());
-                    for (key, template) in fields {
-                        let value = template.render(&context)?;
-                        data.insert(key.clone(), value.clone());
-                        values.push((key.clone(), value));
-                    }
-                    Ready::Set(values)
-                }
+                Action::Set(fields) => Ready::Set(
+                    fields
+                        .iter()
+                        .map(|(key, template)| Ok((key.clone(), template.render(&context)?)))
+                        .collect::<Result<_, ValueError>>()?,
+                ),
                 Action::Emit {
                     event,
                     target,
@@ -287,7 +284,13 @@ impl RuleSet {
                         args,
                     }
                 }
-            });
+            };
+            if let Ready::Set(values) = &step {
+                for (key, value) in values {
+                    data.insert(key.clone(), value.clone());
+                }
+            }
+            ready.push(step);
         }
         Ok(ready)
     }
