@@ -17,3 +17,4 @@ pub mod plain_ws;
 pub mod protocol;
 pub mod rules;
 pub mod server;
+pub mod websocket;

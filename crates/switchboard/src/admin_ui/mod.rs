@@ -70,11 +70,14 @@ fn serialize(socket: &Socket) -> Value {
         .iter()
         .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
         .collect();
-    let query: serde_json::Map<String, Value> = request
+    // The engine keeps only the application's parameters; its own are known.
+    let mut query: serde_json::Map<String, Value> = request
         .query
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    query.insert("EIO".into(), json!("4"));
+    query.insert("transport".into(), json!(conn.transport().as_str()));
     let issued = socket
         .handshake()
         .issued

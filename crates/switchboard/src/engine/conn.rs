@@ -2,20 +2,29 @@
 //! opened it, a bounded outbound queue of ready-made [`Frame`]s, and a way to close it.
 //!
 //! The queue is drained by whichever transport currently carries the session (the pending polling
-//! GET or the WebSocket writer), so switching transports on upgrade never loses or reorders a
-//! packet. It is bounded: a client that does not read fast enough is closed (`SlowConsumer`)
-//! instead of growing the server's memory or slowing anyone else down.
+//! GET or the WebSocket connection's task), so switching transports on upgrade never loses or
+//! reorders a packet. It is bounded: a client that does not read fast enough is closed
+//! (`SlowConsumer`) instead of growing the server's memory or slowing anyone else down.
+//!
+//! Once a WebSocket carries the session, a frame sent while nothing is queued is written to the
+//! socket at once by the sender, without waiting (a broadcast writes each recipient's frame
+//! itself: no task is woken per recipient). Only what the socket cannot take right now is
+//! queued, for the connection's task to write when the socket is writable again. Every write
+//! happens under the outbox lock, so frames go out whole and in order.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use http::HeaderMap;
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::frame::Frame;
+use super::traffic::Traffic;
 
 /// Why a session ended. The Socket.IO layer reports these as disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +100,7 @@ impl TransportKind {
 /// The parts of the opening HTTP request that the layers above may need (auth, templates).
 #[derive(Debug, Default)]
 pub struct RequestInfo {
+    /// The application's query parameters (not the engine's own `EIO`, `transport`, `sid`, `t`).
     pub query: Vec<(String, String)>,
     /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
     pub headers: HeaderMap,
@@ -127,7 +137,80 @@ pub enum SendError {
 
 struct Outbox {
     frames: VecDeque<Frame>,
+    /// Bytes of the first queued frame already written to the WebSocket (a partial write).
+    written: usize,
     closed: Option<CloseReason>,
+    /// The WebSocket carrying the session, once one does: frames are written to it directly.
+    socket: Option<Arc<TcpStream>>,
+}
+
+/// Writes frames to a socket without waiting: how many went out whole, and the bytes written of
+/// the next one. An error counts as nothing written; the connection's task meets it again.
+fn write_now(socket: &TcpStream, frames: &[Frame]) -> (usize, usize) {
+    let result = match frames {
+        [frame] => socket.try_write(frame.websocket_bytes()),
+        _ => {
+            let slices: Vec<IoSlice<'_>> = frames
+                .iter()
+                .map(|frame| IoSlice::new(frame.websocket_bytes()))
+                .collect();
+            socket.try_write_vectored(&slices)
+        }
+    };
+    let mut wrote = result.unwrap_or(0);
+    for (index, frame) in frames.iter().enumerate() {
+        let len = frame.websocket_bytes().len();
+        if wrote < len {
+            return (index, wrote);
+        }
+        wrote -= len;
+    }
+    (frames.len(), 0)
+}
+
+/// How many queued frames one vectored write takes at most.
+const FRAMES_PER_WRITE: usize = 64;
+
+impl Outbox {
+    /// Writes queued frames to the socket until they are all written or it would block.
+    /// True when nothing is left queued.
+    fn write_queued(&mut self, traffic: &Traffic) -> std::io::Result<bool> {
+        let Some(socket) = self.socket.clone() else {
+            return Ok(self.frames.is_empty());
+        };
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+            let mut count = 0;
+            for (index, frame) in self.frames.iter().take(FRAMES_PER_WRITE).enumerate() {
+                let skip = if index == 0 { self.written } else { 0 };
+                slices[index] = IoSlice::new(&frame.websocket_bytes()[skip..]);
+                count += 1;
+            }
+            let mut wrote = match socket.try_write_vectored(&slices[..count]) {
+                Ok(wrote) => wrote,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) => return Err(error),
+            };
+            while wrote > 0 {
+                let Some(first) = self.frames.front() else {
+                    break;
+                };
+                let left = first.websocket_bytes().len() - self.written;
+                if wrote < left {
+                    self.written += wrote;
+                    break;
+                }
+                wrote -= left;
+                self.written = 0;
+                if let Some(done) = self.frames.pop_front() {
+                    traffic.count_sent(std::slice::from_ref(&done));
+                }
+            }
+        }
+        // An idle connection keeps no queue storage.
+        self.frames = VecDeque::new();
+        Ok(true)
+    }
 }
 
 /// One Engine.IO session as the layers above see it.
@@ -135,6 +218,7 @@ pub struct EngineConn {
     sid: Arc<str>,
     request: RequestInfo,
     outbox: Mutex<Outbox>,
+    traffic: Arc<Traffic>,
     max_queued_frames: usize,
     transport: AtomicU8,
     /// Wakes the single consumer of the outbox (a polling GET or the WebSocket writer).
@@ -152,14 +236,18 @@ impl EngineConn {
         request: RequestInfo,
         transport: TransportKind,
         max_queued_frames: usize,
+        traffic: Arc<Traffic>,
     ) -> Self {
         Self {
             sid,
             request,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
+                written: 0,
                 closed: None,
+                socket: None,
             }),
+            traffic,
             max_queued_frames,
             transport: AtomicU8::new(transport as u8),
             consumer_wake: Notify::new(),
@@ -196,7 +284,7 @@ impl EngineConn {
         self.send_all(std::slice::from_ref(&frame))
     }
 
-    /// Queues several frames together (a packet and its binary attachments): all or none.
+    /// Sends several frames together (a packet and its binary attachments): all or none.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
         {
             let mut outbox = self.outbox.lock();
@@ -204,7 +292,20 @@ impl EngineConn {
                 return Err(SendError::Closed);
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames {
-                outbox.frames.extend(frames.iter().cloned());
+                let mut rest = frames;
+                if outbox.frames.is_empty()
+                    && let Some(socket) = &outbox.socket
+                {
+                    // Written now as far as the socket takes it; the rest waits for the task.
+                    let (done, written) = write_now(socket, frames);
+                    self.traffic.count_sent(&frames[..done]);
+                    if done == frames.len() {
+                        return Ok(());
+                    }
+                    outbox.written = written;
+                    rest = &frames[done..];
+                }
+                outbox.frames.extend(rest.iter().cloned());
                 drop(outbox);
                 self.consumer_wake.notify_one();
                 return Ok(());
@@ -232,9 +333,31 @@ impl EngineConn {
         Ok(())
     }
 
-    /// Moves every queued frame into `into`, in order.
+    /// Moves every queued frame into `into`, in order (the polling transport's read).
     pub(crate) fn drain_into(&self, into: &mut Vec<Frame>) {
         into.extend(self.outbox.lock().frames.drain(..));
+    }
+
+    /// From now on this WebSocket carries the session: frames are written to it directly.
+    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>) {
+        self.outbox.lock().socket = Some(socket);
+        self.set_transport(TransportKind::WebSocket);
+    }
+
+    /// Gives the WebSocket back once its connection ends; nothing is written to it any more.
+    pub(crate) fn detach_socket(&self) -> Option<Arc<TcpStream>> {
+        self.outbox.lock().socket.take()
+    }
+
+    /// Writes what is queued to the WebSocket, as far as it takes it without waiting. True when
+    /// nothing is left queued.
+    pub(crate) fn write_queued(&self) -> std::io::Result<bool> {
+        self.outbox.lock().write_queued(&self.traffic)
+    }
+
+    /// Queues a last frame after the session closed (the WebSocket close frame).
+    pub(crate) fn queue_final(&self, frame: Frame) {
+        self.outbox.lock().frames.push_back(frame);
     }
 
     /// Closes the session. The first reason wins; later calls do nothing.
@@ -246,7 +369,9 @@ impl EngineConn {
             }
             outbox.closed = Some(reason);
             if !reason.flushes_queue() {
-                outbox.frames.clear();
+                // A frame partly written must still be finished, or the stream is corrupt.
+                let keep = usize::from(outbox.written > 0);
+                outbox.frames.truncate(keep);
             }
         }
         self.consumer_wake.notify_one();

@@ -4,7 +4,8 @@
 //! anything else: the conformance example mounts a plain echo handler).
 //!
 //! One request enters through [`Engine::handle`]; the query decides the transport. Each session
-//! has a supervisor task (heartbeat, teardown), see `session.rs`.
+//! is supervised (heartbeat, teardown, see `session.rs`): a polling session by a task of its
+//! own, a WebSocket session by its connection's one task.
 
 mod conn;
 mod frame;
@@ -179,17 +180,26 @@ struct EngineQuery {
 }
 
 impl EngineQuery {
+    /// The engine's own parameters, and the others (the application's: a token, a room), which
+    /// are kept with the session. The engine's are not kept: every session would pay for them.
     fn parse(query: Option<&str>) -> (Self, Vec<(String, String)>) {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let parsed = Self {
-            eio: get("EIO"),
-            transport: get("transport"),
-            sid: get("sid"),
+        let mut parsed = Self {
+            eio: None,
+            transport: None,
+            sid: None,
         };
-        (parsed, pairs)
+        let mut kept = Vec::new();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "EIO" => parsed.eio = Some(value.into_owned()),
+                "transport" => parsed.transport = Some(value.into_owned()),
+                "sid" => parsed.sid = Some(value.into_owned()),
+                // The client's cache buster on polling requests.
+                "t" => {}
+                _ => kept.push((key.into_owned(), value.into_owned())),
+            }
+        }
+        (parsed, kept)
     }
 }
 
@@ -301,7 +311,8 @@ impl<H: EngineHandler> Engine<H> {
                 .is_some_and(|max| self.sessions.read().len() >= max)
     }
 
-    /// Creates and registers a session, then starts its supervisor.
+    /// Creates and registers a session. A polling session gets its supervisor task; a WebSocket
+    /// session's connection task supervises it itself (one task per connection).
     fn open_session(
         self: &Arc<Self>,
         request: RequestInfo,
@@ -314,11 +325,14 @@ impl<H: EngineHandler> Engine<H> {
             request,
             transport,
             self.config.max_queued_frames,
+            self.traffic.clone(),
         ));
         let state = self.handler.on_open(&conn);
         let session = Arc::new(Session::new(conn, state));
         self.sessions.write().insert(sid, session.clone());
-        tokio::spawn(session::supervise(self.clone(), session.clone(), opened));
+        if transport == TransportKind::Polling {
+            tokio::spawn(session::supervise(self.clone(), session.clone(), opened));
+        }
         session
     }
 

@@ -1,8 +1,11 @@
-//! One Engine.IO session inside the engine, and its supervisor task.
+//! One Engine.IO session inside the engine, its heartbeat, and the supervisor task of polling
+//! sessions.
 //!
 //! The supervisor owns the heartbeat (a ping every pingInterval; no pong within pingTimeout closes
 //! the session) and the teardown: it is the single place where a closed session is reported to
-//! the handler and removed from the engine, whatever closed it (client, transport, server).
+//! the handler and removed from the engine, whatever closed it (client, transport, server). A
+//! session opened on WebSocket is supervised by its connection's task instead, with the same
+//! [`Heartbeat`] (see `websocket.rs`), so it costs one task, not two.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -77,7 +80,75 @@ impl<H: EngineHandler> Session<H> {
     }
 }
 
-/// Runs the heartbeat until the session closes, then tears it down.
+/// The heartbeat and the handler's deadline of one session, as timers to be driven by whoever
+/// supervises it: a ping every pingInterval; no pong within pingTimeout closes the session.
+pub(crate) struct Heartbeat {
+    /// When the next ping is due, or, while a pong is awaited, when the wait ends.
+    due: Instant,
+    awaiting_pong: bool,
+    handler_deadline: Option<Instant>,
+}
+
+impl Heartbeat {
+    pub(crate) fn new<H: EngineHandler>(engine: &Engine<H>, opened: Instant) -> Self {
+        Self {
+            due: opened + engine.config().ping_interval,
+            awaiting_pong: false,
+            handler_deadline: engine.handler().deadline().map(|after| opened + after),
+        }
+    }
+
+    /// When [`Heartbeat::on_timer`] should run next.
+    pub(crate) fn next_wake(&self) -> Instant {
+        self.handler_deadline
+            .map_or(self.due, |deadline| deadline.min(self.due))
+    }
+
+    /// Does whatever is due by now: the handler's deadline, a ping, or a ping timeout.
+    pub(crate) fn on_timer<H: EngineHandler>(&mut self, engine: &Engine<H>, session: &Session<H>) {
+        let now = Instant::now();
+        let conn = &session.conn;
+        if self.handler_deadline.is_some_and(|at| at <= now) {
+            self.handler_deadline = None;
+            engine.handler().on_deadline(&session.state, conn);
+        }
+        if self.due > now {
+            return;
+        }
+        if self.awaiting_pong {
+            conn.close(CloseReason::PingTimeout);
+            return;
+        }
+        conn.pong_received.store(false, Ordering::Release);
+        self.awaiting_pong = true;
+        // From the ping's due time, not from now, so timer lateness does not add up.
+        self.due += engine.config().ping_timeout;
+        let _ = conn.send(Frame::text_packet(b"2"));
+    }
+
+    /// Takes note of a pong, if one arrived since the last ping.
+    pub(crate) fn check_pong<H: EngineHandler>(&mut self, engine: &Engine<H>, conn: &EngineConn) {
+        if self.awaiting_pong && conn.pong_received.swap(false, Ordering::AcqRel) {
+            self.awaiting_pong = false;
+            self.due = Instant::now() + engine.config().ping_interval;
+        }
+    }
+}
+
+/// Reports a closed session to the handler (once, from its supervisor).
+pub(crate) fn report_closed<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H>,
+    reason: CloseReason,
+) {
+    tracing::debug!(sid = %session.conn.sid(), reason = reason.as_str(), "session closed");
+    engine
+        .handler()
+        .on_close(&session.state, &session.conn, reason);
+}
+
+/// Supervises a polling session (also once it upgrades): runs its heartbeat until it closes,
+/// then tears it down.
 pub(crate) async fn supervise<H: EngineHandler>(
     engine: Arc<Engine<H>>,
     session: Arc<Session<H>>,
@@ -85,43 +156,16 @@ pub(crate) async fn supervise<H: EngineHandler>(
 ) {
     let conn = &session.conn;
     let config = engine.config();
-    let mut deadline = opened + config.ping_interval;
-    let mut awaiting_pong = false;
-    let mut handler_deadline = engine.handler().deadline().map(|after| opened + after);
+    let mut heartbeat = Heartbeat::new(&engine, opened);
     let reason = loop {
         tokio::select! {
             reason = conn.closed() => break reason,
-            _ = async {
-                match handler_deadline {
-                    Some(at) => sleep_until(at).await,
-                    None => std::future::pending::<()>().await,
-                }
-            } => {
-                handler_deadline = None;
-                engine.handler().on_deadline(&session.state, conn);
-            }
-            _ = sleep_until(deadline) => {
-                if awaiting_pong {
-                    conn.close(CloseReason::PingTimeout);
-                    continue;
-                }
-                conn.pong_received.store(false, Ordering::Release);
-                awaiting_pong = true;
-                // From the ping's due time, not from now, so timer lateness does not add up.
-                deadline += config.ping_timeout;
-                let _ = conn.send(Frame::text_packet(b"2"));
-            }
-            _ = conn.pong_wake.notified() => {
-                if awaiting_pong && conn.pong_received.swap(false, Ordering::AcqRel) {
-                    awaiting_pong = false;
-                    deadline = Instant::now() + config.ping_interval;
-                }
-            }
+            _ = sleep_until(heartbeat.next_wake()) => heartbeat.on_timer(&engine, &session),
+            _ = conn.pong_wake.notified() => heartbeat.check_pong(&engine, conn),
         }
     };
 
-    tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
-    engine.handler().on_close(&session.state, conn, reason);
+    report_closed(&engine, &session, reason);
     if conn.transport() == TransportKind::Polling && reason.flushes_queue() {
         // Give the client's next GET the chance to collect what was queued (a DISCONNECT, say)
         // and the close packet; that GET removes the session itself. A live polling client has

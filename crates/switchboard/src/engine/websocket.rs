@@ -1,44 +1,37 @@
 //! The WebSocket transport: a session opened directly on WebSocket, or the upgrade of a polling
 //! session (`2probe` / `3probe`, noop to the pending GET, `5`).
 //!
-//! Crate choice: `fastwebsockets` reads the client's frames (masked, possibly fragmented) from the
-//! read half and gives us the obligated replies instead of writing them itself, so the write half
-//! stays ours: the writer task sends our ready-made [`Frame`] bytes as they are, the same
-//! allocation for every recipient of a broadcast, batching whatever is queued into one write.
-//! With tokio-tungstenite every recipient re-frames (and copies) each message in its sink, and its
-//! default 128 KiB read buffer per connection is what made idle connections expensive elsewhere;
-//! fastwebsockets starts each connection with an 8 KiB read buffer. What was measured here is
-//! the result with this choice (BENCHMARKS.md: 11.3 KB per idle connection, 10-13 µs of CPU per
-//! delivery); a side-by-side run of the three crates was not made. The 8 KiB buffer, allocated
-//! up front and not configurable, is now the largest part of an idle connection's cost.
+//! One task per connection. It reads what the socket has (into a scratch buffer on the stack:
+//! an idle connection holds no read buffer), handles the client's messages in order, writes what
+//! senders could not write at once (see `conn.rs`: a frame is normally written by whoever sends
+//! it, so a broadcast wakes no task per recipient), and, for a session it opened, runs the
+//! heartbeat and the teardown. Frames are parsed by `crate::websocket`.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
-use http::Request;
-use http_body_util::Full;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, sleep_until};
 
-use super::session::{Session, UpgradeStage};
+use super::session::{Heartbeat, Session, UpgradeStage, report_closed};
 use super::{
-    CloseReason, Engine, EngineConn, EngineError, EngineHandler, Frame, HttpResponse,
-    TransportKind, request_info,
+    CloseReason, Engine, EngineError, EngineHandler, Frame, HttpResponse, TransportKind,
+    request_info,
 };
 use crate::protocol::engine::{EnginePacket, decode_text_packet};
+use crate::websocket::{Incoming, MessageReader, ReadError, ReadOutcome, read_available};
 
-type Io = TokioIo<Upgraded>;
+/// How long a closing connection may take to write its last frames and the close frame.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A WebSocket request: accept it, then run the session (new, or an upgrade) in its own task.
 pub(super) async fn handle<H: EngineHandler, B>(
     engine: &Arc<Engine<H>>,
-    mut request: Request<B>,
+    mut request: http::Request<B>,
     sid: Option<&str>,
     query: Vec<(String, String)>,
 ) -> HttpResponse {
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+    if !crate::websocket::is_upgrade_request(&request) {
         return EngineError::BadRequest.response();
     }
     let existing = match sid {
@@ -50,70 +43,68 @@ pub(super) async fn handle<H: EngineHandler, B>(
             return super::response(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "application/json",
-                Bytes::from_static(b"{\"code\":4,\"message\":\"Server at capacity\"}"),
+                bytes::Bytes::from_static(b"{\"code\":4,\"message\":\"Server at capacity\"}"),
             );
         }
         None => None,
     };
-    let info = request_info(&request, query);
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
-        Ok(pair) => pair,
-        Err(_) => return EngineError::BadRequest.response(),
+    // Boxed: what the task holds until the upgrade completes stays small (see below).
+    let info = Box::new(request_info(&request, query));
+    let Ok(accepted) = crate::websocket::accept(&mut request) else {
+        return EngineError::BadRequest.response();
     };
     let engine = engine.clone();
+    let upgrade = accepted.upgrade;
     tokio::spawn(async move {
-        let Ok(websocket) = upgrade.await else {
+        let Some((stream, received)) = upgrade.stream().await else {
             return;
         };
-        let (read, write) = tokio::io::split(websocket.into_inner());
-        let (mut reader, _) =
-            fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-        reader.set_auto_close(false);
-        reader.set_auto_pong(true);
+        let socket = Arc::new(stream);
         // The frame carries the Engine.IO type byte on top of the message.
-        reader.set_max_message_size(engine.config().max_payload + 2);
+        let mut reader = MessageReader::new(engine.config().max_payload + 2);
+        reader.push(&received);
+        // It is a view into hyper's whole read buffer: keeping it would keep that buffer.
+        drop(received);
         match existing {
-            Some(session) => upgrade_session(engine, session, reader, write).await,
+            // Boxed, so that the upgrade's extra state is not part of every connection's task.
+            Some(session) => Box::pin(upgrade_session(&engine, &session, socket, reader)).await,
             None => {
-                let session = engine.open_session(info, TransportKind::WebSocket);
-                let conn = session.conn.clone();
+                let session = engine.open_session(unbox(info), TransportKind::WebSocket);
+                let heartbeat = Heartbeat::new(&engine, Instant::now());
+                let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
-                tokio::spawn(write_loop(conn, write, engine.traffic().clone()));
-                read_loop(&engine, &session, reader).await;
+                conn.attach_socket(socket.clone());
+                run_connection(&engine, &session, socket, reader, Some(heartbeat)).await;
             }
         }
     });
-    let (parts, _) = response.into_parts();
-    HttpResponse::from_parts(parts, Full::default())
+    accepted.response
 }
 
 /// Takes a polling session over: probe, then `5`, then this WebSocket carries the session.
 async fn upgrade_session<H: EngineHandler>(
-    engine: Arc<Engine<H>>,
-    session: Arc<Session<H>>,
-    mut reader: WebSocketRead<ReadHalf<Io>>,
-    mut write: WriteHalf<Io>,
+    engine: &Engine<H>,
+    session: &Session<H>,
+    socket: Arc<TcpStream>,
+    mut reader: MessageReader,
 ) {
     if !session.begin_upgrade() {
         // Already upgraded or upgrading: this second WebSocket is refused, the session untouched.
-        let _ = write.write_all(Frame::close(1008).websocket_bytes()).await;
-        let _ = write.shutdown().await;
+        let _ = write_all(&socket, Frame::close(1008).websocket_bytes()).await;
         return;
     }
-    let conn = session.conn.clone();
-    let deadline = tokio::time::Instant::now() + engine.config().upgrade_timeout;
+    let conn = &session.conn;
+    let deadline = Instant::now() + engine.config().upgrade_timeout;
     // Until the probe, a session that closes abandons the upgrade (polling delivers the close).
     let probe = async {
         loop {
-            let frame = reader.read_frame(&mut ignore_obligations).await.ok()?;
-            match frame.opcode {
-                OpCode::Close => return None,
-                OpCode::Text if &frame.payload[..] == b"2probe" => break,
+            match next_message(&socket, &mut reader).await? {
+                Incoming::Close => return None,
+                Incoming::Text(text) if &text[..] == b"2probe" => break,
                 _ => {}
             }
         }
-        write
-            .write_all(Frame::text_packet(b"3probe").websocket_bytes())
+        write_all(&socket, Frame::text_packet(b"3probe").websocket_bytes())
             .await
             .ok()?;
         session.set_upgrade_stage(UpgradeStage::Probed);
@@ -129,10 +120,9 @@ async fn upgrade_session<H: EngineHandler>(
         && matches!(
             tokio::time::timeout_at(deadline, async {
                 loop {
-                    let frame = reader.read_frame(&mut ignore_obligations).await.ok()?;
-                    match frame.opcode {
-                        OpCode::Close => return None,
-                        OpCode::Text if &frame.payload[..] == b"5" => return Some(()),
+                    match next_message(&socket, &mut reader).await? {
+                        Incoming::Close => return None,
+                        Incoming::Text(text) if &text[..] == b"5" => return Some(()),
                         _ => {}
                     }
                 }
@@ -143,191 +133,184 @@ async fn upgrade_session<H: EngineHandler>(
     if !upgraded {
         tracing::debug!(sid = %conn.sid(), "upgrade abandoned; the session stays on polling");
         session.set_upgrade_stage(UpgradeStage::None);
-        let _ = write.shutdown().await;
         return;
     }
-    conn.set_transport(TransportKind::WebSocket);
+    conn.attach_socket(socket.clone());
     session.set_upgrade_stage(UpgradeStage::None);
     // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
     // delivers its last packets and the close instead.
     session.final_poll_done.notify_one();
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
-    tokio::spawn(write_loop(conn, write, engine.traffic().clone()));
-    read_loop(&engine, &session, reader).await;
+    // The polling session's supervisor keeps its heartbeat and teardown.
+    run_connection(engine, session, socket, reader, None).await;
 }
 
-async fn ignore_obligations(_: fastwebsockets::Frame<'_>) -> Result<(), std::convert::Infallible> {
+/// Waits for the client's next message (during the upgrade, before the connection's loop).
+async fn next_message(socket: &TcpStream, reader: &mut MessageReader) -> Option<Incoming> {
+    loop {
+        if let Some(message) = reader.next_message().ok()? {
+            return Some(message);
+        }
+        socket.readable().await.ok()?;
+        if matches!(
+            read_available(socket, reader),
+            Ok(ReadOutcome::Eof) | Err(_)
+        ) {
+            return None;
+        }
+    }
+}
+
+/// Writes bytes to a socket no session writes to (yet).
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
     Ok(())
 }
 
-/// Reads the client's frames until the connection or the session ends.
-async fn read_loop<H: EngineHandler>(
+/// The connection's one task; see the module comment. With a heartbeat, this connection opened
+/// the session and supervises it; without, the polling session's supervisor does.
+async fn run_connection<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Session<H>,
-    mut reader: WebSocketRead<ReadHalf<Io>>,
+    socket: Arc<TcpStream>,
+    mut reader: MessageReader,
+    mut heartbeat: Option<Heartbeat>,
 ) {
-    let conn = session.conn.clone();
-    let max_message = engine.config().max_payload + 2;
-    let obligation_conn = conn.clone();
-    let mut obligations = move |frame: fastwebsockets::Frame<'_>| {
-        if frame.opcode == OpCode::Pong {
-            let _ = obligation_conn.send(Frame::pong(&frame.payload));
+    let conn = &session.conn;
+    let _open = engine.traffic().writer_opened();
+    let mut backlog = true;
+    let timer = sleep_until(
+        heartbeat
+            .as_ref()
+            .map_or_else(far_future, Heartbeat::next_wake),
+    );
+    tokio::pin!(timer);
+    let reason = loop {
+        handle_messages(engine, session, &mut reader);
+        match conn.write_queued() {
+            Ok(done) => backlog = !done,
+            Err(_) => conn.close(CloseReason::TransportError),
         }
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
-    // A message split into fragments: its opcode and what arrived so far.
-    let mut fragmented: Option<(OpCode, BytesMut)> = None;
-    loop {
-        let frame = tokio::select! {
-            _ = conn.closed() => return,
-            frame = reader.read_frame(&mut obligations) => frame,
+        if let Some(heartbeat) = heartbeat.as_mut() {
+            heartbeat.check_pong(engine, conn);
+            let wake = heartbeat.next_wake();
+            if wake != timer.deadline() {
+                timer.as_mut().reset(wake);
+            }
+        }
+        if let Some(reason) = conn.close_reason() {
+            break reason;
+        }
+        let interest = if backlog {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         };
-        let frame = match frame {
-            Ok(frame) => frame,
+        tokio::select! {
+            biased;
+            () = conn.consumer_wake.notified() => {}
+            ready = socket.ready(interest) => match ready {
+                Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
+                    match read_available(&socket, &mut reader) {
+                        Ok(ReadOutcome::Data | ReadOutcome::WouldBlock) => {}
+                        Ok(ReadOutcome::Eof) | Err(_) => conn.close(CloseReason::TransportClose),
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => conn.close(CloseReason::TransportError),
+            },
+            () = &mut timer, if heartbeat.is_some() => {
+                if let Some(heartbeat) = heartbeat.as_mut() {
+                    heartbeat.on_timer(engine, session);
+                }
+            }
+        }
+    };
+
+    if heartbeat.is_some() {
+        report_closed(engine, session, reason);
+        engine.remove_session(conn.sid());
+    }
+    // What is still queued (when the reason keeps it), then the close frame.
+    conn.queue_final(Frame::close(reason.websocket_code()));
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+        while let Ok(false) = conn.write_queued() {
+            if socket.writable().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    conn.detach_socket();
+    if let Ok(mut stream) = Arc::try_unwrap(socket) {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Moves a value out of its box and frees the box now (a box moved out of inside an async block
+/// is freed only when the block ends).
+#[allow(clippy::boxed_local)] // the point: the box is freed when this returns
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Handles every complete message the reader holds, in order.
+fn handle_messages<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H>,
+    reader: &mut MessageReader,
+) {
+    let conn = &session.conn;
+    while !conn.is_closed() {
+        let message = match reader.next_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
             Err(error) => {
-                conn.close(close_reason_for(&error));
+                tracing::debug!(sid = %conn.sid(), %error, "WebSocket protocol error; closing the session");
+                conn.close(match error {
+                    ReadError::TooLarge => CloseReason::MessageTooLarge,
+                    ReadError::Protocol(_) => CloseReason::TransportError,
+                });
                 return;
             }
         };
-        let complete = match frame.opcode {
-            OpCode::Close => {
+        let packet = match message {
+            Incoming::Close => {
                 conn.close(CloseReason::TransportClose);
                 return;
             }
-            OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                Some((frame.opcode, payload_bytes(frame.payload)))
+            Incoming::Ping(payload) => {
+                let _ = conn.send(Frame::pong(&payload));
+                continue;
             }
-            OpCode::Text | OpCode::Binary => {
-                fragmented = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                None
+            Incoming::Pong => continue,
+            Incoming::Binary(payload) => {
+                engine.traffic().bytes_in.inc_by(payload.len() as u64);
+                EnginePacket::Binary(payload)
             }
-            OpCode::Continuation => {
-                let Some((opcode, mut buffer)) = fragmented.take() else {
-                    conn.close(CloseReason::ParseError);
-                    return;
-                };
-                if buffer.len() + frame.payload.len() > max_message {
-                    conn.close(CloseReason::MessageTooLarge);
-                    return;
-                }
-                buffer.extend_from_slice(&frame.payload);
-                if frame.fin {
-                    Some((opcode, buffer.freeze()))
-                } else {
-                    fragmented = Some((opcode, buffer));
-                    None
-                }
-            }
-        };
-        let Some((opcode, payload)) = complete else {
-            continue;
-        };
-        engine.traffic().bytes_in.inc_by(payload.len() as u64);
-        let packet = if opcode == OpCode::Binary {
-            EnginePacket::Binary(payload)
-        } else {
-            match decode_text_packet(payload) {
-                Ok(packet) => packet,
-                Err(error) => {
-                    tracing::debug!(sid = %conn.sid(), %error, "invalid packet; closing the session");
-                    conn.close(CloseReason::ParseError);
-                    return;
+            Incoming::Text(payload) => {
+                engine.traffic().bytes_in.inc_by(payload.len() as u64);
+                match decode_text_packet(payload) {
+                    Ok(packet) => packet,
+                    Err(error) => {
+                        tracing::debug!(sid = %conn.sid(), %error, "invalid packet; closing the session");
+                        conn.close(CloseReason::ParseError);
+                        return;
+                    }
                 }
             }
         };
         engine.on_packet(session, packet);
     }
-}
-
-fn payload_bytes(payload: fastwebsockets::Payload<'_>) -> Bytes {
-    match payload {
-        fastwebsockets::Payload::Bytes(bytes) => bytes.freeze(),
-        other => Bytes::copy_from_slice(&other),
-    }
-}
-
-fn close_reason_for(error: &WebSocketError) -> CloseReason {
-    match error {
-        WebSocketError::FrameTooLarge => CloseReason::MessageTooLarge,
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => {
-            CloseReason::TransportClose
-        }
-        WebSocketError::IoError(_) => CloseReason::TransportClose,
-        _ => CloseReason::TransportError,
-    }
-}
-
-/// Frames and batch bytes a writer keeps room for between writes; more is given back.
-const KEPT_FRAMES: usize = 16;
-const KEPT_BATCH_BYTES: usize = 16 * 1024;
-
-/// Writes whatever the session queues, batching frames into one write, until it closes.
-async fn write_loop(conn: Arc<EngineConn>, mut write: WriteHalf<Io>, traffic: Arc<super::Traffic>) {
-    let _open = traffic.writer_opened();
-    let mut frames = Vec::new();
-    let mut batch = Vec::new();
-    loop {
-        let woken = conn.consumer_wake.notified();
-        conn.drain_into(&mut frames);
-        if !frames.is_empty() {
-            let written = tokio::select! {
-                result = write_frames(&mut write, &frames, &mut batch) => result.is_ok(),
-                // A client that stopped reading must not hold this task once the session ends.
-                reason = conn.closed(), if !conn.is_closed() => reason.flushes_queue(),
-            };
-            traffic.count_sent(&frames);
-            frames.clear();
-            // A burst must not leave every connection holding its peak buffers.
-            frames.shrink_to(KEPT_FRAMES);
-            if batch.capacity() > KEPT_BATCH_BYTES {
-                batch = Vec::new();
-            }
-            if !written {
-                conn.close(CloseReason::TransportError);
-                return;
-            }
-            continue;
-        }
-        if let Some(reason) = conn.close_reason() {
-            let close = Frame::close(reason.websocket_code());
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                let _ = write.write_all(close.websocket_bytes()).await;
-                let _ = write.shutdown().await;
-            })
-            .await;
-            return;
-        }
-        woken.await;
-    }
-}
-
-/// Frames are small and many under fan-out: copy them into one buffer and write once, except a
-/// large frame, which goes out as it is.
-async fn write_frames(
-    write: &mut WriteHalf<Io>,
-    frames: &[Frame],
-    batch: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    const BATCH_LIMIT: usize = 64 * 1024;
-    if let [frame] = frames {
-        return write.write_all(frame.websocket_bytes()).await;
-    }
-    batch.clear();
-    for frame in frames {
-        let bytes = frame.websocket_bytes();
-        if batch.len() + bytes.len() > BATCH_LIMIT && !batch.is_empty() {
-            write.write_all(batch).await?;
-            batch.clear();
-        }
-        if bytes.len() > BATCH_LIMIT {
-            write.write_all(bytes).await?;
-        } else {
-            batch.extend_from_slice(bytes);
-        }
-    }
-    if !batch.is_empty() {
-        write.write_all(batch).await?;
-    }
-    Ok(())
 }

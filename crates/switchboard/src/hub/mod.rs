@@ -155,7 +155,8 @@ struct PartialPacket {
 #[derive(Default)]
 struct ClientState {
     sockets: Vec<Arc<Socket>>,
-    partial: Option<PartialPacket>,
+    /// A packet waiting for its binary attachments (boxed: rare, and every client has the field).
+    partial: Option<Box<PartialPacket>>,
     closed: bool,
 }
 
@@ -214,10 +215,10 @@ impl EngineHandler for Arc<Hub> {
                         .and_then(|text| decode_packet(text).map_err(|e| e.to_string()));
                     match decoded {
                         Ok(packet) if packet.attachments > 0 => {
-                            state.partial = Some(PartialPacket {
+                            state.partial = Some(Box::new(PartialPacket {
                                 attachments: Vec::with_capacity(packet.attachments),
                                 packet,
-                            });
+                            }));
                             None
                         }
                         Ok(packet) => Some((packet, Vec::new())),

@@ -1,0 +1,389 @@
+//! WebSocket plumbing shared by the Engine.IO transport and the plain WebSocket endpoint:
+//! answering the HTTP upgrade (RFC 6455 handshake) and taking the raw TCP stream back from
+//! hyper, and [`MessageReader`], which turns the bytes a client sends (masked, possibly
+//! fragmented frames) into messages. Frame headers are parsed by tungstenite's `FrameHeader` and
+//! the accept key is derived by tungstenite; the reader itself does no I/O.
+//!
+//! Why not a whole WebSocket stream from a crate: an idle connection must cost almost nothing,
+//! and every crate's stream keeps a read buffer per connection from the start (8 KiB in
+//! fastwebsockets, 128 KiB by default in tungstenite). Here the owner reads what the socket has
+//! into a scratch buffer on its own stack and the reader keeps only an incomplete frame, so an
+//! idle connection holds no buffer at all. Outbound frames are `engine::Frame`s: ready-made
+//! bytes that their owners write straight to the stream.
+
+use std::io::Cursor;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use crate::engine::HttpResponse;
+
+/// True when `headers` list `token` (case-insensitively) in a comma-separated header.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| part.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a request asks for a WebSocket upgrade at all.
+pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("not a WebSocket upgrade request")]
+    NotUpgrade,
+    #[error("only WebSocket version 13 is supported")]
+    UnsupportedVersion,
+    #[error("the Sec-WebSocket-Key header is missing")]
+    MissingKey,
+}
+
+/// An accepted upgrade: send `response`, then await [`PendingUpgrade::stream`].
+pub struct Accepted {
+    pub response: HttpResponse,
+    pub upgrade: PendingUpgrade,
+}
+
+/// The connection hyper hands back once the 101 response has been written.
+pub struct PendingUpgrade(hyper::upgrade::OnUpgrade);
+
+impl PendingUpgrade {
+    /// The raw TCP stream, and any bytes hyper read past the HTTP request (they belong to the
+    /// WebSocket). `None` if the connection went away or is not a plain TCP stream.
+    pub async fn stream(self) -> Option<(TcpStream, Bytes)> {
+        let upgraded = self.0.await.ok()?;
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+            Err(_) => {
+                tracing::error!("a WebSocket upgrade did not come from a TCP stream");
+                None
+            }
+        }
+    }
+}
+
+/// Checks an upgrade request and builds the 101 answer (RFC 6455 section 4.2.2).
+pub fn accept<B>(request: &mut Request<B>) -> Result<Accepted, HandshakeError> {
+    if !is_upgrade_request(request) {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    let headers = request.headers();
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|version| version.as_bytes() != b"13")
+    {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(HandshakeError::MissingKey)?;
+    let accept_key = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept_value =
+        HeaderValue::from_str(&accept_key).map_err(|_| HandshakeError::MissingKey)?;
+    let mut response = HttpResponse::new(Full::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_value);
+    Ok(Accepted {
+        response,
+        upgrade: PendingUpgrade(hyper::upgrade::on(request)),
+    })
+}
+
+/// One complete message or control frame from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Text(Bytes),
+    Binary(Bytes),
+    /// A WebSocket ping: answer with a pong carrying the same bytes.
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// The client broke the WebSocket protocol or a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("message larger than the limit")]
+    TooLarge,
+    #[error("{0}")]
+    Protocol(&'static str),
+}
+
+/// Turns the bytes a client sends into messages; see the module comment.
+#[derive(Debug)]
+pub struct MessageReader {
+    /// Bytes received and not yet turned into a message (an incomplete frame).
+    pending: BytesMut,
+    /// A fragmented message in progress: whether it is text, and its payload so far.
+    fragmented: Option<(bool, BytesMut)>,
+    max_message: usize,
+}
+
+/// How much [`read_available`] takes off the socket at once.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The outcome of one [`read_available`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Bytes were read into the reader.
+    Data,
+    /// Nothing to read right now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+}
+
+/// Reads what the socket has right now into `reader`, without waiting. The scratch buffer lives
+/// on this (synchronous) function's stack, so no connection keeps one while idle.
+pub fn read_available(
+    stream: &TcpStream,
+    reader: &mut MessageReader,
+) -> std::io::Result<ReadOutcome> {
+    let mut chunk = [0u8; READ_CHUNK];
+    match stream.try_read(&mut chunk) {
+        Ok(0) => Ok(ReadOutcome::Eof),
+        Ok(read) => {
+            reader.push(&chunk[..read]);
+            Ok(ReadOutcome::Data)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+        Err(error) => Err(error),
+    }
+}
+
+impl MessageReader {
+    /// `max_message`: the largest message (all fragments together) accepted, in bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            fragmented: None,
+            max_message,
+        }
+    }
+
+    /// Adds bytes received from the client.
+    pub fn push(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// True when no partial frame or message is held.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.fragmented.is_none()
+    }
+
+    /// The next complete message, if the bytes pushed so far hold one.
+    pub fn next_message(&mut self) -> Result<Option<Incoming>, ReadError> {
+        loop {
+            let mut cursor = Cursor::new(&self.pending[..]);
+            let parsed = FrameHeader::parse(&mut cursor)
+                .map_err(|_| ReadError::Protocol("invalid frame header"))?;
+            let Some((header, length)) = parsed else {
+                self.release_if_empty();
+                return Ok(None);
+            };
+            let header_len = cursor.position() as usize;
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(ReadError::Protocol(
+                    "reserved bits set without an extension",
+                ));
+            }
+            let Some(mask) = header.mask else {
+                return Err(ReadError::Protocol("client frames must be masked"));
+            };
+            let is_control = matches!(header.opcode, OpCode::Control(_));
+            if is_control && (length > 125 || !header.is_final) {
+                return Err(ReadError::Protocol("invalid control frame"));
+            }
+            let so_far = self.fragmented.as_ref().map_or(0, |(_, data)| data.len());
+            let length = usize::try_from(length).map_err(|_| ReadError::TooLarge)?;
+            if !is_control && so_far.saturating_add(length) > self.max_message {
+                return Err(ReadError::TooLarge);
+            }
+            if self.pending.len() < header_len + length {
+                // Room for the whole frame once, rather than growing step by step.
+                self.pending
+                    .reserve(header_len + length - self.pending.len());
+                return Ok(None);
+            }
+            self.pending.advance(header_len);
+            let mut payload = self.pending.split_to(length);
+            unmask(&mut payload, mask);
+            match header.opcode {
+                OpCode::Control(Control::Close) => return Ok(Some(Incoming::Close)),
+                OpCode::Control(Control::Ping) => {
+                    return Ok(Some(Incoming::Ping(payload.freeze())));
+                }
+                OpCode::Control(Control::Pong) => return Ok(Some(Incoming::Pong)),
+                OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+                    if self.fragmented.is_some() {
+                        return Err(ReadError::Protocol("a new message inside a fragmented one"));
+                    }
+                    let is_text = data == Data::Text;
+                    if header.is_final {
+                        return Ok(Some(message(is_text, payload.freeze())));
+                    }
+                    self.fragmented = Some((is_text, payload));
+                }
+                OpCode::Data(Data::Continue) => {
+                    let Some((is_text, mut data)) = self.fragmented.take() else {
+                        return Err(ReadError::Protocol("a continuation without a message"));
+                    };
+                    data.extend_from_slice(&payload);
+                    if header.is_final {
+                        return Ok(Some(message(is_text, data.freeze())));
+                    }
+                    self.fragmented = Some((is_text, data));
+                }
+                OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+                    return Err(ReadError::Protocol("unknown opcode"));
+                }
+            }
+        }
+    }
+
+    /// An idle connection keeps no buffer.
+    fn release_if_empty(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = BytesMut::new();
+        }
+    }
+}
+
+fn message(is_text: bool, payload: Bytes) -> Incoming {
+    if is_text {
+        Incoming::Text(payload)
+    } else {
+        Incoming::Binary(payload)
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let value = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask) {
+        *byte ^= key;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame as a browser sends it: masked, with the given first byte.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![first];
+        match payload.len() {
+            len if len < 126 => out.push(0x80 | len as u8),
+            len if len <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        out
+    }
+
+    #[test]
+    fn reads_a_message_split_across_reads() {
+        let frame = client_frame(0x81, b"4hello world");
+        let mut reader = MessageReader::new(1000);
+        reader.push(&frame[..3]);
+        assert_eq!(reader.next_message(), Ok(None));
+        reader.push(&frame[3..]);
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Text(Bytes::from_static(b"4hello world"))))
+        );
+        assert_eq!(reader.next_message(), Ok(None));
+        assert!(reader.is_idle());
+        assert_eq!(
+            reader.pending.capacity(),
+            0,
+            "an idle reader holds no buffer"
+        );
+    }
+
+    #[test]
+    fn joins_fragments_and_answers_control_frames_between_them() {
+        let mut bytes = client_frame(0x02, &[1, 2]);
+        bytes.extend(client_frame(0x89, b"hi"));
+        bytes.extend(client_frame(0x80, &[3]));
+        bytes.extend(client_frame(0x88, &1000u16.to_be_bytes()));
+        let mut reader = MessageReader::new(1000);
+        reader.push(&bytes);
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Ping(Bytes::from_static(b"hi"))))
+        );
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Binary(Bytes::from_static(&[1, 2, 3]))))
+        );
+        assert_eq!(reader.next_message(), Ok(Some(Incoming::Close)));
+    }
+
+    #[test]
+    fn long_lengths_and_the_size_limit() {
+        let payload = vec![b'x'; 70_000];
+        let mut reader = MessageReader::new(100_000);
+        reader.push(&client_frame(0x81, &payload));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Text(Bytes::from(payload.clone()))))
+        );
+        let mut small = MessageReader::new(1000);
+        // Refused from the header alone, before the payload arrives.
+        small.push(&client_frame(0x81, &payload)[..14]);
+        assert_eq!(small.next_message(), Err(ReadError::TooLarge));
+        let mut fragments = MessageReader::new(1000);
+        fragments.push(&client_frame(0x01, &[b'a'; 600]));
+        fragments.push(&client_frame(0x80, &[b'a'; 600]));
+        assert_eq!(fragments.next_message(), Err(ReadError::TooLarge));
+    }
+
+    #[test]
+    fn protocol_errors() {
+        let unmasked = [0x81, 0x01, b'a'];
+        let mut reader = MessageReader::new(1000);
+        reader.push(&unmasked);
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x80, b"a"));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0xC1, b"a"));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x83, b"a"));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x09, b"a"));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+    }
+}
