@@ -11,8 +11,12 @@
 //! - `connect`: new connections per second up to a count, WebSocket-only or polling-then-upgrade.
 //!
 //! Prints a table, and with `--json` one JSON line for `bench/compare`.
+//!
+//! `floor` is not a scenario but a server: the bare minimum this rig allows (see `floor.rs`),
+//! measured beside the real servers.
 
 mod client;
+mod floor;
 mod probe;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -87,6 +91,11 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Runs the floor server (handshake and one pre-encoded frame per recipient, nothing else).
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+    },
 }
 
 fn source_address(index: usize, sources: u8) -> Ipv4Addr {
@@ -152,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let counters = Arc::new(client::Counters::default());
     let _ = client::STOP.set(counters.phase.clone());
     let result = match cli.scenario.clone() {
+        Scenario::Floor { listen } => return floor::run(listen).await,
         Scenario::Idle { clients, hold_secs } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
             let open = open_clients(&cli, clients, Expect::Nothing, &counters).await?;
