@@ -8,15 +8,16 @@
 //! heartbeat and the teardown. Frames are parsed by `crate::websocket`.
 
 use std::sync::Arc;
+use std::task::Poll;
 
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, sleep_until};
 
 use super::session::{Heartbeat, Session, UpgradeStage, report_closed};
 use super::{
-    CloseReason, Engine, EngineError, EngineHandler, Frame, HttpResponse, TransportKind,
-    request_info,
+    CloseReason, Engine, EngineConn, EngineError, EngineHandler, Frame, HttpResponse,
+    TransportKind, request_info,
 };
 use crate::protocol::engine::{EnginePacket, decode_text_packet};
 use crate::websocket::{Incoming, MessageReader, ReadError, ReadOutcome, read_available};
@@ -67,14 +68,15 @@ pub(super) async fn handle<H: EngineHandler, B>(
         drop(received);
         match existing {
             // Boxed, so that the upgrade's extra state is not part of every connection's task.
-            Some(session) => Box::pin(upgrade_session(&engine, &session, socket, reader)).await,
+            Some(session) => {
+                Box::pin(upgrade_session(&engine, &session, socket, &mut reader)).await;
+            }
             None => {
                 let session = engine.open_session(unbox(info), TransportKind::WebSocket);
-                let heartbeat = Heartbeat::new(&engine, Instant::now());
                 let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
                 conn.attach_socket(socket.clone());
-                run_connection(&engine, &session, socket, reader, Some(heartbeat)).await;
+                run_connection(&engine, &session, socket, &mut reader, true).await;
             }
         }
     });
@@ -86,7 +88,7 @@ async fn upgrade_session<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Session<H>,
     socket: Arc<TcpStream>,
-    mut reader: MessageReader,
+    reader: &mut MessageReader,
 ) {
     if !session.begin_upgrade() {
         // Already upgraded or upgrading: this second WebSocket is refused, the session untouched.
@@ -98,7 +100,7 @@ async fn upgrade_session<H: EngineHandler>(
     // Until the probe, a session that closes abandons the upgrade (polling delivers the close).
     let probe = async {
         loop {
-            match next_message(&socket, &mut reader).await? {
+            match next_message(&socket, reader).await? {
                 Incoming::Close => return None,
                 Incoming::Text(text) if &text[..] == b"2probe" => break,
                 _ => {}
@@ -120,7 +122,7 @@ async fn upgrade_session<H: EngineHandler>(
         && matches!(
             tokio::time::timeout_at(deadline, async {
                 loop {
-                    match next_message(&socket, &mut reader).await? {
+                    match next_message(&socket, reader).await? {
                         Incoming::Close => return None,
                         Incoming::Text(text) if &text[..] == b"5" => return Some(()),
                         _ => {}
@@ -142,7 +144,7 @@ async fn upgrade_session<H: EngineHandler>(
     session.final_poll_done.notify_one();
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
     // The polling session's supervisor keeps its heartbeat and teardown.
-    run_connection(engine, session, socket, reader, None).await;
+    run_connection(engine, session, socket, reader, false).await;
 }
 
 /// Waits for the client's next message (during the upgrade, before the connection's loop).
@@ -174,17 +176,39 @@ async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// The connection's one task; see the module comment. With a heartbeat, this connection opened
-/// the session and supervises it; without, the polling session's supervisor does.
+/// The connection's one task; see the module comment. A connection that opened its session
+/// supervises it (heartbeat, teardown); after an upgrade, the polling session's supervisor does.
+///
+/// Its arguments are references where they can be: an async function keeps every argument for
+/// its whole life, and this one lives as long as the connection.
 async fn run_connection<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Session<H>,
     socket: Arc<TcpStream>,
-    mut reader: MessageReader,
-    mut heartbeat: Option<Heartbeat>,
+    reader: &mut MessageReader,
+    owns_session: bool,
 ) {
     let conn = &session.conn;
     let _open = engine.traffic().writer_opened();
+    // Separate steps, so that the task's size is the larger of the two, not their sum.
+    let reason = serve(engine, session, &socket, reader, owns_session).await;
+    if owns_session {
+        report_closed(engine, session, reason);
+        engine.remove_session(conn.sid());
+    }
+    finish(conn, socket, reason).await;
+}
+
+/// Reads, handles, writes and keeps the heartbeat until the session closes; returns why.
+async fn serve<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H>,
+    socket: &TcpStream,
+    reader: &mut MessageReader,
+    owns_session: bool,
+) -> CloseReason {
+    let conn = &session.conn;
+    let mut heartbeat = owns_session.then(|| Heartbeat::new(engine, Instant::now()));
     let mut backlog = true;
     let timer = sleep_until(
         heartbeat
@@ -192,8 +216,8 @@ async fn run_connection<H: EngineHandler>(
             .map_or_else(far_future, Heartbeat::next_wake),
     );
     tokio::pin!(timer);
-    let reason = loop {
-        handle_messages(engine, session, &mut reader);
+    loop {
+        handle_messages(engine, session, reader);
         match conn.write_queued() {
             Ok(done) => backlog = !done,
             Err(_) => conn.close(CloseReason::TransportError),
@@ -206,24 +230,32 @@ async fn run_connection<H: EngineHandler>(
             }
         }
         if let Some(reason) = conn.close_reason() {
-            break reason;
+            return reason;
         }
-        let interest = if backlog {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+        // Poll-style readiness: the waker waits in the socket's own slots, not in a future
+        // stored in this task (an idle connection's task is mostly what it waits on).
+        let io = std::future::poll_fn(|cx| {
+            match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(true)),
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {}
+            }
+            if backlog {
+                socket.poll_write_ready(cx).map_ok(|()| false)
+            } else {
+                Poll::Pending
+            }
+        });
         tokio::select! {
             biased;
             () = conn.consumer_wake.notified() => {}
-            ready = socket.ready(interest) => match ready {
-                Ok(ready) if ready.is_readable() || ready.is_read_closed() => {
-                    match read_available(&socket, &mut reader) {
-                        Ok(ReadOutcome::Data | ReadOutcome::WouldBlock) => {}
-                        Ok(ReadOutcome::Eof) | Err(_) => conn.close(CloseReason::TransportClose),
-                    }
-                }
-                Ok(_) => {}
+            readable = io => match readable {
+                Ok(true) => match read_available(socket, reader) {
+                    Ok(ReadOutcome::Data | ReadOutcome::WouldBlock) => {}
+                    Ok(ReadOutcome::Eof) | Err(_) => conn.close(CloseReason::TransportClose),
+                },
+                // Writable: the queue is written above, on the next turn.
+                Ok(false) => {}
                 Err(_) => conn.close(CloseReason::TransportError),
             },
             () = &mut timer, if heartbeat.is_some() => {
@@ -232,17 +264,18 @@ async fn run_connection<H: EngineHandler>(
                 }
             }
         }
-    };
-
-    if heartbeat.is_some() {
-        report_closed(engine, session, reason);
-        engine.remove_session(conn.sid());
     }
-    // What is still queued (when the reason keeps it), then the close frame.
+}
+
+/// Writes what is still queued (when the reason keeps it) and the close frame, then closes.
+async fn finish(conn: &EngineConn, socket: Arc<TcpStream>, reason: CloseReason) {
     conn.queue_final(Frame::close(reason.websocket_code()));
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
         while let Ok(false) = conn.write_queued() {
-            if socket.writable().await.is_err() {
+            if std::future::poll_fn(|cx| socket.poll_write_ready(cx))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
