@@ -242,7 +242,6 @@ impl Verifier {
                 Source::Cookie => request
                     .headers
                     .get_all(http::header::COOKIE)
-                    .iter()
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(|v| v.split(';'))
                     .find_map(|pair| {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -97,13 +97,55 @@ impl TransportKind {
     }
 }
 
+/// Headers kept from the opening request, as a plain list: a session keeps only a few (see
+/// [`KEPT_HEADERS`]), and a `HeaderMap` costs several times more per session for so few.
+#[derive(Debug, Default, Clone)]
+pub struct KeptHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl KeptHeaders {
+    /// Keeps the [`KEPT_HEADERS`] of a request's headers.
+    pub fn from_request(headers: &HeaderMap) -> Self {
+        let mut kept = Vec::new();
+        for name in KEPT_HEADERS {
+            for value in headers.get_all(name) {
+                kept.push((HeaderName::from_static(name), value.clone()));
+            }
+        }
+        kept.shrink_to_fit();
+        Self(kept)
+    }
+
+    /// The first value of a header.
+    pub fn get(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
+        self.get_all(name).next()
+    }
+
+    /// Every value of a header, in order.
+    pub fn get_all(&self, name: impl AsRef<str>) -> impl Iterator<Item = &HeaderValue> {
+        let name = name.as_ref().to_owned();
+        self.0
+            .iter()
+            .filter(move |(key, _)| key.as_str().eq_ignore_ascii_case(&name))
+            .map(|(_, value)| value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        self.0.retain(|(key, _)| *key != name);
+        self.0.push((name, value));
+    }
+}
+
 /// The parts of the opening HTTP request that the layers above may need (auth, templates).
 #[derive(Debug, Default)]
 pub struct RequestInfo {
     /// The application's query parameters (not the engine's own `EIO`, `transport`, `sid`, `t`).
     pub query: Vec<(String, String)>,
     /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
-    pub headers: HeaderMap,
+    pub headers: KeptHeaders,
     pub remote_addr: Option<SocketAddr>,
 }
 

@@ -23,7 +23,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use parking_lot::RwLock;
 
-pub use conn::{CloseReason, EngineConn, KEPT_HEADERS, RequestInfo, SendError, TransportKind};
+pub use conn::{
+    CloseReason, EngineConn, KEPT_HEADERS, KeptHeaders, RequestInfo, SendError, TransportKind,
+};
 pub use frame::Frame;
 use session::Session;
 pub use traffic::Traffic;
@@ -387,15 +389,9 @@ pub fn new_id() -> Arc<str> {
 }
 
 fn request_info<B>(request: &Request<B>, query: Vec<(String, String)>) -> RequestInfo {
-    let mut headers = http::HeaderMap::new();
-    for name in KEPT_HEADERS {
-        if let Some(value) = request.headers().get(name) {
-            headers.insert(name, value.clone());
-        }
-    }
     RequestInfo {
         query,
-        headers,
+        headers: KeptHeaders::from_request(request.headers()),
         remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
     }
 }

@@ -150,11 +150,12 @@ impl Namespace {
     /// Calls `visit` once for each socket the target selects.
     pub(crate) fn for_each_target(&self, target: &Target, mut visit: impl FnMut(&Arc<Socket>)) {
         let index = self.rooms.read();
+        let sockets = self.sockets.read();
         let mut excluded: HashSet<&str> = target.except_sockets.iter().map(|id| &**id).collect();
         for room in &target.except_rooms {
-            if let Some(members) = index.get(room) {
-                excluded.extend(members.keys().map(|id| &**id));
-            }
+            Namespace::each_member(&index, &sockets, room, |socket| {
+                excluded.insert(socket.id());
+            });
         }
         let mut visit_unless_excluded = |socket: &Arc<Socket>| {
             if excluded.is_empty() || !excluded.contains(&**socket.id()) {
@@ -162,24 +163,16 @@ impl Namespace {
             }
         };
         match target.rooms.as_slice() {
-            [] => {
-                for socket in self.sockets.read().values() {
-                    visit_unless_excluded(socket);
-                }
-            }
-            [room] => {
-                if let Some(members) = index.get(room) {
-                    members.values().for_each(visit_unless_excluded);
-                }
-            }
+            [] => sockets.values().for_each(visit_unless_excluded),
+            [room] => Namespace::each_member(&index, &sockets, room, visit_unless_excluded),
             rooms => {
                 let mut seen = HashSet::new();
                 for room in rooms {
-                    for (id, socket) in index.get(room).into_iter().flatten() {
-                        if seen.insert(id.clone()) {
+                    Namespace::each_member(&index, &sockets, room, |socket| {
+                        if seen.insert(socket.id().clone()) {
                             visit_unless_excluded(socket);
                         }
-                    }
+                    });
                 }
             }
         }

@@ -3,6 +3,10 @@
 //! client's events are handled in the order it sent them.
 //!
 //! Lock order, everywhere: the room index, then the socket map, then a socket's own room set.
+//!
+//! A socket's own-id room is not in the room index: a map of one member per connection would cost
+//! every connection for nothing, since the socket map already finds a socket by its id. See
+//! [`Namespace::each_member`], the one place that resolves a room to its members.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -204,7 +208,7 @@ impl Namespace {
         self.sockets.read().len()
     }
 
-    /// Every room with its member count (each socket's own-id room included).
+    /// The indexed rooms with their member counts: every room but the sockets' own-id rooms.
     pub fn rooms(&self) -> Vec<(Room, usize)> {
         self.rooms
             .read()
@@ -229,11 +233,31 @@ impl Namespace {
     }
 
     pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
-        self.rooms
-            .read()
-            .get(room)
-            .map(|members| members.values().cloned().collect())
-            .unwrap_or_default()
+        let index = self.rooms.read();
+        let sockets = self.sockets.read();
+        let mut members = Vec::new();
+        Self::each_member(&index, &sockets, room, |socket| {
+            members.push(socket.clone())
+        });
+        members
+    }
+
+    /// Calls `visit` for each member of `room`: those in the index, and the socket whose own-id
+    /// room it is (not indexed), if it has not left it. Each member once.
+    pub(crate) fn each_member<'a>(
+        index: &'a RoomIndex,
+        sockets: &'a Members,
+        room: &str,
+        mut visit: impl FnMut(&'a Arc<Socket>),
+    ) {
+        if let Some(members) = index.get(room) {
+            members.values().for_each(&mut visit);
+        }
+        if let Some(owner) = sockets.get(room)
+            && owner.rooms.lock().contains(room)
+        {
+            visit(owner);
+        }
     }
 
     pub(crate) fn join(&self, socket: &Arc<Socket>, room: Room) {
@@ -243,7 +267,7 @@ impl Namespace {
         let joined = {
             let mut index = self.rooms.write();
             let joined = socket.rooms.lock().insert(room.clone());
-            if joined {
+            if joined && room != *socket.id() {
                 index
                     .entry(room.clone())
                     .or_default()
@@ -343,8 +367,9 @@ impl Namespace {
             .write()
             .insert(socket.id().clone(), socket.clone());
         let mut own = socket.rooms.lock();
-        for room in std::iter::once(socket.id().clone()).chain(rooms) {
-            if own.insert(room.clone()) {
+        own.insert(socket.id().clone());
+        for room in rooms {
+            if own.insert(room.clone()) && room != *socket.id() {
                 index
                     .entry(room)
                     .or_default()

@@ -207,7 +207,7 @@ impl PlainWs {
                 .query()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
-            headers: request.headers().clone(),
+            headers: crate::engine::KeptHeaders::from_request(request.headers()),
             remote_addr: request.extensions().get::<RemoteAddr>().map(|a| a.0),
         };
         let user = match self.identify(&info) {
