@@ -98,6 +98,49 @@ async fn websocket_carries_text_and_binary_packets_both_ways() {
 }
 
 #[tokio::test]
+async fn websocket_pings_are_answered_and_fragments_make_one_message() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = start(fast_engine(), |_| {}).await;
+    let mut ws = ws_connect(&server.ws_url("/engine.io/?EIO=4&transport=websocket")).await;
+    next_text(&mut ws).await;
+    // A WebSocket-level ping gets a pong with the same bytes.
+    ws.send(WsMessage::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = loop {
+        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Pong(payload)))) => break payload,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no pong: {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+    // A message in three fragments, with a ping between them, is one Engine.IO packet.
+    let fragments = [
+        Frame::message(b"4hel".to_vec(), OpCode::Data(Data::Text), false),
+        Frame::ping(b"mid".to_vec()),
+        Frame::message(b"lo wo".to_vec(), OpCode::Data(Data::Continue), false),
+        Frame::message(b"rld".to_vec(), OpCode::Data(Data::Continue), true),
+    ];
+    for frame in fragments {
+        ws.send(WsMessage::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(next_text(&mut ws).await, "4hello world");
+    // A continuation with no message before it breaks the protocol: the session closes.
+    ws.send(WsMessage::Frame(Frame::message(
+        b"x".to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
+    assert!(closed(&mut ws).await);
+}
+
+#[tokio::test]
 async fn an_invalid_packet_closes_only_that_session() {
     let server = start(fast_engine(), |_| {}).await;
     let bystander = server.polling_session("/engine.io/").await;

@@ -297,6 +297,41 @@ async fn broadcasts_reach_each_member_once_and_respect_exclusions() {
 }
 
 #[tokio::test]
+async fn a_sockets_own_room_can_be_joined_excluded_and_left() {
+    let server = start(fast_engine(), suite_handlers).await;
+    let (mut owner, reply) = connected(&server, "40").await;
+    let owner_id = sid_of(&reply, "40");
+    let (mut listener, _) = connected(&server, "40").await;
+    let (mut outsider, _) = connected(&server, "40").await;
+    // Another socket may join the room named by the owner's id, as with any room.
+    send(&mut listener, &format!(r#"42["join","{owner_id}"]"#)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let namespace = server.hub.namespace("/");
+    assert_eq!(namespace.room_members(&owner_id).len(), 2);
+    assert_eq!(namespace.to(owner_id.as_str()).emit("to-owner", &[]), 2);
+    assert_eq!(next_text(&mut owner).await, r#"42["to-owner"]"#);
+    assert_eq!(next_text(&mut listener).await, r#"42["to-owner"]"#);
+    // Everyone except the owner's room: only the outsider.
+    assert_eq!(
+        namespace
+            .everyone()
+            .except(owner_id.as_str())
+            .emit("rest", &[]),
+        1
+    );
+    assert_eq!(next_text(&mut outsider).await, r#"42["rest"]"#);
+
+    // The owner leaves its own room: it no longer gets what is sent there.
+    send(&mut owner, &format!(r#"42["leave","{owner_id}"]"#)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(namespace.to(owner_id.as_str()).emit("after", &[]), 1);
+    assert_eq!(next_text(&mut listener).await, r#"42["after"]"#);
+    assert_eq!(namespace.everyone().emit("all", &[]), 3);
+    assert_eq!(next_text(&mut owner).await, r#"42["all"]"#);
+}
+
+#[tokio::test]
 async fn server_side_disconnect_sends_disconnect_and_keeps_other_namespaces() {
     let server = start(fast_engine(), suite_handlers).await;
     let (mut ws, _) = connected(&server, "40").await;
