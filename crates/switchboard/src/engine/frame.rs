@@ -21,8 +21,11 @@ const OPCODE_PONG: u8 = 0xA;
 /// One outbound packet, encoded once, shareable between recipients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// The buffer it was encoded in, room reserved for the longest header included: slicing the
+    /// room off would cost an extra allocation per frame.
     bytes: Bytes,
-    header_len: u8,
+    /// Where the WebSocket header starts in `bytes`.
+    start: u8,
 }
 
 impl Frame {
@@ -86,24 +89,30 @@ impl Frame {
         };
         let start = MAX_HEADER - header_len;
         buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        // Frames may be kept a while (history, slow clients): no room left over.
+        if buf.capacity() - buf.len() > 16 {
+            buf.shrink_to_fit();
+        }
         Self {
-            bytes: Bytes::from(buf).slice(start..),
-            header_len: header_len as u8,
+            bytes: Bytes::from(buf),
+            start: start as u8,
         }
     }
 
     /// The complete WebSocket frame.
-    pub fn websocket_bytes(&self) -> &Bytes {
-        &self.bytes
+    pub fn websocket_bytes(&self) -> &[u8] {
+        &self.bytes[usize::from(self.start)..]
     }
 
     /// The Engine.IO packet without the WebSocket header.
     pub fn payload(&self) -> &[u8] {
-        &self.bytes[usize::from(self.header_len)..]
+        &self.bytes[MAX_HEADER..]
     }
 
     fn opcode(&self) -> u8 {
-        self.bytes.first().map_or(0, |b| b & 0x0f)
+        self.bytes
+            .get(usize::from(self.start))
+            .map_or(0, |b| b & 0x0f)
     }
 
     pub fn is_binary(&self) -> bool {
