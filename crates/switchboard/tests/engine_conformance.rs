@@ -227,6 +227,13 @@ async fn a_client_close_answers_the_pending_poll_with_noop() {
     assert_eq!(pending.await.unwrap(), (200, "6".into()));
     assert_eq!(get(&url).await.0, 400);
 
+    // The GET may also arrive just after the close POST (two connections): same answers.
+    let sid = server.polling_session("/engine.io/").await;
+    let url = server.url(&format!("/engine.io/?EIO=4&transport=polling&sid={sid}"));
+    assert_eq!(post(&url, "1").await.0, 200);
+    assert_eq!(get(&url).await, (200, "6".into()));
+    assert_eq!(get(&url).await.0, 400);
+
     let mut ws = ws_connect(&server.ws_url("/engine.io/?EIO=4&transport=websocket")).await;
     next_text(&mut ws).await;
     send(&mut ws, "1").await;

@@ -69,6 +69,14 @@ impl CloseReason {
         matches!(self, Self::ForcedClose | Self::ServerShutdown)
     }
 
+    /// Whether a polling GET that comes after the close still gets an answer (the queued
+    /// packets and the close, or the noop acknowledging the client's own close) rather than 400.
+    /// A client's GET and its close POST travel on two connections and may arrive in either
+    /// order; the GET must not fail for coming second.
+    pub(crate) fn answers_final_poll(self) -> bool {
+        self.flushes_queue() || self == Self::ClientClose
+    }
+
     /// The WebSocket close code the server sends for this reason.
     pub(crate) fn websocket_code(self) -> u16 {
         match self {

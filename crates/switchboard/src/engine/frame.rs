@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn small_text_frame_has_a_two_byte_header() {
         let frame = Frame::message(|out| out.extend_from_slice(b"hello"));
-        assert_eq!(&frame.websocket_bytes()[..], b"\x81\x064hello");
+        assert_eq!(frame.websocket_bytes(), b"\x81\x064hello");
         assert_eq!(frame.payload(), b"4hello");
     }
 

@@ -71,7 +71,7 @@ pub(super) async fn poll<H: EngineHandler>(
     let conn = &session.conn;
     if conn
         .close_reason()
-        .is_some_and(|reason| !reason.flushes_queue())
+        .is_some_and(|reason| !reason.answers_final_poll())
     {
         return EngineError::UnknownSid.response();
     }

@@ -166,9 +166,10 @@ pub(crate) async fn supervise<H: EngineHandler>(
     };
 
     report_closed(&engine, &session, reason);
-    if conn.transport() == TransportKind::Polling && reason.flushes_queue() {
+    if conn.transport() == TransportKind::Polling && reason.answers_final_poll() {
         // Give the client's next GET the chance to collect what was queued (a DISCONNECT, say)
-        // and the close packet; that GET removes the session itself. A live polling client has
+        // and the close packet, or the noop for the client's own close (its GET may arrive just
+        // after its close POST); that GET removes the session itself. A live polling client has
         // a GET pending or sends one at once, so the wait is short; an upgrade that completes
         // meanwhile ends it too (the WebSocket delivers instead).
         let linger = config.ping_timeout.min(MAX_CLOSE_LINGER);
