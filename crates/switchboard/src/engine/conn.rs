@@ -6,11 +6,11 @@
 //! reorders a packet. It is bounded: a client that does not read fast enough is closed
 //! (`SlowConsumer`) instead of growing the server's memory or slowing anyone else down.
 //!
-//! Once a WebSocket carries the session, a frame sent while nothing is queued is written to the
-//! socket at once by the sender, without waiting (a broadcast writes each recipient's frame
-//! itself: no task is woken per recipient). Only what the socket cannot take right now is
-//! queued, for the connection's task to write when the socket is writable again. Every write
-//! happens under the outbox lock, so frames go out whole and in order.
+//! Once a WebSocket carries the session, a broadcast to many writes each recipient's frame to its
+//! socket at once ([`EngineConn::send_all_now`]), without waking a task per recipient; only what
+//! the socket cannot take right now is queued, for the connection's task to write when it is
+//! writable again. Everything else is queued for that task, which batches what piled up into one
+//! write. Every write happens under the outbox lock, so frames go out whole and in order.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -334,8 +334,22 @@ impl EngineConn {
         self.send_all(std::slice::from_ref(&frame))
     }
 
-    /// Sends several frames together (a packet and its binary attachments): all or none.
+    /// Queues several frames together (a packet and its binary attachments): all or none. The
+    /// connection's task writes them, together with whatever else is queued by then: under load
+    /// several frames for one client go out in one write.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        self.send_frames(frames, false)
+    }
+
+    /// Like [`EngineConn::send_all`], but once a WebSocket carries the session and nothing is
+    /// queued, the frames are written to the socket right here, without waking the connection's
+    /// task: for a broadcast to many, where one task wake-up per recipient would cost more than
+    /// the write itself.
+    pub fn send_all_now(&self, frames: &[Frame]) -> Result<(), SendError> {
+        self.send_frames(frames, true)
+    }
+
+    fn send_frames(&self, frames: &[Frame], now: bool) -> Result<(), SendError> {
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
@@ -343,7 +357,8 @@ impl EngineConn {
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames {
                 let mut rest = frames;
-                if outbox.frames.is_empty()
+                if now
+                    && outbox.frames.is_empty()
                     && let Some(socket) = &outbox.socket
                 {
                     // Written now as far as the socket takes it; the rest waits for the task.

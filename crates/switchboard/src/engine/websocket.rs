@@ -20,7 +20,9 @@ use super::{
     TransportKind, request_info,
 };
 use crate::protocol::engine::{EnginePacket, decode_text_packet};
-use crate::websocket::{Incoming, MessageReader, ReadError, ReadOutcome, read_available};
+use crate::websocket::{
+    Incoming, MessageReader, ReadError, ReadOutcome, next_message, read_available, write_all,
+};
 
 /// How long a closing connection may take to write its last frames and the close frame.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,7 +102,7 @@ async fn upgrade_session<H: EngineHandler>(
     // Until the probe, a session that closes abandons the upgrade (polling delivers the close).
     let probe = async {
         loop {
-            match next_message(&socket, reader).await? {
+            match next_message(&socket, reader).await.ok()?? {
                 Incoming::Close => return None,
                 Incoming::Text(text) if &text[..] == b"2probe" => break,
                 _ => {}
@@ -122,7 +124,7 @@ async fn upgrade_session<H: EngineHandler>(
         && matches!(
             tokio::time::timeout_at(deadline, async {
                 loop {
-                    match next_message(&socket, reader).await? {
+                    match next_message(&socket, reader).await.ok()?? {
                         Incoming::Close => return None,
                         Incoming::Text(text) if &text[..] == b"5" => return Some(()),
                         _ => {}
@@ -145,35 +147,6 @@ async fn upgrade_session<H: EngineHandler>(
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
     // The polling session's supervisor keeps its heartbeat and teardown.
     run_connection(engine, session, socket, reader, false).await;
-}
-
-/// Waits for the client's next message (during the upgrade, before the connection's loop).
-async fn next_message(socket: &TcpStream, reader: &mut MessageReader) -> Option<Incoming> {
-    loop {
-        if let Some(message) = reader.next_message().ok()? {
-            return Some(message);
-        }
-        socket.readable().await.ok()?;
-        if matches!(
-            read_available(socket, reader),
-            Ok(ReadOutcome::Eof) | Err(_)
-        ) {
-            return None;
-        }
-    }
-}
-
-/// Writes bytes to a socket no session writes to (yet).
-async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(bytes) {
-            Ok(written) => bytes = &bytes[written..],
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
 
 /// The connection's one task; see the module comment. A connection that opened its session

@@ -15,14 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{OpCode, Role};
 use http::{Request, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::auth::Verifier;
@@ -31,6 +29,7 @@ use crate::engine::{Frame, HttpResponse, RemoteAddr, RequestInfo, response};
 use crate::hub::{Presence, user_id};
 use crate::rules::template::iso_now;
 use crate::server::{HttpService, ResponseFuture};
+use crate::websocket::{Incoming as Received, MessageReader, ReadError, next_message, write_all};
 
 /// `[plain_ws]` in the config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,7 +193,7 @@ impl PlainWs {
     }
 
     async fn accept(self: Arc<Self>, mut request: Request<Incoming>) -> HttpResponse {
-        if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        if !crate::websocket::is_upgrade_request(&request) {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "not_websocket",
@@ -214,34 +213,33 @@ impl PlainWs {
             Ok(user) => user,
             Err(refusal) => return *refusal,
         };
-        let Ok((reply, upgrade)) = fastwebsockets::upgrade::upgrade(&mut request) else {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_upgrade",
-                "invalid WebSocket upgrade",
-            );
+        let accepted = match crate::websocket::accept(&mut request) {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                return refuse(StatusCode::BAD_REQUEST, "bad_upgrade", &error.to_string());
+            }
         };
+        let upgrade = accepted.upgrade;
         tokio::spawn(async move {
-            if let Ok(websocket) = upgrade.await {
-                self.serve(websocket.into_inner(), user).await;
+            if let Some((stream, received)) = upgrade.stream().await {
+                let mut reader = MessageReader::new(self.max_message);
+                reader.push(&received);
+                drop(received);
+                self.serve(Arc::new(stream), reader, user).await;
             }
         });
-        let (parts, _) = reply.into_parts();
-        HttpResponse::from_parts(parts, Full::default())
+        accepted.response
     }
 
     async fn serve(
         self: Arc<Self>,
-        io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+        socket: Arc<TcpStream>,
+        mut reader: MessageReader,
         user: String,
     ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, mut outbox) = mpsc::channel::<Frame>(self.settings.queue.max(1));
-        let (read, mut write) = tokio::io::split(io);
-        let (mut reader, _) =
-            fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-        reader.set_auto_close(false);
-        reader.set_max_message_size(self.max_message);
+        let write = socket.clone();
         let _ = sender.try_send(json_frame(&json!({
             "type": "CONNECTION_ESTABLISHED",
             "userId": user,
@@ -259,49 +257,62 @@ impl PlainWs {
         self.presence.connection_opened(&user);
 
         let alive = Arc::new(AtomicBool::new(true));
+        // The close code the writer ends with (1009 for an oversized message).
+        let close_code = Arc::new(std::sync::atomic::AtomicU16::new(1000));
         let ping_interval = self.settings.ping_interval.0;
         let writer_alive = alive.clone();
-        let writer = tokio::spawn(async move {
+        let writer_close_code = close_code.clone();
+        let mut writer = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(ping_interval);
             ticker.tick().await;
             loop {
                 tokio::select! {
                     frame = outbox.recv() => match frame {
                         Some(frame) => {
-                            if write.write_all(frame.websocket_bytes()).await.is_err() { break; }
+                            if write_all(&write, frame.websocket_bytes()).await.is_err() { break; }
                         }
                         None => break,
                     },
                     _ = ticker.tick() => {
                         // No answer to the last ping: the peer is gone.
                         if !writer_alive.swap(false, Ordering::AcqRel) { break; }
-                        if write.write_all(Frame::ping().websocket_bytes()).await.is_err() { break; }
+                        if write_all(&write, Frame::ping().websocket_bytes()).await.is_err() { break; }
                     }
                 }
             }
-            let _ = write.write_all(Frame::close(1000).websocket_bytes()).await;
-            let _ = write.shutdown().await;
+            let code = writer_close_code.load(Ordering::Acquire);
+            let _ = write_all(&write, Frame::close(code).websocket_bytes()).await;
         });
 
-        let obligation_sender = sender.clone();
-        let mut obligations = move |frame: fastwebsockets::Frame<'_>| {
-            if frame.opcode == OpCode::Pong {
-                let _ = obligation_sender.try_send(Frame::pong(&frame.payload));
-            }
-            std::future::ready(Ok::<(), std::convert::Infallible>(()))
-        };
         loop {
-            let frame = tokio::select! {
-                frame = reader.read_frame(&mut obligations) => frame,
+            let message = tokio::select! {
+                message = next_message(&socket, &mut reader) => message,
                 _ = kick.notified() => break,
                 _ = sender.closed() => break,
             };
-            let Ok(frame) = frame else { break };
+            let message = match message {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(error) => {
+                    let code = if error == ReadError::TooLarge {
+                        1009
+                    } else {
+                        1002
+                    };
+                    close_code.store(code, Ordering::Release);
+                    break;
+                }
+            };
             alive.store(true, Ordering::Release);
-            match frame.opcode {
-                OpCode::Close => break,
-                OpCode::Text => {
-                    let reply = match serde_json::from_slice::<Value>(&frame.payload) {
+            match message {
+                Received::Close => break,
+                Received::Ping(payload) => {
+                    if sender.try_send(Frame::pong(&payload)).is_err() {
+                        break;
+                    }
+                }
+                Received::Text(text) => {
+                    let reply = match serde_json::from_slice::<Value>(&text) {
                         Ok(message) => match message["type"].as_str() {
                             Some("PING") => json!({ "type": "PONG", "timestamp": iso_now() }),
                             Some("GET_ONLINE_USERS") => {
@@ -319,12 +330,18 @@ impl PlainWs {
                         break;
                     }
                 }
-                _ => {}
+                Received::Binary(_) | Received::Pong => {}
             }
         }
         self.clients.write().remove(&id);
+        // The writer sends what is queued and the close frame, unless the peer stopped reading.
         drop(sender);
-        writer.abort();
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
         self.presence.connection_closed(&user);
     }
 }

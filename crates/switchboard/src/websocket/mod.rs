@@ -167,6 +167,41 @@ pub fn read_available(
     }
 }
 
+/// Writes all of `bytes`, waiting for the socket as needed (for a writer that owns the socket's
+/// write side; the Engine.IO transport writes through its session's outbox instead).
+pub async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the client's next message.
+pub async fn next_message(
+    socket: &TcpStream,
+    reader: &mut MessageReader,
+) -> Result<Option<Incoming>, ReadError> {
+    loop {
+        if let Some(message) = reader.next_message()? {
+            return Ok(Some(message));
+        }
+        if socket.readable().await.is_err() {
+            return Ok(None);
+        }
+        if matches!(
+            read_available(socket, reader),
+            Ok(ReadOutcome::Eof) | Err(_)
+        ) {
+            return Ok(None);
+        }
+    }
+}
+
 impl MessageReader {
     /// `max_message`: the largest message (all fragments together) accepted, in bytes.
     pub fn new(max_message: usize) -> Self {
