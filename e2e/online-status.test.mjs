@@ -116,6 +116,21 @@ test("requests and refusals", async () => {
   assert.equal(status, 400);
 });
 
+test("a message over the size limit closes the connection with 1009, and only it", async () => {
+  const big = connect("big");
+  const bystander = connect("bystander");
+  await next(big, (m) => m.type === "CONNECTION_ESTABLISHED");
+  await next(bystander, (m) => m.type === "CONNECTION_ESTABLISHED");
+  const code = await new Promise((resolve) => {
+    big.on("close", (closeCode) => resolve(closeCode));
+    big.send("x".repeat(1_100_000)); // the default limit is 1 MB
+  });
+  assert.equal(code, 1009);
+  await next(bystander, about("USER_OFFLINE", "big"));
+  bystander.send(JSON.stringify({ type: "PING" }));
+  assert.equal((await next(bystander, (m) => m.type === "PONG")).type, "PONG");
+});
+
 test("the server pings and drops peers that stop answering", async () => {
   const config = await tempFile(
     "online.toml",
