@@ -3,14 +3,13 @@
 //!
 //! One task per connection. It reads what the socket has (into a scratch buffer on the stack:
 //! an idle connection holds no read buffer), handles the client's messages in order, writes what
-//! senders could not write at once (see `conn.rs`: a frame is normally written by whoever sends
-//! it, so a broadcast wakes no task per recipient), and, for a session it opened, runs the
-//! heartbeat and the teardown. Frames are parsed by `crate::websocket`.
+//! is queued for it (everything but a large broadcast's frames, which the broadcast writes
+//! itself so that it wakes no task per recipient, see `conn.rs`), and, for a session it opened,
+//! runs the heartbeat and the teardown. Frames are parsed by `crate::websocket`.
 
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, sleep_until};
 
@@ -21,11 +20,14 @@ use super::{
 };
 use crate::protocol::engine::{EnginePacket, decode_text_packet};
 use crate::websocket::{
-    Incoming, MessageReader, ReadError, ReadOutcome, next_message, read_available, write_all,
+    Incoming, MessageReader, ReadError, ReadOutcome, close_gracefully, next_message,
+    read_available, write_all,
 };
 
 /// How long a closing connection may take to write its last frames and the close frame.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closed connection waits for the client to close its side (see `close_gracefully`).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// A WebSocket request: accept it, then run the session (new, or an upgrade) in its own task.
 pub(super) async fn handle<H: EngineHandler, B>(
@@ -169,7 +171,10 @@ async fn run_connection<H: EngineHandler>(
         report_closed(engine, session, reason);
         engine.remove_session(conn.sid());
     }
-    finish(conn, socket, reason).await;
+    finish(conn, &socket, reason).await;
+    // Flushed: a server shutdown need not wait for the peer's side of the close.
+    drop(_open);
+    close_gracefully(socket, CLOSE_LINGER).await;
 }
 
 /// Reads, handles, writes and keeps the heartbeat until the session closes; returns why.
@@ -240,8 +245,8 @@ async fn serve<H: EngineHandler>(
     }
 }
 
-/// Writes what is still queued (when the reason keeps it) and the close frame, then closes.
-async fn finish(conn: &EngineConn, socket: Arc<TcpStream>, reason: CloseReason) {
+/// Writes what is still queued (when the reason keeps it) and the close frame.
+async fn finish(conn: &EngineConn, socket: &TcpStream, reason: CloseReason) {
     conn.queue_final(Frame::close(reason.websocket_code()));
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
         while let Ok(false) = conn.write_queued() {
@@ -255,9 +260,6 @@ async fn finish(conn: &EngineConn, socket: Arc<TcpStream>, reason: CloseReason) 
     })
     .await;
     conn.detach_socket();
-    if let Ok(mut stream) = Arc::try_unwrap(socket) {
-        let _ = stream.shutdown().await;
-    }
 }
 
 /// Moves a value out of its box and frees the box now (a box moved out of inside an async block

@@ -1,6 +1,7 @@
 //! Broadcast: pick the recipients (rooms, minus excluded rooms and sockets), encode the packet
-//! ONCE into shared frames, and queue those same frames on every recipient. A socket in several
-//! of the targeted rooms is reached once. Nothing here waits on a recipient: a full queue closes
+//! ONCE into shared frames, and send those same frames to every recipient (written to its socket
+//! at once for a large broadcast, queued for a small one, see `deliver`). A socket in several of
+//! the targeted rooms is reached once. Nothing here waits on a recipient: a full queue closes
 //! that recipient (see `EngineConn::send_all`) and the broadcast goes on.
 
 use std::collections::HashSet;

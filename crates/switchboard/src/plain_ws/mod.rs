@@ -29,7 +29,9 @@ use crate::engine::{Frame, HttpResponse, RemoteAddr, RequestInfo, response};
 use crate::hub::{Presence, user_id};
 use crate::rules::template::iso_now;
 use crate::server::{HttpService, ResponseFuture};
-use crate::websocket::{Incoming as Received, MessageReader, ReadError, next_message, write_all};
+use crate::websocket::{
+    Incoming as Received, MessageReader, ReadError, close_gracefully, next_message, write_all,
+};
 
 /// `[plain_ws]` in the config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -341,8 +343,10 @@ impl PlainWs {
             .is_err()
         {
             writer.abort();
+            let _ = writer.await;
         }
         self.presence.connection_closed(&user);
+        close_gracefully(socket, Duration::from_secs(2)).await;
     }
 }
 

@@ -12,11 +12,13 @@
 //! bytes that their owners write straight to the stream.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -179,6 +181,36 @@ pub async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<
         }
     }
     Ok(())
+}
+
+/// Ends a connection whose close frame was written: no more writes (FIN), then whatever the
+/// client still sends is read and dropped until it closes its side too or `linger` passes.
+/// Closing a socket with unread data resets the connection, and a reset can destroy the close
+/// frame before the client reads it (the client then sees 1006 instead of the code).
+pub async fn close_gracefully(socket: Arc<TcpStream>, linger: std::time::Duration) {
+    let Ok(mut stream) = Arc::try_unwrap(socket) else {
+        return;
+    };
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(linger, async {
+        while stream.readable().await.is_ok() {
+            if !matches!(discard_available(&stream), Ok(true)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads and drops what the socket has; false once the peer closed its side.
+fn discard_available(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut sink = [0u8; READ_CHUNK];
+    match stream.try_read(&mut sink) {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+        Err(error) => Err(error),
+    }
 }
 
 /// Waits for the client's next message.
