@@ -2,21 +2,23 @@
 //! opened it, a bounded outbound queue of ready-made [`Frame`]s, and a way to close it.
 //!
 //! The queue is drained by whichever transport currently carries the session (the pending polling
-//! GET or the WebSocket connection's task), so switching transports on upgrade never loses or
+//! GET or the WebSocket's connection), so switching transports on upgrade never loses or
 //! reorders a packet. It is bounded: a client that does not read fast enough is closed
 //! (`SlowConsumer`) instead of growing the server's memory or slowing anyone else down.
 //!
 //! Once a WebSocket carries the session, a broadcast to many writes each recipient's frame to its
-//! socket at once ([`EngineConn::send_all_now`]), without waking a task per recipient; only what
-//! the socket cannot take right now is queued, for the connection's task to write when it is
-//! writable again. Everything else is queued for that task, which batches what piled up into one
-//! write. Every write happens under the outbox lock, so frames go out whole and in order.
+//! socket at once ([`EngineConn::send_all_now`]), without waking anything per recipient; only
+//! what the socket cannot take right now is queued, for the connection to write when it is
+//! writable again. Everything else is queued and the connection woken, which batches what piled
+//! up into one write. Every write happens under the outbox lock, so frames go out whole and in
+//! order.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Waker;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
@@ -192,10 +194,12 @@ struct Outbox {
     closed: Option<CloseReason>,
     /// The WebSocket carrying the session, once one does: frames are written to it directly.
     socket: Option<Arc<TcpStream>>,
+    /// Wakes that WebSocket's connection to write what is queued (or to close).
+    socket_waker: Option<Waker>,
 }
 
 /// Writes frames to a socket without waiting: how many went out whole, and the bytes written of
-/// the next one. An error counts as nothing written; the connection's task meets it again.
+/// the next one. An error counts as nothing written; the connection meets it again.
 fn write_now(socket: &TcpStream, frames: &[Frame]) -> (usize, usize) {
     let result = match frames {
         [frame] => socket.try_write(frame.websocket_bytes()),
@@ -271,13 +275,10 @@ pub struct EngineConn {
     traffic: Arc<Traffic>,
     max_queued_frames: usize,
     transport: AtomicU8,
-    /// Wakes the single consumer of the outbox (a polling GET or the WebSocket writer).
+    /// Wakes a pending polling GET (a WebSocket is woken through its `socket_waker`).
     pub(crate) consumer_wake: Notify,
-    /// Wakes the session's supervisor when a pong arrives.
-    pub(crate) pong_wake: Notify,
     /// Wakes everyone waiting in [`EngineConn::closed`].
     closed_signal: Notify,
-    pub(crate) pong_received: AtomicBool,
 }
 
 impl EngineConn {
@@ -296,14 +297,13 @@ impl EngineConn {
                 written: 0,
                 closed: None,
                 socket: None,
+                socket_waker: None,
             }),
             traffic,
             max_queued_frames,
             transport: AtomicU8::new(transport as u8),
             consumer_wake: Notify::new(),
-            pong_wake: Notify::new(),
             closed_signal: Notify::new(),
-            pong_received: AtomicBool::new(false),
         }
     }
 
@@ -326,6 +326,7 @@ impl EngineConn {
 
     pub(crate) fn set_transport(&self, transport: TransportKind) {
         self.transport.store(transport as u8, Ordering::Release);
+        // A polling GET still pending re-checks the transport.
         self.consumer_wake.notify_one();
     }
 
@@ -335,15 +336,15 @@ impl EngineConn {
     }
 
     /// Queues several frames together (a packet and its binary attachments): all or none. The
-    /// connection's task writes them, together with whatever else is queued by then: under load
-    /// several frames for one client go out in one write.
+    /// transport writes them, together with whatever else is queued by then: under load several
+    /// frames for one client go out in one write.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
         self.send_frames(frames, false)
     }
 
     /// Like [`EngineConn::send_all`], but once a WebSocket carries the session and nothing is
-    /// queued, the frames are written to the socket right here, without waking the connection's
-    /// task: for a broadcast to many, where one task wake-up per recipient would cost more than
+    /// queued, the frames are written to the socket right here, without waking the connection:
+    /// for a broadcast to many, where one wake-up per recipient would cost more than
     /// the write itself.
     pub fn send_all_now(&self, frames: &[Frame]) -> Result<(), SendError> {
         self.send_frames(frames, true)
@@ -361,7 +362,7 @@ impl EngineConn {
                     && outbox.frames.is_empty()
                     && let Some(socket) = &outbox.socket
                 {
-                    // Written now as far as the socket takes it; the rest waits for the task.
+                    // Written now as far as the socket takes it; the rest waits for the connection.
                     let (done, written) = write_now(socket, frames);
                     self.traffic.count_sent(&frames[..done]);
                     if done == frames.len() {
@@ -371,8 +372,7 @@ impl EngineConn {
                     rest = &frames[done..];
                 }
                 outbox.frames.extend(rest.iter().cloned());
-                drop(outbox);
-                self.consumer_wake.notify_one();
+                self.wake_consumer(&outbox);
                 return Ok(());
             }
         }
@@ -393,8 +393,7 @@ impl EngineConn {
             return Err(SendError::Closed);
         }
         outbox.frames.extend(frames.iter().cloned());
-        drop(outbox);
-        self.consumer_wake.notify_one();
+        self.wake_consumer(&outbox);
         Ok(())
     }
 
@@ -403,15 +402,36 @@ impl EngineConn {
         into.extend(self.outbox.lock().frames.drain(..));
     }
 
-    /// From now on this WebSocket carries the session: frames are written to it directly.
-    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>) {
-        self.outbox.lock().socket = Some(socket);
+    /// Wakes whoever writes the queue: the WebSocket's connection, or a pending polling GET.
+    /// Called with the outbox locked, so that a WebSocket detached meanwhile is not woken.
+    fn wake_consumer(&self, outbox: &Outbox) {
+        match &outbox.socket_waker {
+            Some(waker) => waker.wake_by_ref(),
+            None => self.consumer_wake.notify_one(),
+        }
+    }
+
+    /// From now on this WebSocket carries the session: frames are written to it directly, and
+    /// `waker` wakes its connection when there is more to write or the session closes.
+    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>, waker: Waker) {
+        {
+            let mut outbox = self.outbox.lock();
+            outbox.socket = Some(socket);
+            outbox.socket_waker = Some(waker);
+        }
         self.set_transport(TransportKind::WebSocket);
+    }
+
+    /// The WebSocket carrying the session, if one does.
+    pub(crate) fn socket(&self) -> Option<Arc<TcpStream>> {
+        self.outbox.lock().socket.clone()
     }
 
     /// Gives the WebSocket back once its connection ends; nothing is written to it any more.
     pub(crate) fn detach_socket(&self) -> Option<Arc<TcpStream>> {
-        self.outbox.lock().socket.take()
+        let mut outbox = self.outbox.lock();
+        outbox.socket_waker = None;
+        outbox.socket.take()
     }
 
     /// Writes what is queued to the WebSocket, as far as it takes it without waiting. True when
@@ -438,8 +458,8 @@ impl EngineConn {
                 let keep = usize::from(outbox.written > 0);
                 outbox.frames.truncate(keep);
             }
+            self.wake_consumer(&outbox);
         }
-        self.consumer_wake.notify_one();
         self.closed_signal.notify_waiters();
     }
 
@@ -463,11 +483,6 @@ impl EngineConn {
 
     pub fn is_closed(&self) -> bool {
         self.close_reason().is_some()
-    }
-
-    pub(crate) fn on_pong(&self) {
-        self.pong_received.store(true, Ordering::Release);
-        self.pong_wake.notify_one();
     }
 }
 

@@ -3,12 +3,14 @@
 //! it hands each session's messages, in order, to an [`EngineHandler`] (the Socket.IO hub, or
 //! anything else: the conformance example mounts a plain echo handler).
 //!
-//! One request enters through [`Engine::handle`]; the query decides the transport. Each session
-//! is supervised (heartbeat, teardown, see `session.rs`): a polling session by a task of its
-//! own, a WebSocket session by its connection's one task.
+//! One request enters through [`Engine::handle`]; the query decides the transport. Every
+//! session's heartbeat runs on the engine's one timer (`heartbeat.rs`); a closed session is torn
+//! down by a task of its own when it polls (`session.rs`), by its connection when it was opened
+//! on WebSocket (`websocket.rs`, which has no task while the connection is idle).
 
 mod conn;
 mod frame;
+mod heartbeat;
 mod polling;
 mod session;
 mod traffic;
@@ -170,6 +172,7 @@ pub struct Engine<H: EngineHandler> {
     handler: H,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<H>>>>,
     traffic: Arc<Traffic>,
+    heartbeats: Arc<heartbeat::Heartbeats>,
     /// Set while the server shuts down: no new sessions.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -212,6 +215,7 @@ impl<H: EngineHandler> Engine<H> {
             handler,
             sessions: RwLock::new(HashMap::new()),
             traffic: Arc::new(Traffic::default()),
+            heartbeats: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -331,9 +335,10 @@ impl<H: EngineHandler> Engine<H> {
         ));
         let state = self.handler.on_open(&conn);
         let session = Arc::new(Session::new(conn, state));
-        self.sessions.write().insert(sid, session.clone());
+        self.sessions.write().insert(sid.clone(), session.clone());
+        heartbeat::Heartbeats::session_opened(self, &sid, opened);
         if transport == TransportKind::Polling {
-            tokio::spawn(session::supervise(self.clone(), session.clone(), opened));
+            tokio::spawn(session::supervise(self.clone(), session.clone()));
         }
         session
     }
@@ -372,7 +377,9 @@ impl<H: EngineHandler> Engine<H> {
                 self.handler
                     .on_message(&session.state, conn, Message::Binary(data))
             }
-            EnginePacket::Pong(_) => conn.on_pong(),
+            EnginePacket::Pong(_) => {
+                heartbeat::Heartbeats::pong(self, conn.sid(), &session.heartbeat);
+            }
             EnginePacket::Close => conn.close(CloseReason::ClientClose),
             // Pings come from the server in v4; probes are handled by the upgrade.
             EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}

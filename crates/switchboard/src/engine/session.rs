@@ -1,19 +1,17 @@
-//! One Engine.IO session inside the engine, its heartbeat, and the supervisor task of polling
-//! sessions.
+//! One Engine.IO session inside the engine, and the supervisor task of polling sessions.
 //!
-//! The supervisor owns the heartbeat (a ping every pingInterval; no pong within pingTimeout closes
-//! the session) and the teardown: it is the single place where a closed session is reported to
-//! the handler and removed from the engine, whatever closed it (client, transport, server). A
-//! session opened on WebSocket is supervised by its connection's task instead, with the same
-//! [`Heartbeat`] (see `websocket.rs`), so it costs one task, not two.
+//! The supervisor owns a polling session's teardown: it is the single place where a closed
+//! session is reported to the handler and removed from the engine, whatever closed it (client,
+//! transport, server). A session opened on WebSocket is torn down by its connection instead
+//! (see `websocket.rs`). Heartbeats of both run on the engine's one timer (`heartbeat.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep_until};
 
-use super::{CloseReason, Engine, EngineConn, EngineHandler, Frame, TransportKind};
+use super::heartbeat::HeartbeatState;
+use super::{CloseReason, Engine, EngineConn, EngineHandler, TransportKind};
 
 /// The longest a closing polling session waits for the GET that delivers its close.
 const MAX_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -35,6 +33,7 @@ pub(crate) struct Session<H: EngineHandler> {
     pub(crate) poll_in_flight: AtomicBool,
     pub(crate) post_in_flight: AtomicBool,
     upgrade_stage: AtomicU8,
+    pub(crate) heartbeat: HeartbeatState,
     /// Signalled when a polling GET delivered the final close packet.
     pub(crate) final_poll_done: Notify,
 }
@@ -47,6 +46,7 @@ impl<H: EngineHandler> Session<H> {
             poll_in_flight: AtomicBool::new(false),
             post_in_flight: AtomicBool::new(false),
             upgrade_stage: AtomicU8::new(UpgradeStage::None as u8),
+            heartbeat: HeartbeatState::default(),
             final_poll_done: Notify::new(),
         }
     }
@@ -80,61 +80,6 @@ impl<H: EngineHandler> Session<H> {
     }
 }
 
-/// The heartbeat and the handler's deadline of one session, as timers to be driven by whoever
-/// supervises it: a ping every pingInterval; no pong within pingTimeout closes the session.
-pub(crate) struct Heartbeat {
-    /// When the next ping is due, or, while a pong is awaited, when the wait ends.
-    due: Instant,
-    awaiting_pong: bool,
-    handler_deadline: Option<Instant>,
-}
-
-impl Heartbeat {
-    pub(crate) fn new<H: EngineHandler>(engine: &Engine<H>, opened: Instant) -> Self {
-        Self {
-            due: opened + engine.config().ping_interval,
-            awaiting_pong: false,
-            handler_deadline: engine.handler().deadline().map(|after| opened + after),
-        }
-    }
-
-    /// When [`Heartbeat::on_timer`] should run next.
-    pub(crate) fn next_wake(&self) -> Instant {
-        self.handler_deadline
-            .map_or(self.due, |deadline| deadline.min(self.due))
-    }
-
-    /// Does whatever is due by now: the handler's deadline, a ping, or a ping timeout.
-    pub(crate) fn on_timer<H: EngineHandler>(&mut self, engine: &Engine<H>, session: &Session<H>) {
-        let now = Instant::now();
-        let conn = &session.conn;
-        if self.handler_deadline.is_some_and(|at| at <= now) {
-            self.handler_deadline = None;
-            engine.handler().on_deadline(&session.state, conn);
-        }
-        if self.due > now {
-            return;
-        }
-        if self.awaiting_pong {
-            conn.close(CloseReason::PingTimeout);
-            return;
-        }
-        conn.pong_received.store(false, Ordering::Release);
-        self.awaiting_pong = true;
-        // From the ping's due time, not from now, so timer lateness does not add up.
-        self.due += engine.config().ping_timeout;
-        let _ = conn.send(Frame::text_packet(b"2"));
-    }
-
-    /// Takes note of a pong, if one arrived since the last ping.
-    pub(crate) fn check_pong<H: EngineHandler>(&mut self, engine: &Engine<H>, conn: &EngineConn) {
-        if self.awaiting_pong && conn.pong_received.swap(false, Ordering::AcqRel) {
-            self.awaiting_pong = false;
-            self.due = Instant::now() + engine.config().ping_interval;
-        }
-    }
-}
-
 /// Reports a closed session to the handler (once, from its supervisor).
 pub(crate) fn report_closed<H: EngineHandler>(
     engine: &Engine<H>,
@@ -147,23 +92,12 @@ pub(crate) fn report_closed<H: EngineHandler>(
         .on_close(&session.state, &session.conn, reason);
 }
 
-/// Supervises a polling session (also once it upgrades): runs its heartbeat until it closes,
-/// then tears it down.
-pub(crate) async fn supervise<H: EngineHandler>(
-    engine: Arc<Engine<H>>,
-    session: Arc<Session<H>>,
-    opened: Instant,
-) {
+/// Supervises a polling session (also once it upgrades): waits until it closes, then tears it
+/// down.
+pub(crate) async fn supervise<H: EngineHandler>(engine: Arc<Engine<H>>, session: Arc<Session<H>>) {
     let conn = &session.conn;
     let config = engine.config();
-    let mut heartbeat = Heartbeat::new(&engine, opened);
-    let reason = loop {
-        tokio::select! {
-            reason = conn.closed() => break reason,
-            _ = sleep_until(heartbeat.next_wake()) => heartbeat.on_timer(&engine, &session),
-            _ = conn.pong_wake.notified() => heartbeat.check_pong(&engine, conn),
-        }
-    };
+    let reason = conn.closed().await;
 
     report_closed(&engine, &session, reason);
     if conn.transport() == TransportKind::Polling && reason.answers_final_poll() {

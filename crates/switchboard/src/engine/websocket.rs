@@ -1,19 +1,26 @@
 //! The WebSocket transport: a session opened directly on WebSocket, or the upgrade of a polling
 //! session (`2probe` / `3probe`, noop to the pending GET, `5`).
 //!
-//! One task per connection. It reads what the socket has (into a scratch buffer on the stack:
-//! an idle connection holds no read buffer), handles the client's messages in order, writes what
-//! is queued for it (everything but a large broadcast's frames, which the broadcast writes
-//! itself so that it wakes no task per recipient, see `conn.rs`), and, for a session it opened,
-//! runs the heartbeat and the teardown. Frames are parsed by `crate::websocket`.
+//! An open connection has no task. Its [`Connection`] is the waker it leaves with the socket
+//! (readable, or writable while frames wait) and with its session's outbox (more to write, or
+//! closed). A wake-up runs one short task that reads what the socket has (into a scratch buffer on
+//! the stack), handles the client's messages in order, writes what is queued (everything but a
+//! large broadcast's frames, which the broadcast writes itself, see `conn.rs`) and leaves the
+//! waker again; an idle connection costs its state and nothing else. One run at a time, by a
+//! small state machine; wake-ups during a run make it go round once more. Once the session
+//! closes, the run becomes the teardown: the close frame, then the socket's graceful close. The
+//! heartbeat runs on the engine's timer (`heartbeat.rs`). Frames are parsed by `crate::websocket`.
 
 use std::sync::Arc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::time::{Duration, Instant, sleep_until};
+use tokio::time::{Duration, Instant};
 
-use super::session::{Heartbeat, Session, UpgradeStage, report_closed};
+use super::session::{Session, UpgradeStage, report_closed};
+use super::traffic::OpenWriter;
 use super::{
     CloseReason, Engine, EngineConn, EngineError, EngineHandler, Frame, HttpResponse,
     TransportKind, request_info,
@@ -28,6 +35,8 @@ use crate::websocket::{
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for the client to close its side (see `close_gracefully`).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Socket reads one run takes at most before it lets other tasks have a turn.
+const READS_PER_RUN: usize = 32;
 
 /// A WebSocket request: accept it, then run the session (new, or an upgrade) in its own task.
 pub(super) async fn handle<H: EngineHandler, B>(
@@ -71,16 +80,14 @@ pub(super) async fn handle<H: EngineHandler, B>(
         // It is a view into hyper's whole read buffer: keeping it would keep that buffer.
         drop(received);
         match existing {
-            // Boxed, so that the upgrade's extra state is not part of every connection's task.
-            Some(session) => {
-                Box::pin(upgrade_session(&engine, &session, socket, &mut reader)).await;
-            }
+            Some(session) => upgrade_session(engine, session, socket, reader).await,
             None => {
                 let session = engine.open_session(unbox(info), TransportKind::WebSocket);
                 let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
-                conn.attach_socket(socket.clone());
-                run_connection(&engine, &session, socket, &mut reader, true).await;
+                Connection::attach(engine, session, socket, reader, true)
+                    .run()
+                    .await;
             }
         }
     });
@@ -89,10 +96,10 @@ pub(super) async fn handle<H: EngineHandler, B>(
 
 /// Takes a polling session over: probe, then `5`, then this WebSocket carries the session.
 async fn upgrade_session<H: EngineHandler>(
-    engine: &Engine<H>,
-    session: &Session<H>,
+    engine: Arc<Engine<H>>,
+    session: Arc<Session<H>>,
     socket: Arc<TcpStream>,
-    reader: &mut MessageReader,
+    mut reader: MessageReader,
 ) {
     if !session.begin_upgrade() {
         // Already upgraded or upgrading: this second WebSocket is refused, the session untouched.
@@ -104,7 +111,7 @@ async fn upgrade_session<H: EngineHandler>(
     // Until the probe, a session that closes abandons the upgrade (polling delivers the close).
     let probe = async {
         loop {
-            match next_message(&socket, reader).await.ok()?? {
+            match next_message(&socket, &mut reader).await.ok()?? {
                 Incoming::Close => return None,
                 Incoming::Text(text) if &text[..] == b"2probe" => break,
                 _ => {}
@@ -126,7 +133,7 @@ async fn upgrade_session<H: EngineHandler>(
         && matches!(
             tokio::time::timeout_at(deadline, async {
                 loop {
-                    match next_message(&socket, reader).await.ok()?? {
+                    match next_message(&socket, &mut reader).await.ok()?? {
                         Incoming::Close => return None,
                         Incoming::Text(text) if &text[..] == b"5" => return Some(()),
                         _ => {}
@@ -141,106 +148,205 @@ async fn upgrade_session<H: EngineHandler>(
         session.set_upgrade_stage(UpgradeStage::None);
         return;
     }
-    conn.attach_socket(socket.clone());
+    tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
+    // The polling session's supervisor keeps its teardown.
+    let connection = Connection::attach(engine, session.clone(), socket, reader, false);
     session.set_upgrade_stage(UpgradeStage::None);
     // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
     // delivers its last packets and the close instead.
     session.final_poll_done.notify_one();
-    tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
-    // The polling session's supervisor keeps its heartbeat and teardown.
-    run_connection(engine, session, socket, reader, false).await;
+    connection.run().await;
 }
 
-/// The connection's one task; see the module comment. A connection that opened its session
-/// supervises it (heartbeat, teardown); after an upgrade, the polling session's supervisor does.
-///
-/// Its arguments are references where they can be: an async function keeps every argument for
-/// its whole life, and this one lives as long as the connection.
-async fn run_connection<H: EngineHandler>(
-    engine: &Engine<H>,
-    session: &Session<H>,
-    socket: Arc<TcpStream>,
-    reader: &mut MessageReader,
+/// One WebSocket connection carrying a session; see the module comment.
+struct Connection<H: EngineHandler> {
+    engine: Arc<Engine<H>>,
+    session: Arc<Session<H>>,
+    /// Only the one run at a time touches it: the lock is never contended.
+    inner: Mutex<Inner>,
+    /// [`IDLE`], [`SCHEDULED`], [`RUNNING`], [`WOKEN_WHILE_RUNNING`] or [`DONE`].
+    state: AtomicU8,
+    /// Whether this connection opened the session, and so tears it down (after an upgrade, the
+    /// polling session's supervisor does).
     owns_session: bool,
-) {
-    let conn = &session.conn;
-    let _open = engine.traffic().writer_opened();
-    // Separate steps, so that the task's size is the larger of the two, not their sum.
-    let reason = serve(engine, session, &socket, reader, owns_session).await;
-    if owns_session {
-        report_closed(engine, session, reason);
-        engine.remove_session(conn.sid());
+}
+
+struct Inner {
+    reader: MessageReader,
+    /// Counts the connection as a writer still open until its close frame is written.
+    open: Option<OpenWriter>,
+}
+
+/// Waiting for a wake-up; no task.
+const IDLE: u8 = 0;
+/// Woken: a task is on its way to run it.
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+/// Woken during a run: the run goes round again.
+const WOKEN_WHILE_RUNNING: u8 = 3;
+/// Closed: wake-ups do nothing any more.
+const DONE: u8 = 4;
+
+impl<H: EngineHandler> Wake for Connection<H> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
-    finish(conn, &socket, reason).await;
-    // Flushed: a server shutdown need not wait for the peer's side of the close.
-    drop(_open);
-    close_gracefully(socket, CLOSE_LINGER).await;
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.mark_woken() {
+            tokio::spawn(self.clone().run());
+        }
+    }
 }
 
-/// Reads, handles, writes and keeps the heartbeat until the session closes; returns why.
-async fn serve<H: EngineHandler>(
-    engine: &Engine<H>,
-    session: &Session<H>,
-    socket: &TcpStream,
-    reader: &mut MessageReader,
-    owns_session: bool,
-) -> CloseReason {
-    let conn = &session.conn;
-    let mut heartbeat = owns_session.then(|| Heartbeat::new(engine, Instant::now()));
-    let mut backlog = true;
-    let timer = sleep_until(
-        heartbeat
-            .as_ref()
-            .map_or_else(far_future, Heartbeat::next_wake),
-    );
-    tokio::pin!(timer);
-    loop {
-        handle_messages(engine, session, reader);
-        match conn.write_queued() {
-            Ok(done) => backlog = !done,
-            Err(_) => conn.close(CloseReason::TransportError),
-        }
-        if let Some(heartbeat) = heartbeat.as_mut() {
-            heartbeat.check_pong(engine, conn);
-            let wake = heartbeat.next_wake();
-            if wake != timer.deadline() {
-                timer.as_mut().reset(wake);
+impl<H: EngineHandler> Connection<H> {
+    /// From now on this socket carries the session; [`Connection::run`] then takes its first
+    /// turn (in the caller's task, which ends with it).
+    fn attach(
+        engine: Arc<Engine<H>>,
+        session: Arc<Session<H>>,
+        socket: Arc<TcpStream>,
+        reader: MessageReader,
+        owns_session: bool,
+    ) -> Arc<Self> {
+        let open = engine.traffic().writer_opened();
+        let connection = Arc::new(Self {
+            engine,
+            session,
+            inner: Mutex::new(Inner {
+                reader,
+                open: Some(open),
+            }),
+            state: AtomicU8::new(SCHEDULED),
+            owns_session,
+        });
+        let waker = Waker::from(connection.clone());
+        connection.session.conn.attach_socket(socket, waker);
+        connection
+    }
+
+    /// Records a wake-up; true when the caller must start a run.
+    fn mark_woken(&self) -> bool {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match current {
+                IDLE => SCHEDULED,
+                RUNNING => WOKEN_WHILE_RUNNING,
+                _ => return false,
+            };
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next == SCHEDULED,
+                Err(actual) => current = actual,
             }
         }
-        if let Some(reason) = conn.close_reason() {
-            return reason;
+    }
+
+    /// Runs turns until nothing is left to do (back to idle) or the session closed (teardown).
+    async fn run(self: Arc<Self>) {
+        loop {
+            self.state.store(RUNNING, Ordering::Release);
+            if let Some(reason) = self.turn() {
+                self.state.store(DONE, Ordering::Release);
+                // Boxed: a run's task stays small; only a closing connection needs this.
+                Box::pin(self.close(reason)).await;
+                return;
+            }
+            if self
+                .state
+                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+            // Woken meanwhile (or out of reads for this run): again, after others had a turn.
+            tokio::task::yield_now().await;
         }
-        // Poll-style readiness: the waker waits in the socket's own slots, not in a future
-        // stored in this task (an idle connection's task is mostly what it waits on).
-        let io = std::future::poll_fn(|cx| {
-            match socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Ok(true)),
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+    }
+
+    /// Reads, handles and writes what it can without waiting, then leaves its waker with the
+    /// socket. Returns the reason once the session is closed.
+    fn turn(self: &Arc<Self>) -> Option<CloseReason> {
+        let engine = &*self.engine;
+        let session = &*self.session;
+        let conn = &session.conn;
+        let Some(socket) = conn.socket() else {
+            return Some(conn.close_reason().unwrap_or(CloseReason::TransportClose));
+        };
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut inner = self.inner.lock();
+        let mut reads = 0;
+        loop {
+            handle_messages(engine, session, &mut inner.reader);
+            let backlog = match conn.write_queued() {
+                Ok(done) => !done,
+                Err(_) => {
+                    conn.close(CloseReason::TransportError);
+                    false
+                }
+            };
+            if let Some(reason) = conn.close_reason() {
+                return Some(reason);
+            }
+            if reads == READS_PER_RUN {
+                // A client that sends without pause does not keep this thread to itself.
+                self.state.store(WOKEN_WHILE_RUNNING, Ordering::Release);
+                return None;
+            }
+            match socket.poll_read_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    reads += 1;
+                    match read_available(&socket, &mut inner.reader) {
+                        Ok(ReadOutcome::Data | ReadOutcome::WouldBlock) => {}
+                        Ok(ReadOutcome::Eof) | Err(_) => conn.close(CloseReason::TransportClose),
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(_)) => {
+                    conn.close(CloseReason::TransportError);
+                    continue;
+                }
                 Poll::Pending => {}
             }
             if backlog {
-                socket.poll_write_ready(cx).map_ok(|()| false)
-            } else {
-                Poll::Pending
-            }
-        });
-        tokio::select! {
-            biased;
-            () = conn.consumer_wake.notified() => {}
-            readable = io => match readable {
-                Ok(true) => match read_available(socket, reader) {
-                    Ok(ReadOutcome::Data | ReadOutcome::WouldBlock) => {}
-                    Ok(ReadOutcome::Eof) | Err(_) => conn.close(CloseReason::TransportClose),
-                },
-                // Writable: the queue is written above, on the next turn.
-                Ok(false) => {}
-                Err(_) => conn.close(CloseReason::TransportError),
-            },
-            () = &mut timer, if heartbeat.is_some() => {
-                if let Some(heartbeat) = heartbeat.as_mut() {
-                    heartbeat.on_timer(engine, session);
+                match socket.poll_write_ready(&mut cx) {
+                    // Writable: the queue is written on the next round.
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(_)) => {
+                        conn.close(CloseReason::TransportError);
+                        continue;
+                    }
+                    Poll::Pending => {}
                 }
             }
+            return None;
+        }
+    }
+
+    /// The teardown: reports and removes the session (if this connection owns it), writes what
+    /// is still queued (when the reason keeps it) and the close frame, then closes the socket.
+    async fn close(self: Arc<Self>, reason: CloseReason) {
+        let engine = &*self.engine;
+        let session = &*self.session;
+        let conn = &session.conn;
+        if self.owns_session {
+            report_closed(engine, session, reason);
+            engine.remove_session(conn.sid());
+        }
+        if let Some(socket) = conn.socket() {
+            finish(conn, &socket, reason).await;
+        }
+        let socket = conn.detach_socket();
+        // Flushed: a server shutdown need not wait for the peer's side of the close.
+        let open = self.inner.lock().open.take();
+        drop(open);
+        if let Some(socket) = socket {
+            close_gracefully(socket, CLOSE_LINGER).await;
         }
     }
 }
@@ -259,7 +365,6 @@ async fn finish(conn: &EngineConn, socket: &TcpStream, reason: CloseReason) {
         }
     })
     .await;
-    conn.detach_socket();
 }
 
 /// Moves a value out of its box and frees the box now (a box moved out of inside an async block
@@ -267,10 +372,6 @@ async fn finish(conn: &EngineConn, socket: &TcpStream, reason: CloseReason) {
 #[allow(clippy::boxed_local)] // the point: the box is freed when this returns
 fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// Handles every complete message the reader holds, in order.

@@ -1,0 +1,202 @@
+//! The heartbeat of every session, on one timer for the whole engine: a ping every pingInterval,
+//! a close when no pong came within pingTimeout, and the handler's deadline (Socket.IO's connect
+//! timeout). A session costs a few queue entries, not a timer and a task of its own.
+//!
+//! Each kind of deadline is a constant delay from the moment it is set (a session opening, a
+//! pong, a ping), so each queue is in deadline order as it is pushed: pushing is O(1), and one
+//! task sleeps until the earliest front. An entry names its session by id and heartbeat round;
+//! an entry whose session is gone, or whose round has passed (a pong came), is dropped unread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{CloseReason, Engine, EngineHandler, Frame};
+
+/// Where one session's heartbeat stands.
+#[derive(Debug, Default)]
+pub(crate) struct HeartbeatState {
+    /// Bumped by every pong: entries of an earlier round are stale.
+    round: AtomicU32,
+    awaiting_pong: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ping,
+    PongCheck,
+    Deadline,
+}
+
+struct Due {
+    at: Instant,
+    sid: Arc<str>,
+    round: u32,
+}
+
+#[derive(Default)]
+struct Queues {
+    pings: VecDeque<Due>,
+    pong_checks: VecDeque<Due>,
+    deadlines: VecDeque<Due>,
+}
+
+impl Queues {
+    fn queue(&mut self, kind: Kind) -> &mut VecDeque<Due> {
+        match kind {
+            Kind::Ping => &mut self.pings,
+            Kind::PongCheck => &mut self.pong_checks,
+            Kind::Deadline => &mut self.deadlines,
+        }
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        [&self.pings, &self.pong_checks, &self.deadlines]
+            .into_iter()
+            .filter_map(|queue| queue.front().map(|due| due.at))
+            .min()
+    }
+
+    /// Takes every entry due by `now`, oldest first within each kind.
+    fn take_due(&mut self, now: Instant, into: &mut Vec<(Kind, Due)>) {
+        for kind in [Kind::Ping, Kind::PongCheck, Kind::Deadline] {
+            let queue = self.queue(kind);
+            while queue.front().is_some_and(|due| due.at <= now) {
+                if let Some(due) = queue.pop_front() {
+                    into.push((kind, due));
+                }
+            }
+            if queue.is_empty() {
+                // A quiet engine keeps no queue storage.
+                *queue = VecDeque::new();
+            }
+        }
+    }
+}
+
+/// The engine's heartbeat timer; see the module comment.
+#[derive(Default)]
+pub(crate) struct Heartbeats {
+    queues: Mutex<Queues>,
+    /// Wakes the timer task when an entry lands in an empty queue (it may be the earliest).
+    wake: Notify,
+    started: AtomicBool,
+}
+
+impl Heartbeats {
+    fn push(&self, kind: Kind, due: Due) {
+        let mut queues = self.queues.lock();
+        let queue = queues.queue(kind);
+        let was_empty = queue.is_empty();
+        queue.push_back(due);
+        drop(queues);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Starts the heartbeat of a session opened at `opened`.
+    pub(crate) fn session_opened<H: EngineHandler>(
+        engine: &Arc<Engine<H>>,
+        sid: &Arc<str>,
+        opened: Instant,
+    ) {
+        let heartbeats = &engine.heartbeats;
+        if !heartbeats.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(run(heartbeats.clone(), Arc::downgrade(engine)));
+        }
+        let ping = Due {
+            at: opened + engine.config().ping_interval,
+            sid: sid.clone(),
+            round: 0,
+        };
+        heartbeats.push(Kind::Ping, ping);
+        if let Some(after) = engine.handler().deadline() {
+            let deadline = Due {
+                at: opened + after,
+                sid: sid.clone(),
+                round: 0,
+            };
+            heartbeats.push(Kind::Deadline, deadline);
+        }
+    }
+
+    /// Takes note of a pong: the next ping is due a pingInterval from now.
+    pub(crate) fn pong<H: EngineHandler>(
+        engine: &Engine<H>,
+        sid: &Arc<str>,
+        state: &HeartbeatState,
+    ) {
+        if !state.awaiting_pong.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let round = state.round.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        let ping = Due {
+            at: Instant::now() + engine.config().ping_interval,
+            sid: sid.clone(),
+            round,
+        };
+        engine.heartbeats.push(Kind::Ping, ping);
+    }
+
+    /// Does what is due by now; returns when the timer should look again.
+    fn fire_due<H: EngineHandler>(&self, engine: &Engine<H>) -> Option<Instant> {
+        let mut due = Vec::new();
+        self.queues.lock().take_due(Instant::now(), &mut due);
+        for (kind, entry) in due {
+            let Some(session) = engine.session(&entry.sid) else {
+                continue;
+            };
+            let conn = &session.conn;
+            let state = &session.heartbeat;
+            let current = state.round.load(Ordering::Acquire) == entry.round;
+            if conn.is_closed() {
+                continue;
+            }
+            match kind {
+                Kind::Ping if current => {
+                    state.awaiting_pong.store(true, Ordering::Release);
+                    let _ = conn.send(Frame::text_packet(b"2"));
+                    // From the ping's due time, not from now, so timer lateness does not add up.
+                    let check = Due {
+                        at: entry.at + engine.config().ping_timeout,
+                        sid: entry.sid,
+                        round: entry.round,
+                    };
+                    self.push(Kind::PongCheck, check);
+                }
+                Kind::PongCheck if current && state.awaiting_pong.load(Ordering::Acquire) => {
+                    conn.close(CloseReason::PingTimeout);
+                }
+                Kind::Deadline => engine.handler().on_deadline(&session.state, conn),
+                Kind::Ping | Kind::PongCheck => {}
+            }
+        }
+        self.queues.lock().earliest()
+    }
+}
+
+/// The timer task: sleeps until the earliest entry, or until one lands in an empty queue.
+async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats>, engine: Weak<Engine<H>>) {
+    loop {
+        let next = {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            heartbeats.fire_due(&engine)
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = heartbeats.wake.notified() => {}
+                }
+            }
+            None => heartbeats.wake.notified().await,
+        }
+    }
+}
