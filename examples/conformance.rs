@@ -35,7 +35,7 @@ async fn main() -> std::io::Result<()> {
     for name in ["/", "/custom"] {
         let namespace = hub.namespace(name);
         namespace.on_connect(|socket| {
-            let auth = Value::Object(socket.handshake().auth.clone());
+            let auth = Value::Object((*socket.handshake().auth).clone());
             let _ = socket.emit("auth", &[auth]);
         });
         namespace.on("message", |socket, event| {

@@ -18,7 +18,7 @@ fn suite_handlers(hub: &Arc<Hub>) {
     for name in ["/", "/custom"] {
         let namespace = hub.namespace(name);
         namespace.on_connect(|socket| {
-            let _ = socket.emit("auth", &[Value::Object(socket.handshake().auth.clone())]);
+            let _ = socket.emit("auth", &[Value::Object((*socket.handshake().auth).clone())]);
         });
         namespace.on("message", |socket, event| {
             let _ = socket.emit_binary("message-back", &event.args, &event.attachments);

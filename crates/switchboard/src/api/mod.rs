@@ -407,7 +407,7 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
         .events
         .iter()
         .filter_map(|event| {
-            let text = std::str::from_utf8(event.frames.first()?.payload().get(1..)?).ok()?;
+            let text = std::str::from_utf8(event.frames().first()?.payload().get(1..)?).ok()?;
             let packet = crate::protocol::socket::decode_packet(text).ok()?;
             let mut args = match packet.data? {
                 Value::Array(args) => args,
@@ -420,7 +420,7 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
                 "offset": event.seq.to_string(),
                 "event": name,
                 "args": args,
-                "timestamp": event.wall_ms,
+                "timestamp": page.wall_ms(event),
             }))
         })
         .collect();

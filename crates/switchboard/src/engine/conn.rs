@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -267,6 +267,18 @@ impl Outbox {
     }
 }
 
+/// What only a session opened on polling needs; boxed, so that a WebSocket session (most of
+/// them) carries none of it.
+#[derive(Default)]
+pub(crate) struct PollingState {
+    /// Wakes a pending GET (a WebSocket is woken through its `socket_waker`).
+    pub(crate) consumer_wake: Notify,
+    pub(crate) poll_in_flight: AtomicBool,
+    pub(crate) post_in_flight: AtomicBool,
+    /// Signalled when a GET delivered the final close packet.
+    pub(crate) final_poll_done: Notify,
+}
+
 /// One Engine.IO session as the layers above see it.
 pub struct EngineConn {
     sid: Arc<str>,
@@ -275,8 +287,7 @@ pub struct EngineConn {
     traffic: Arc<Traffic>,
     max_queued_frames: usize,
     transport: AtomicU8,
-    /// Wakes a pending polling GET (a WebSocket is woken through its `socket_waker`).
-    pub(crate) consumer_wake: Notify,
+    polling: Option<Box<PollingState>>,
     /// Wakes everyone waiting in [`EngineConn::closed`].
     closed_signal: Notify,
 }
@@ -302,7 +313,7 @@ impl EngineConn {
             traffic,
             max_queued_frames,
             transport: AtomicU8::new(transport as u8),
-            consumer_wake: Notify::new(),
+            polling: (transport == TransportKind::Polling).then(Box::default),
             closed_signal: Notify::new(),
         }
     }
@@ -327,7 +338,19 @@ impl EngineConn {
     pub(crate) fn set_transport(&self, transport: TransportKind) {
         self.transport.store(transport as u8, Ordering::Release);
         // A polling GET still pending re-checks the transport.
-        self.consumer_wake.notify_one();
+        self.wake_poll();
+    }
+
+    /// The polling side of a session opened on polling.
+    pub(crate) fn polling(&self) -> Option<&PollingState> {
+        self.polling.as_deref()
+    }
+
+    /// Wakes a pending polling GET, if the session has polled.
+    pub(crate) fn wake_poll(&self) {
+        if let Some(polling) = &self.polling {
+            polling.consumer_wake.notify_one();
+        }
     }
 
     /// Queues one frame.
@@ -407,7 +430,7 @@ impl EngineConn {
     fn wake_consumer(&self, outbox: &Outbox) {
         match &outbox.socket_waker {
             Some(waker) => waker.wake_by_ref(),
-            None => self.consumer_wake.notify_one(),
+            None => self.wake_poll(),
         }
     }
 

@@ -4,8 +4,9 @@
 //!
 //! Each kind of deadline is a constant delay from the moment it is set (a session opening, a
 //! pong, a ping), so each queue is in deadline order as it is pushed: pushing is O(1), and one
-//! task sleeps until the earliest front. An entry names its session by id and heartbeat round;
-//! an entry whose session is gone, or whose round has passed (a pong came), is dropped unread.
+//! task sleeps until the earliest front. An entry holds a weak reference to its session and the
+//! heartbeat round; one whose session is gone, or whose round has passed (a pong came), is
+//! dropped unread.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -15,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::session::Session;
 use super::{CloseReason, Engine, EngineHandler, Frame};
 
 /// Where one session's heartbeat stands.
@@ -32,21 +34,22 @@ enum Kind {
     Deadline,
 }
 
-struct Due {
-    at: Instant,
-    sid: Arc<str>,
+/// One deadline: 24 bytes, and one or two per session.
+struct Due<H: EngineHandler> {
+    /// Milliseconds since the timer began.
+    at_ms: u64,
     round: u32,
+    session: Weak<Session<H>>,
 }
 
-#[derive(Default)]
-struct Queues {
-    pings: VecDeque<Due>,
-    pong_checks: VecDeque<Due>,
-    deadlines: VecDeque<Due>,
+struct Queues<H: EngineHandler> {
+    pings: VecDeque<Due<H>>,
+    pong_checks: VecDeque<Due<H>>,
+    deadlines: VecDeque<Due<H>>,
 }
 
-impl Queues {
-    fn queue(&mut self, kind: Kind) -> &mut VecDeque<Due> {
+impl<H: EngineHandler> Queues<H> {
+    fn queue(&mut self, kind: Kind) -> &mut VecDeque<Due<H>> {
         match kind {
             Kind::Ping => &mut self.pings,
             Kind::PongCheck => &mut self.pong_checks,
@@ -54,18 +57,18 @@ impl Queues {
         }
     }
 
-    fn earliest(&self) -> Option<Instant> {
+    fn earliest_ms(&self) -> Option<u64> {
         [&self.pings, &self.pong_checks, &self.deadlines]
             .into_iter()
-            .filter_map(|queue| queue.front().map(|due| due.at))
+            .filter_map(|queue| queue.front().map(|due| due.at_ms))
             .min()
     }
 
-    /// Takes every entry due by `now`, oldest first within each kind.
-    fn take_due(&mut self, now: Instant, into: &mut Vec<(Kind, Due)>) {
+    /// Takes every entry due by `now_ms`, oldest first within each kind.
+    fn take_due(&mut self, now_ms: u64, into: &mut Vec<(Kind, Due<H>)>) {
         for kind in [Kind::Ping, Kind::PongCheck, Kind::Deadline] {
             let queue = self.queue(kind);
-            while queue.front().is_some_and(|due| due.at <= now) {
+            while queue.front().is_some_and(|due| due.at_ms <= now_ms) {
                 if let Some(due) = queue.pop_front() {
                     into.push((kind, due));
                 }
@@ -79,16 +82,41 @@ impl Queues {
 }
 
 /// The engine's heartbeat timer; see the module comment.
-#[derive(Default)]
-pub(crate) struct Heartbeats {
-    queues: Mutex<Queues>,
+pub(crate) struct Heartbeats<H: EngineHandler> {
+    epoch: Instant,
+    queues: Mutex<Queues<H>>,
     /// Wakes the timer task when an entry lands in an empty queue (it may be the earliest).
     wake: Notify,
     started: AtomicBool,
 }
 
-impl Heartbeats {
-    fn push(&self, kind: Kind, due: Due) {
+impl<H: EngineHandler> Default for Heartbeats<H> {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            queues: Mutex::new(Queues {
+                pings: VecDeque::new(),
+                pong_checks: VecDeque::new(),
+                deadlines: VecDeque::new(),
+            }),
+            wake: Notify::new(),
+            started: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<H: EngineHandler> Heartbeats<H> {
+    /// Milliseconds from the timer's start to `at` (rounded up: never early).
+    fn ms(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        since.as_millis() as u64 + u64::from(!since.subsec_nanos().is_multiple_of(1_000_000))
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.epoch + std::time::Duration::from_millis(ms)
+    }
+
+    fn push(&self, kind: Kind, due: Due<H>) {
         let mut queues = self.queues.lock();
         let queue = queues.queue(kind);
         let was_empty = queue.is_empty();
@@ -100,9 +128,9 @@ impl Heartbeats {
     }
 
     /// Starts the heartbeat of a session opened at `opened`.
-    pub(crate) fn session_opened<H: EngineHandler>(
+    pub(crate) fn session_opened(
         engine: &Arc<Engine<H>>,
-        sid: &Arc<str>,
+        session: &Arc<Session<H>>,
         opened: Instant,
     ) {
         let heartbeats = &engine.heartbeats;
@@ -110,45 +138,45 @@ impl Heartbeats {
             tokio::spawn(run(heartbeats.clone(), Arc::downgrade(engine)));
         }
         let ping = Due {
-            at: opened + engine.config().ping_interval,
-            sid: sid.clone(),
+            at_ms: heartbeats.ms(opened + engine.config().ping_interval),
             round: 0,
+            session: Arc::downgrade(session),
         };
         heartbeats.push(Kind::Ping, ping);
         if let Some(after) = engine.handler().deadline() {
             let deadline = Due {
-                at: opened + after,
-                sid: sid.clone(),
+                at_ms: heartbeats.ms(opened + after),
                 round: 0,
+                session: Arc::downgrade(session),
             };
             heartbeats.push(Kind::Deadline, deadline);
         }
     }
 
     /// Takes note of a pong: the next ping is due a pingInterval from now.
-    pub(crate) fn pong<H: EngineHandler>(
-        engine: &Engine<H>,
-        sid: &Arc<str>,
-        state: &HeartbeatState,
-    ) {
+    pub(crate) fn pong(engine: &Engine<H>, session: &Arc<Session<H>>) {
+        let state = &session.heartbeat;
         if !state.awaiting_pong.swap(false, Ordering::AcqRel) {
             return;
         }
         let round = state.round.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        let heartbeats = &engine.heartbeats;
         let ping = Due {
-            at: Instant::now() + engine.config().ping_interval,
-            sid: sid.clone(),
+            at_ms: heartbeats.ms(Instant::now() + engine.config().ping_interval),
             round,
+            session: Arc::downgrade(session),
         };
-        engine.heartbeats.push(Kind::Ping, ping);
+        heartbeats.push(Kind::Ping, ping);
     }
 
     /// Does what is due by now; returns when the timer should look again.
-    fn fire_due<H: EngineHandler>(&self, engine: &Engine<H>) -> Option<Instant> {
+    fn fire_due(&self, engine: &Engine<H>) -> Option<Instant> {
         let mut due = Vec::new();
-        self.queues.lock().take_due(Instant::now(), &mut due);
+        self.queues
+            .lock()
+            .take_due(self.ms(Instant::now()), &mut due);
         for (kind, entry) in due {
-            let Some(session) = engine.session(&entry.sid) else {
+            let Some(session) = entry.session.upgrade() else {
                 continue;
             };
             let conn = &session.conn;
@@ -163,9 +191,9 @@ impl Heartbeats {
                     let _ = conn.send(Frame::text_packet(b"2"));
                     // From the ping's due time, not from now, so timer lateness does not add up.
                     let check = Due {
-                        at: entry.at + engine.config().ping_timeout,
-                        sid: entry.sid,
+                        at_ms: entry.at_ms + engine.config().ping_timeout.as_millis() as u64,
                         round: entry.round,
+                        session: entry.session,
                     };
                     self.push(Kind::PongCheck, check);
                 }
@@ -176,12 +204,13 @@ impl Heartbeats {
                 Kind::Ping | Kind::PongCheck => {}
             }
         }
-        self.queues.lock().earliest()
+        let earliest = self.queues.lock().earliest_ms();
+        earliest.map(|ms| self.instant(ms))
     }
 }
 
 /// The timer task: sleeps until the earliest entry, or until one lands in an empty queue.
-async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats>, engine: Weak<Engine<H>>) {
+async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats<H>>, engine: Weak<Engine<H>>) {
     loop {
         let next = {
             let Some(engine) = engine.upgrade() else {

@@ -172,7 +172,7 @@ pub struct Engine<H: EngineHandler> {
     handler: H,
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<H>>>>,
     traffic: Arc<Traffic>,
-    heartbeats: Arc<heartbeat::Heartbeats>,
+    heartbeats: Arc<heartbeat::Heartbeats<H>>,
     /// Set while the server shuts down: no new sessions.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -336,7 +336,7 @@ impl<H: EngineHandler> Engine<H> {
         let state = self.handler.on_open(&conn);
         let session = Arc::new(Session::new(conn, state));
         self.sessions.write().insert(sid.clone(), session.clone());
-        heartbeat::Heartbeats::session_opened(self, &sid, opened);
+        heartbeat::Heartbeats::session_opened(self, &session, opened);
         if transport == TransportKind::Polling {
             tokio::spawn(session::supervise(self.clone(), session.clone()));
         }
@@ -361,7 +361,7 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Routes one decoded packet of a session. Returns false when the packet ends the session.
-    fn on_packet(&self, session: &Session<H>, packet: crate::protocol::engine::EnginePacket) {
+    fn on_packet(&self, session: &Arc<Session<H>>, packet: crate::protocol::engine::EnginePacket) {
         use crate::protocol::engine::EnginePacket;
         let conn = &session.conn;
         if conn.is_closed() {
@@ -378,7 +378,7 @@ impl<H: EngineHandler> Engine<H> {
                     .on_message(&session.state, conn, Message::Binary(data))
             }
             EnginePacket::Pong(_) => {
-                heartbeat::Heartbeats::pong(self, conn.sid(), &session.heartbeat);
+                heartbeat::Heartbeats::pong(self, session);
             }
             EnginePacket::Close => conn.close(CloseReason::ClientClose),
             // Pings come from the server in v4; probes are handled by the upgrade.

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::conn::PollingState;
 use super::session::{Session, UpgradeStage};
 use super::{
     CloseReason, EngineError, EngineHandler, HttpResponse, RECORD_SEPARATOR_BYTE, TransportKind,
     request_info, response,
 };
-use super::{Engine, Frame};
+use super::{Engine, EngineConn, Frame};
 use crate::protocol::engine::decode_polling_payload;
 
 const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
@@ -49,16 +50,17 @@ pub(super) fn handshake<H: EngineHandler, B>(
 }
 
 /// Ends the session if the GET it guards is dropped before it answered (the client went away).
-struct PollGuard<'a, H: EngineHandler> {
-    session: &'a Session<H>,
+struct PollGuard<'a> {
+    conn: &'a EngineConn,
+    polling: &'a PollingState,
     answered: bool,
 }
 
-impl<H: EngineHandler> Drop for PollGuard<'_, H> {
+impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        self.session.poll_in_flight.store(false, Ordering::Release);
+        self.polling.poll_in_flight.store(false, Ordering::Release);
         if !self.answered {
-            self.session.conn.close(CloseReason::TransportClose);
+            self.conn.close(CloseReason::TransportClose);
         }
     }
 }
@@ -75,21 +77,25 @@ pub(super) async fn poll<H: EngineHandler>(
     {
         return EngineError::UnknownSid.response();
     }
+    let Some(polling) = conn.polling() else {
+        return EngineError::BadRequest.response();
+    };
     if conn.transport() != TransportKind::Polling {
         return EngineError::BadRequest.response();
     }
-    if session.poll_in_flight.swap(true, Ordering::AcqRel) {
+    if polling.poll_in_flight.swap(true, Ordering::AcqRel) {
         tracing::debug!(sid = %conn.sid(), "duplicate polling GET; closing the session");
         conn.close(CloseReason::ForcedClose);
         return EngineError::BadRequest.response();
     }
     let mut guard = PollGuard {
-        session: &session,
+        conn,
+        polling,
         answered: false,
     };
     let mut frames = Vec::new();
     let body = loop {
-        let woken = conn.consumer_wake.notified();
+        let woken = polling.consumer_wake.notified();
         if let Some(reason) = conn.close_reason() {
             // What was queued goes first, in its own answer: socket.io-client handles a close
             // at once but decoded packets on the next tick, so an event sharing a payload with
@@ -105,7 +111,7 @@ pub(super) async fn poll<H: EngineHandler>(
                 b'1'
             }];
             engine.remove_session(conn.sid());
-            session.final_poll_done.notify_one();
+            polling.final_poll_done.notify_one();
             break body;
         }
         if session.upgrade_stage() == UpgradeStage::Probed
@@ -142,9 +148,9 @@ enum BodyError {
 }
 
 /// Clears the session's POST flag however the POST ends.
-struct PostGuard<'a, H: EngineHandler>(&'a Session<H>);
+struct PostGuard<'a>(&'a PollingState);
 
-impl<H: EngineHandler> Drop for PostGuard<'_, H> {
+impl Drop for PostGuard<'_> {
     fn drop(&mut self) {
         self.0.post_in_flight.store(false, Ordering::Release);
     }
@@ -164,15 +170,18 @@ where
     if conn.is_closed() {
         return EngineError::UnknownSid.response();
     }
+    let Some(polling) = conn.polling() else {
+        return EngineError::BadRequest.response();
+    };
     if conn.transport() != TransportKind::Polling {
         return EngineError::BadRequest.response();
     }
-    if session.post_in_flight.swap(true, Ordering::AcqRel) {
+    if polling.post_in_flight.swap(true, Ordering::AcqRel) {
         tracing::debug!(sid = %conn.sid(), "overlapping polling POST; closing the session");
         conn.close(CloseReason::TransportError);
         return EngineError::BadRequest.response();
     }
-    let _guard = PostGuard(&session);
+    let _guard = PostGuard(polling);
     let max_payload = engine.config().max_payload;
     let declared_too_large = request
         .headers()

@@ -6,9 +6,7 @@
 //! (see `websocket.rs`). Heartbeats of both run on the engine's one timer (`heartbeat.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::heartbeat::HeartbeatState;
 use super::{CloseReason, Engine, EngineConn, EngineHandler, TransportKind};
@@ -30,12 +28,8 @@ pub(crate) enum UpgradeStage {
 pub(crate) struct Session<H: EngineHandler> {
     pub(crate) conn: Arc<EngineConn>,
     pub(crate) state: H::State,
-    pub(crate) poll_in_flight: AtomicBool,
-    pub(crate) post_in_flight: AtomicBool,
     upgrade_stage: AtomicU8,
     pub(crate) heartbeat: HeartbeatState,
-    /// Signalled when a polling GET delivered the final close packet.
-    pub(crate) final_poll_done: Notify,
 }
 
 impl<H: EngineHandler> Session<H> {
@@ -43,11 +37,8 @@ impl<H: EngineHandler> Session<H> {
         Self {
             conn,
             state,
-            poll_in_flight: AtomicBool::new(false),
-            post_in_flight: AtomicBool::new(false),
             upgrade_stage: AtomicU8::new(UpgradeStage::None as u8),
             heartbeat: HeartbeatState::default(),
-            final_poll_done: Notify::new(),
         }
     }
 
@@ -76,7 +67,7 @@ impl<H: EngineHandler> Session<H> {
     pub(crate) fn set_upgrade_stage(&self, stage: UpgradeStage) {
         self.upgrade_stage.store(stage as u8, Ordering::Release);
         // A pending polling GET re-checks the stage (it answers `6` once probed).
-        self.conn.consumer_wake.notify_one();
+        self.conn.wake_poll();
     }
 }
 
@@ -107,7 +98,9 @@ pub(crate) async fn supervise<H: EngineHandler>(engine: Arc<Engine<H>>, session:
         // a GET pending or sends one at once, so the wait is short; an upgrade that completes
         // meanwhile ends it too (the WebSocket delivers instead).
         let linger = config.ping_timeout.min(MAX_CLOSE_LINGER);
-        let _ = tokio::time::timeout(linger, session.final_poll_done.notified()).await;
+        if let Some(polling) = conn.polling() {
+            let _ = tokio::time::timeout(linger, polling.final_poll_done.notified()).await;
+        }
     }
     engine.remove_session(conn.sid());
 }

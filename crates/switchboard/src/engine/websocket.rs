@@ -154,7 +154,9 @@ async fn upgrade_session<H: EngineHandler>(
     session.set_upgrade_stage(UpgradeStage::None);
     // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
     // delivers its last packets and the close instead.
-    session.final_poll_done.notify_one();
+    if let Some(polling) = conn.polling() {
+        polling.final_poll_done.notify_one();
+    }
     connection.run().await;
 }
 
@@ -272,7 +274,7 @@ impl<H: EngineHandler> Connection<H> {
     /// socket. Returns the reason once the session is closed.
     fn turn(self: &Arc<Self>) -> Option<CloseReason> {
         let engine = &*self.engine;
-        let session = &*self.session;
+        let session = &self.session;
         let conn = &session.conn;
         let Some(socket) = conn.socket() else {
             return Some(conn.close_reason().unwrap_or(CloseReason::TransportClose));
@@ -377,7 +379,7 @@ fn unbox<T>(boxed: Box<T>) -> T {
 /// Handles every complete message the reader holds, in order.
 fn handle_messages<H: EngineHandler>(
     engine: &Engine<H>,
-    session: &Session<H>,
+    session: &Arc<Session<H>>,
     reader: &mut MessageReader,
 ) {
     let conn = &session.conn;

@@ -13,9 +13,25 @@ use crate::engine::EngineConn;
 /// What a client presented when it connected to a namespace.
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    /// The CONNECT packet's payload (`auth` in the client); `{}` when it sent none.
-    pub auth: Map<String, Value>,
+    /// The CONNECT packet's payload (`auth` in the client); `{}` when it sent none (one shared
+    /// empty map: most clients send none, and every socket keeps its handshake).
+    pub auth: Arc<Map<String, Value>>,
     pub issued: SystemTime,
+}
+
+impl Handshake {
+    pub fn new(auth: Map<String, Value>) -> Self {
+        static EMPTY: std::sync::OnceLock<Arc<Map<String, Value>>> = std::sync::OnceLock::new();
+        let auth = if auth.is_empty() {
+            EMPTY.get_or_init(Arc::default).clone()
+        } else {
+            Arc::new(auth)
+        };
+        Self {
+            auth,
+            issued: SystemTime::now(),
+        }
+    }
 }
 
 /// A client's event, in the order the client sent it.

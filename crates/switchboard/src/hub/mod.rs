@@ -15,7 +15,7 @@ mod socket;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -348,10 +348,7 @@ impl Hub {
             }
             _ => None,
         };
-        let handshake = Handshake {
-            auth,
-            issued: SystemTime::now(),
-        };
+        let handshake = Handshake::new(auth);
         let refuse = |error: ConnectError| {
             let _ = conn.send(packets::connect_error(
                 &name,
@@ -386,6 +383,10 @@ impl Hub {
                 return;
             }
             state.sockets.retain(|s| s.is_connected());
+            if state.sockets.capacity() == 0 {
+                // Most clients use one namespace: room for one, not four.
+                state.sockets.reserve_exact(1);
+            }
             state.sockets.push(socket.clone());
         }
         // After every lock is released: presence listeners may emit into this namespace.

@@ -260,12 +260,17 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn join(&self, socket: &Arc<Socket>, room: Room) {
+    pub(crate) fn join(&self, socket: &Arc<Socket>, mut room: Room) {
         if !socket.is_connected() {
             return;
         }
         let joined = {
             let mut index = self.rooms.write();
+            // Every member shares the index's copy of the name (a large room: one copy, not one
+            // per member).
+            if let Some((name, _)) = index.get_key_value(&*room) {
+                room = name.clone();
+            }
             let joined = socket.rooms.lock().insert(room.clone());
             if joined && room != *socket.id() {
                 index
@@ -361,7 +366,7 @@ impl Namespace {
             super::packets::connect(self.name(), socket.id(), socket.pid().map(|pid| &**pid));
         let _ = conn.send(reply);
         for event in missed {
-            let _ = conn.send_all_unbounded(&event.frames);
+            let _ = conn.send_all_unbounded(event.frames());
         }
         self.sockets
             .write()
@@ -459,7 +464,7 @@ impl Namespace {
         {
             let mut index = self.rooms.write();
             self.sockets.write().remove(socket.id());
-            for room in socket.rooms.lock().drain() {
+            for room in socket.rooms.lock().take() {
                 Self::unindex(&mut index, &room, socket.id());
             }
         }

@@ -12,13 +12,13 @@
 //! sees each event exactly once, in offset order. Memory is bounded: per-room count and age
 //! limits, a cap on room histories, a cap on saved sessions, and expiry.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::socket::Room;
+use super::socket::{Room, RoomSet};
 use crate::cors::glob_match;
 use crate::engine::Frame;
 
@@ -59,33 +59,72 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// Which history limit applies: an index into [`RecoveryConfig::history`], or the default.
+#[derive(Debug, Clone, Copy)]
+struct LimitRef(u32);
+
+impl LimitRef {
+    const DEFAULT: Self = Self(u32::MAX);
+}
+
 impl RecoveryConfig {
-    fn limit_for(&self, room: Option<&str>) -> (usize, Duration) {
-        let default = (1000, self.max_disconnection.max(Duration::from_secs(60)));
+    fn limit_for(&self, room: Option<&str>) -> LimitRef {
         let name = room.unwrap_or("*");
         self.history
             .iter()
-            .find(|limit| glob_match(&limit.pattern, name))
-            .map_or(default, |limit| (limit.max_events, limit.max_age))
+            .position(|limit| glob_match(&limit.pattern, name))
+            .and_then(|index| u32::try_from(index).ok())
+            .map_or(LimitRef::DEFAULT, LimitRef)
+    }
+
+    /// The most events and the longest age of a limit.
+    fn limit(&self, limit: LimitRef) -> (usize, Duration) {
+        match self.history.get(limit.0 as usize) {
+            Some(limit) => (limit.max_events, limit.max_age),
+            None => (1000, self.max_disconnection.max(Duration::from_secs(60))),
+        }
     }
 }
 
 /// One stored event: its ready-made frames (the offset already inside) and who it excluded.
+/// Kept small: with per-socket greetings in history, there is one per connected client.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub seq: u64,
-    pub stored_at: Instant,
-    /// Milliseconds since 1970, for the history API.
-    pub wall_ms: u64,
-    pub frames: Vec<Frame>,
-    pub except_rooms: Vec<Room>,
-    pub except_sockets: Vec<Arc<str>>,
+    /// When it was stored, in milliseconds since the history began.
+    stored_ms: u64,
+    frames: StoredFrames,
+    excluded: Option<Box<Exclusions>>,
+}
+
+/// Frames of a stored event: almost always one (a packet without binary attachments), kept
+/// inline.
+#[derive(Debug)]
+enum StoredFrames {
+    One(Frame),
+    Many(Box<[Frame]>),
+}
+
+#[derive(Debug)]
+struct Exclusions {
+    rooms: Vec<Room>,
+    sockets: Vec<Arc<str>>,
 }
 
 impl StoredEvent {
-    fn excludes(&self, sid: &str, rooms: &HashSet<Room>) -> bool {
-        self.except_sockets.iter().any(|id| **id == *sid)
-            || self.except_rooms.iter().any(|room| rooms.contains(room))
+    /// The event's frames: the packet, then its binary attachments.
+    pub fn frames(&self) -> &[Frame] {
+        match &self.frames {
+            StoredFrames::One(frame) => std::slice::from_ref(frame),
+            StoredFrames::Many(frames) => frames,
+        }
+    }
+
+    fn excludes(&self, sid: &str, rooms: &RoomSet) -> bool {
+        self.excluded.as_ref().is_some_and(|excluded| {
+            excluded.sockets.iter().any(|id| **id == *sid)
+                || excluded.rooms.iter().any(|room| rooms.contains(room))
+        })
     }
 }
 
@@ -93,31 +132,35 @@ struct RoomLog {
     events: VecDeque<Arc<StoredEvent>>,
     /// The highest sequence number dropped from this log (0: none).
     evicted_through: u64,
-    max_events: usize,
-    max_age: Duration,
-    last_write: Instant,
+    /// When it was last written, in milliseconds since the history began.
+    last_write_ms: u64,
+    limit: LimitRef,
 }
 
 impl RoomLog {
-    fn new((max_events, max_age): (usize, Duration)) -> Self {
+    fn new(limit: LimitRef, now_ms: u64) -> Self {
         Self {
             events: VecDeque::new(),
             evicted_through: 0,
-            max_events,
-            max_age,
-            last_write: Instant::now(),
+            last_write_ms: now_ms,
+            limit,
         }
     }
 
-    fn prune(&mut self, now: Instant) {
+    fn prune(&mut self, config: &RecoveryConfig, now_ms: u64) {
+        let (max_events, max_age) = config.limit(self.limit);
+        let max_age_ms = max_age.as_millis() as u64;
         while let Some(front) = self.events.front() {
-            let too_many = self.events.len() > self.max_events;
-            let too_old = now.duration_since(front.stored_at) > self.max_age;
+            let too_many = self.events.len() > max_events;
+            let too_old = now_ms.saturating_sub(front.stored_ms) > max_age_ms;
             if !(too_many || too_old) {
                 break;
             }
             self.evicted_through = self.evicted_through.max(front.seq);
             self.events.pop_front();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
         }
     }
 }
@@ -127,7 +170,7 @@ impl RoomLog {
 pub struct SavedSession {
     pub sid: Arc<str>,
     pub pid: Arc<str>,
-    pub rooms: HashSet<Room>,
+    pub rooms: RoomSet,
     pub data: Map<String, Value>,
     /// The last sequence number before the socket connected: a client that received nothing
     /// has missed everything after it.
@@ -138,6 +181,9 @@ pub struct SavedSession {
 /// The history and saved sessions of one namespace. Lives behind the namespace's history lock.
 pub struct Recovery {
     pub config: RecoveryConfig,
+    /// When the history began: stored times are milliseconds since then.
+    epoch: Instant,
+    epoch_wall_ms: u64,
     last_seq: u64,
     everyone: RoomLog,
     rooms: HashMap<Room, RoomLog>,
@@ -153,6 +199,14 @@ pub struct HistoryPage {
     /// False when events after `since` were already dropped (count or age limits).
     pub complete: bool,
     pub latest_seq: u64,
+    epoch_wall_ms: u64,
+}
+
+impl HistoryPage {
+    /// When an event was stored, in milliseconds since 1970.
+    pub fn wall_ms(&self, event: &StoredEvent) -> u64 {
+        self.epoch_wall_ms + event.stored_ms
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -164,9 +218,11 @@ fn wall_ms() -> u64 {
 
 impl Recovery {
     pub fn new(config: RecoveryConfig) -> Self {
-        let everyone = RoomLog::new(config.limit_for(None));
+        let everyone = RoomLog::new(config.limit_for(None), 0);
         Self {
             config,
+            epoch: Instant::now(),
+            epoch_wall_ms: wall_ms(),
             last_seq: 0,
             everyone,
             rooms: HashMap::new(),
@@ -185,29 +241,45 @@ impl Recovery {
         self.last_seq + 1
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Stores an event sent to `rooms` (none: everyone); returns its sequence number.
     pub fn store(
         &mut self,
         seq: u64,
         rooms: &[Room],
-        frames: Vec<Frame>,
+        mut frames: Vec<Frame>,
         except_rooms: Vec<Room>,
         except_sockets: Vec<Arc<str>>,
     ) {
         self.last_seq = seq;
-        let now = Instant::now();
+        let now_ms = self.now_ms();
+        let frames = match (frames.pop(), frames.is_empty()) {
+            (Some(frame), true) => StoredFrames::One(frame),
+            (Some(last), false) => {
+                frames.push(last);
+                StoredFrames::Many(frames.into_boxed_slice())
+            }
+            (None, _) => StoredFrames::Many(Box::default()),
+        };
+        let excluded = (!except_rooms.is_empty() || !except_sockets.is_empty()).then(|| {
+            Box::new(Exclusions {
+                rooms: except_rooms,
+                sockets: except_sockets,
+            })
+        });
         let event = Arc::new(StoredEvent {
             seq,
-            stored_at: now,
-            wall_ms: wall_ms(),
+            stored_ms: now_ms,
             frames,
-            except_rooms,
-            except_sockets,
+            excluded,
         });
         if rooms.is_empty() {
             self.everyone.events.push_back(event);
-            self.everyone.last_write = now;
-            self.everyone.prune(now);
+            self.everyone.last_write_ms = now_ms;
+            self.everyone.prune(&self.config, now_ms);
             return;
         }
         for room in rooms {
@@ -218,10 +290,14 @@ impl Recovery {
             let log = self
                 .rooms
                 .entry(room.clone())
-                .or_insert_with(|| RoomLog::new(limit));
+                .or_insert_with(|| RoomLog::new(limit, now_ms));
+            if log.events.capacity() == 0 {
+                // Most room logs hold one event (a socket's greeting): no room for four.
+                log.events.reserve_exact(1);
+            }
             log.events.push_back(event.clone());
-            log.last_write = now;
-            log.prune(now);
+            log.last_write_ms = now_ms;
+            log.prune(&self.config, now_ms);
         }
     }
 
@@ -231,7 +307,7 @@ impl Recovery {
             .rooms
             .iter()
             .take(16)
-            .min_by_key(|(_, log)| log.last_write)
+            .min_by_key(|(_, log)| log.last_write_ms)
             .map(|(room, _)| room.clone());
         if let Some(room) = victim
             && let Some(log) = self.rooms.remove(&room)
@@ -243,13 +319,15 @@ impl Recovery {
 
     /// Drops expired history and sessions. Called periodically.
     pub fn sweep(&mut self) {
-        let now = Instant::now();
-        self.everyone.prune(now);
+        let now_ms = self.now_ms();
+        let config = &self.config;
+        self.everyone.prune(config, now_ms);
         self.rooms.retain(|_, log| {
-            log.prune(now);
-            !log.events.is_empty() || now.duration_since(log.last_write) < log.max_age
+            log.prune(config, now_ms);
+            let max_age_ms = config.limit(log.limit).1.as_millis() as u64;
+            !log.events.is_empty() || now_ms.saturating_sub(log.last_write_ms) < max_age_ms
         });
-        self.expire_sessions(now);
+        self.expire_sessions(Instant::now());
     }
 
     fn expire_sessions(&mut self, now: Instant) {
@@ -290,18 +368,13 @@ impl Recovery {
 
     /// Every stored event after `after` that reached a socket with these rooms, in order; None
     /// when some of them were already dropped (the client then starts afresh).
-    pub fn missed(
-        &self,
-        sid: &str,
-        rooms: &HashSet<Room>,
-        after: u64,
-    ) -> Option<Vec<Arc<StoredEvent>>> {
+    pub fn missed(&self, sid: &str, rooms: &RoomSet, after: u64) -> Option<Vec<Arc<StoredEvent>>> {
         if after > self.last_seq {
             return None;
         }
         let mut found: Vec<Arc<StoredEvent>> = Vec::new();
         let mut logs: Vec<&RoomLog> = vec![&self.everyone];
-        for room in rooms {
+        for room in rooms.iter() {
             match self.rooms.get(room) {
                 Some(log) => logs.push(log),
                 None if after < self.dropped_through => return None,
@@ -336,6 +409,7 @@ impl Recovery {
                 events: Vec::new(),
                 complete: since >= self.dropped_through,
                 latest_seq: self.last_seq,
+                epoch_wall_ms: self.epoch_wall_ms,
             };
         };
         let start = log.events.partition_point(|e| e.seq <= since);
@@ -343,6 +417,7 @@ impl Recovery {
             events: log.events.range(start..).take(limit).cloned().collect(),
             complete: since >= log.evicted_through,
             latest_seq: self.last_seq,
+            epoch_wall_ms: self.epoch_wall_ms,
         }
     }
 }
@@ -374,7 +449,7 @@ mod tests {
         vec![Frame::text_packet(format!("42[\"e\",{n}]").as_bytes())]
     }
 
-    fn rooms(names: &[&str]) -> HashSet<Room> {
+    fn rooms(names: &[&str]) -> RoomSet {
         names.iter().map(|n| Room::from(*n)).collect()
     }
 
@@ -457,7 +532,7 @@ mod tests {
             recovery.save(SavedSession {
                 sid: format!("s{n}").into(),
                 pid: format!("p{n}").into(),
-                rooms: HashSet::new(),
+                rooms: RoomSet::default(),
                 data: Map::new(),
                 connected_seq: 0,
                 saved_at: Instant::now(),

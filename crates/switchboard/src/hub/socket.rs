@@ -2,7 +2,7 @@
 //! sockets, one per namespace, may share one), is always in the room named by its own id, and can
 //! emit, join and leave rooms, wait for acks and be disconnected by the server.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,6 +21,74 @@ use crate::engine::{EngineConn, SendError};
 /// A room name.
 pub type Room = Arc<str>;
 
+/// The rooms one socket is in, as a sorted list: a socket is in a few rooms (its own and a
+/// handful more), where a hash set would cost several times the memory for the same lookups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSet(Vec<Room>);
+
+impl RoomSet {
+    fn position(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|probe| (**probe).cmp(room))
+    }
+
+    pub fn contains(&self, room: &str) -> bool {
+        self.position(room).is_ok()
+    }
+
+    /// True when it was not in the set yet.
+    pub fn insert(&mut self, room: Room) -> bool {
+        match self.position(&room) {
+            Ok(_) => false,
+            Err(at) => {
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(2);
+                }
+                self.0.insert(at, room);
+                true
+            }
+        }
+    }
+
+    /// True when it was in the set.
+    pub fn remove(&mut self, room: &str) -> bool {
+        match self.position(room) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.0.iter()
+    }
+
+    /// Empties the set, handing out its rooms.
+    pub fn take(&mut self) -> Vec<Room> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl FromIterator<Room> for RoomSet {
+    fn from_iter<I: IntoIterator<Item = Room>>(rooms: I) -> Self {
+        let mut set = Self::default();
+        for room in rooms {
+            set.insert(room);
+        }
+        set
+    }
+}
+
+impl IntoIterator for RoomSet {
+    type Item = Room;
+    type IntoIter = std::vec::IntoIter<Room>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 #[derive(Default)]
 struct PendingAcks {
     next_id: u64,
@@ -33,9 +101,10 @@ pub struct Socket {
     conn: Arc<EngineConn>,
     handshake: Handshake,
     /// The rooms this socket is in. Written only with the namespace's room index locked first.
-    pub(crate) rooms: Mutex<HashSet<Room>>,
-    data: Mutex<Map<String, Value>>,
-    acks: Mutex<PendingAcks>,
+    pub(crate) rooms: Mutex<RoomSet>,
+    /// Boxed, and none while empty: most sockets keep no data and await no ack.
+    data: Mutex<Option<Box<Map<String, Value>>>>,
+    acks: Mutex<Option<Box<PendingAcks>>>,
     connected: AtomicBool,
     /// The private id a client presents to recover this socket (recovery on only).
     pid: Option<Arc<str>>,
@@ -67,9 +136,9 @@ impl Socket {
             namespace,
             conn,
             handshake,
-            rooms: Mutex::new(HashSet::new()),
-            data: Mutex::new(start.data),
-            acks: Mutex::new(PendingAcks::default()),
+            rooms: Mutex::new(RoomSet::default()),
+            data: Mutex::new((!start.data.is_empty()).then(|| Box::new(start.data))),
+            acks: Mutex::new(None),
             connected: AtomicBool::new(true),
             pid: start.pid,
             recovered: start.recovered,
@@ -89,7 +158,8 @@ impl Socket {
         let user = self
             .data
             .lock()
-            .get(presence.user_key())
+            .as_ref()
+            .and_then(|data| data.get(presence.user_key()))
             .and_then(super::user_id);
         self.switch_user(user);
     }
@@ -150,14 +220,17 @@ impl Socket {
 
     /// Data attached to the socket (by auth, rules or handlers).
     pub fn data(&self) -> Map<String, Value> {
-        self.data.lock().clone()
+        self.data.lock().as_deref().cloned().unwrap_or_default()
     }
 
     /// Sets one data key; setting the user key makes the socket count for that user.
     pub fn set_data(&self, key: impl Into<String>, value: Value) {
         let key = key.into();
         let is_user = key == self.namespace.presence().user_key();
-        self.data.lock().insert(key, value);
+        self.data
+            .lock()
+            .get_or_insert_with(Box::default)
+            .insert(key, value);
         if is_user && self.is_connected() {
             self.register_user();
         }
@@ -223,6 +296,7 @@ impl Socket {
         let (sender, receiver) = oneshot::channel();
         let id = {
             let mut acks = self.acks.lock();
+            let acks = acks.get_or_insert_with(Box::default);
             let id = acks.next_id;
             acks.next_id += 1;
             acks.waiting.insert(id, sender);
@@ -230,14 +304,14 @@ impl Socket {
         };
         let frames = packets::event(self.namespace.name(), Some(id), event, args, &[]);
         if !self.is_connected() || self.conn.send_all(&frames).is_err() {
-            self.acks.lock().waiting.remove(&id);
+            self.forget_ack(id);
             return Err(AckError::Disconnected);
         }
         match tokio::time::timeout(timeout, receiver).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(AckError::Disconnected),
             Err(_) => {
-                self.acks.lock().waiting.remove(&id);
+                self.forget_ack(id);
                 Err(AckError::Timeout)
             }
         }
@@ -245,9 +319,13 @@ impl Socket {
 
     /// A client's ACK packet for one of our emits. Unknown ids are ignored (it timed out).
     pub(crate) fn on_ack(&self, id: u64, reply: AckReply) {
-        if let Some(sender) = self.acks.lock().waiting.remove(&id) {
+        if let Some(sender) = self.forget_ack(id) {
             let _ = sender.send(reply);
         }
+    }
+
+    fn forget_ack(&self, id: u64) -> Option<oneshot::Sender<AckReply>> {
+        self.acks.lock().as_mut()?.waiting.remove(&id)
     }
 
     /// Everyone in the namespace but this socket.
@@ -272,8 +350,8 @@ impl Socket {
     /// Marks the socket gone and fails whatever acks it still owed. True the first time only.
     pub(crate) fn mark_disconnected(&self) -> bool {
         let was_connected = self.connected.swap(false, Ordering::AcqRel);
-        if was_connected {
-            self.acks.lock().waiting.clear();
+        if was_connected && let Some(acks) = self.acks.lock().as_mut() {
+            acks.waiting.clear();
         }
         was_connected
     }

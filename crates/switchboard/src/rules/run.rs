@@ -89,7 +89,7 @@ fn permits(rule: &super::compile::RoomRule, socket: &Socket, room: &str) -> bool
     }
     let context = Context {
         socket_id: Some(socket.id()),
-        auth: Some(&socket.handshake().auth),
+        auth: Some(&*socket.handshake().auth),
         data: Some(&data),
         ..Context::default()
     };

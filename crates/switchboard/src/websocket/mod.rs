@@ -132,8 +132,9 @@ pub enum ReadError {
 pub struct MessageReader {
     /// Bytes received and not yet turned into a message (an incomplete frame).
     pending: BytesMut,
-    /// A fragmented message in progress: whether it is text, and its payload so far.
-    fragmented: Option<(bool, BytesMut)>,
+    /// A fragmented message in progress: whether it is text, and its payload so far (boxed:
+    /// rare, and every connection holds a reader).
+    fragmented: Option<Box<(bool, BytesMut)>>,
     max_message: usize,
 }
 
@@ -277,7 +278,10 @@ impl MessageReader {
             if is_control && (length > 125 || !header.is_final) {
                 return Err(ReadError::Protocol("invalid control frame"));
             }
-            let so_far = self.fragmented.as_ref().map_or(0, |(_, data)| data.len());
+            let so_far = self
+                .fragmented
+                .as_ref()
+                .map_or(0, |fragment| fragment.1.len());
             let length = usize::try_from(length).map_err(|_| ReadError::TooLarge)?;
             if !is_control && so_far.saturating_add(length) > self.max_message {
                 return Err(ReadError::TooLarge);
@@ -305,17 +309,18 @@ impl MessageReader {
                     if header.is_final {
                         return Ok(Some(message(is_text, payload.freeze())));
                     }
-                    self.fragmented = Some((is_text, payload));
+                    self.fragmented = Some(Box::new((is_text, payload)));
                 }
                 OpCode::Data(Data::Continue) => {
-                    let Some((is_text, mut data)) = self.fragmented.take() else {
+                    let Some(fragment) = self.fragmented.take() else {
                         return Err(ReadError::Protocol("a continuation without a message"));
                     };
+                    let (is_text, mut data) = *fragment;
                     data.extend_from_slice(&payload);
                     if header.is_final {
                         return Ok(Some(message(is_text, data.freeze())));
                     }
-                    self.fragmented = Some((is_text, data));
+                    self.fragmented = Some(Box::new((is_text, data)));
                 }
                 OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                     return Err(ReadError::Protocol("unknown opcode"));
@@ -325,8 +330,10 @@ impl MessageReader {
     }
 
     /// An idle connection keeps no buffer.
+    /// (Even with no capacity left, an empty buffer split off a message may still share that
+    /// message's allocation.)
     fn release_if_empty(&mut self) {
-        if self.pending.is_empty() && self.pending.capacity() > 0 {
+        if self.pending.is_empty() {
             self.pending = BytesMut::new();
         }
     }
