@@ -433,7 +433,7 @@ mod tests {
             ..hs256()
         });
         let mut request = RequestInfo {
-            query: vec![("token".into(), "from-query".into())],
+            query: Box::new([("token".into(), "from-query".into())]),
             ..RequestInfo::default()
         };
         assert_eq!(

@@ -110,7 +110,7 @@ impl TransportKind {
 /// Headers kept from the opening request, as a plain list: a session keeps only a few (see
 /// [`KEPT_HEADERS`]), and a `HeaderMap` costs several times more per session for so few.
 #[derive(Debug, Default, Clone)]
-pub struct KeptHeaders(Vec<(HeaderName, HeaderValue)>);
+pub struct KeptHeaders(Box<[(HeaderName, HeaderValue)]>);
 
 impl KeptHeaders {
     /// Keeps the [`KEPT_HEADERS`] of a request's headers.
@@ -121,8 +121,7 @@ impl KeptHeaders {
                 kept.push((HeaderName::from_static(name), value.clone()));
             }
         }
-        kept.shrink_to_fit();
-        Self(kept)
+        Self(kept.into_boxed_slice())
     }
 
     /// The first value of a header.
@@ -144,8 +143,10 @@ impl KeptHeaders {
     }
 
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        self.0.retain(|(key, _)| *key != name);
-        self.0.push((name, value));
+        let mut kept = std::mem::take(&mut self.0).into_vec();
+        kept.retain(|(key, _)| *key != name);
+        kept.push((name, value));
+        self.0 = kept.into_boxed_slice();
     }
 }
 
@@ -153,7 +154,7 @@ impl KeptHeaders {
 #[derive(Debug, Default)]
 pub struct RequestInfo {
     /// The application's query parameters (not the engine's own `EIO`, `transport`, `sid`, `t`).
-    pub query: Vec<(String, String)>,
+    pub query: Box<[(String, String)]>,
     /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
     pub headers: KeptHeaders,
     pub remote_addr: Option<SocketAddr>,
@@ -285,7 +286,7 @@ pub struct EngineConn {
     request: RequestInfo,
     outbox: Mutex<Outbox>,
     traffic: Arc<Traffic>,
-    max_queued_frames: usize,
+    max_queued_frames: u32,
     transport: AtomicU8,
     polling: Option<Box<PollingState>>,
     /// Wakes everyone waiting in [`EngineConn::closed`].
@@ -311,7 +312,7 @@ impl EngineConn {
                 socket_waker: None,
             }),
             traffic,
-            max_queued_frames,
+            max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
             transport: AtomicU8::new(transport as u8),
             polling: (transport == TransportKind::Polling).then(Box::default),
             closed_signal: Notify::new(),
@@ -379,7 +380,7 @@ impl EngineConn {
             if outbox.closed.is_some() {
                 return Err(SendError::Closed);
             }
-            if outbox.frames.len() + frames.len() <= self.max_queued_frames {
+            if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
                 let mut rest = frames;
                 if now
                     && outbox.frames.is_empty()

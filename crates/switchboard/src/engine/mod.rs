@@ -397,7 +397,7 @@ pub fn new_id() -> Arc<str> {
 
 fn request_info<B>(request: &Request<B>, query: Vec<(String, String)>) -> RequestInfo {
     RequestInfo {
-        query,
+        query: query.into_boxed_slice(),
         headers: KeptHeaders::from_request(request.headers()),
         remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
     }

@@ -132,8 +132,8 @@ struct RoomLog {
     events: VecDeque<Arc<StoredEvent>>,
     /// The highest sequence number dropped from this log (0: none).
     evicted_through: u64,
-    /// When it was last written, in milliseconds since the history began.
-    last_write_ms: u64,
+    /// When it was last written, in seconds since the history began (u32: one per room).
+    last_write_s: u32,
     limit: LimitRef,
 }
 
@@ -142,7 +142,7 @@ impl RoomLog {
         Self {
             events: VecDeque::new(),
             evicted_through: 0,
-            last_write_ms: now_ms,
+            last_write_s: seconds(now_ms),
             limit,
         }
     }
@@ -207,6 +207,10 @@ impl HistoryPage {
     pub fn wall_ms(&self, event: &StoredEvent) -> u64 {
         self.epoch_wall_ms + event.stored_ms
     }
+}
+
+fn seconds(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 fn wall_ms() -> u64 {
@@ -278,7 +282,7 @@ impl Recovery {
         });
         if rooms.is_empty() {
             self.everyone.events.push_back(event);
-            self.everyone.last_write_ms = now_ms;
+            self.everyone.last_write_s = seconds(now_ms);
             self.everyone.prune(&self.config, now_ms);
             return;
         }
@@ -296,7 +300,7 @@ impl Recovery {
                 log.events.reserve_exact(1);
             }
             log.events.push_back(event.clone());
-            log.last_write_ms = now_ms;
+            log.last_write_s = seconds(now_ms);
             log.prune(&self.config, now_ms);
         }
     }
@@ -307,7 +311,7 @@ impl Recovery {
             .rooms
             .iter()
             .take(16)
-            .min_by_key(|(_, log)| log.last_write_ms)
+            .min_by_key(|(_, log)| log.last_write_s)
             .map(|(room, _)| room.clone());
         if let Some(room) = victim
             && let Some(log) = self.rooms.remove(&room)
@@ -324,8 +328,9 @@ impl Recovery {
         self.everyone.prune(config, now_ms);
         self.rooms.retain(|_, log| {
             log.prune(config, now_ms);
-            let max_age_ms = config.limit(log.limit).1.as_millis() as u64;
-            !log.events.is_empty() || now_ms.saturating_sub(log.last_write_ms) < max_age_ms
+            let max_age_s = config.limit(log.limit).1.as_secs().max(1);
+            let idle_s = u64::from(seconds(now_ms).saturating_sub(log.last_write_s));
+            !log.events.is_empty() || idle_s < max_age_s
         });
         self.expire_sessions(Instant::now());
     }
