@@ -173,6 +173,9 @@ pub struct Engine<H: EngineHandler> {
     sessions: RwLock<HashMap<Arc<str>, Arc<Session<H>>>>,
     traffic: Arc<Traffic>,
     heartbeats: Arc<heartbeat::Heartbeats<H>>,
+    /// The runtime serving the engine (known from the first session on): a WebSocket connection
+    /// woken by a send from any thread starts its run there.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Set while the server shuts down: no new sessions.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -216,6 +219,7 @@ impl<H: EngineHandler> Engine<H> {
             sessions: RwLock::new(HashMap::new()),
             traffic: Arc::new(Traffic::default()),
             heartbeats: Arc::default(),
+            runtime: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -325,6 +329,7 @@ impl<H: EngineHandler> Engine<H> {
         transport: TransportKind,
     ) -> Arc<Session<H>> {
         let opened = tokio::time::Instant::now();
+        self.runtime.get_or_init(tokio::runtime::Handle::current);
         let sid = new_id();
         let conn = Arc::new(EngineConn::new(
             sid.clone(),

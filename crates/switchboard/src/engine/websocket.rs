@@ -195,8 +195,11 @@ impl<H: EngineHandler> Wake for Connection<H> {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.mark_woken() {
-            tokio::spawn(self.clone().run());
+        // The runtime is known: this connection's session was opened on it.
+        if self.mark_woken()
+            && let Some(runtime) = self.engine.runtime.get()
+        {
+            runtime.spawn(self.clone().run());
         }
     }
 }

@@ -502,6 +502,29 @@ mod tests {
     }
 
     #[test]
+    fn an_event_keeps_its_attachments_and_exclusions() {
+        let mut recovery = Recovery::new(RecoveryConfig::default());
+        let frames = vec![
+            Frame::text_packet(b"451-[\"file\",{\"_placeholder\":true,\"num\":0},\"1\"]"),
+            Frame::binary(b"\x01\x02"),
+        ];
+        recovery.store(1, &["r".into()], frames, vec![], vec![Arc::from("sender")]);
+        let missed = recovery.missed("other", &rooms(&["r"]), 0).unwrap();
+        assert_eq!(missed.len(), 1);
+        assert_eq!(missed[0].frames().len(), 2, "the packet and its attachment");
+        assert_eq!(missed[0].frames()[1].payload(), b"\x01\x02");
+        assert!(
+            recovery
+                .missed("sender", &rooms(&["r"]), 0)
+                .unwrap()
+                .is_empty(),
+            "the excluded sender does not get it back"
+        );
+        let page = recovery.room_history(Some("r"), 0, 10);
+        assert!(page.wall_ms(&page.events[0]) >= recovery.epoch_wall_ms);
+    }
+
+    #[test]
     fn a_gap_in_history_refuses_recovery() {
         let config = RecoveryConfig {
             history: vec![HistoryLimit {

@@ -365,3 +365,28 @@ impl std::fmt::Debug for Socket {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_set_keeps_each_room_once() {
+        let mut rooms = RoomSet::default();
+        assert!(rooms.insert("b".into()));
+        assert!(rooms.insert("a".into()));
+        assert!(rooms.insert("c".into()));
+        assert!(!rooms.insert("b".into()), "already in");
+        assert!(rooms.contains("a") && rooms.contains("b") && rooms.contains("c"));
+        assert!(!rooms.contains("d"));
+        assert!(rooms.remove("b"));
+        assert!(!rooms.remove("b"), "already gone");
+        let left: Vec<&str> = rooms.iter().map(|room| &**room).collect();
+        assert_eq!(left, ["a", "c"]);
+        let taken = rooms.take();
+        assert_eq!(taken.len(), 2);
+        assert!(!rooms.contains("a"));
+        let rebuilt: RoomSet = taken.into_iter().chain(["a".into()]).collect();
+        assert_eq!(rebuilt.iter().count(), 2);
+    }
+}
