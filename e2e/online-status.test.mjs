@@ -131,6 +131,22 @@ test("a message over the size limit closes the connection with 1009, and only it
   assert.equal((await next(bystander, (m) => m.type === "PONG")).type, "PONG");
 });
 
+test("a frame that breaks the WebSocket protocol closes the connection with 1002, and only it", async () => {
+  const broken = connect("broken");
+  const bystander = connect("bystander-2");
+  await next(broken, (m) => m.type === "CONNECTION_ESTABLISHED");
+  await next(bystander, (m) => m.type === "CONNECTION_ESTABLISHED");
+  const code = await new Promise((resolve) => {
+    broken.on("close", (closeCode) => resolve(closeCode));
+    // A text frame "hi" without the mask every client frame must carry (RFC 6455 5.1).
+    broken._socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+  });
+  assert.equal(code, 1002);
+  await next(bystander, about("USER_OFFLINE", "broken"));
+  bystander.send(JSON.stringify({ type: "PING" }));
+  assert.equal((await next(bystander, (m) => m.type === "PONG")).type, "PONG");
+});
+
 test("the server pings and drops peers that stop answering", async () => {
   const config = await tempFile(
     "online.toml",

@@ -235,6 +235,27 @@ test("without API keys the API answers loopback callers only", async () => {
   }
 });
 
+test("--log-format json writes one JSON object per log line", async () => {
+  const srv = await startServer("switchboard", { args: ["--log-format", "json"], env: { RUST_LOG: "info" } });
+  try {
+    await sleep(200);
+    const lines = srv.output.join("").split("\n").filter((line) => line.trim() !== "");
+    assert.ok(lines.length > 0, "the server logged something");
+    const records = lines.map((line) => JSON.parse(line));
+    for (const record of records) {
+      assert.equal(typeof record.level, "string");
+      assert.equal(typeof record.timestamp, "string");
+      assert.equal(typeof record.message, "string");
+    }
+    const startup = records.find((r) => r.message === "switchboard listening");
+    assert.ok(startup, "the startup line is there");
+    assert.equal(startup.level, "INFO");
+    assert.ok(startup.address.endsWith(`:${srv.port}`), "it names the address and port as fields");
+  } finally {
+    await srv.stop();
+  }
+});
+
 test("check-config names the misspelt key and its line", async () => {
   const bin = path.join(RELEASE, "switchboard");
   const good = await tempFile("good.toml", `[server]\nport = 4100\n`);
