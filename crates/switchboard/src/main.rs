@@ -81,6 +81,33 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Connections the kernel queues for `accept` (capped by `net.core.somaxconn`). The standard
+/// library's 128 overflows when hundreds of clients connect at once (a deploy, a network blip):
+/// the kernel then drops their SYNs and they retry only a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+async fn listen(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -119,7 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     init_logging(config.server.log_format);
     let address = format!("{}:{}", config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(&address)
+    let listener = listen(&address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
     tracing::info!(
