@@ -116,35 +116,38 @@ test("requests and refusals", async () => {
   assert.equal(status, 400);
 });
 
-test("a message over the size limit closes the connection with 1009, and only it", async () => {
-  const big = connect("big");
-  const bystander = connect("bystander");
-  await next(big, (m) => m.type === "CONNECTION_ESTABLISHED");
+/**
+ * Connects `userId` and a bystander, lets `misbehave` break the rules on the first connection,
+ * and returns the close code it got once the bystander saw it go offline and still gets answers.
+ */
+async function closeCodeOfOnly(userId, bystanderId, misbehave) {
+  const offender = connect(userId);
+  const bystander = connect(bystanderId);
+  await next(offender, (m) => m.type === "CONNECTION_ESTABLISHED");
   await next(bystander, (m) => m.type === "CONNECTION_ESTABLISHED");
   const code = await new Promise((resolve) => {
-    big.on("close", (closeCode) => resolve(closeCode));
-    big.send("x".repeat(1_100_000)); // the default limit is 1 MB
+    offender.on("close", (closeCode) => resolve(closeCode));
+    misbehave(offender);
   });
-  assert.equal(code, 1009);
-  await next(bystander, about("USER_OFFLINE", "big"));
+  await next(bystander, about("USER_OFFLINE", userId));
   bystander.send(JSON.stringify({ type: "PING" }));
   assert.equal((await next(bystander, (m) => m.type === "PONG")).type, "PONG");
+  return code;
+}
+
+test("a message over the size limit closes the connection with 1009, and only it", async () => {
+  const code = await closeCodeOfOnly("big", "bystander", (ws) => {
+    ws.send("x".repeat(1_100_000)); // the default limit is 1 MB
+  });
+  assert.equal(code, 1009);
 });
 
 test("a frame that breaks the WebSocket protocol closes the connection with 1002, and only it", async () => {
-  const broken = connect("broken");
-  const bystander = connect("bystander-2");
-  await next(broken, (m) => m.type === "CONNECTION_ESTABLISHED");
-  await next(bystander, (m) => m.type === "CONNECTION_ESTABLISHED");
-  const code = await new Promise((resolve) => {
-    broken.on("close", (closeCode) => resolve(closeCode));
+  const code = await closeCodeOfOnly("broken", "bystander-2", (ws) => {
     // A text frame "hi" without the mask every client frame must carry (RFC 6455 5.1).
-    broken._socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+    ws._socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
   });
   assert.equal(code, 1002);
-  await next(bystander, about("USER_OFFLINE", "broken"));
-  bystander.send(JSON.stringify({ type: "PING" }));
-  assert.equal((await next(bystander, (m) => m.type === "PONG")).type, "PONG");
 });
 
 test("the server pings and drops peers that stop answering", async () => {

@@ -230,41 +230,54 @@ impl Outbox {
     /// Writes queued frames to the socket until they are all written or it would block.
     /// True when nothing is left queued.
     fn write_queued(&mut self, traffic: &Traffic) -> std::io::Result<bool> {
-        let Some(socket) = self.socket.clone() else {
-            return Ok(self.frames.is_empty());
+        let Self {
+            frames,
+            written,
+            socket,
+            ..
+        } = self;
+        let Some(socket) = socket.as_deref() else {
+            return Ok(frames.is_empty());
         };
-        while !self.frames.is_empty() {
+        // Counted once at the end, not per frame.
+        let (mut packets, mut bytes) = (0, 0);
+        let outcome = loop {
+            if frames.is_empty() {
+                // An idle connection keeps no queue storage.
+                *frames = VecDeque::new();
+                break Ok(true);
+            }
             let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
             let mut count = 0;
-            for (index, frame) in self.frames.iter().take(FRAMES_PER_WRITE).enumerate() {
-                let skip = if index == 0 { self.written } else { 0 };
+            for (index, frame) in frames.iter().take(FRAMES_PER_WRITE).enumerate() {
+                let skip = if index == 0 { *written } else { 0 };
                 slices[index] = IoSlice::new(&frame.websocket_bytes()[skip..]);
                 count += 1;
             }
             let mut wrote = match socket.try_write_vectored(&slices[..count]) {
                 Ok(wrote) => wrote,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                Err(error) => return Err(error),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break Ok(false),
+                Err(error) => break Err(error),
             };
             while wrote > 0 {
-                let Some(first) = self.frames.front() else {
+                let Some(first) = frames.front() else {
                     break;
                 };
-                let left = first.websocket_bytes().len() - self.written;
+                let left = first.websocket_bytes().len() - *written;
                 if wrote < left {
-                    self.written += wrote;
+                    *written += wrote;
                     break;
                 }
                 wrote -= left;
-                self.written = 0;
-                if let Some(done) = self.frames.pop_front() {
-                    traffic.count_sent(std::slice::from_ref(&done));
+                *written = 0;
+                if let Some(done) = frames.pop_front() {
+                    packets += 1;
+                    bytes += done.payload().len() as u64;
                 }
             }
-        }
-        // An idle connection keeps no queue storage.
-        self.frames = VecDeque::new();
-        Ok(true)
+        };
+        traffic.count(packets, bytes);
+        outcome
     }
 }
 

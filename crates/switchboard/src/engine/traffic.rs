@@ -29,12 +29,19 @@ impl Drop for OpenWriter {
 
 impl Traffic {
     pub(crate) fn count_sent(&self, frames: &[Frame]) {
-        if frames.is_empty() {
+        self.count(
+            frames.len() as u64,
+            frames.iter().map(|f| f.payload().len() as u64).sum(),
+        );
+    }
+
+    /// Counts `packets` sent, `bytes` of payload in all.
+    pub(crate) fn count(&self, packets: u64, bytes: u64) {
+        if packets == 0 {
             return;
         }
-        self.packets_out.inc_by(frames.len() as u64);
-        self.bytes_out
-            .inc_by(frames.iter().map(|f| f.payload().len() as u64).sum());
+        self.packets_out.inc_by(packets);
+        self.bytes_out.inc_by(bytes);
     }
 
     pub(crate) fn writer_opened(&self) -> OpenWriter {

@@ -85,7 +85,7 @@ pub(super) async fn handle<H: EngineHandler, B>(
                 let session = engine.open_session(unbox(info), TransportKind::WebSocket);
                 let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
-                Connection::attach(engine, session, socket, reader, true)
+                Connection::attach(engine, session, socket, reader)
                     .run()
                     .await;
             }
@@ -150,7 +150,7 @@ async fn upgrade_session<H: EngineHandler>(
     }
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
     // The polling session's supervisor keeps its teardown.
-    let connection = Connection::attach(engine, session.clone(), socket, reader, false);
+    let connection = Connection::attach(engine, session.clone(), socket, reader);
     session.set_upgrade_stage(UpgradeStage::None);
     // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
     // delivers its last packets and the close instead.
@@ -168,9 +168,6 @@ struct Connection<H: EngineHandler> {
     inner: Mutex<Inner>,
     /// [`IDLE`], [`SCHEDULED`], [`RUNNING`], [`WOKEN_WHILE_RUNNING`] or [`DONE`].
     state: AtomicU8,
-    /// Whether this connection opened the session, and so tears it down (after an upgrade, the
-    /// polling session's supervisor does).
-    owns_session: bool,
 }
 
 struct Inner {
@@ -212,7 +209,6 @@ impl<H: EngineHandler> Connection<H> {
         session: Arc<Session<H>>,
         socket: Arc<TcpStream>,
         reader: MessageReader,
-        owns_session: bool,
     ) -> Arc<Self> {
         let open = engine.traffic().writer_opened();
         let connection = Arc::new(Self {
@@ -223,11 +219,16 @@ impl<H: EngineHandler> Connection<H> {
                 open: Some(open),
             }),
             state: AtomicU8::new(SCHEDULED),
-            owns_session,
         });
         let waker = Waker::from(connection.clone());
         connection.session.conn.attach_socket(socket, waker);
         connection
+    }
+
+    /// Whether this connection opened the session, and so tears it down: a session opened on
+    /// polling has a supervisor of its own, which keeps that duty after an upgrade.
+    fn owns_session(&self) -> bool {
+        self.session.conn.polling().is_none()
     }
 
     /// Records a wake-up; true when the caller must start a run.
@@ -339,7 +340,7 @@ impl<H: EngineHandler> Connection<H> {
         let engine = &*self.engine;
         let session = &*self.session;
         let conn = &session.conn;
-        if self.owns_session {
+        if self.owns_session() {
             report_closed(engine, session, reason);
             engine.remove_session(conn.sid());
         }
