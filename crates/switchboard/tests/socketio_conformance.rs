@@ -393,3 +393,18 @@ async fn a_client_that_does_not_read_is_closed_without_hurting_others() {
     );
     assert_eq!(get(&url).await.0, 400);
 }
+
+#[tokio::test]
+async fn an_emit_from_a_thread_outside_the_runtime_reaches_the_client() {
+    let server = start(fast_engine(), suite_handlers).await;
+    let (mut ws, reply) = connected(&server, "40").await;
+    let sid = sid_of(&reply, "40");
+    let namespace = server.hub.namespace("/");
+    // Small sends are queued and the connection woken: from a plain thread, which has no
+    // runtime of its own.
+    let reached = std::thread::spawn(move || namespace.to(sid.as_str()).emit("from-thread", &[]))
+        .join()
+        .unwrap();
+    assert_eq!(reached, 1);
+    assert_eq!(next_text(&mut ws).await, r#"42["from-thread"]"#);
+}
