@@ -299,3 +299,62 @@ test("SIGTERM: clients are disconnected, the server exits 0, clients reconnect t
     await second.stop();
   }
 });
+
+test("during the shutdown drain /ready answers 503 and new sessions are refused, until shutdown_timeout", async () => {
+  const config = await tempFile("drain.toml", `[server]\nshutdown_timeout = "2s"\nstats_interval = "0s"\n`);
+  const draining = await startServer("switchboard", { args: ["serve", "--config", config] });
+  const polling = `${draining.url}/socket.io/?EIO=4&transport=polling`;
+  // A polling client that opens a session, joins "/" and then never polls again: the packets
+  // queued for it keep the drain waiting.
+  const open = await call(polling);
+  const sid = JSON.parse(open.body.slice(1)).sid;
+  assert.equal((await call(`${polling}&sid=${sid}`, { method: "POST", body: "40" })).status, 200);
+  await call(draining.url + "/api/emit", { method: "POST", body: { event: "news", data: "queued" } });
+  assert.deepEqual((await call(draining.url + "/ready")).body, { ready: true });
+
+  const exited = new Promise((resolve) => draining.child.once("exit", resolve));
+  const signalled = Date.now();
+  draining.child.kill("SIGTERM");
+  let ready;
+  for (let i = 0; i < 50; i++) {
+    ready = await call(draining.url + "/ready");
+    if (ready.status !== 200) break;
+    await sleep(20);
+  }
+  assert.equal(ready.status, 503, "a load balancer stops sending clients here");
+  assert.equal(ready.body.ready, false);
+  assert.equal((await call(polling)).status, 503, "a new session is refused while draining");
+  assert.equal((await call(draining.url + "/health")).status, 200, "still alive while draining");
+
+  const code = await exited;
+  assert.equal(code, 0);
+  const waited = Date.now() - signalled;
+  assert.ok(waited >= 1500, `waited for the stuck client up to shutdown_timeout (${waited} ms)`);
+  assert.match(draining.output.join(""), /shutdown timeout reached with messages still queued/);
+});
+
+test("the periodic stats line counts sockets, users, rooms and message rates", async () => {
+  const config = await tempFile("stats.toml", `[server]\nstats_interval = "1s"\n`);
+  const logging = await startServer("switchboard", { args: ["serve", "--config", config], env: { RUST_LOG: "info" } });
+  const sockets = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const socket = io(logging.url, { forceNew: true, transports: ["websocket"] });
+      sockets.push(socket);
+      await once(socket, "connect");
+    }
+    const line = /(\d+) sockets, (\d+) users, (\d+) rooms, [\d.]+ msg\/s in, [\d.]+ msg\/s out/;
+    let counts;
+    for (let i = 0; i < 40 && !counts; i++) {
+      await sleep(100);
+      const lines = logging.output.join("").split("\n").filter((l) => line.test(l));
+      const last = lines.length ? lines[lines.length - 1].match(line) : null;
+      if (last && last[1] === "3") counts = last.slice(1, 4).map(Number);
+    }
+    assert.ok(counts, `a stats line with 3 sockets within 4 s:\n${logging.output.join("")}`);
+    assert.equal(counts[1], 0, "no authenticated users");
+  } finally {
+    for (const socket of sockets) socket.disconnect();
+    await logging.stop();
+  }
+});

@@ -402,18 +402,33 @@ pub static STOP: OnceLock<watch::Sender<u8>> = OnceLock::new();
 
 /// Plays the backend: POSTs `{"order":{"id","ts"}}` at `rate` per second, `total` times, on one
 /// kept-alive connection. Returns how many calls failed.
-pub async fn publish(server: SocketAddr, path: &str, rate: u32, total: u64) -> u64 {
+/// What the publisher saw.
+pub struct Published {
+    /// Publishes that failed.
+    pub errors: u64,
+    /// How far behind its schedule the publisher fell at worst: it sends one request at a time,
+    /// so a server slower than the rate holds it back, and that wait is not in the latency
+    /// (each message carries the time it was actually sent).
+    pub most_behind: Duration,
+}
+
+pub async fn publish(server: SocketAddr, path: &str, rate: u32, total: u64) -> Published {
     let host = server.to_string();
     let Ok(mut stream) = TcpStream::connect(server).await else {
-        return total;
+        return Published {
+            errors: total,
+            most_behind: Duration::ZERO,
+        };
     };
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut errors = 0;
+    let mut most_behind = Duration::ZERO;
     for id in 0..total {
         let due = started + interval * id as u32;
         tokio::time::sleep_until(due.into()).await;
+        most_behind = most_behind.max(due.elapsed());
         let body = format!("{{\"order\":{{\"id\":{id},\"ts\":{}}}}}", now_micros());
         match http(&mut stream, &host, "POST", path, body.as_bytes()).await {
             Ok((200, _)) => {}
@@ -422,10 +437,18 @@ pub async fn publish(server: SocketAddr, path: &str, rate: u32, total: u64) -> u
                 errors += 1;
                 match TcpStream::connect(server).await {
                     Ok(fresh) => stream = fresh,
-                    Err(_) => return errors + (total - id - 1),
+                    Err(_) => {
+                        return Published {
+                            errors: errors + (total - id - 1),
+                            most_behind,
+                        };
+                    }
                 }
             }
         }
     }
-    errors
+    Published {
+        errors,
+        most_behind,
+    }
 }

@@ -6,7 +6,8 @@
 //! - `idle`: N idle connections; the server's resident memory per connection (from /proc).
 //! - `fanout`: N clients in one room; a publisher POSTs `/broadcast/order-created` at R/s;
 //!   deliveries/s, publish-to-receive latency percentiles (the send time travels in the
-//!   payload), lost messages, server CPU per delivery.
+//!   payload), lost messages, server CPU per delivery, and how far the server held the
+//!   publisher behind its schedule (it sends one request at a time).
 //! - `chat`: rooms of k members; every client emits `room-message` at r/s; the same figures.
 //! - `connect`: new connections per second up to a count, WebSocket-only or polling-then-upgrade.
 //!
@@ -192,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
             let total = u64::from(rate) * duration_secs;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
-            let publish_errors =
+            let published =
                 client::publish(cli.server, "/broadcast/order-created", rate, total).await;
             // Let the last messages arrive.
             let drain = Instant::now();
@@ -213,8 +214,9 @@ async fn main() -> anyhow::Result<()> {
             json!({
                 "scenario": "fanout", "clients": clients, "rate": rate, "messages": total,
                 "expected": expected, "received": received, "lost": lost, "duplicates": duplicates,
-                "errors": counters.errors.load(Ordering::Relaxed) + publish_errors,
+                "errors": counters.errors.load(Ordering::Relaxed) + published.errors,
                 "deliveries_per_sec": received as f64 / elapsed,
+                "publisher_behind_ms": published.most_behind.as_secs_f64() * 1000.0,
                 "server_cpu_us_per_delivery": cpu.map(|c| c as f64 / received.max(1) as f64),
                 "latency": percentiles(&histogram),
             })
