@@ -358,3 +358,28 @@ test("the periodic stats line counts sockets, users, rooms and message rates", a
     await logging.stop();
   }
 });
+
+test("a socket gets room broadcasts and events sent to it alone in the order the backend sent them", async () => {
+  // 40 members: a broadcast this large is written by the flusher threads, a send to one socket
+  // by its own connection; the two must not overtake each other.
+  const members = await Promise.all(Array.from({ length: 40 }, () => client()));
+  const [first] = members;
+  const got = collect(first, "tick");
+  const everyoneGot = members.map((socket) => collect(socket, "tick"));
+  await api("/api/join", { sockets: members.map((s) => s.id), rooms: ["crowd"] });
+  const sent = [];
+  for (let seq = 1; seq <= 60; seq++) {
+    const toRoom = seq % 3 !== 0;
+    const res = await api("/api/emit", { event: "tick", ...(toRoom ? { rooms: ["crowd"] } : { sockets: [first.id] }), data: seq });
+    assert.equal(res.body.reached, toRoom ? 40 : 1);
+    sent.push(seq);
+  }
+  for (let i = 0; i < 100 && got.length < sent.length; i++) await sleep(20);
+  assert.deepEqual(got, sent, "in order, none missing");
+  const roomOnly = sent.filter((seq) => seq % 3 !== 0);
+  for (const list of everyoneGot.slice(1)) {
+    for (let i = 0; i < 100 && list.length < roomOnly.length; i++) await sleep(20);
+    assert.deepEqual(list, roomOnly);
+  }
+  for (const socket of members) socket.disconnect();
+});

@@ -6,12 +6,10 @@
 //! reorders a packet. It is bounded: a client that does not read fast enough is closed
 //! (`SlowConsumer`) instead of growing the server's memory or slowing anyone else down.
 //!
-//! Once a WebSocket carries the session, a broadcast to many writes each recipient's frame to its
-//! socket at once ([`EngineConn::send_all_now`]), without waking anything per recipient; only
-//! what the socket cannot take right now is queued, for the connection to write when it is
-//! writable again. Everything else is queued and the connection woken, which batches what piled
-//! up into one write. Every write happens under the outbox lock, so frames go out whole and in
-//! order.
+//! A broadcast to many queues its frames here without waking the connection and has a flusher
+//! thread write the queue (`flush.rs`); everything else is queued and the connection woken,
+//! which batches what piled up into one write. Every write happens under the outbox lock, so
+//! frames go out whole and in order.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -197,30 +195,8 @@ struct Outbox {
     socket: Option<Arc<TcpStream>>,
     /// Wakes that WebSocket's connection to write what is queued (or to close).
     socket_waker: Option<Waker>,
-}
-
-/// Writes frames to a socket without waiting: how many went out whole, and the bytes written of
-/// the next one. An error counts as nothing written; the connection meets it again.
-fn write_now(socket: &TcpStream, frames: &[Frame]) -> (usize, usize) {
-    let result = match frames {
-        [frame] => socket.try_write(frame.websocket_bytes()),
-        _ => {
-            let slices: Vec<IoSlice<'_>> = frames
-                .iter()
-                .map(|frame| IoSlice::new(frame.websocket_bytes()))
-                .collect();
-            socket.try_write_vectored(&slices)
-        }
-    };
-    let mut wrote = result.unwrap_or(0);
-    for (index, frame) in frames.iter().enumerate() {
-        let len = frame.websocket_bytes().len();
-        if wrote < len {
-            return (index, wrote);
-        }
-        wrote -= len;
-    }
-    (frames.len(), 0)
+    /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
+    flush_scheduled: bool,
 }
 
 /// How many queued frames one vectored write takes at most.
@@ -323,6 +299,7 @@ impl EngineConn {
                 closed: None,
                 socket: None,
                 socket_waker: None,
+                flush_scheduled: false,
             }),
             traffic,
             max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
@@ -376,50 +353,67 @@ impl EngineConn {
     /// transport writes them, together with whatever else is queued by then: under load several
     /// frames for one client go out in one write.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
-        self.send_frames(frames, false)
+        self.send_frames(frames)
     }
 
-    /// Like [`EngineConn::send_all`], but once a WebSocket carries the session and nothing is
-    /// queued, the frames are written to the socket right here, without waking the connection:
-    /// for a broadcast to many, where one wake-up per recipient would cost more than
-    /// the write itself.
-    pub fn send_all_now(&self, frames: &[Frame]) -> Result<(), SendError> {
-        self.send_frames(frames, true)
-    }
-
-    fn send_frames(&self, frames: &[Frame], now: bool) -> Result<(), SendError> {
+    fn send_frames(&self, frames: &[Frame]) -> Result<(), SendError> {
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
                 return Err(SendError::Closed);
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
-                let mut rest = frames;
-                if now
-                    && outbox.frames.is_empty()
-                    && let Some(socket) = &outbox.socket
-                {
-                    // Written now as far as the socket takes it; the rest waits for the connection.
-                    let (done, written) = write_now(socket, frames);
-                    self.traffic.count_sent(&frames[..done]);
-                    if done == frames.len() {
-                        return Ok(());
-                    }
-                    outbox.written = written;
-                    rest = &frames[done..];
-                }
-                outbox.frames.extend(rest.iter().cloned());
+                outbox.frames.extend(frames.iter().cloned());
                 self.wake_consumer(&outbox);
                 return Ok(());
             }
         }
+        self.close_full_queue();
+        Err(SendError::Full)
+    }
+
+    /// Like [`EngineConn::send_all`], but a WebSocket's connection is not woken: true when the
+    /// caller must have a flusher thread write the queue ([`EngineConn::flush`]), false when
+    /// one already will (or the session polls, whose pending GET was woken).
+    pub(crate) fn queue_for_flusher(&self, frames: &[Frame]) -> Result<bool, SendError> {
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
+                outbox.frames.extend(frames.iter().cloned());
+                if outbox.socket.is_none() {
+                    self.wake_consumer(&outbox);
+                    return Ok(false);
+                }
+                let first = !outbox.flush_scheduled;
+                outbox.flush_scheduled = true;
+                return Ok(first);
+            }
+        }
+        self.close_full_queue();
+        Err(SendError::Full)
+    }
+
+    /// A flusher thread's turn: writes what is queued as far as the socket takes it; what is
+    /// left (a full socket, an error, a close) is the connection's, which is woken for it.
+    pub(crate) fn flush(&self) {
+        let mut outbox = self.outbox.lock();
+        outbox.flush_scheduled = false;
+        if outbox.closed.is_none() && matches!(outbox.write_queued(&self.traffic), Ok(true)) {
+            return;
+        }
+        self.wake_consumer(&outbox);
+    }
+
+    fn close_full_queue(&self) {
         tracing::warn!(
             sid = %self.sid,
             limit = self.max_queued_frames,
             "closing a session whose outbound queue is full (the client does not read fast enough)"
         );
         self.close(CloseReason::SlowConsumer);
-        Err(SendError::Full)
     }
 
     /// Queues frames past the queue limit: a recovered session's missed events, which the

@@ -9,6 +9,7 @@
 //! on WebSocket (`websocket.rs`, which has no task while the connection is idle).
 
 mod conn;
+mod flush;
 mod frame;
 mod heartbeat;
 mod polling;
@@ -28,6 +29,7 @@ use parking_lot::RwLock;
 pub use conn::{
     CloseReason, EngineConn, KEPT_HEADERS, KeptHeaders, RequestInfo, SendError, TransportKind,
 };
+pub use flush::SendBatch;
 pub use frame::Frame;
 use session::Session;
 pub use traffic::Traffic;

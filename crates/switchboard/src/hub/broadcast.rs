@@ -1,6 +1,7 @@
 //! Broadcast: pick the recipients (rooms, minus excluded rooms and sockets), encode the packet
-//! ONCE into shared frames, and send those same frames to every recipient (written to its socket
-//! at once for a large broadcast, queued for a small one, see `deliver`). A socket in several of
+//! ONCE into shared frames, and send those same frames to every recipient (queued on each, then
+//! written by the engine's flusher threads for a large broadcast or by each recipient's
+//! connection for a small one, see `deliver`). A socket in several of
 //! the targeted rooms is reached once. Nothing here waits on a recipient: a full queue closes
 //! that recipient (see `EngineConn::send_all`) and the broadcast goes on.
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use super::namespace::Namespace;
 use super::packets;
 use super::socket::{Room, Socket};
-use crate::engine::Frame;
+use crate::engine::{Frame, SendBatch};
 
 /// Who a broadcast reaches within one namespace. No rooms means everyone.
 #[derive(Debug, Clone, Default)]
@@ -181,23 +182,23 @@ impl Namespace {
 
     /// Sends the same frames to every targeted socket; returns how many accepted them.
     ///
-    /// A large broadcast writes to the recipients' sockets directly (no task wake-up each); a
-    /// small one (a chat room) queues, so that a client's connection task writes what several
-    /// senders sent it in one go. (Splitting a large broadcast's writes over two threads was
-    /// measured: on this 2-core rig, shared with the load generator, it raised p99 latency.)
+    /// A large broadcast queues the frames on each recipient and leaves the writing to the
+    /// engine's flusher threads (no task wake-up per recipient, and the caller waits for the
+    /// writes only when the flushers are far behind); a small one (a chat room) wakes each recipient's connection, which
+    /// writes what several senders sent it in one go.
     pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
         let started = std::time::Instant::now();
-        let now = self.reach_at_most(target) >= DIRECT_WRITE_MIN;
-        let mut reached = 0;
-        self.for_each_target(target, |socket| {
-            let conn = socket.conn();
-            let sent = if now {
-                conn.send_all_now(frames)
-            } else {
-                conn.send_all(frames)
-            };
-            reached += usize::from(sent.is_ok());
-        });
+        let reached = if self.reach_at_most(target) >= FLUSHER_MIN {
+            let mut batch = SendBatch::new(frames);
+            self.for_each_target(target, |socket| batch.send(socket.conn()));
+            batch.finish()
+        } else {
+            let mut reached = 0;
+            self.for_each_target(target, |socket| {
+                reached += usize::from(socket.conn().send_all(frames).is_ok());
+            });
+            reached
+        };
         self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }
@@ -222,5 +223,6 @@ impl Namespace {
     }
 }
 
-/// Recipients from which a broadcast writes to sockets directly rather than queueing.
-const DIRECT_WRITE_MIN: usize = 32;
+/// Recipients from which a broadcast is written by the flusher threads rather than by each
+/// recipient's connection.
+const FLUSHER_MIN: usize = 32;
