@@ -6,7 +6,8 @@
 //! One request enters through [`Engine::handle`]; the query decides the transport. Every
 //! session's heartbeat runs on the engine's one timer (`heartbeat.rs`); a closed session is torn
 //! down by a task of its own when it polls (`session.rs`), by its connection when it was opened
-//! on WebSocket (`websocket.rs`, which has no task while the connection is idle).
+//! on WebSocket (`websocket.rs`, which has no task while the connection is idle). A broadcast
+//! to many sessions is written by the flusher threads (`flush.rs`).
 
 mod conn;
 mod flush;
