@@ -230,7 +230,13 @@ impl Outbox {
                 slices[index] = IoSlice::new(&frame.websocket_bytes()[skip..]);
                 count += 1;
             }
-            let mut wrote = match socket.try_write_vectored(&slices[..count]) {
+            // One frame (a broadcast's, mostly): a plain send, cheaper in the kernel than writev.
+            let result = if count == 1 {
+                socket.try_write(&slices[0])
+            } else {
+                socket.try_write_vectored(&slices[..count])
+            };
+            let mut wrote = match result {
                 Ok(wrote) => wrote,
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break Ok(false),
                 Err(error) => break Err(error),
