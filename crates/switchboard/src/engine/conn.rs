@@ -359,29 +359,19 @@ impl EngineConn {
     /// transport writes them, together with whatever else is queued by then: under load several
     /// frames for one client go out in one write.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
-        self.send_frames(frames)
-    }
-
-    fn send_frames(&self, frames: &[Frame]) -> Result<(), SendError> {
-        {
-            let mut outbox = self.outbox.lock();
-            if outbox.closed.is_some() {
-                return Err(SendError::Closed);
-            }
-            if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
-                outbox.frames.extend(frames.iter().cloned());
-                self.wake_consumer(&outbox);
-                return Ok(());
-            }
-        }
-        self.close_full_queue();
-        Err(SendError::Full)
+        self.queue(frames, false).map(|_| ())
     }
 
     /// Like [`EngineConn::send_all`], but a WebSocket's connection is not woken: true when the
     /// caller must have a flusher thread write the queue ([`EngineConn::flush`]), false when
     /// one already will (or the session polls, whose pending GET was woken).
     pub(crate) fn queue_for_flusher(&self, frames: &[Frame]) -> Result<bool, SendError> {
+        self.queue(frames, true)
+    }
+
+    /// Queues `frames` (all or none) and wakes whoever writes them, or, `for_flusher` and on a
+    /// WebSocket, marks the session for a flusher: true when it was not marked yet.
+    fn queue(&self, frames: &[Frame], for_flusher: bool) -> Result<bool, SendError> {
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
@@ -389,16 +379,21 @@ impl EngineConn {
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
                 outbox.frames.extend(frames.iter().cloned());
-                if outbox.socket.is_none() {
-                    self.wake_consumer(&outbox);
-                    return Ok(false);
+                if for_flusher && outbox.socket.is_some() {
+                    let first = !outbox.flush_scheduled;
+                    outbox.flush_scheduled = true;
+                    return Ok(first);
                 }
-                let first = !outbox.flush_scheduled;
-                outbox.flush_scheduled = true;
-                return Ok(first);
+                self.wake_consumer(&outbox);
+                return Ok(false);
             }
         }
-        self.close_full_queue();
+        tracing::warn!(
+            sid = %self.sid,
+            limit = self.max_queued_frames,
+            "closing a session whose outbound queue is full (the client does not read fast enough)"
+        );
+        self.close(CloseReason::SlowConsumer);
         Err(SendError::Full)
     }
 
@@ -411,15 +406,6 @@ impl EngineConn {
             return;
         }
         self.wake_consumer(&outbox);
-    }
-
-    fn close_full_queue(&self) {
-        tracing::warn!(
-            sid = %self.sid,
-            limit = self.max_queued_frames,
-            "closing a session whose outbound queue is full (the client does not read fast enough)"
-        );
-        self.close(CloseReason::SlowConsumer);
     }
 
     /// Queues frames past the queue limit: a recovered session's missed events, which the

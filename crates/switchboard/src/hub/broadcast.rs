@@ -184,8 +184,8 @@ impl Namespace {
     ///
     /// A large broadcast queues the frames on each recipient and leaves the writing to the
     /// engine's flusher threads (no task wake-up per recipient, and the caller waits for the
-    /// writes only when the flushers are far behind); a small one (a chat room) wakes each recipient's connection, which
-    /// writes what several senders sent it in one go.
+    /// writes only when the flushers are far behind); a small one (a chat room) wakes each
+    /// recipient's connection, which writes what several senders sent it in one go.
     pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
         let started = std::time::Instant::now();
         let reached = if self.reach_at_most(target) >= FLUSHER_MIN {
