@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -197,70 +197,24 @@ struct Outbox {
     socket_waker: Option<Waker>,
     /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
     flush_scheduled: bool,
+    /// A thread is writing the head of the queue with the outbox unlocked: the frames it
+    /// writes are out of `frames` meanwhile, and no other thread writes.
+    writing: bool,
 }
 
 /// How many queued frames one vectored write takes at most.
 const FRAMES_PER_WRITE: usize = 64;
 
-impl Outbox {
-    /// Writes queued frames to the socket until they are all written or it would block.
-    /// True when nothing is left queued.
-    fn write_queued(&mut self, traffic: &Traffic) -> std::io::Result<bool> {
-        let Self {
-            frames,
-            written,
-            socket,
-            ..
-        } = self;
-        let Some(socket) = socket.as_deref() else {
-            return Ok(frames.is_empty());
-        };
-        // Counted once at the end, not per frame.
-        let (mut packets, mut bytes) = (0, 0);
-        let outcome = loop {
-            if frames.is_empty() {
-                // An idle connection keeps no queue storage.
-                *frames = VecDeque::new();
-                break Ok(true);
-            }
-            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
-            let mut count = 0;
-            for (index, frame) in frames.iter().take(FRAMES_PER_WRITE).enumerate() {
-                let skip = if index == 0 { *written } else { 0 };
-                slices[index] = IoSlice::new(&frame.websocket_bytes()[skip..]);
-                count += 1;
-            }
-            // One frame (a broadcast's, mostly): a plain send, cheaper in the kernel than writev.
-            let result = if count == 1 {
-                socket.try_write(&slices[0])
-            } else {
-                socket.try_write_vectored(&slices[..count])
-            };
-            let mut wrote = match result {
-                Ok(wrote) => wrote,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break Ok(false),
-                Err(error) => break Err(error),
-            };
-            while wrote > 0 {
-                let Some(first) = frames.front() else {
-                    break;
-                };
-                let left = first.websocket_bytes().len() - *written;
-                if wrote < left {
-                    *written += wrote;
-                    break;
-                }
-                wrote -= left;
-                *written = 0;
-                if let Some(done) = frames.pop_front() {
-                    packets += 1;
-                    bytes += done.payload().len() as u64;
-                }
-            }
-        };
-        traffic.count(packets, bytes);
-        outcome
-    }
+/// What writing a session's queue to its WebSocket came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Nothing is left queued.
+    All,
+    /// The socket takes no more for now (or there is no socket): frames are left queued.
+    Blocked,
+    /// Another thread is writing this queue; it writes what was queued meanwhile too, and wakes
+    /// the connection if it leaves anything.
+    ByAnother,
 }
 
 /// What only a session opened on polling needs; boxed, so that a WebSocket session (most of
@@ -306,6 +260,7 @@ impl EngineConn {
                 socket: None,
                 socket_waker: None,
                 flush_scheduled: false,
+                writing: false,
             }),
             traffic,
             max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
@@ -402,7 +357,12 @@ impl EngineConn {
     pub(crate) fn flush(&self) {
         let mut outbox = self.outbox.lock();
         outbox.flush_scheduled = false;
-        if outbox.closed.is_none() && matches!(outbox.write_queued(&self.traffic), Ok(true)) {
+        if outbox.closed.is_none()
+            && matches!(
+                self.write_out(&mut outbox),
+                Ok(Flushed::All | Flushed::ByAnother)
+            )
+        {
             return;
         }
         self.wake_consumer(&outbox);
@@ -457,10 +417,94 @@ impl EngineConn {
         outbox.socket.take()
     }
 
-    /// Writes what is queued to the WebSocket, as far as it takes it without waiting. True when
-    /// nothing is left queued.
-    pub(crate) fn write_queued(&self) -> std::io::Result<bool> {
-        self.outbox.lock().write_queued(&self.traffic)
+    /// Writes what is queued to the WebSocket, as far as it takes it without waiting.
+    pub(crate) fn write_queued(&self) -> std::io::Result<Flushed> {
+        self.write_out(&mut self.outbox.lock())
+    }
+
+    /// Writes queued frames to the socket until none is left or it would block. The socket
+    /// call is made with the outbox unlocked, so that a broadcast queueing on this session is
+    /// not held up behind it; one thread writes at a time (`Outbox::writing`), and it goes on
+    /// to what was queued while it wrote.
+    fn write_out(&self, outbox: &mut MutexGuard<'_, Outbox>) -> std::io::Result<Flushed> {
+        if outbox.writing {
+            return Ok(Flushed::ByAnother);
+        }
+        let Some(socket) = outbox.socket.clone() else {
+            return Ok(if outbox.frames.is_empty() {
+                Flushed::All
+            } else {
+                Flushed::Blocked
+            });
+        };
+        outbox.writing = true;
+        // Counted once at the end, not per frame.
+        let (mut packets, mut bytes) = (0, 0);
+        let outcome = loop {
+            if outbox.frames.is_empty() {
+                // An idle connection keeps no queue storage.
+                outbox.frames = VecDeque::new();
+                break Ok(Flushed::All);
+            }
+            let mut batch: [Option<Frame>; FRAMES_PER_WRITE] = [const { None }; FRAMES_PER_WRITE];
+            let count = outbox.frames.len().min(FRAMES_PER_WRITE);
+            for (slot, frame) in batch.iter_mut().zip(outbox.frames.drain(..count)) {
+                *slot = Some(frame);
+            }
+            let skip = outbox.written;
+            let result = MutexGuard::unlocked(outbox, || {
+                let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+                for (index, frame) in batch.iter().flatten().enumerate() {
+                    let bytes = frame.websocket_bytes();
+                    slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
+                }
+                // One frame (a broadcast's, mostly): a plain send, cheaper in the kernel.
+                if count == 1 {
+                    socket.try_write(&slices[0])
+                } else {
+                    socket.try_write_vectored(&slices[..count])
+                }
+            });
+            let mut wrote = *result.as_ref().unwrap_or(&0);
+            let mut unwritten = count;
+            for (index, frame) in batch.iter().flatten().enumerate() {
+                let left = frame.websocket_bytes().len() - if index == 0 { skip } else { 0 };
+                if wrote < left {
+                    outbox.written = if index == 0 { skip + wrote } else { wrote };
+                    unwritten = index;
+                    break;
+                }
+                wrote -= left;
+                outbox.written = 0;
+                packets += 1;
+                bytes += frame.payload().len() as u64;
+            }
+            // What was not written goes back to the front, in order.
+            for frame in batch[unwritten..count]
+                .iter_mut()
+                .rev()
+                .filter_map(Option::take)
+            {
+                outbox.frames.push_front(frame);
+            }
+            if let Some(reason) = outbox.closed
+                && !reason.flushes_queue()
+            {
+                // Closed while writing: only a frame partly written is still finished.
+                let keep = usize::from(outbox.written > 0);
+                outbox.frames.truncate(keep);
+            }
+            match result {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    break Ok(Flushed::Blocked);
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        outbox.writing = false;
+        self.traffic.count(packets, bytes);
+        outcome
     }
 
     /// Queues a last frame after the session closed (the WebSocket close frame).

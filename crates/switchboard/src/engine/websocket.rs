@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
+use super::conn::Flushed;
 use super::session::{Session, UpgradeStage, report_closed};
 use super::traffic::OpenWriter;
 use super::{
@@ -290,7 +291,8 @@ impl<H: EngineHandler> Connection<H> {
         loop {
             handle_messages(engine, session, &mut inner.reader);
             let backlog = match conn.write_queued() {
-                Ok(done) => !done,
+                // Another thread writing wakes this connection if it leaves anything.
+                Ok(flushed) => flushed == Flushed::Blocked,
                 Err(_) => {
                     conn.close(CloseReason::TransportError);
                     false
@@ -361,12 +363,19 @@ impl<H: EngineHandler> Connection<H> {
 async fn finish(conn: &EngineConn, socket: &TcpStream, reason: CloseReason) {
     conn.queue_final(Frame::close(reason.websocket_code()));
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-        while let Ok(false) = conn.write_queued() {
-            if std::future::poll_fn(|cx| socket.poll_write_ready(cx))
-                .await
-                .is_err()
-            {
-                break;
+        loop {
+            match conn.write_queued() {
+                Ok(Flushed::Blocked) => {
+                    if std::future::poll_fn(|cx| socket.poll_write_ready(cx))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                // A flusher thread is in the middle of a write (a moment): then the rest.
+                Ok(Flushed::ByAnother) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Ok(Flushed::All) | Err(_) => break,
             }
         }
     })
