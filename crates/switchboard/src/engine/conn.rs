@@ -20,6 +20,8 @@ use std::task::Waker;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::{Mutex, MutexGuard};
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -458,11 +460,14 @@ impl EngineConn {
                     let bytes = frame.websocket_bytes();
                     slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
                 }
-                // One frame (a broadcast's, mostly): a plain send, cheaper in the kernel.
+                // One frame (a broadcast's, mostly): a plain send; several: one sendmsg (a
+                // shorter way through the kernel than writev).
                 if count == 1 {
                     socket.try_write(&slices[0])
                 } else {
-                    socket.try_write_vectored(&slices[..count])
+                    socket.try_io(Interest::WRITABLE, || {
+                        SockRef::from(&*socket).send_vectored(&slices[..count])
+                    })
                 }
             });
             let mut wrote = *result.as_ref().unwrap_or(&0);
