@@ -217,6 +217,8 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Small broadcasts are written when a worker runs out of work.
+                .on_thread_park(switchboard::engine::write_deferred)
                 .build()?
                 .block_on(serve(args))
         }

@@ -1,16 +1,22 @@
-//! Writing a broadcast to many WebSocket sessions without a wake-up per recipient and without
-//! holding the caller: the broadcast queues its frames on every recipient (in order with
-//! anything else sent to it, so a session's frames never overtake each other) and hands the
-//! sessions, in chunks, to the flusher threads (half the machine's cores, at least one, started
-//! on first use), which write each session's queue to its socket. The next broadcast is queued
-//! while the last one is still being written, and a session reached by both before its turn
-//! comes gets both in one write.
+//! Writing a broadcast to its recipients without a task wake-up per recipient, and without
+//! holding the caller for the length of the writes: the broadcast queues its frames on every
+//! recipient (in order with anything else sent to it, so a session's frames never overtake
+//! each other) and leaves the writing of each recipient's queue to one of two writers.
 //!
-//! A session is in at most one chunk waiting to be written (its outbox remembers it). When the
-//! flushers fall more than [`MAX_LAG`] behind, a broadcast waits for them before it returns, so
-//! a publisher faster than the sockets can be written is held back rather than queued behind
-//! without end.
+//! - A large broadcast hands the sessions, in chunks, to the flusher threads (half the
+//!   machine's cores, at least one, started on first use). The next broadcast is queued while
+//!   the last one is still being written, and a session reached by both before its turn comes
+//!   gets both in one write. When the flushers fall more than [`MAX_LAG`] behind, a broadcast
+//!   waits for them before it returns, so a publisher faster than the sockets can be written
+//!   is held back rather than queued behind without end.
+//! - A small one (a chat room) is written by the runtime worker that sent it, once that worker
+//!   runs out of work (its park hook, [`write_deferred`]) or has [`DEFERRED_MAX`] sessions
+//!   waiting: alone, a message goes out at once; in a burst, everything sent to a session
+//!   meanwhile goes out in one write. A thread that is not such a worker writes at once.
+//!
+//! A session waits in at most one place at a time (its outbox remembers it).
 
+use std::cell::RefCell;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,20 +28,25 @@ use super::{EngineConn, Frame};
 /// One broadcast's sending: [`SendBatch::send`] per recipient, then [`SendBatch::finish`].
 pub struct SendBatch<'a> {
     frames: &'a [Frame],
+    /// Large: written by the flusher threads; small: by this worker once it is idle.
+    large: bool,
     chunk: Vec<Arc<EngineConn>>,
     reached: usize,
 }
 
 impl<'a> SendBatch<'a> {
-    pub fn new(frames: &'a [Frame]) -> Self {
+    /// `recipients`: how many sessions the broadcast may reach (at most), which decides who
+    /// writes it.
+    pub fn new(frames: &'a [Frame], recipients: usize) -> Self {
         Self {
             frames,
+            large: recipients >= FLUSHER_MIN,
             chunk: Vec::new(),
             reached: 0,
         }
     }
 
-    /// Queues the frames on `conn`; a flusher thread writes them to its socket.
+    /// Queues the frames on `conn`; its queue is written later (see the module's text).
     pub fn send(&mut self, conn: &Arc<EngineConn>) {
         let Ok(needs_flush) = conn.queue_for_flusher(self.frames) else {
             return;
@@ -43,26 +54,69 @@ impl<'a> SendBatch<'a> {
         self.reached += 1;
         if needs_flush {
             if self.chunk.is_empty() {
-                self.chunk.reserve_exact(CHUNK);
+                self.chunk.reserve_exact(if self.large { CHUNK } else { 4 });
             }
             self.chunk.push(conn.clone());
-            if self.chunk.len() == CHUNK {
+            if self.large && self.chunk.len() == CHUNK {
                 hand_over(std::mem::take(&mut self.chunk));
             }
         }
     }
 
-    /// Hands the last chunk over and returns how many sessions accepted the frames, once the
-    /// flushers are no more than [`MAX_LAG`] behind.
+    /// Hands the sessions over to their writer and returns how many accepted the frames; a
+    /// large broadcast returns once the flushers are no more than [`MAX_LAG`] behind.
     pub fn finish(mut self) -> usize {
-        if !self.chunk.is_empty() {
-            hand_over(std::mem::take(&mut self.chunk));
+        let chunk = std::mem::take(&mut self.chunk);
+        if !self.large {
+            defer(chunk);
+            return self.reached;
+        }
+        if !chunk.is_empty() {
+            hand_over(chunk);
         }
         if let Some(flushers) = flushers() {
             flushers.wait_until_caught_up();
         }
         self.reached
     }
+}
+
+thread_local! {
+    /// Sessions this runtime worker writes once it runs out of work; `None` on any other thread
+    /// (set on a worker's first park, so blocking-pool threads, which never park, stay `None`).
+    static DEFERRED: RefCell<Option<Vec<Arc<EngineConn>>>> = const { RefCell::new(None) };
+}
+
+/// Leaves the sessions to this worker's next idle moment, or writes them now: on a thread that
+/// is not a runtime worker with the park hook, or when the worker, busy, has left
+/// [`DEFERRED_MAX`] waiting.
+fn defer(conns: Vec<Arc<EngineConn>>) {
+    if conns.is_empty() {
+        return;
+    }
+    let now = DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        let Some(waiting) = deferred.as_mut() else {
+            return conns;
+        };
+        waiting.extend(conns);
+        if waiting.len() >= DEFERRED_MAX {
+            std::mem::take(waiting)
+        } else {
+            Vec::new()
+        }
+    });
+    flush_each(&now);
+}
+
+/// The runtime's park hook (see `main.rs`): writes the sessions whose writes this worker
+/// deferred, and from its first call on, lets small broadcasts sent on this thread defer.
+pub fn write_deferred() {
+    let waiting = DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        std::mem::take(deferred.get_or_insert_with(Vec::new))
+    });
+    flush_each(&waiting);
 }
 
 /// Sessions whose queues a flusher writes, and when they were handed over.
@@ -163,6 +217,13 @@ fn flush_chunks(chunks: &Mutex<Receiver<Chunk>>, flushers: &Flushers) {
         flush_each(&chunk.conns);
     }
 }
+
+/// Recipients from which a broadcast is written by the flusher threads rather than by the
+/// worker that sent it.
+const FLUSHER_MIN: usize = 32;
+
+/// How many sessions a busy worker leaves waiting at most before it writes them.
+const DEFERRED_MAX: usize = 4096;
 
 /// Sessions per hand-over: the flushers start writing while a large broadcast is still being
 /// queued, and take the queue's lock once per this many sessions.

@@ -30,7 +30,7 @@ use parking_lot::RwLock;
 pub use conn::{
     CloseReason, EngineConn, KEPT_HEADERS, KeptHeaders, RequestInfo, SendError, TransportKind,
 };
-pub use flush::SendBatch;
+pub use flush::{SendBatch, write_deferred};
 pub use frame::Frame;
 use session::Session;
 pub use traffic::Traffic;

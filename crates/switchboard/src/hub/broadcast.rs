@@ -182,23 +182,15 @@ impl Namespace {
 
     /// Sends the same frames to every targeted socket; returns how many accepted them.
     ///
-    /// A large broadcast queues the frames on each recipient and leaves the writing to the
-    /// engine's flusher threads (no task wake-up per recipient, and the caller waits for the
-    /// writes only when the flushers are far behind); a small one (a chat room) wakes each
-    /// recipient's connection, which writes what several senders sent it in one go.
+    /// The frames are queued on each recipient and written without a task wake-up per
+    /// recipient: a large broadcast's by the engine's flusher threads, a small one's (a chat
+    /// room) by this worker once it is idle, so that in a burst what several senders sent one
+    /// client goes out in one write (see `engine/flush.rs`).
     pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
         let started = std::time::Instant::now();
-        let reached = if self.reach_at_most(target) >= FLUSHER_MIN {
-            let mut batch = SendBatch::new(frames);
-            self.for_each_target(target, |socket| batch.send(socket.conn()));
-            batch.finish()
-        } else {
-            let mut reached = 0;
-            self.for_each_target(target, |socket| {
-                reached += usize::from(socket.conn().send_all(frames).is_ok());
-            });
-            reached
-        };
+        let mut batch = SendBatch::new(frames, self.reach_at_most(target));
+        self.for_each_target(target, |socket| batch.send(socket.conn()));
+        let reached = batch.finish();
         self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }
@@ -222,7 +214,3 @@ impl Namespace {
             .sum()
     }
 }
-
-/// Recipients from which a broadcast is written by the flusher threads rather than by each
-/// recipient's connection.
-const FLUSHER_MIN: usize = 32;
