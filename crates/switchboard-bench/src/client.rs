@@ -37,10 +37,12 @@ pub enum Expect {
     Nothing,
     /// An event carrying `{"order":{"id","ts"}}` from the publisher.
     Event(String),
-    /// Join a room of `room_size` and send `room-message` at `rate` per second.
+    /// Join a room of `room_size` and send `room-message` at `rate` per second (all clients at
+    /// the same instants when `burst`).
     Chat {
         room_size: usize,
         rate: f64,
+        burst: bool,
         duration: Duration,
     },
 }
@@ -305,9 +307,14 @@ impl Client {
             };
             let (event_prefix, chat) = match &expect {
                 Expect::Event(name) => (Some(format!("42[\"{name}\"")), None),
-                Expect::Chat { rate, duration, .. } => (
+                Expect::Chat {
+                    rate,
+                    duration,
+                    burst,
+                    ..
+                } => (
                     Some("42[\"room-broadcast\"".to_owned()),
-                    Some((*rate, *duration)),
+                    Some((*rate, *duration, *burst)),
                 ),
                 Expect::Nothing => (None, None),
             };
@@ -342,8 +349,14 @@ impl Client {
                     changed = phase.changed() => {
                         if changed.is_err() { break; }
                         match *phase.borrow() {
-                            1 => if let Some((rate, duration)) = chat {
-                                let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+                            1 => if let Some((rate, duration, burst)) = chat {
+                                // Unless in bursts, each client starts at its own point of the
+                                // period (spread evenly by the golden ratio), so the clients' sends
+                                // are spread over each second as a real chat's are.
+                                let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+                                let spread = if burst { 0.0 } else { (index as f64 * 0.618_033_988_75).fract() };
+                                let offset = period.mul_f64(spread);
+                                let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                                 sending = Some((ticker, Instant::now(), duration));
                             },

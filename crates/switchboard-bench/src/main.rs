@@ -81,6 +81,10 @@ enum Scenario {
         rate: f64,
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
+        /// Every client sends at the same instants (bursts of one message per client); by
+        /// default each client starts at its own point of the period, spreading the sends.
+        #[arg(long)]
+        burst: bool,
     },
     /// Opens connections as fast as it can up to a count.
     Connect {
@@ -226,10 +230,12 @@ async fn main() -> anyhow::Result<()> {
             room_size,
             rate,
             duration_secs,
+            burst,
         } => {
             let expect = Expect::Chat {
                 room_size,
                 rate,
+                burst,
                 duration: Duration::from_secs(duration_secs),
             };
             let open = open_clients(&cli, clients, expect, &counters).await?;
@@ -255,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
             let received = counters.received.load(Ordering::Relaxed);
             let (histogram, _, _) = client::finish(open, 0).await;
             json!({
-                "scenario": "chat", "clients": clients, "room_size": room_size, "rate": rate,
+                "scenario": "chat", "clients": clients, "room_size": room_size, "rate": rate, "burst": burst,
                 "expected": expected, "received": received,
                 "lost": expected.saturating_sub(received),
                 "errors": counters.errors.load(Ordering::Relaxed),
