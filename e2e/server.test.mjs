@@ -359,27 +359,45 @@ test("the periodic stats line counts sockets, users, rooms and message rates", a
   }
 });
 
-test("a socket gets room broadcasts and events sent to it alone in the order the backend sent them", async () => {
-  // 40 members: a broadcast this large is written by the flusher threads, a send to one socket
-  // by its own connection; the two must not overtake each other.
-  const members = await Promise.all(Array.from({ length: 40 }, () => client()));
-  const [first] = members;
-  const got = collect(first, "tick");
-  const everyoneGot = members.map((socket) => collect(socket, "tick"));
-  await api("/api/join", { sockets: members.map((s) => s.id), rooms: ["crowd"] });
-  const sent = [];
-  for (let seq = 1; seq <= 60; seq++) {
-    const toRoom = seq % 3 !== 0;
-    const res = await api("/api/emit", { event: "tick", ...(toRoom ? { rooms: ["crowd"] } : { sockets: [first.id] }), data: seq });
-    assert.equal(res.body.reached, toRoom ? 40 : 1);
-    sent.push(seq);
+// 40 members: a broadcast this large is written by the flusher threads; 3 members: by the
+// worker that sent it once it is idle; a send to one socket by its own connection. None may
+// overtake another, whether the emits come one request at a time or in one batch (one task,
+// no idle moment between them).
+for (const size of [40, 3]) {
+  for (const batched of [false, true]) {
+    test(`room broadcasts (${size} members) and events sent to one socket arrive in the order sent${batched ? ", in one batch" : ""}`, async () => {
+      const members = await Promise.all(Array.from({ length: size }, () => client()));
+      const [first] = members;
+      const got = collect(first, "tick");
+      const everyoneGot = members.map((socket) => collect(socket, "tick"));
+      const room = `crowd-${size}-${batched}`;
+      await api("/api/join", { sockets: members.map((s) => s.id), rooms: [room] });
+      const sent = [];
+      const commands = [];
+      for (let seq = 1; seq <= 60; seq++) {
+        const toRoom = seq % 3 !== 0;
+        const command = { event: "tick", ...(toRoom ? { rooms: [room] } : { sockets: [first.id] }), data: seq };
+        if (batched) {
+          commands.push({ op: "emit", ...command });
+        } else {
+          const res = await api("/api/emit", command);
+          assert.equal(res.body.reached, toRoom ? size : 1);
+        }
+        sent.push(seq);
+      }
+      if (batched) {
+        const res = await api("/api/batch", { commands });
+        assert.equal(res.status, 200);
+        assert.deepEqual(res.body.results.map((r) => r.reached), sent.map((seq) => (seq % 3 !== 0 ? size : 1)));
+      }
+      for (let i = 0; i < 100 && got.length < sent.length; i++) await sleep(20);
+      assert.deepEqual(got, sent, "in order, none missing");
+      const roomOnly = sent.filter((seq) => seq % 3 !== 0);
+      for (const list of everyoneGot.slice(1)) {
+        for (let i = 0; i < 100 && list.length < roomOnly.length; i++) await sleep(20);
+        assert.deepEqual(list, roomOnly);
+      }
+      for (const socket of members) socket.disconnect();
+    });
   }
-  for (let i = 0; i < 100 && got.length < sent.length; i++) await sleep(20);
-  assert.deepEqual(got, sent, "in order, none missing");
-  const roomOnly = sent.filter((seq) => seq % 3 !== 0);
-  for (const list of everyoneGot.slice(1)) {
-    for (let i = 0; i < 100 && list.length < roomOnly.length; i++) await sleep(20);
-    assert.deepEqual(list, roomOnly);
-  }
-  for (const socket of members) socket.disconnect();
-});
+}

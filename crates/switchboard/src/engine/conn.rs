@@ -199,6 +199,8 @@ struct Outbox {
     socket_waker: Option<Waker>,
     /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
     flush_scheduled: bool,
+    /// A runtime worker has this session among those it writes when idle (see `flush.rs`).
+    write_pending: bool,
     /// A thread is writing the head of the queue with the outbox unlocked: the frames it
     /// writes are out of `frames` meanwhile, and no other thread writes.
     writing: bool,
@@ -206,6 +208,20 @@ struct Outbox {
 
 /// How many queued frames one vectored write takes at most.
 const FRAMES_PER_WRITE: usize = 64;
+
+/// Who writes frames queued on a WebSocket session (a polling session's are collected by its
+/// pending GET, woken at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// Its connection, woken now.
+    Connection,
+    /// A flusher thread (`flush.rs`); the session is marked until one has written it, so that
+    /// it waits in one chunk at most.
+    Flusher,
+    /// The caller, a little later ([`EngineConn::write_pending`]; an idle runtime worker); the
+    /// session is marked until then, so that it waits in one worker's list at most.
+    Caller,
+}
 
 /// What writing a session's queue to its WebSocket came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +278,7 @@ impl EngineConn {
                 socket: None,
                 socket_waker: None,
                 flush_scheduled: false,
+                write_pending: false,
                 writing: false,
             }),
             traffic,
@@ -316,19 +333,13 @@ impl EngineConn {
     /// transport writes them, together with whatever else is queued by then: under load several
     /// frames for one client go out in one write.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
-        self.queue(frames, false).map(|_| ())
+        self.queue_for(frames, Writer::Connection).map(|_| ())
     }
 
-    /// Like [`EngineConn::send_all`], but a WebSocket's connection is not woken: true when the
-    /// caller must have a flusher thread write the queue ([`EngineConn::flush`]), false when
-    /// one already will (or the session polls, whose pending GET was woken).
-    pub(crate) fn queue_for_flusher(&self, frames: &[Frame]) -> Result<bool, SendError> {
-        self.queue(frames, true)
-    }
-
-    /// Queues `frames` (all or none) and wakes whoever writes them, or, `for_flusher` and on a
-    /// WebSocket, marks the session for a flusher: true when it was not marked yet.
-    fn queue(&self, frames: &[Frame], for_flusher: bool) -> Result<bool, SendError> {
+    /// Queues `frames` (all or none) for `writer` to write (see [`Writer`]): true when the
+    /// caller must now arrange that write, false when one is already due (or the session polls,
+    /// whose pending GET was woken, or `writer` is the connection, which was woken).
+    pub(crate) fn queue_for(&self, frames: &[Frame], writer: Writer) -> Result<bool, SendError> {
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
@@ -336,10 +347,20 @@ impl EngineConn {
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
                 outbox.frames.extend(frames.iter().cloned());
-                if for_flusher && outbox.socket.is_some() {
-                    let first = !outbox.flush_scheduled;
-                    outbox.flush_scheduled = true;
-                    return Ok(first);
+                if outbox.socket.is_some() {
+                    match writer {
+                        Writer::Connection => {}
+                        Writer::Flusher => {
+                            let first = !outbox.flush_scheduled;
+                            outbox.flush_scheduled = true;
+                            return Ok(first);
+                        }
+                        Writer::Caller => {
+                            let first = !outbox.write_pending;
+                            outbox.write_pending = true;
+                            return Ok(first);
+                        }
+                    }
                 }
                 self.wake_consumer(&outbox);
                 return Ok(false);
@@ -359,6 +380,17 @@ impl EngineConn {
     pub(crate) fn flush(&self) {
         let mut outbox = self.outbox.lock();
         outbox.flush_scheduled = false;
+        self.write_or_wake(outbox);
+    }
+
+    /// The caller's write of what it queued with [`Writer::Caller`], as [`EngineConn::flush`].
+    pub(crate) fn write_pending(&self) {
+        let mut outbox = self.outbox.lock();
+        outbox.write_pending = false;
+        self.write_or_wake(outbox);
+    }
+
+    fn write_or_wake(&self, mut outbox: MutexGuard<'_, Outbox>) {
         if outbox.closed.is_none()
             && matches!(
                 self.write_out(&mut outbox),

@@ -14,7 +14,8 @@
 //!   waiting: alone, a message goes out at once; in a burst, everything sent to a session
 //!   meanwhile goes out in one write. A thread that is not such a worker writes at once.
 //!
-//! A session waits in at most one place at a time (its outbox remembers it).
+//! A session waits in at most one flusher chunk and in at most one worker's list (its outbox
+//! remembers both); the two are apart, so a large broadcast is never held up by a small one.
 
 use std::cell::RefCell;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::conn::Writer;
 use super::{EngineConn, Frame};
 
 /// One broadcast's sending: [`SendBatch::send`] per recipient, then [`SendBatch::finish`].
@@ -48,7 +50,12 @@ impl<'a> SendBatch<'a> {
 
     /// Queues the frames on `conn`; its queue is written later (see the module's text).
     pub fn send(&mut self, conn: &Arc<EngineConn>) {
-        let Ok(needs_flush) = conn.queue_for_flusher(self.frames) else {
+        let writer = if self.large {
+            Writer::Flusher
+        } else {
+            Writer::Caller
+        };
+        let Ok(needs_flush) = conn.queue_for(self.frames, writer) else {
             return;
         };
         self.reached += 1;
@@ -106,7 +113,7 @@ fn defer(conns: Vec<Arc<EngineConn>>) {
             Vec::new()
         }
     });
-    flush_each(&now);
+    write_each(&now);
 }
 
 /// The runtime's park hook (see `main.rs`): writes the sessions whose writes this worker
@@ -116,7 +123,13 @@ pub fn write_deferred() {
         let mut deferred = deferred.borrow_mut();
         std::mem::take(deferred.get_or_insert_with(Vec::new))
     });
-    flush_each(&waiting);
+    write_each(&waiting);
+}
+
+fn write_each(conns: &[Arc<EngineConn>]) {
+    for conn in conns {
+        conn.write_pending();
+    }
 }
 
 /// Sessions whose queues a flusher writes, and when they were handed over.
