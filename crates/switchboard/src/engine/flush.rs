@@ -12,13 +12,15 @@
 //! - A small one (a chat room) is written by the runtime worker that sent it, once that worker
 //!   runs out of work (its park hook, [`write_deferred`]) or has [`DEFERRED_MAX`] sessions
 //!   waiting: alone, a message goes out at once; in a burst, everything sent to a session
-//!   meanwhile goes out in one write. A thread that is not such a worker writes at once.
+//!   meanwhile goes out in one write. Should the worker stay busy without pause, a flusher
+//!   thread writes what waited longer than [`DEFERRED_WAIT`]. A thread that is not such a
+//!   worker writes at once.
 //!
 //! A session waits in at most one flusher chunk and in at most one worker's list (its outbox
 //! remembers both); the two are apart, so a large broadcast is never held up by a small one.
 
 use std::cell::RefCell;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,8 +93,26 @@ impl<'a> SendBatch<'a> {
 thread_local! {
     /// Sessions this runtime worker writes once it runs out of work; `None` on any other thread
     /// (set on a worker's first park, so blocking-pool threads, which never park, stay `None`).
-    static DEFERRED: RefCell<Option<Vec<Arc<EngineConn>>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Arc<Mutex<Deferred>>>> = const { RefCell::new(None) };
 }
+
+/// One worker's sessions waiting for it to be idle, and since when the first has waited. Shared
+/// with the flusher threads, which write them if the worker stays busy for [`DEFERRED_WAIT`].
+#[derive(Default)]
+struct Deferred {
+    conns: Vec<Arc<EngineConn>>,
+    since: Option<Instant>,
+}
+
+impl Deferred {
+    fn take(&mut self) -> Vec<Arc<EngineConn>> {
+        self.since = None;
+        std::mem::take(&mut self.conns)
+    }
+}
+
+/// Every worker's [`Deferred`], for the flushers' sweep.
+static ALL_DEFERRED: Mutex<Vec<Arc<Mutex<Deferred>>>> = Mutex::new(Vec::new());
 
 /// Leaves the sessions to this worker's next idle moment, or writes them now: on a thread that
 /// is not a runtime worker with the park hook, or when the worker, busy, has left
@@ -102,13 +122,15 @@ fn defer(conns: Vec<Arc<EngineConn>>) {
         return;
     }
     let now = DEFERRED.with(|deferred| {
-        let mut deferred = deferred.borrow_mut();
-        let Some(waiting) = deferred.as_mut() else {
+        let deferred = deferred.borrow();
+        let Some(waiting) = deferred.as_ref() else {
             return conns;
         };
-        waiting.extend(conns);
-        if waiting.len() >= DEFERRED_MAX {
-            std::mem::take(waiting)
+        let mut waiting = waiting.lock();
+        waiting.since.get_or_insert_with(Instant::now);
+        waiting.conns.extend(conns);
+        if waiting.conns.len() >= DEFERRED_MAX {
+            waiting.take()
         } else {
             Vec::new()
         }
@@ -121,9 +143,31 @@ fn defer(conns: Vec<Arc<EngineConn>>) {
 pub fn write_deferred() {
     let waiting = DEFERRED.with(|deferred| {
         let mut deferred = deferred.borrow_mut();
-        std::mem::take(deferred.get_or_insert_with(Vec::new))
+        let waiting = deferred.get_or_insert_with(|| {
+            // The flushers sweep what a busy worker leaves waiting; start them now.
+            let _ = flushers();
+            let waiting = Arc::default();
+            ALL_DEFERRED.lock().push(Arc::clone(&waiting));
+            waiting
+        });
+        waiting.lock().take()
     });
     write_each(&waiting);
+}
+
+/// A flusher's sweep: writes what a worker, busy without pause, has left waiting too long.
+fn write_stale_deferred() {
+    let all = ALL_DEFERRED.lock().clone();
+    for waiting in all {
+        let stale = {
+            let mut waiting = waiting.lock();
+            match waiting.since {
+                Some(since) if since.elapsed() >= DEFERRED_WAIT => waiting.take(),
+                _ => continue,
+            }
+        };
+        write_each(&stale);
+    }
 }
 
 fn write_each(conns: &[Arc<EngineConn>]) {
@@ -213,21 +257,31 @@ fn flushers() -> Option<&'static Arc<Flushers>> {
 
 /// A flusher thread's life: take the next chunk, write each session's queue.
 fn flush_chunks(chunks: &Mutex<Receiver<Chunk>>, flushers: &Flushers) {
+    let mut swept = Instant::now();
     loop {
+        if swept.elapsed() >= DEFERRED_WAIT {
+            write_stale_deferred();
+            swept = Instant::now();
+        }
         let next = {
             let receiver = chunks.lock();
             match receiver.try_recv() {
                 Ok(chunk) => Ok(chunk),
                 Err(TryRecvError::Empty) => {
                     flushers.record(None);
-                    receiver.recv().map_err(|_| ())
+                    receiver.recv_timeout(DEFERRED_WAIT)
                 }
-                Err(TryRecvError::Disconnected) => Err(()),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             }
         };
-        let Ok(chunk) = next else { return };
-        flushers.record(Some(chunk.handed_at));
-        flush_each(&chunk.conns);
+        match next {
+            Ok(chunk) => {
+                flushers.record(Some(chunk.handed_at));
+                flush_each(&chunk.conns);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -238,6 +292,10 @@ const FLUSHER_MIN: usize = 32;
 /// How many sessions a busy worker leaves waiting at most before it writes them.
 const DEFERRED_MAX: usize = 4096;
 
+/// How long a session waits at most for a busy worker before a flusher thread writes it (the
+/// flushers look this often).
+const DEFERRED_WAIT: Duration = Duration::from_millis(50);
+
 /// Sessions per hand-over: the flushers start writing while a large broadcast is still being
 /// queued, and take the queue's lock once per this many sessions.
 const CHUNK: usize = 256;
@@ -247,3 +305,89 @@ const MAX_LAG: Duration = Duration::from_millis(500);
 
 /// At most this many flusher threads, whatever the core count.
 const MAX_FLUSHERS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::task::Waker;
+
+    use super::*;
+    use crate::engine::{KeptHeaders, RequestInfo, Traffic, TransportKind};
+
+    /// A session on a real loopback socket, and the client's end of it.
+    async fn session() -> (Arc<EngineConn>, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let client = std::net::TcpStream::connect(address).expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let request = RequestInfo {
+            query: Box::default(),
+            headers: KeptHeaders::from_request(&http::HeaderMap::new()),
+            remote_addr: None,
+        };
+        let conn = Arc::new(EngineConn::new(
+            "sid".into(),
+            request,
+            TransportKind::WebSocket,
+            16,
+            Arc::new(Traffic::default()),
+        ));
+        conn.attach_socket(Arc::new(server), Waker::noop().clone());
+        (conn, client)
+    }
+
+    fn send_small_broadcast(conn: &Arc<EngineConn>) {
+        let frames = [Frame::text_packet(b"4hello")];
+        let mut batch = SendBatch::new(&frames, 1);
+        batch.send(conn);
+        assert_eq!(batch.finish(), 1);
+    }
+
+    /// Reads the one frame the session was sent; how long after `sent` it arrived.
+    fn arrival(mut client: std::net::TcpStream, sent: Instant) -> Duration {
+        let mut frame = [0u8; 8];
+        client.read_exact(&mut frame).expect("the frame arrives");
+        assert_eq!(&frame, b"\x81\x064hello");
+        sent.elapsed()
+    }
+
+    #[test]
+    fn a_small_broadcast_is_written_while_its_worker_stays_busy() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .on_thread_park(write_deferred)
+            .build()
+            .expect("runtime");
+        let (conn, client) = runtime.block_on(session());
+        let sent = Instant::now();
+        let reader = std::thread::spawn(move || arrival(client, sent));
+        runtime.block_on(async {
+            tokio::spawn(async move {
+                send_small_broadcast(&conn);
+                // Busy without a pause: a worker would write the session only once idle.
+                while sent.elapsed() < Duration::from_millis(1500) {
+                    std::hint::spin_loop();
+                }
+            })
+            .await
+            .expect("the task ends");
+        });
+        // A flusher thread wrote it long before the worker became idle.
+        let waited = reader.join().expect("reader");
+        assert!(waited < Duration::from_millis(1000), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_small_broadcast_off_the_runtime_is_written_at_once() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (conn, client) = runtime.block_on(session());
+        let sent = Instant::now();
+        // Not a runtime worker: nothing would write a deferred session, so it is written now.
+        send_small_broadcast(&conn);
+        let waited = arrival(client, sent);
+        assert!(waited < Duration::from_millis(1000), "waited {waited:?}");
+    }
+}
