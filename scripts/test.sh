@@ -2,7 +2,8 @@
 # Runs every test, installing what the tests need on a fresh machine:
 #   formatting and lints, Rust unit and integration tests, the end-to-end suites with the
 #   official socket.io-client (node:test), python-socketio, websockets and schemathesis, the
-#   console in Chromium (playwright-core), then a small side-by-side benchmark run.
+#   console in Chromium (playwright-core), clustering through a real redis-server, then a small
+#   side-by-side benchmark run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,11 +19,11 @@ cargo build --release --bins --examples
 step "Rust tests"
 cargo test --release
 
-step "installing e2e dependencies (Debian's chromium, npm, pip)"
-if ! command -v chromium >/dev/null 2>&1; then
+step "installing e2e dependencies (Debian's chromium and redis-server, npm, pip)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -q
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server
 fi
 (cd e2e && npm ci --no-audit --no-fund)
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

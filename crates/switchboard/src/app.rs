@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
+use crate::cluster::redis::{RedisAdapter, RedisSettings};
 use crate::config::AuthMode;
 use crate::config::Config;
 use crate::engine::{CloseReason, Engine};
@@ -67,12 +68,35 @@ impl App {
                 namespace.on(event.clone(), presence::answer_room_query);
             }
         }
+        let cluster = config.cluster.redis_url.as_ref().and_then(|url| {
+            let settings = RedisSettings {
+                url: url.clone(),
+                key: config.cluster.key.clone(),
+                request_timeout: config.cluster.request_timeout.0,
+            };
+            // The URL was validated when the config loaded.
+            let adapter = RedisAdapter::start(settings, &hub)
+                .map_err(|e| tracing::error!("cluster: {e}"))
+                .ok()?;
+            let _ = hub.join_cluster(adapter.clone());
+            Some(adapter)
+        });
         presence::announce_in_rooms(&hub, &config.presence);
         let engine = Engine::new(config.engine_config(), hub.clone());
         if config.admin_ui.enabled {
             crate::admin_ui::AdminUi::install(&hub, &engine, config.admin_ui.clone());
         }
         let state = AppState::new(hub, engine.clone(), config.clone());
+        if let Some(cluster) = &cluster {
+            let answering = Arc::downgrade(&state);
+            cluster.answer_with(Arc::new(move |question| {
+                answering
+                    .upgrade()
+                    .map_or(serde_json::Value::Null, |state| {
+                        api::cluster::answer(&state, question)
+                    })
+            }));
+        }
         // The config was validated when it loaded, rules included; compiling again cannot fail
         // for a loaded config, and a hand-built one with bad rules runs without them.
         let extra = match rules::compile(&config) {

@@ -8,6 +8,7 @@ pub mod admin_ui;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod engine;

@@ -4,6 +4,7 @@
 //!
 //! Auth: `Authorization: Bearer <key>` when keys are configured; with none, only loopback callers.
 
+pub mod cluster;
 mod error;
 mod operations;
 
@@ -278,17 +279,9 @@ async fn rooms(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mut rooms: Vec<(String, usize)> = namespace
-        .rooms()
-        .into_iter()
-        .filter(|(room, _)| !namespace.is_private_room(room))
-        .map(|(room, size)| (room.to_string(), size))
-        .collect();
-    rooms.sort();
-    let rooms: Vec<Value> = rooms
-        .into_iter()
-        .map(|(name, size)| json!({ "name": name, "size": size }))
-        .collect();
+    let mine = cluster::local_rooms(&namespace);
+    let question = json!({ "kind": "rooms", "namespace": namespace.name() });
+    let rooms = cluster::merge_rooms(mine, &cluster::others(&state, question).await);
     Ok(axum::Json(
         json!({ "namespace": namespace.name(), "rooms": rooms }),
     ))
@@ -300,21 +293,9 @@ async fn room(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mut members = namespace.room_members(&room);
-    members.sort_by(|a, b| a.id().cmp(b.id()));
-    let sockets: Vec<Value> = members
-        .iter()
-        .map(|socket| {
-            let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
-            rooms.sort();
-            json!({
-                "id": socket.id().as_ref(),
-                "transport": socket.conn().transport().as_str(),
-                "rooms": rooms,
-                "data": socket.data(),
-            })
-        })
-        .collect();
+    let mine = cluster::local_room_members(&namespace, &room);
+    let question = json!({ "kind": "room", "namespace": namespace.name(), "room": room });
+    let sockets = cluster::merge_members(mine, &cluster::others(&state, question).await);
     Ok(axum::Json(json!({
         "namespace": namespace.name(),
         "room": room,
@@ -435,6 +416,8 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
 
 async fn user(State(state): State<Arc<AppState>>, Path(user): Path<String>) -> axum::Json<Value> {
     let (online, connections) = state.hub.presence().user(&user);
+    let answers = cluster::others(&state, json!({ "kind": "user", "user": user })).await;
+    let (online, connections) = cluster::merge_user(online, connections, &answers);
     axum::Json(json!({ "user": user, "online": online, "connections": connections }))
 }
 
@@ -444,13 +427,20 @@ async fn room_presence(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mut answer = crate::app::room_users(&namespace, &room);
+    let mine = crate::app::room_users(&namespace, &room);
+    let question = json!({ "kind": "room_users", "namespace": namespace.name(), "room": room });
+    let mut answer = cluster::merge_room_users(mine, &cluster::others(&state, question).await);
     answer["namespace"] = json!(namespace.name());
     Ok(axum::Json(answer))
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
-    axum::Json(stats_snapshot(&state))
+    let mut stats = stats_snapshot(&state);
+    if state.hub.cluster().is_some() {
+        let answers = cluster::others(&state, json!({ "kind": "stats" })).await;
+        stats["cluster"] = cluster::cluster_totals(&state, &stats, &answers);
+    }
+    axum::Json(stats)
 }
 
 async fn openapi() -> Response {
@@ -502,20 +492,33 @@ async fn console_asset(Path(asset): Path<String>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn health() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "ok" }))
+async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    match state.hub.cluster() {
+        Some(cluster) => axum::Json(json!({
+            "status": "ok",
+            "cluster": { "redis": if cluster.is_connected() { "connected" } else { "disconnected" } },
+        })),
+        None => axum::Json(json!({ "status": "ok" })),
+    }
 }
 
+/// Ready to take clients: not draining, and when clustered, linked to the other nodes (a node
+/// cut off from Redis would silently miss their broadcasts).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        axum::Json(json!({ "ready": true })).into_response()
-    } else {
+    let not_ready = |reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "ready": false, "reason": "shutting down" })),
+            axum::Json(json!({ "ready": false, "reason": reason })),
         )
             .into_response()
+    };
+    if !state.ready.load(Ordering::Acquire) {
+        return not_ready("shutting down");
     }
+    if state.hub.cluster().is_some_and(|c| !c.is_connected()) {
+        return not_ready("not connected to the cluster's Redis");
+    }
+    axum::Json(json!({ "ready": true })).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use crate::cluster::UserOp;
 use crate::hub::{Broadcast, Hub, Namespace};
 use crate::protocol::socket::RESERVED_EVENTS;
 
@@ -177,6 +178,18 @@ pub enum Prepared {
         event: String,
         args: Vec<Value>,
     },
+    /// An emit that names a user, on a node in a cluster: this node's part (none when neither
+    /// the user nor the other targets have a socket here), and the other nodes', which find the
+    /// user's sockets themselves.
+    EmitToUser {
+        namespace: Arc<Namespace>,
+        here: Option<Broadcast>,
+        user: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: String,
+        args: Vec<Value>,
+    },
     Join {
         selection: Broadcast,
         rooms: Vec<String>,
@@ -187,6 +200,14 @@ pub enum Prepared {
     },
     Disconnect {
         selection: Broadcast,
+        close_transport: bool,
+    },
+    /// A disconnect that names a user, on a node in a cluster: the selection (if any) everywhere,
+    /// and the user's sockets on the other nodes.
+    DisconnectUser {
+        namespace: Arc<Namespace>,
+        selection: Option<Broadcast>,
+        user: String,
         close_transport: bool,
     },
 }
@@ -218,12 +239,26 @@ impl EmitRequest {
         };
         // A socket id is also the name of that socket's own room.
         let targeted = !self.rooms.is_empty() || !self.sockets.is_empty() || self.user.is_some();
-        let targets: Vec<String> = self
-            .rooms
-            .into_iter()
-            .chain(self.sockets)
-            .chain(of_user)
-            .collect();
+        let named: Vec<String> = self.rooms.into_iter().chain(self.sockets).collect();
+        let targets: Vec<String> = named.iter().cloned().chain(of_user).collect();
+        if let (Some(user), true) = (&self.user, hub.cluster().is_some()) {
+            let here = (!targets.is_empty()).then(|| {
+                self.except
+                    .iter()
+                    .fold(select(&namespace, &targets), |b, room| {
+                        b.except(room.as_str())
+                    })
+            });
+            return Ok(Prepared::EmitToUser {
+                namespace,
+                here,
+                user: user.as_string(),
+                rooms: named,
+                except: self.except,
+                event: self.event,
+                args,
+            });
+        }
         if targeted && targets.is_empty() {
             return Ok(Prepared::Nobody {
                 op: "emit",
@@ -301,6 +336,15 @@ impl DisconnectRequest {
             .chain(self.rooms)
             .chain(of_user)
             .collect();
+        if let (Some(user), true) = (&self.user, hub.cluster().is_some()) {
+            let selection = (!selectors.is_empty()).then(|| select(&namespace, &selectors));
+            return Ok(Prepared::DisconnectUser {
+                namespace,
+                selection,
+                user: user.as_string(),
+                close_transport: self.close_transport,
+            });
+        }
         if selectors.is_empty() {
             return Ok(Prepared::Nobody {
                 op: "disconnect",
@@ -345,43 +389,68 @@ impl Prepared {
                     None => json!({ "op": "emit", "reached": published.reached }),
                 }
             }
-            Prepared::Join { selection, rooms } => {
-                let sockets = selection.sockets();
-                for socket in &sockets {
-                    for room in &rooms {
-                        socket.join(room.as_str());
-                    }
+            Prepared::EmitToUser {
+                namespace,
+                here,
+                user,
+                rooms,
+                except,
+                event,
+                args,
+            } => {
+                let published = here.map(|b| b.local_publish(&event, &args, &[]));
+                if let Some(cluster) = namespace.cluster() {
+                    let op = UserOp::Emit {
+                        rooms,
+                        except,
+                        event,
+                        args,
+                    };
+                    cluster.for_user(namespace.name(), &user, op);
                 }
-                json!({ "op": "join", "affected": sockets.len() })
+                let reached = published.map_or(0, |p| p.reached);
+                match published.and_then(|p| p.offset) {
+                    Some(offset) => json!({
+                        "op": "emit",
+                        "reached": reached,
+                        "offset": offset.to_string(),
+                    }),
+                    None => json!({ "op": "emit", "reached": reached }),
+                }
+            }
+            Prepared::DisconnectUser {
+                namespace,
+                selection,
+                user,
+                close_transport,
+            } => {
+                let here = selection.map_or(0, |s| s.disconnect_with(close_transport));
+                if let Some(cluster) = namespace.cluster() {
+                    let op = UserOp::Disconnect {
+                        close: close_transport,
+                    };
+                    cluster.for_user(namespace.name(), &user, op);
+                }
+                json!({ "op": "disconnect", "disconnected": here })
+            }
+            Prepared::Join { selection, rooms } => {
+                json!({ "op": "join", "affected": selection.join_rooms(&rooms) })
             }
             Prepared::Leave { selection, rooms } => {
-                let sockets = selection.sockets();
-                for socket in &sockets {
-                    for room in &rooms {
-                        socket.leave(room);
-                    }
-                }
-                json!({ "op": "leave", "affected": sockets.len() })
+                json!({ "op": "leave", "affected": selection.leave_rooms(&rooms) })
             }
             Prepared::Disconnect {
                 selection,
-                close_transport: false,
-            } => json!({ "op": "disconnect", "disconnected": selection.disconnect() }),
-            Prepared::Disconnect {
-                selection,
-                close_transport: true,
-            } => {
-                let sockets = selection.sockets();
-                for socket in &sockets {
-                    socket.conn().close(crate::engine::CloseReason::ForcedClose);
-                }
-                json!({ "op": "disconnect", "disconnected": sockets.len() })
-            }
+                close_transport,
+            } => json!({
+                "op": "disconnect",
+                "disconnected": selection.disconnect_with(close_transport),
+            }),
         }
     }
 
     pub fn is_emit(&self) -> bool {
-        matches!(self, Prepared::Emit { .. })
+        matches!(self, Prepared::Emit { .. } | Prepared::EmitToUser { .. })
     }
 }
 

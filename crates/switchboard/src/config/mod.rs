@@ -45,6 +45,32 @@ pub struct Config {
     pub console: ConsoleSettings,
     /// Compatibility with the official Socket.IO Admin UI (off unless enabled).
     pub admin_ui: AdminUiSettings,
+    /// Several nodes sharing rooms through Redis (off unless `redis_url` is set).
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`: nodes share broadcasts, room operations and the API's reads through Redis
+/// pub/sub, in the Socket.IO Redis adapter's message shapes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// `redis://host:port/db` (or `rediss://`); none: this node stands alone.
+    pub redis_url: Option<String>,
+    /// The channel prefix; "socket.io" shares rooms with `@socket.io/redis-adapter` servers and
+    /// `@socket.io/redis-emitter` publishers using the default key.
+    pub key: String,
+    /// How long the API waits for the other nodes' answers to a cluster-wide read.
+    pub request_timeout: HumanDuration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key: "socket.io".into(),
+            request_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,9 +364,9 @@ const LIST_KEYS: [&str; 6] = [
     "auth.sources",
     "presence.rooms",
 ];
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
-    "console", "admin_ui",
+    "console", "admin_ui", "cluster",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];
@@ -451,6 +477,20 @@ impl Config {
             return Err(invalid(
                 "engine.ping_interval",
                 "ping_interval and ping_timeout must be above zero".into(),
+            ));
+        }
+        if let Some(url) = &self.cluster.redis_url
+            && let Err(error) = redis::Client::open(url.as_str())
+        {
+            return Err(invalid(
+                "cluster.redis_url",
+                format!("not a Redis URL: {error}"),
+            ));
+        }
+        if self.cluster.key.is_empty() || self.cluster.key.contains('#') {
+            return Err(invalid(
+                "cluster.key",
+                "a channel prefix is not empty and has no '#'".into(),
             ));
         }
         if self.engine.max_payload.0 < 64 {
@@ -811,6 +851,26 @@ mod tests {
         };
         assert_eq!(line, 3);
         assert_eq!(key.as_deref(), Some("server.prot"));
+    }
+
+    #[test]
+    fn a_cluster_is_configured_by_its_redis_url_and_a_bad_one_is_named() {
+        let config = load(
+            "[cluster]\nkey = \"app\"\n",
+            &[("SWITCHBOARD_CLUSTER_REDIS_URL", "redis://10.0.0.5:6379/2")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.cluster.redis_url.as_deref(),
+            Some("redis://10.0.0.5:6379/2")
+        );
+        assert_eq!(config.cluster.key, "app");
+        let error = load("[server]\n[cluster]\nredis_url = \"http://x\"\n", &[]).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(":3:") && message.contains("cluster.redis_url"),
+            "{message}"
+        );
     }
 
     #[test]

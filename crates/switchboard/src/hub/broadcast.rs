@@ -73,7 +73,7 @@ impl Broadcast {
             .publish(&self.target, event, args, attachments)
     }
 
-    /// The targeted sockets (for join/leave/disconnect by room).
+    /// The targeted sockets on this node (for join/leave/disconnect by room).
     pub fn sockets(&self) -> Vec<Arc<Socket>> {
         let mut found = Vec::new();
         self.namespace
@@ -82,24 +82,79 @@ impl Broadcast {
     }
 
     pub fn join(&self, room: impl Into<Room>) {
-        let room = room.into();
-        for socket in self.sockets() {
-            socket.join(room.clone());
-        }
+        let room: Room = room.into();
+        self.join_rooms(&[room.to_string()]);
     }
 
     pub fn leave(&self, room: &str) {
-        for socket in self.sockets() {
-            socket.leave(room);
-        }
+        self.leave_rooms(&[room.to_owned()]);
     }
 
-    pub fn disconnect(&self) -> usize {
+    /// The targeted sockets join `rooms`, on every node; answers how many of this node's did.
+    pub fn join_rooms(&self, rooms: &[String]) -> usize {
+        self.change_rooms(rooms, true)
+    }
+
+    /// The targeted sockets leave `rooms`, on every node; answers how many of this node's did.
+    pub fn leave_rooms(&self, rooms: &[String]) -> usize {
+        self.change_rooms(rooms, false)
+    }
+
+    fn change_rooms(&self, rooms: &[String], join: bool) -> usize {
+        let reached = self.local_change_rooms(rooms, join);
+        if let Some(cluster) = self.namespace.cluster.get() {
+            cluster.membership(self.namespace.name(), &self.target, rooms, join);
+        }
+        reached
+    }
+
+    /// Joins or leaves this node's targeted sockets only (what another node asked for).
+    pub fn local_change_rooms(&self, rooms: &[String], join: bool) -> usize {
         let sockets = self.sockets();
         for socket in &sockets {
-            socket.disconnect();
+            for room in rooms {
+                if join {
+                    socket.join(room.as_str());
+                } else {
+                    socket.leave(room);
+                }
+            }
         }
         sockets.len()
+    }
+
+    /// Disconnects the targeted sockets on every node; answers how many of this node's.
+    pub fn disconnect(&self) -> usize {
+        self.disconnect_with(false)
+    }
+
+    /// Disconnects the targeted sockets on every node, or with `close_transport` closes their
+    /// connections (their clients reconnect); answers how many of this node's.
+    pub fn disconnect_with(&self, close_transport: bool) -> usize {
+        let reached = self.local_disconnect(close_transport);
+        if let Some(cluster) = self.namespace.cluster.get() {
+            cluster.disconnect(self.namespace.name(), &self.target, close_transport);
+        }
+        reached
+    }
+
+    /// Disconnects this node's targeted sockets only (what another node asked for).
+    pub fn local_disconnect(&self, close_transport: bool) -> usize {
+        let sockets = self.sockets();
+        for socket in &sockets {
+            if close_transport {
+                socket.conn().close(crate::engine::CloseReason::ForcedClose);
+            } else {
+                socket.disconnect();
+            }
+        }
+        sockets.len()
+    }
+
+    /// Emits to this node's targeted sockets only (a broadcast another node made).
+    pub fn local_publish(&self, event: &str, args: &[Value], attachments: &[Bytes]) -> Published {
+        self.namespace
+            .publish_local(&self.target, event, args, attachments)
     }
 }
 
@@ -113,10 +168,25 @@ pub struct Published {
 }
 
 impl Namespace {
-    /// Encodes an event once and queues it on every targeted socket; with recovery on, gives it
-    /// the next offset and stores it, all under the history lock so offsets reach every client
-    /// in order and a restore never misses or repeats one.
+    /// Publishes an event here and, when clustered, on the other nodes.
     pub(crate) fn publish(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> Published {
+        let published = self.publish_local(target, event, args, attachments);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.broadcast(self.name(), target, event, args, attachments);
+        }
+        published
+    }
+
+    /// Encodes an event once and queues it on every targeted socket of this node; with recovery
+    /// on, gives it the next offset and stores it, all under the history lock so offsets reach
+    /// every client in order and a restore never misses or repeats one.
+    pub(crate) fn publish_local(
         &self,
         target: &Target,
         event: &str,

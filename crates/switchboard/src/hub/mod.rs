@@ -29,6 +29,7 @@ pub use presence::{Presence, PresenceListener, user_id};
 pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
 pub use socket::{Room, Socket};
 
+use crate::cluster::{Adapter, ClusterSlot};
 use crate::engine::{CloseReason, EngineConn, EngineHandler, Message};
 use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
 
@@ -82,6 +83,7 @@ pub struct Hub {
     fanout: Histogram,
     presence: Arc<Presence>,
     observers: Arc<Observers>,
+    cluster: Arc<ClusterSlot>,
 }
 
 /// Seconds one broadcast takes to reach every recipient's queue: 10 µs to 3 s.
@@ -98,8 +100,20 @@ impl Hub {
             fanout: fanout_histogram(),
             presence: Presence::new(config.user_key.clone(), config.presence_grace),
             observers: Arc::new(Observers::default()),
+            cluster: Arc::default(),
             config,
         })
+    }
+
+    /// Joins this hub to a cluster: its broadcasts and room operations reach the other nodes'
+    /// sockets too. Set once, before clients connect; a second adapter is refused.
+    pub fn join_cluster(&self, adapter: Arc<dyn Adapter>) -> Result<(), Arc<dyn Adapter>> {
+        self.cluster.set(adapter)
+    }
+
+    /// The cluster adapter, when this node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn Adapter>> {
+        self.cluster.get()
     }
 
     /// Registers an observer of socket and room changes.
@@ -122,7 +136,8 @@ impl Hub {
         if let Some(namespace) = self.of(name) {
             return namespace;
         }
-        self.namespaces
+        let namespace = self
+            .namespaces
             .write()
             .entry(Arc::from(name))
             .or_insert_with_key(|key| {
@@ -131,9 +146,14 @@ impl Hub {
                     self.fanout.clone(),
                     self.presence.clone(),
                     self.observers.clone(),
+                    self.cluster.clone(),
                 ))
             })
-            .clone()
+            .clone();
+        if let Some(cluster) = self.cluster() {
+            cluster.namespace_added(name);
+        }
+        namespace
     }
 
     /// The namespace `name` if it exists.

@@ -61,6 +61,8 @@ pub struct Namespace {
     pub(crate) recovery: OnceLock<Mutex<Recovery>>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) observers: Arc<super::Observers>,
+    /// The other nodes, when clustered.
+    pub(crate) cluster: Arc<crate::cluster::ClusterSlot>,
 }
 
 impl Namespace {
@@ -69,6 +71,7 @@ impl Namespace {
         fanout: Histogram,
         presence: Arc<Presence>,
         observers: Arc<super::Observers>,
+        cluster: Arc<crate::cluster::ClusterSlot>,
     ) -> Self {
         Self {
             name,
@@ -79,7 +82,13 @@ impl Namespace {
             recovery: OnceLock::new(),
             presence,
             observers,
+            cluster,
         }
+    }
+
+    /// The cluster adapter, when this node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn crate::cluster::Adapter>> {
+        self.cluster.get()
     }
 
     pub fn presence(&self) -> &Arc<Presence> {

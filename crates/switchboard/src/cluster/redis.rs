@@ -1,0 +1,643 @@
+//! The Redis adapter: nodes share broadcasts, room operations and questions through Redis
+//! pub/sub, in the Socket.IO Redis adapter's shapes (`message.rs`).
+//!
+//! Two tasks own the two connections. The publisher sends what this node says, in the order it
+//! said it (several messages in one pipeline when they queue up); the subscriber receives the
+//! broadcast channels (one pattern), the request channel of each namespace and Switchboard's own
+//! channel, and applies each message to this node's sockets with the hub's local operations, in
+//! the order Redis delivered them. Both reconnect by themselves; what is published while Redis is
+//! unreachable is lost, as with any pub/sub adapter (clients that reconnect to a node recover
+//! from its history).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::message::{self, request_type};
+use super::{Adapter, BoxFuture, UserOp};
+use crate::hub::{Broadcast, Hub, Namespace, Target};
+
+/// What messages wait for the publisher at most; past it a message is dropped (and logged).
+const OUTBOX_CAPACITY: usize = 65_536;
+/// Messages sent in one pipeline at most.
+const PIPELINE_MAX: usize = 256;
+
+/// Answers a cluster question with what this node knows (installed by the app).
+pub type Answerer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
+/// The `[cluster]` settings the adapter needs.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// The channel prefix (the Socket.IO adapter's `key`, "socket.io" by default).
+    pub key: String,
+    /// How long a question waits for the other nodes' answers.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisAdapterError {
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+}
+
+struct Pending {
+    expected: usize,
+    answers: Vec<Value>,
+    done: Option<oneshot::Sender<Vec<Value>>>,
+}
+
+pub struct RedisAdapter {
+    uid: String,
+    settings: RedisSettings,
+    client: redis::Client,
+    hub: Weak<Hub>,
+    outbox: mpsc::Sender<(String, Vec<u8>)>,
+    subscriptions: mpsc::UnboundedSender<String>,
+    answerer: OnceLock<Answerer>,
+    pending: Mutex<HashMap<String, Pending>>,
+    next_request: AtomicU64,
+    connected: AtomicBool,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    dropped: AtomicU64,
+}
+
+impl RedisAdapter {
+    /// Starts the adapter's tasks (on the current Tokio runtime) for `hub`; they connect in the
+    /// background and keep reconnecting.
+    pub fn start(settings: RedisSettings, hub: &Arc<Hub>) -> Result<Arc<Self>, RedisAdapterError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| RedisAdapterError::Url(e.to_string()))?;
+        let (outbox, outgoing) = mpsc::channel(OUTBOX_CAPACITY);
+        let (subscriptions, new_channels) = mpsc::unbounded_channel();
+        let adapter = Arc::new(Self {
+            uid: node_uid(),
+            settings,
+            client,
+            hub: Arc::downgrade(hub),
+            outbox,
+            subscriptions,
+            answerer: OnceLock::new(),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+            connection: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+        });
+        tokio::spawn(adapter.clone().publish_loop(outgoing));
+        tokio::spawn(adapter.clone().subscribe_loop(new_channels));
+        Ok(adapter)
+    }
+
+    /// Sets how this node answers the other nodes' questions.
+    pub fn answer_with(&self, answerer: Answerer) {
+        let _ = self.answerer.set(answerer);
+    }
+
+    /// This node's id in the cluster.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    fn own_channel(&self) -> String {
+        format!("{}-switchboard#", self.settings.key)
+    }
+
+    fn reply_channel(&self, uid: &str) -> String {
+        format!("{}-switchboard#{uid}#", self.settings.key)
+    }
+
+    fn send(&self, channel: String, payload: Vec<u8>) {
+        if self.outbox.try_send((channel, payload)).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "cluster: the Redis publisher is too far behind; messages to other nodes dropped"
+                );
+            }
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.connection.lock().clone() {
+            return Ok(connection);
+        }
+        let connection = self.client.get_multiplexed_async_connection().await?;
+        *self.connection.lock() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Publishes what this node says, in order; a batch that cannot be sent after a few tries
+    /// is dropped so that a Redis outage does not hold everything after it.
+    async fn publish_loop(self: Arc<Self>, mut outgoing: mpsc::Receiver<(String, Vec<u8>)>) {
+        let mut batch = Vec::with_capacity(PIPELINE_MAX);
+        while outgoing.recv_many(&mut batch, PIPELINE_MAX).await > 0 {
+            let mut tries = 0;
+            loop {
+                let sent = match self.connection().await {
+                    Ok(mut connection) => {
+                        let mut pipe = redis::pipe();
+                        for (channel, payload) in &batch {
+                            pipe.publish(channel, payload.as_slice()).ignore();
+                        }
+                        pipe.query_async::<()>(&mut connection).await
+                    }
+                    Err(error) => Err(error),
+                };
+                match sent {
+                    Ok(()) => break,
+                    Err(error) => {
+                        *self.connection.lock() = None;
+                        tries += 1;
+                        if tries == 5 {
+                            tracing::error!(%error, messages = batch.len(), "cluster: could not publish to Redis; messages dropped");
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Receives from the other nodes and applies it here; reconnects when Redis goes away.
+    async fn subscribe_loop(self: Arc<Self>, mut new_channels: mpsc::UnboundedReceiver<String>) {
+        let mut logged_down = false;
+        loop {
+            match self.subscribe_once(&mut new_channels).await {
+                Ok(()) => {
+                    tracing::warn!("cluster: lost the Redis subscription; reconnecting");
+                    logged_down = false;
+                }
+                Err(error) if !logged_down => {
+                    tracing::warn!(%error, url = %self.settings.url, "cluster: cannot reach Redis; retrying");
+                    logged_down = true;
+                }
+                Err(_) => {}
+            }
+            self.connected.store(false, Ordering::Release);
+            if self.hub.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn subscribe_once(
+        &self,
+        new_channels: &mut mpsc::UnboundedReceiver<String>,
+    ) -> redis::RedisResult<()> {
+        let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        sink.psubscribe(format!("{}#*", self.settings.key)).await?;
+        sink.subscribe(self.own_channel()).await?;
+        sink.subscribe(self.reply_channel(&self.uid)).await?;
+        let namespaces = self
+            .hub
+            .upgrade()
+            .map(|hub| hub.namespaces())
+            .unwrap_or_default();
+        for namespace in namespaces {
+            sink.subscribe(message::request_channel(
+                &self.settings.key,
+                namespace.name(),
+            ))
+            .await?;
+        }
+        self.connected.store(true, Ordering::Release);
+        tracing::info!(node = %self.uid, "cluster: subscribed to Redis");
+        loop {
+            tokio::select! {
+                received = stream.next() => match received {
+                    Some(received) => self.on_message(received.get_channel_name(), received.get_payload_bytes()),
+                    None => return Ok(()),
+                },
+                channel = new_channels.recv() => {
+                    if let Some(channel) = channel {
+                        sink.subscribe(channel).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, channel: &str, payload: &[u8]) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let key = &self.settings.key;
+        if channel
+            .strip_prefix(key.as_str())
+            .is_some_and(|rest| rest.starts_with('#'))
+        {
+            self.on_broadcast(&hub, payload);
+        } else if channel == self.own_channel() {
+            self.on_switchboard(&hub, payload);
+        } else if channel == self.reply_channel(&self.uid) {
+            self.on_reply(payload);
+        } else if let Some(namespace) = channel
+            .strip_prefix(&format!("{key}-request#"))
+            .and_then(|rest| rest.strip_suffix('#'))
+            .and_then(|name| hub.of(name))
+        {
+            self.on_request(&namespace, payload);
+        }
+    }
+
+    fn on_broadcast(&self, hub: &Hub, payload: &[u8]) {
+        let broadcast = match message::decode_broadcast(payload) {
+            Ok(broadcast) => broadcast,
+            Err(error) => {
+                tracing::debug!(%error, "cluster: ignoring a message that is not a broadcast");
+                return;
+            }
+        };
+        if broadcast.uid == self.uid {
+            return;
+        }
+        let Some(namespace) = hub.of(&broadcast.namespace) else {
+            return;
+        };
+        selection(&namespace, &broadcast.rooms, &broadcast.except).local_publish(
+            &broadcast.event,
+            &broadcast.args,
+            &broadcast.attachments,
+        );
+    }
+
+    /// The Socket.IO adapter's requests (from other servers or the emitter).
+    fn on_request(&self, namespace: &Arc<Namespace>, payload: &[u8]) {
+        let Ok(request) = message::decode_request(payload) else {
+            tracing::debug!("cluster: ignoring a malformed request");
+            return;
+        };
+        if request["uid"].as_str() == Some(self.uid.as_str()) {
+            return;
+        }
+        let (rooms, except) = message::selection(&request);
+        let by_sid = request["sid"]
+            .as_str()
+            .and_then(|sid| namespace.socket(sid).map(|_| sid.to_owned()));
+        let chosen = match (&by_sid, request.get("opts")) {
+            (Some(sid), _) => Some(selection(namespace, std::slice::from_ref(sid), &[])),
+            (None, Some(_)) => Some(selection(namespace, &rooms, &except)),
+            (None, None) => None,
+        };
+        let respond = |answer: Value| {
+            let mut answer = answer;
+            answer["requestId"] = request["requestId"].clone();
+            self.send(
+                message::response_channel(&self.settings.key, namespace.name()),
+                answer.to_string().into_bytes(),
+            );
+        };
+        match request["type"].as_u64() {
+            Some(kind @ (request_type::REMOTE_JOIN | request_type::REMOTE_LEAVE)) => {
+                let Some(chosen) = chosen else { return };
+                chosen.local_change_rooms(
+                    &message::rooms_of(&request),
+                    kind == request_type::REMOTE_JOIN,
+                );
+                if by_sid.is_some() {
+                    respond(json!({}));
+                }
+            }
+            Some(request_type::REMOTE_DISCONNECT) => {
+                let Some(chosen) = chosen else { return };
+                chosen.local_disconnect(request["close"].as_bool().unwrap_or(false));
+                if by_sid.is_some() {
+                    respond(json!({}));
+                }
+            }
+            Some(request_type::SOCKETS) => {
+                let rooms = match request["rooms"].as_array() {
+                    Some(_) => message::rooms_of(&request),
+                    None => rooms,
+                };
+                let ids: Vec<String> = selection(namespace, &rooms, &[])
+                    .sockets()
+                    .iter()
+                    .map(|s| s.id().to_string())
+                    .collect();
+                respond(json!({ "sockets": ids }));
+            }
+            Some(request_type::ALL_ROOMS) => {
+                let rooms: Vec<String> = namespace
+                    .rooms()
+                    .into_iter()
+                    .map(|(room, _)| room.to_string())
+                    .collect();
+                respond(json!({ "rooms": rooms }));
+            }
+            Some(request_type::REMOTE_FETCH) => {
+                let sockets: Vec<Value> = selection(namespace, &rooms, &except)
+                    .sockets()
+                    .iter()
+                    .map(|socket| {
+                        let issued = socket
+                            .handshake()
+                            .issued
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        json!({
+                            "id": socket.id().as_ref(),
+                            "handshake": {
+                                "auth": &*socket.handshake().auth,
+                                "issued": issued,
+                                "headers": {},
+                                "query": {},
+                            },
+                            "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                            "data": socket.data(),
+                        })
+                    })
+                    .collect();
+                respond(json!({ "sockets": sockets }));
+            }
+            _ => {}
+        }
+    }
+
+    /// Switchboard's own messages: operations on a user's sockets, and questions.
+    fn on_switchboard(&self, hub: &Hub, payload: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Value>(payload) else {
+            tracing::debug!("cluster: ignoring a malformed message");
+            return;
+        };
+        let from = message["uid"].as_str().unwrap_or_default();
+        if from == self.uid {
+            return;
+        }
+        match message["kind"].as_str() {
+            Some("user") => self.on_user_op(hub, &message),
+            Some("query") => {
+                let Some(answerer) = self.answerer.get() else {
+                    return;
+                };
+                let answer = answerer(&message["question"]);
+                let reply = json!({ "requestId": message["requestId"], "answer": answer });
+                self.send(self.reply_channel(from), reply.to_string().into_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    fn on_user_op(&self, hub: &Hub, message: &Value) {
+        let (Some(namespace), Some(user)) = (
+            message["nsp"].as_str().and_then(|name| hub.of(name)),
+            message["user"].as_str(),
+        ) else {
+            return;
+        };
+        let strings = |key: &str| -> Vec<String> {
+            message[key]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let of_user = namespace.presence().sockets_of(user, namespace.name());
+        let mut targets = strings("rooms");
+        targets.extend(of_user.iter().map(|id| id.to_string()));
+        if targets.is_empty() {
+            return;
+        }
+        match message["op"].as_str() {
+            Some("emit") => {
+                let Some(event) = message["event"].as_str() else {
+                    return;
+                };
+                let args = message["args"].as_array().cloned().unwrap_or_default();
+                selection(&namespace, &targets, &strings("except")).local_publish(
+                    event,
+                    &args,
+                    &[],
+                );
+            }
+            Some("disconnect") if !of_user.is_empty() => {
+                let ids: Vec<String> = of_user.iter().map(|id| id.to_string()).collect();
+                selection(&namespace, &ids, &[])
+                    .local_disconnect(message["close"].as_bool().unwrap_or(false));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reply(&self, payload: &[u8]) {
+        let Ok(mut reply) = serde_json::from_slice::<Value>(payload) else {
+            return;
+        };
+        let Some(id) = reply["requestId"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let mut pending = self.pending.lock();
+        let Some(waiting) = pending.get_mut(&id) else {
+            return;
+        };
+        waiting.answers.push(reply["answer"].take());
+        if waiting.answers.len() >= waiting.expected
+            && let Some(waiting) = pending.remove(&id)
+            && let Some(done) = waiting.done
+        {
+            let _ = done.send(waiting.answers);
+        }
+    }
+
+    async fn ask(&self, question: Value) -> Vec<Value> {
+        let channel = self.own_channel();
+        let nodes: usize = match self.connection().await {
+            Ok(mut connection) => redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async::<(String, usize)>(&mut connection)
+                .await
+                .map(|(_, count)| count)
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        // This node is one of the subscribers.
+        let expected = nodes.saturating_sub(1);
+        if expected == 0 {
+            return Vec::new();
+        }
+        let id = format!(
+            "{}-{}",
+            self.uid,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
+        let (done, answered) = oneshot::channel();
+        self.pending.lock().insert(
+            id.clone(),
+            Pending {
+                expected,
+                answers: Vec::new(),
+                done: Some(done),
+            },
+        );
+        let request =
+            json!({ "kind": "query", "uid": self.uid, "requestId": id, "question": question });
+        self.send(channel, request.to_string().into_bytes());
+        match tokio::time::timeout(self.settings.request_timeout, answered).await {
+            Ok(Ok(answers)) => answers,
+            _ => {
+                let partial = self.pending.lock().remove(&id);
+                tracing::warn!(
+                    expected,
+                    answered = partial.as_ref().map_or(0, |p| p.answers.len()),
+                    "cluster: not every node answered in time"
+                );
+                partial.map(|p| p.answers).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// The sockets of a namespace that `rooms` (everyone when empty) minus `except` select.
+fn selection(namespace: &Arc<Namespace>, rooms: &[String], except: &[String]) -> Broadcast {
+    let chosen = rooms
+        .iter()
+        .fold(namespace.everyone(), |b, room| b.to(room.as_str()));
+    except
+        .iter()
+        .fold(chosen, |b, room| b.except(room.as_str()))
+}
+
+/// Six random alphanumerics, like the Socket.IO adapter's node ids.
+fn node_uid() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| {
+            let n = rng.random_range(0..36u8);
+            char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+        })
+        .collect()
+}
+
+impl Adapter for RedisAdapter {
+    fn broadcast(
+        &self,
+        namespace: &str,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) {
+        let rooms: Vec<String> = target.rooms.iter().map(|r| r.to_string()).collect();
+        let except: Vec<String> = target
+            .except_rooms
+            .iter()
+            .chain(&target.except_sockets)
+            .map(|r| r.to_string())
+            .collect();
+        let payload = message::encode_broadcast(
+            &self.uid,
+            namespace,
+            event,
+            args,
+            attachments,
+            &rooms,
+            &except,
+        );
+        self.send(
+            message::broadcast_channel(&self.settings.key, namespace, &rooms),
+            payload,
+        );
+    }
+
+    fn membership(&self, namespace: &str, selection: &Target, rooms: &[String], join: bool) {
+        let kind = if join {
+            request_type::REMOTE_JOIN
+        } else {
+            request_type::REMOTE_LEAVE
+        };
+        let payload = message::selection_request(
+            &self.uid,
+            kind,
+            &strings(&selection.rooms),
+            &excluded(selection),
+            serde_json::Map::from_iter([("rooms".to_owned(), json!(rooms))]),
+        );
+        self.send(
+            message::request_channel(&self.settings.key, namespace),
+            payload,
+        );
+    }
+
+    fn disconnect(&self, namespace: &str, selection: &Target, close: bool) {
+        let payload = message::selection_request(
+            &self.uid,
+            request_type::REMOTE_DISCONNECT,
+            &strings(&selection.rooms),
+            &excluded(selection),
+            serde_json::Map::from_iter([("close".to_owned(), json!(close))]),
+        );
+        self.send(
+            message::request_channel(&self.settings.key, namespace),
+            payload,
+        );
+    }
+
+    fn for_user(&self, namespace: &str, user: &str, op: UserOp) {
+        let mut message =
+            json!({ "kind": "user", "uid": self.uid, "nsp": namespace, "user": user });
+        match op {
+            UserOp::Emit {
+                rooms,
+                except,
+                event,
+                args,
+            } => {
+                message["op"] = json!("emit");
+                message["rooms"] = json!(rooms);
+                message["except"] = json!(except);
+                message["event"] = json!(event);
+                message["args"] = Value::Array(args);
+            }
+            UserOp::Disconnect { close } => {
+                message["op"] = json!("disconnect");
+                message["close"] = json!(close);
+            }
+        }
+        self.send(self.own_channel(), message.to_string().into_bytes());
+    }
+
+    fn namespace_added(&self, namespace: &str) {
+        let _ = self
+            .subscriptions
+            .send(message::request_channel(&self.settings.key, namespace));
+    }
+
+    fn query(&self, question: Value) -> BoxFuture<'_, Vec<Value>> {
+        Box::pin(self.ask(question))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+fn strings(rooms: &[crate::hub::Room]) -> Vec<String> {
+    rooms.iter().map(|r| r.to_string()).collect()
+}
+
+fn excluded(selection: &Target) -> Vec<String> {
+    selection
+        .except_rooms
+        .iter()
+        .chain(&selection.except_sockets)
+        .map(|r| r.to_string())
+        .collect()
+}

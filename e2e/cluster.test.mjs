@@ -1,0 +1,308 @@
+// Clustering through a real redis-server, as users run it: two Switchboard nodes running the
+// chat example (examples/chat.toml plus SWITCHBOARD_CLUSTER_REDIS_URL) share rooms, client
+// broadcasts, the backend's operations and the API's reads; a backend publishing with
+// @socket.io/redis-emitter and a Node.js socket.io server with @socket.io/redis-adapter share
+// them too. Clients are the official socket.io-client.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createConnection } from "node:net";
+import { createServer } from "node:http";
+import path from "node:path";
+import { io } from "socket.io-client";
+import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { Emitter } from "@socket.io/redis-emitter";
+import { createClient } from "redis";
+import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
+
+/** Starts redis-server on `port` (a free one by default); resolves once it answers PING. */
+async function startRedis(port) {
+  port = port ?? (await freePort());
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const probe = createConnection({ port, host: "127.0.0.1" }, () => probe.write("PING\r\n"));
+      probe.once("data", (d) => {
+        probe.destroy();
+        resolve(d.toString().startsWith("+PONG"));
+      });
+      probe.once("error", () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error("redis-server did not start");
+    await sleep(50);
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", resolve);
+        child.kill("SIGKILL");
+      }),
+  };
+}
+
+async function untilReady(server, expected = 200, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { status } = await call(server.url + "/ready");
+    if (status === expected) return;
+    if (Date.now() > deadline) throw new Error(`${server.url}/ready stayed away from ${expected}`);
+    await sleep(50);
+  }
+}
+
+const clients = [];
+async function connected(url, opts = {}) {
+  const socket = io(url, { forceNew: true, transports: ["websocket"], ...opts });
+  clients.push(socket);
+  await once(socket, "connect");
+  return socket;
+}
+/** Collects the first `count` arguments of each `event` (one: the argument itself); the
+ * recovery offset the chat example's events carry last is left out. */
+function collect(socket, event, count = 1) {
+  const got = [];
+  socket.on(event, (...args) => got.push(count === 1 ? args[0] : args.slice(0, count)));
+  return got;
+}
+async function until(check, what, timeoutMs = 3000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+/** Joins `room` through the chat example's join-room event; resolves once `node` lists it. */
+async function joinRoom(socket, room, node) {
+  socket.emit("join-room", room);
+  await untilMember(node, room, socket.id);
+}
+async function untilMember(node, room, id, present = true) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const { body } = await call(`${node.url}/api/rooms/${encodeURIComponent(room)}`);
+    if (body.sockets.some((s) => s.id === id) === present) return body;
+    if (Date.now() > deadline) throw new Error(`${id} ${present ? "never joined" : "never left"} ${room}`);
+    await sleep(20);
+  }
+}
+
+describe("two Switchboard nodes sharing rooms through Redis", () => {
+  let redis, nodeA, nodeB;
+  before(async () => {
+    redis = await startRedis();
+    const start = () =>
+      startServer("switchboard", {
+        args: ["--config", path.join(ROOT, "examples/chat.toml")],
+        env: { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url },
+      });
+    [nodeA, nodeB] = await Promise.all([start(), start()]);
+    await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
+  });
+  after(async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+    await redis?.stop();
+  });
+
+  test("a room message sent on one node reaches the room's members on the other", async () => {
+    const alice = await connected(nodeA.url);
+    const bob = await connected(nodeB.url);
+    const aliceJoins = collect(alice, "user-joined");
+    await joinRoom(alice, "lobby", nodeA);
+    await joinRoom(bob, "lobby", nodeB);
+    // Bob joined on B; Alice, on A, is told (to = "room-others").
+    await until(() => aliceJoins.some((j) => j.id === bob.id), "Alice to hear that Bob joined");
+    const atBob = collect(bob, "room-broadcast");
+    const atAlice = collect(alice, "room-broadcast");
+    alice.emit("room-message", { room: "lobby", message: "hello from A" });
+    await until(() => atBob.length === 1 && atAlice.length === 1, "the message on both nodes");
+    assert.deepEqual(atBob[0], { from: alice.id, room: "lobby", message: "hello from A" });
+    // Exactly once each, also for the sender's own node.
+    await sleep(100);
+    assert.equal(atBob.length, 1);
+    assert.equal(atAlice.length, 1);
+  });
+
+  test("the backend's emit on one node reaches the room on every node, in order", async () => {
+    const carol = await connected(nodeA.url);
+    const dave = await connected(nodeB.url);
+    const outsider = await connected(nodeB.url);
+    await joinRoom(carol, "orders", nodeA);
+    await joinRoom(dave, "orders", nodeB);
+    const atCarol = collect(carol, "order-created");
+    const atDave = collect(dave, "order-created");
+    const atOutsider = collect(outsider, "order-created");
+    for (let id = 1; id <= 20; id++) {
+      const reply = await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "order-created", rooms: ["orders"], data: { id } } });
+      assert.equal(reply.status, 200);
+      // `reached` counts this node's sockets.
+      assert.equal(reply.body.reached, 1);
+    }
+    await until(() => atDave.length === 20 && atCarol.length === 20, "20 orders on both nodes");
+    assert.deepEqual(atDave.map((o) => o.id), Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.deepEqual(atCarol.map((o) => o.id), Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.equal(atOutsider.length, 0);
+  });
+
+  test("the room's members and sizes read on either node include the other node's", async () => {
+    const erin = await connected(nodeA.url);
+    const frank = await connected(nodeB.url);
+    await joinRoom(erin, "reads", nodeA);
+    await joinRoom(frank, "reads", nodeB);
+    for (const node of [nodeA, nodeB]) {
+      const members = await call(`${node.url}/api/rooms/reads`);
+      assert.deepEqual(members.body.sockets.map((s) => s.id).sort(), [erin.id, frank.id].sort());
+      assert.equal(members.body.size, 2);
+      const rooms = await call(`${node.url}/api/rooms`);
+      assert.equal(rooms.body.rooms.find((r) => r.name === "reads").size, 2);
+    }
+    const stats = await call(nodeB.url + "/api/stats");
+    assert.equal(stats.body.cluster.nodes, 2);
+    assert.equal(stats.body.cluster.connected, true);
+    assert.equal(stats.body.cluster.sockets, (await call(nodeA.url + "/api/stats")).body.sockets + stats.body.sockets);
+  });
+
+  test("join, leave and disconnect asked of one node act on the other node's sockets", async () => {
+    const grace = await connected(nodeB.url);
+    const heidi = await connected(nodeA.url);
+    // Node A is asked to put Grace (on B) in "vip".
+    const joined = await call(nodeA.url + "/api/join", { method: "POST", body: { sockets: [grace.id], rooms: ["vip"] } });
+    assert.equal(joined.status, 200);
+    await untilMember(nodeB, "vip", grace.id);
+    const atGrace = collect(grace, "offer");
+    const atHeidi = collect(heidi, "offer");
+    await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "offer", rooms: ["vip"], data: 1 } });
+    await until(() => atGrace.length === 1, "Grace to get the offer");
+    await call(nodeA.url + "/api/leave", { method: "POST", body: { sockets: [grace.id], rooms: ["vip"] } });
+    await untilMember(nodeB, "vip", grace.id, false);
+    // Heidi joins by room selection (everyone in "vip-candidates" on every node).
+    await call(nodeB.url + "/api/join", { method: "POST", body: { sockets: [heidi.id], rooms: ["vip-candidates"] } });
+    await untilMember(nodeA, "vip-candidates", heidi.id);
+    await call(nodeB.url + "/api/join", { method: "POST", body: { in: ["vip-candidates"], rooms: ["vip"] } });
+    await untilMember(nodeA, "vip", heidi.id);
+    await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "offer", rooms: ["vip"], data: 2 } });
+    await until(() => atHeidi.length === 1, "Heidi to get the second offer");
+    assert.deepEqual(atGrace, [1]);
+    // Node B disconnects everyone in "vip": Heidi, on A.
+    const gone = once(heidi, "disconnect");
+    const reply = await call(nodeB.url + "/api/disconnect", { method: "POST", body: { rooms: ["vip"] } });
+    assert.equal(reply.status, 200);
+    const [reason] = await gone;
+    assert.equal(reason, "io server disconnect");
+    assert.equal(grace.connected, true);
+  });
+
+  test("an emit to a user reaches their sockets on both nodes; their connections add up", async () => {
+    const phone = await connected(nodeA.url);
+    const laptop = await connected(nodeB.url);
+    const stranger = await connected(nodeB.url);
+    const onlineLists = collect(stranger, "users-online");
+    phone.emit("user-online", "ivan");
+    laptop.emit("user-online", "ivan");
+    await until(() => onlineLists.some((list) => list.includes("ivan")), "the users-online list");
+    for (const node of [nodeA, nodeB]) {
+      const deadline = Date.now() + 3000;
+      let user;
+      do {
+        user = (await call(`${node.url}/api/users/ivan`)).body;
+      } while (user.connections !== 2 && Date.now() < deadline && (await sleep(20), true));
+      assert.deepEqual(user, { user: "ivan", online: true, connections: 2 });
+    }
+    const atPhone = collect(phone, "direct");
+    const atLaptop = collect(laptop, "direct");
+    const atStranger = collect(stranger, "direct");
+    await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "direct", user: "ivan", data: "for ivan" } });
+    await until(() => atPhone.length === 1 && atLaptop.length === 1, "ivan's two sockets");
+    await sleep(100);
+    assert.deepEqual([atPhone, atLaptop, atStranger], [["for ivan"], ["for ivan"], []]);
+    const gonePhone = once(phone, "disconnect");
+    const goneLaptop = once(laptop, "disconnect");
+    await call(nodeB.url + "/api/disconnect", { method: "POST", body: { user: "ivan" } });
+    await Promise.all([gonePhone, goneLaptop]);
+    assert.equal(stranger.connected, true);
+  });
+
+  test("a backend publishing with @socket.io/redis-emitter reaches every node (text and binary)", async () => {
+    const judy = await connected(nodeA.url);
+    const ken = await connected(nodeB.url);
+    await joinRoom(judy, "kitchen", nodeA);
+    await joinRoom(ken, "kitchen", nodeB);
+    const client = createClient({ url: redis.url });
+    await client.connect();
+    try {
+      const emitter = new Emitter(client);
+      const atJudy = collect(judy, "ticket", 2);
+      const atKen = collect(ken, "ticket", 2);
+      emitter.to("kitchen").emit("ticket", { table: 4 }, Buffer.from([1, 2, 3]));
+      await until(() => atJudy.length === 1 && atKen.length === 1, "the emitter's event on both nodes");
+      for (const [data, bytes] of [atJudy[0], atKen[0]]) {
+        assert.deepEqual(data, { table: 4 });
+        assert.deepEqual([...new Uint8Array(bytes)], [1, 2, 3]);
+      }
+      // The emitter's room operations act on both nodes' sockets.
+      emitter.in("kitchen").socketsJoin("chefs");
+      await untilMember(nodeA, "chefs", judy.id);
+      await untilMember(nodeA, "chefs", ken.id);
+      const goneJudy = once(judy, "disconnect");
+      const goneKen = once(ken, "disconnect");
+      emitter.in("chefs").disconnectSockets();
+      await Promise.all([goneJudy, goneKen]);
+    } finally {
+      await client.quit();
+    }
+  });
+
+  test("a Node.js socket.io server with @socket.io/redis-adapter shares rooms with the nodes", async () => {
+    const pub = createClient({ url: redis.url });
+    const sub = pub.duplicate();
+    await Promise.all([pub.connect(), sub.connect()]);
+    const http = createServer();
+    const ioServer = new Server(http, { adapter: createAdapter(pub, sub) });
+    ioServer.on("connection", (socket) => socket.join("shared"));
+    const port = await freePort();
+    await new Promise((resolve) => http.listen(port, "127.0.0.1", resolve));
+    try {
+      const nodeClient = await connected(`http://127.0.0.1:${port}`);
+      const ours = await connected(nodeB.url);
+      await joinRoom(ours, "shared", nodeB);
+      const atNodeClient = collect(nodeClient, "news");
+      const atOurs = collect(ours, "news");
+      await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "news", rooms: ["shared"], data: "from switchboard" } });
+      ioServer.to("shared").emit("news", "from node");
+      await until(() => atNodeClient.length === 2 && atOurs.length === 2, "both messages on both servers");
+      assert.deepEqual(atNodeClient.sort(), ["from node", "from switchboard"]);
+      assert.deepEqual(atOurs.sort(), ["from node", "from switchboard"]);
+      // The Node.js server sees Switchboard's sockets in the room (it asks every node).
+      const sockets = await ioServer.in("shared").fetchSockets();
+      const ids = sockets.map((s) => s.id);
+      assert.ok(ids.includes(ours.id), `fetchSockets lists ${ours.id}: ${ids}`);
+      assert.ok(ids.includes(nodeClient.id));
+    } finally {
+      ioServer.close();
+      await Promise.allSettled([pub.quit(), sub.quit()]);
+    }
+  });
+
+  test("a node that loses Redis is not ready until it is back, then broadcasts flow again", async () => {
+    const port = redis.port;
+    await redis.stop();
+    await Promise.all([untilReady(nodeA, 503), untilReady(nodeB, 503)]);
+    const health = await call(nodeA.url + "/health");
+    assert.deepEqual(health.body, { status: "ok", cluster: { redis: "disconnected" } });
+    redis = await startRedis(port);
+    await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
+    const lena = await connected(nodeB.url);
+    await joinRoom(lena, "after-outage", nodeB);
+    const atLena = collect(lena, "back");
+    await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "back", rooms: ["after-outage"] } });
+    await until(() => atLena.length === 1, "a broadcast after Redis came back");
+  });
+});
