@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchboard::engine::EngineConfig;
 use switchboard::hub::{ConnectError, Hub};
@@ -392,6 +393,42 @@ async fn a_client_that_does_not_read_is_closed_without_hurting_others() {
         "the slow client was disconnected"
     );
     assert_eq!(get(&url).await.0, 400);
+}
+
+#[tokio::test]
+async fn a_websocket_client_closed_for_not_reading_gets_the_close_frame_once_it_reads() {
+    let config = EngineConfig {
+        max_queued_frames: 16,
+        ping_interval: Duration::from_secs(30),
+        ..fast_engine()
+    };
+    let server = start(config, suite_handlers).await;
+    let (mut ws, _) = connected(&server, "40").await;
+    let namespace = server.hub.namespace("/");
+    // The client reads nothing while the server fills its socket and then its queue.
+    let blob = "x".repeat(64 * 1024);
+    for _ in 0..2000 {
+        namespace.everyone().emit("news", &[json!(blob)]);
+        if namespace.socket_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(namespace.socket_count(), 0, "the client was closed");
+    // Now it reads: the events written before the close, then the close frame saying why.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    };
+    let code = close.map(|frame| u16::from(frame.code));
+    assert_eq!(
+        code,
+        Some(1008),
+        "policy violation: the client did not keep up"
+    );
 }
 
 #[tokio::test]

@@ -204,6 +204,9 @@ struct Outbox {
     /// A thread is writing the head of the queue with the outbox unlocked: the frames it
     /// writes are out of `frames` meanwhile, and no other thread writes.
     writing: bool,
+    /// The session closed (without flushing) while a thread was writing: of the frames it
+    /// holds, it puts back only one it wrote in part.
+    discard_in_flight: bool,
 }
 
 /// How many queued frames one vectored write takes at most.
@@ -280,6 +283,7 @@ impl EngineConn {
                 flush_scheduled: false,
                 write_pending: false,
                 writing: false,
+                discard_in_flight: false,
             }),
             traffic,
             max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
@@ -475,6 +479,10 @@ impl EngineConn {
         // Counted once at the end, not per frame.
         let (mut packets, mut bytes) = (0, 0);
         let outcome = loop {
+            // The connection may have ended meanwhile: nothing more goes to its socket.
+            if outbox.socket.is_none() {
+                break Ok(Flushed::Blocked);
+            }
             if outbox.frames.is_empty() {
                 // An idle connection keeps no queue storage.
                 outbox.frames = VecDeque::new();
@@ -498,7 +506,10 @@ impl EngineConn {
                     socket.try_write(&slices[0])
                 } else {
                     socket.try_io(Interest::WRITABLE, || {
-                        SockRef::from(&*socket).send_vectored(&slices[..count])
+                        // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for an
+                        // embedding program that did not ignore it.
+                        SockRef::from(&*socket)
+                            .send_vectored_with_flags(&slices[..count], libc::MSG_NOSIGNAL)
                     })
                 }
             });
@@ -516,20 +527,21 @@ impl EngineConn {
                 packets += 1;
                 bytes += frame.payload().len() as u64;
             }
-            // What was not written goes back to the front, in order.
-            for frame in batch[unwritten..count]
+            // What was not written goes back to the front, in order; if the session closed
+            // meanwhile, only a frame partly written (to be finished, or the stream is
+            // corrupt), ahead of what was queued after the close (its close frame).
+            let put_back = if std::mem::take(&mut outbox.discard_in_flight) {
+                let partly_written = usize::from(outbox.written > 0);
+                (unwritten + partly_written).min(count)
+            } else {
+                count
+            };
+            for frame in batch[unwritten..put_back]
                 .iter_mut()
                 .rev()
                 .filter_map(Option::take)
             {
                 outbox.frames.push_front(frame);
-            }
-            if let Some(reason) = outbox.closed
-                && !reason.flushes_queue()
-            {
-                // Closed while writing: only a frame partly written is still finished.
-                let keep = usize::from(outbox.written > 0);
-                outbox.frames.truncate(keep);
             }
             match result {
                 Ok(_) => {}
@@ -558,9 +570,16 @@ impl EngineConn {
             }
             outbox.closed = Some(reason);
             if !reason.flushes_queue() {
-                // A frame partly written must still be finished, or the stream is corrupt.
-                let keep = usize::from(outbox.written > 0);
-                outbox.frames.truncate(keep);
+                if outbox.writing {
+                    // The writer holds the head of the queue (a frame it may have written in
+                    // part); it puts back only that one (see `write_out`).
+                    outbox.frames.clear();
+                    outbox.discard_in_flight = true;
+                } else {
+                    // A frame partly written must still be finished, or the stream is corrupt.
+                    let keep = usize::from(outbox.written > 0);
+                    outbox.frames.truncate(keep);
+                }
             }
             self.wake_consumer(&outbox);
         }

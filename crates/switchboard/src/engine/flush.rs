@@ -75,18 +75,33 @@ impl<'a> SendBatch<'a> {
     /// Hands the sessions over to their writer and returns how many accepted the frames; a
     /// large broadcast returns once the flushers are no more than [`MAX_LAG`] behind.
     pub fn finish(mut self) -> usize {
-        let chunk = std::mem::take(&mut self.chunk);
-        if !self.large {
-            defer(chunk);
-            return self.reached;
-        }
-        if !chunk.is_empty() {
-            hand_over(chunk);
-        }
-        if let Some(flushers) = flushers() {
+        self.hand_off();
+        if self.large
+            && let Some(flushers) = flushers()
+        {
             flushers.wait_until_caught_up();
         }
         self.reached
+    }
+
+    /// Gives the sessions marked so far to their writer.
+    fn hand_off(&mut self) {
+        let chunk = std::mem::take(&mut self.chunk);
+        if !self.large {
+            defer(chunk);
+        } else if !chunk.is_empty() {
+            hand_over(chunk);
+        }
+    }
+}
+
+impl Drop for SendBatch<'_> {
+    /// A batch left unfinished (a panic while it was filled) still hands its sessions on: they
+    /// are marked as waiting for a writer, and no other broadcast would write them.
+    fn drop(&mut self) {
+        if !self.chunk.is_empty() {
+            self.hand_off();
+        }
     }
 }
 
