@@ -14,6 +14,7 @@ import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
+import WebSocket from "ws";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 
 /** Starts redis-server on `port` (a free one by default); resolves once it answers PING. */
@@ -230,6 +231,24 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
     assert.equal(stranger.connected, true);
   });
 
+  test("the chat's online-users list spans both nodes", async () => {
+    const mia = await connected(nodeA.url);
+    const noah = await connected(nodeB.url);
+    const atMia = collect(mia, "users-online");
+    const atNoah = collect(noah, "users-online");
+    mia.emit("user-online", "mia");
+    await until(() => atNoah.some((list) => list.includes("mia")), "Mia in the list on B");
+    noah.emit("user-online", "noah");
+    // The list Noah's node sends has Mia, who is on the other node.
+    await until(() => atMia.some((list) => list.includes("mia") && list.includes("noah")), "both in the list");
+    const leaving = atNoah.length;
+    mia.disconnect();
+    await until(() => atNoah.length > leaving, "the list after Mia left");
+    assert.ok(!atNoah.at(-1).includes("mia"), `Mia is gone: ${atNoah.at(-1)}`);
+    assert.ok(atNoah.at(-1).includes("noah"));
+    noah.disconnect();
+  });
+
   test("a backend publishing with @socket.io/redis-emitter reaches every node (text and binary)", async () => {
     const judy = await connected(nodeA.url);
     const ken = await connected(nodeB.url);
@@ -304,5 +323,58 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
     const atLena = collect(lena, "back");
     await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "back", rooms: ["after-outage"] } });
     await until(() => atLena.length === 1, "a broadcast after Redis came back");
+  });
+});
+
+describe("the online-status service on two nodes", () => {
+  let redis, nodeA, nodeB;
+  const sockets = [];
+  function plain(node, userId) {
+    const ws = new WebSocket(`ws://127.0.0.1:${node.port}/ws-online-status?userId=${userId}`);
+    sockets.push(ws);
+    const messages = [];
+    ws.on("message", (data) => messages.push(JSON.parse(data.toString())));
+    return { ws, messages, open: once(ws, "open") };
+  }
+  before(async () => {
+    redis = await startRedis();
+    const start = () =>
+      startServer("switchboard", {
+        args: ["--config", path.join(ROOT, "examples/online-status.toml")],
+        env: { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url, SWITCHBOARD_PRESENCE_GRACE: "300ms" },
+      });
+    [nodeA, nodeB] = await Promise.all([start(), start()]);
+    await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
+  });
+  after(async () => {
+    sockets.forEach((ws) => ws.terminate());
+    await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+    await redis?.stop();
+  });
+
+  test("a watcher on one node sees users of the other; a user on both is offline only once gone from both", async () => {
+    const watcher = plain(nodeB, "watcher");
+    await watcher.open;
+    const statusOf = (user) =>
+      watcher.messages.filter((m) => m.userId === user && (m.type === "USER_ONLINE" || m.type === "USER_OFFLINE")).map((m) => m.type);
+    const phone = plain(nodeA, "olga");
+    await phone.open;
+    await until(() => statusOf("olga").length === 1, "olga online, told on the other node");
+    assert.deepEqual(statusOf("olga"), ["USER_ONLINE"]);
+    watcher.ws.send(JSON.stringify({ type: "GET_ONLINE_USERS" }));
+    await until(() => watcher.messages.some((m) => m.type === "ONLINE_USERS"), "the online users");
+    assert.deepEqual(watcher.messages.find((m) => m.type === "ONLINE_USERS").users.sort(), ["olga", "watcher"]);
+    // Olga opens a second device on node B, then closes the first one (on A): still online.
+    const laptop = plain(nodeB, "olga");
+    await laptop.open;
+    phone.ws.close();
+    await sleep(800);
+    assert.deepEqual(statusOf("olga"), ["USER_ONLINE"], "no offline while on node B, no second online");
+    assert.deepEqual((await call(`${nodeA.url}/api/users/olga`)).body, { user: "olga", online: true, connections: 1 });
+    // Gone from both: offline, once, after the grace period.
+    laptop.ws.close();
+    await until(() => statusOf("olga").length === 2, "olga offline");
+    await sleep(500);
+    assert.deepEqual(statusOf("olga"), ["USER_ONLINE", "USER_OFFLINE"]);
   });
 });

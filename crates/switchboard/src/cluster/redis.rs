@@ -29,6 +29,10 @@ use crate::hub::{Broadcast, Hub, Namespace, Target};
 const OUTBOX_CAPACITY: usize = 65_536;
 /// Messages sent in one pipeline at most.
 const PIPELINE_MAX: usize = 256;
+/// Every node says who all its users are this often (what a lost message got wrong heals)...
+const PRESENCE_EVERY: Duration = Duration::from_secs(10);
+/// ...and a node not heard from for this long is taken for gone, with its users.
+const PRESENCE_SILENCE: Duration = Duration::from_secs(35);
 
 /// Answers a cluster question with what this node knows (installed by the app).
 pub type Answerer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
@@ -92,8 +96,17 @@ impl RedisAdapter {
             connection: Mutex::new(None),
             dropped: AtomicU64::new(0),
         });
+        let telling = Arc::downgrade(&adapter);
+        hub.presence().on_local_change(Arc::new(move |user, here| {
+            if let Some(adapter) = telling.upgrade() {
+                let message =
+                    json!({ "kind": "presence", "uid": adapter.uid, "user": user, "here": here });
+                adapter.send(adapter.own_channel(), message.to_string().into_bytes());
+            }
+        }));
         tokio::spawn(adapter.clone().publish_loop(outgoing));
         tokio::spawn(adapter.clone().subscribe_loop(new_channels));
+        tokio::spawn(presence_loop(Arc::downgrade(&adapter)));
         Ok(adapter)
     }
 
@@ -215,6 +228,10 @@ impl RedisAdapter {
         }
         self.connected.store(true, Ordering::Release);
         tracing::info!(node = %self.uid, "cluster: subscribed to Redis");
+        // Who is online where: ours to them, theirs to us.
+        self.tell_all_users();
+        let sync = json!({ "kind": "presence_sync", "uid": self.uid });
+        self.send(self.own_channel(), sync.to_string().into_bytes());
         loop {
             tokio::select! {
                 received = stream.next() => match received {
@@ -379,6 +396,13 @@ impl RedisAdapter {
         }
         match message["kind"].as_str() {
             Some("user") => self.on_user_op(hub, &message),
+            Some("presence") => {
+                if let Some(user) = message["user"].as_str() {
+                    hub.presence().user_elsewhere(from, user, &message["here"]);
+                }
+            }
+            Some("presence_all") => hub.presence().users_elsewhere(from, &message["users"]),
+            Some("presence_sync") => self.tell_all_users(),
             Some("query") => {
                 let Some(answerer) = self.answerer.get() else {
                     return;
@@ -389,6 +413,16 @@ impl RedisAdapter {
             }
             _ => {}
         }
+    }
+
+    /// Tells the other nodes who all of this node's users are.
+    fn tell_all_users(&self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let users = hub.presence().everyone_here();
+        let message = json!({ "kind": "presence_all", "uid": self.uid, "users": users });
+        self.send(self.own_channel(), message.to_string().into_bytes());
     }
 
     fn on_user_op(&self, hub: &Hub, message: &Value) {
@@ -500,6 +534,26 @@ impl RedisAdapter {
                 );
                 partial.map(|p| p.answers).unwrap_or_default()
             }
+        }
+    }
+}
+
+/// Every [`PRESENCE_EVERY`], tells the other nodes who this node's users are and forgets nodes
+/// that went silent; ends with the adapter.
+async fn presence_loop(adapter: Weak<RedisAdapter>) {
+    let mut ticker = tokio::time::interval(PRESENCE_EVERY);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(adapter) = adapter.upgrade() else {
+            return;
+        };
+        let Some(hub) = adapter.hub.upgrade() else {
+            return;
+        };
+        hub.presence().forget_nodes_silent_for(PRESENCE_SILENCE);
+        if adapter.is_connected() {
+            adapter.tell_all_users();
         }
     }
 }

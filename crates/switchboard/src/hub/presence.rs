@@ -3,10 +3,17 @@
 //! A user is online while at least one of their connections is; when the last one closes they
 //! go offline after a grace period, so a page reload does not flap. Listeners hear each change
 //! once (the plain WebSocket endpoint, presence rooms).
+//!
+//! In a cluster, each node tells the others how each of its users is connected to it (see
+//! `cluster/redis.rs`) and keeps what they said: a user who is online on another node is not
+//! announced online again here, nor offline when their last connection here closes, and
+//! `{online.<user key>}` lists the users of every node.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -35,7 +42,47 @@ pub struct Presence {
     user_key: String,
     grace: Duration,
     users: Mutex<HashMap<String, UserEntry>>,
+    /// Told of changes where they happen (announcements that reach the whole cluster).
     listeners: RwLock<Vec<PresenceListener>>,
+    /// Told of every change, also of a user on another node (audiences of this node only).
+    listeners_here: RwLock<Vec<PresenceListener>>,
+    /// Told how a user is connected here after each change (the cluster adapter).
+    local_change: OnceLock<LocalChange>,
+    /// What the other nodes of a cluster said of their users, by node id.
+    elsewhere: Mutex<HashMap<String, NodeUsers>>,
+}
+
+/// Called with (user id, how they are connected here: see [`Presence::here`]).
+pub type LocalChange = Arc<dyn Fn(&str, Value) + Send + Sync>;
+
+/// One other node's users: how each is connected there, and when the node was last heard.
+struct NodeUsers {
+    users: HashMap<String, UserThere>,
+    heard: Instant,
+}
+
+/// How a user is connected to another node.
+struct UserThere {
+    /// Online there (also during its grace period after their last connection closed).
+    online: bool,
+    /// Namespaces where they have sockets there.
+    namespaces: Vec<String>,
+}
+
+impl UserThere {
+    fn from_json(here: &Value) -> Self {
+        Self {
+            online: here["online"].as_bool().unwrap_or(false),
+            namespaces: here["namespaces"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// A user id from socket data: strings as they are, numbers as text.
@@ -59,7 +106,151 @@ impl Presence {
             grace,
             users: Mutex::new(HashMap::new()),
             listeners: RwLock::new(Vec::new()),
+            listeners_here: RwLock::new(Vec::new()),
+            local_change: OnceLock::new(),
+            elsewhere: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets who is told of each local change (once).
+    pub fn on_local_change(&self, listener: LocalChange) {
+        let _ = self.local_change.set(listener);
+    }
+
+    fn tell_local_change(&self, user: &str) {
+        if let Some(listener) = self.local_change.get() {
+            listener(user, self.here(user));
+        }
+    }
+
+    /// How `user` is connected to this node: `{online, namespaces: [...]}`.
+    pub fn here(&self, user: &str) -> Value {
+        let users = self.users.lock();
+        Self::describe(users.get(user))
+    }
+
+    fn describe(entry: Option<&UserEntry>) -> Value {
+        let Some(entry) = entry else {
+            return json!({ "online": false, "namespaces": [] });
+        };
+        let mut namespaces: Vec<&str> = entry.sockets.iter().map(|(n, _)| &**n).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        json!({ "online": entry.announced_online, "namespaces": namespaces })
+    }
+
+    /// Every user of this node, as [`Presence::here`] describes them.
+    pub fn everyone_here(&self) -> Value {
+        let users = self.users.lock();
+        Value::Object(
+            users
+                .iter()
+                .map(|(user, entry)| (user.clone(), Self::describe(Some(entry))))
+                .collect(),
+        )
+    }
+
+    /// Another node said how `user` is connected to it.
+    pub fn user_elsewhere(&self, node: &str, user: &str, there: &Value) {
+        let there = UserThere::from_json(there);
+        self.update_elsewhere(vec![user.to_owned()], |elsewhere| {
+            let node = elsewhere
+                .entry(node.to_owned())
+                .or_insert_with(|| NodeUsers {
+                    users: HashMap::new(),
+                    heard: Instant::now(),
+                });
+            node.heard = Instant::now();
+            if there.online {
+                node.users.insert(user.to_owned(), there);
+            } else {
+                node.users.remove(user);
+            }
+        });
+    }
+
+    /// Another node said who all its users are (as [`Presence::everyone_here`]).
+    pub fn users_elsewhere(&self, node: &str, users: &Value) {
+        let users: HashMap<String, UserThere> = users
+            .as_object()
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|(user, there)| (user.clone(), UserThere::from_json(there)))
+                    .filter(|(_, there)| there.online)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut touched: Vec<String> = users.keys().cloned().collect();
+        if let Some(known) = self.elsewhere.lock().get(node) {
+            touched.extend(
+                known
+                    .users
+                    .keys()
+                    .filter(|u| !users.contains_key(*u))
+                    .cloned(),
+            );
+        }
+        self.update_elsewhere(touched, |elsewhere| {
+            elsewhere.insert(
+                node.to_owned(),
+                NodeUsers {
+                    users,
+                    heard: Instant::now(),
+                },
+            );
+        });
+    }
+
+    /// Forgets nodes not heard from for `silence` (gone without a word), with their users.
+    pub fn forget_nodes_silent_for(&self, silence: Duration) {
+        let touched: Vec<String> = self
+            .elsewhere
+            .lock()
+            .values()
+            .filter(|node| node.heard.elapsed() >= silence)
+            .flat_map(|node| node.users.keys().cloned())
+            .collect();
+        self.update_elsewhere(touched, |elsewhere| {
+            elsewhere.retain(|_, node| node.heard.elapsed() < silence);
+        });
+    }
+
+    /// Users online on this node or on another.
+    pub fn online_users_everywhere(&self) -> Vec<String> {
+        let mut users = self.online_users();
+        users.extend(
+            self.elsewhere
+                .lock()
+                .values()
+                .flat_map(|node| node.users.keys().cloned()),
+        );
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// Whether another node has `user` online.
+    pub fn online_elsewhere(&self, user: &str) -> bool {
+        self.elsewhere
+            .lock()
+            .values()
+            .any(|node| node.users.contains_key(user))
+    }
+
+    /// The users with a socket in `namespace` on another node.
+    pub fn users_elsewhere_in(&self, namespace: &str) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .elsewhere
+            .lock()
+            .values()
+            .flat_map(|node| node.users.iter())
+            .filter(|(_, there)| there.namespaces.iter().any(|n| n == namespace))
+            .map(|(user, _)| user.clone())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
     }
 
     /// The socket-data key that holds a user id.
@@ -67,14 +258,57 @@ impl Presence {
         &self.user_key
     }
 
+    /// `listener` hears each change once in a cluster: on the node where it happened (for
+    /// announcements that themselves reach every node, such as a broadcast).
     pub fn on_change(&self, listener: PresenceListener) {
         self.listeners.write().push(listener);
+    }
+
+    /// `listener` hears each change on every node of a cluster (for this node's own audience,
+    /// such as its plain WebSocket clients).
+    pub fn on_change_here(&self, listener: PresenceListener) {
+        self.listeners_here.write().push(listener);
     }
 
     fn announce(&self, user: &str, online: bool) {
         let listeners = self.listeners.read().clone();
         for listener in listeners {
             listener(user, online);
+        }
+        self.announce_here(user, online);
+    }
+
+    fn announce_here(&self, user: &str, online: bool) {
+        let listeners = self.listeners_here.read().clone();
+        for listener in listeners {
+            listener(user, online);
+        }
+    }
+
+    /// Online on this node or on another (during grace periods too).
+    fn online_anywhere(&self, user: &str) -> bool {
+        let online_here = self
+            .users
+            .lock()
+            .get(user)
+            .is_some_and(|entry| entry.announced_online);
+        online_here || self.online_elsewhere(user)
+    }
+
+    /// Runs `change` to what other nodes said, then tells this node's audience of each user
+    /// whose status it changed for the cluster as a whole.
+    fn update_elsewhere(
+        &self,
+        users: Vec<String>,
+        change: impl FnOnce(&mut HashMap<String, NodeUsers>),
+    ) {
+        let before: Vec<bool> = users.iter().map(|u| self.online_anywhere(u)).collect();
+        change(&mut self.elsewhere.lock());
+        for (user, was) in users.iter().zip(before) {
+            let now = self.online_anywhere(user);
+            if now != was {
+                self.announce_here(user, now);
+            }
         }
     }
 
@@ -91,7 +325,9 @@ impl Presence {
             entry.announced_online = true;
             announce
         };
-        if announce {
+        self.tell_local_change(user);
+        // A user already online on another node was announced there.
+        if announce && !self.online_elsewhere(user) {
             self.announce(user, true);
         }
     }
@@ -110,10 +346,13 @@ impl Presence {
             }
             entry.generation += 1;
             if entry.connections() > 0 {
+                drop(users);
+                self.tell_local_change(user);
                 return;
             }
             entry.generation
         };
+        self.tell_local_change(user);
         if self.grace.is_zero() {
             self.go_offline(user, generation);
             return;
@@ -140,7 +379,11 @@ impl Presence {
             }
         };
         if announce {
-            self.announce(user, false);
+            self.tell_local_change(user);
+            // Still online on another node: not offline for anyone.
+            if !self.online_elsewhere(user) {
+                self.announce(user, false);
+            }
         }
     }
 

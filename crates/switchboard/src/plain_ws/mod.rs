@@ -104,7 +104,7 @@ impl PlainWs {
             next_id: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&endpoint);
-        presence.on_change(Arc::new(move |user, online| {
+        presence.on_change_here(Arc::new(move |user, online| {
             if let Some(endpoint) = weak.upgrade() {
                 endpoint.announce(user, online);
             }
@@ -318,7 +318,7 @@ impl PlainWs {
                         Ok(message) => match message["type"].as_str() {
                             Some("PING") => json!({ "type": "PONG", "timestamp": iso_now() }),
                             Some("GET_ONLINE_USERS") => {
-                                json!({ "type": "ONLINE_USERS", "users": self.presence.online_users() })
+                                json!({ "type": "ONLINE_USERS", "users": self.presence.online_users_everywhere() })
                             }
                             _ => {
                                 json!({ "type": "ERROR", "message": "unknown message type (PING, GET_ONLINE_USERS)" })

@@ -72,6 +72,16 @@ pub(crate) fn online_values(
             _ => push(socket.data().get(key)),
         }
     }
+    // In a cluster, the users of the other nodes too (user ids only: the presence key).
+    let presence = namespace.presence();
+    if key == presence.user_key() {
+        let here: Vec<String> = values.iter().filter_map(crate::hub::user_id).collect();
+        for user in presence.users_elsewhere_in(namespace.name()) {
+            if !here.contains(&user) {
+                values.push(Value::String(user));
+            }
+        }
+    }
     values.sort_by_key(|v| v.to_string());
     values
 }
