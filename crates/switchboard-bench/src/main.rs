@@ -70,6 +70,9 @@ enum Scenario {
         rate: u32,
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
+        /// Publish to this server instead of the clients' one (another node of a cluster).
+        #[arg(long)]
+        publish_to: Option<SocketAddr>,
     },
     /// Rooms of k members; every client sends at r per second.
     Chat {
@@ -190,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             clients,
             rate,
             duration_secs,
+            publish_to,
         } => {
             let expect = Expect::Event("order_created".into());
             let open = open_clients(&cli, clients, expect, &counters).await?;
@@ -197,8 +201,9 @@ async fn main() -> anyhow::Result<()> {
             let total = u64::from(rate) * duration_secs;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
+            let publisher = publish_to.unwrap_or(cli.server);
             let published =
-                client::publish(cli.server, "/broadcast/order-created", rate, total).await;
+                client::publish(publisher, "/broadcast/order-created", rate, total).await;
             // Let the last messages arrive.
             let drain = Instant::now();
             let expected = total * open.len() as u64;
