@@ -377,4 +377,19 @@ describe("the online-status service on two nodes", () => {
     await sleep(500);
     assert.deepEqual(statusOf("olga"), ["USER_ONLINE", "USER_OFFLINE"]);
   });
+
+  test("a node that shuts down takes its users with it at once, not after its silence", async () => {
+    const watcher = plain(nodeA, "watcher2");
+    await watcher.open;
+    const statusOf = (user) => watcher.messages.filter((m) => m.userId === user).map((m) => m.type);
+    const peter = plain(nodeB, "peter");
+    await peter.open;
+    await until(() => statusOf("peter").length === 1, "peter online, told on node A");
+    const stopped = Date.now();
+    assert.equal(await nodeB.stop(), 0);
+    await until(() => statusOf("peter").length === 2, "peter offline on node A", 5000);
+    assert.deepEqual(statusOf("peter"), ["USER_ONLINE", "USER_OFFLINE"]);
+    assert.ok(Date.now() - stopped < 5000);
+    assert.deepEqual((await call(`${nodeA.url}/api/users/peter`)).body, { user: "peter", online: false, connections: 0 });
+  });
 });

@@ -167,6 +167,10 @@ impl App {
                 "shutdown timeout reached with messages still queued"
             );
         }
+        if let Some(cluster) = state.hub.cluster() {
+            // The other nodes forget this one's users now, not when it has been silent a while.
+            cluster.leave().await;
+        }
         stats.abort();
         let _ = stop_accepting.send(());
         serving.await.map_err(std::io::Error::other)??;

@@ -70,6 +70,10 @@ pub trait Adapter: Send + Sync {
 
     /// Whether the link to the other nodes is up now.
     fn is_connected(&self) -> bool;
+
+    /// This node is shutting down: tells the others (its users are gone with it) and waits,
+    /// briefly, until what it said before has been sent.
+    fn leave(&self) -> BoxFuture<'_, ()>;
 }
 
 /// Where the hub and its namespaces find the adapter: empty on a node of its own.

@@ -53,6 +53,14 @@ pub enum RedisAdapterError {
     Url(String),
 }
 
+/// What the publisher task is given.
+enum Outgoing {
+    /// A message for a channel.
+    Publish(String, Vec<u8>),
+    /// Told once everything given before it has been sent (or dropped).
+    Sent(oneshot::Sender<()>),
+}
+
 struct Pending {
     expected: usize,
     answers: Vec<Value>,
@@ -64,7 +72,7 @@ pub struct RedisAdapter {
     settings: RedisSettings,
     client: redis::Client,
     hub: Weak<Hub>,
-    outbox: mpsc::Sender<(String, Vec<u8>)>,
+    outbox: mpsc::Sender<Outgoing>,
     subscriptions: mpsc::UnboundedSender<String>,
     answerer: OnceLock<Answerer>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -129,7 +137,11 @@ impl RedisAdapter {
     }
 
     fn send(&self, channel: String, payload: Vec<u8>) {
-        if self.outbox.try_send((channel, payload)).is_err() {
+        if self
+            .outbox
+            .try_send(Outgoing::Publish(channel, payload))
+            .is_err()
+        {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::error!(
@@ -151,19 +163,25 @@ impl RedisAdapter {
 
     /// Publishes what this node says, in order; a batch that cannot be sent after a few tries
     /// is dropped so that a Redis outage does not hold everything after it.
-    async fn publish_loop(self: Arc<Self>, mut outgoing: mpsc::Receiver<(String, Vec<u8>)>) {
+    async fn publish_loop(self: Arc<Self>, mut outgoing: mpsc::Receiver<Outgoing>) {
         let mut batch = Vec::with_capacity(PIPELINE_MAX);
         while outgoing.recv_many(&mut batch, PIPELINE_MAX).await > 0 {
-            let mut tries = 0;
-            loop {
-                let sent = match self.connection().await {
-                    Ok(mut connection) => {
-                        let mut pipe = redis::pipe();
-                        for (channel, payload) in &batch {
-                            pipe.publish(channel, payload.as_slice()).ignore();
-                        }
-                        pipe.query_async::<()>(&mut connection).await
+            let mut pipe = redis::pipe();
+            let mut messages = 0;
+            let mut waiting = Vec::new();
+            for item in batch.drain(..) {
+                match item {
+                    Outgoing::Publish(channel, payload) => {
+                        pipe.publish(channel, payload).ignore();
+                        messages += 1;
                     }
+                    Outgoing::Sent(done) => waiting.push(done),
+                }
+            }
+            let mut tries = 0;
+            while messages > 0 {
+                let sent = match self.connection().await {
+                    Ok(mut connection) => pipe.query_async::<()>(&mut connection).await,
                     Err(error) => Err(error),
                 };
                 match sent {
@@ -172,14 +190,16 @@ impl RedisAdapter {
                         *self.connection.lock() = None;
                         tries += 1;
                         if tries == 5 {
-                            tracing::error!(%error, messages = batch.len(), "cluster: could not publish to Redis; messages dropped");
+                            tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(200 * tries)).await;
                     }
                 }
             }
-            batch.clear();
+            for done in waiting {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -402,6 +422,7 @@ impl RedisAdapter {
                 }
             }
             Some("presence_all") => hub.presence().users_elsewhere(from, &message["users"]),
+            Some("bye") => hub.presence().forget_node(from),
             Some("presence_sync") => self.tell_all_users(),
             Some("query") => {
                 let Some(answerer) = self.answerer.get() else {
@@ -680,6 +701,17 @@ impl Adapter for RedisAdapter {
 
     fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let bye = json!({ "kind": "bye", "uid": self.uid });
+            self.send(self.own_channel(), bye.to_string().into_bytes());
+            let (done, sent) = oneshot::channel();
+            if self.outbox.try_send(Outgoing::Sent(done)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
+            }
+        })
     }
 }
 

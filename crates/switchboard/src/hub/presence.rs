@@ -202,6 +202,19 @@ impl Presence {
         });
     }
 
+    /// Forgets a node that said it is leaving, with its users.
+    pub fn forget_node(&self, node: &str) {
+        let touched: Vec<String> = self
+            .elsewhere
+            .lock()
+            .get(node)
+            .map(|known| known.users.keys().cloned().collect())
+            .unwrap_or_default();
+        self.update_elsewhere(touched, |elsewhere| {
+            elsewhere.remove(node);
+        });
+    }
+
     /// Forgets nodes not heard from for `silence` (gone without a word), with their users.
     pub fn forget_nodes_silent_for(&self, silence: Duration) {
         let touched: Vec<String> = self
