@@ -178,28 +178,33 @@ impl RedisAdapter {
                     Outgoing::Sent(done) => waiting.push(done),
                 }
             }
-            let mut tries = 0;
-            while messages > 0 {
-                let sent = match self.connection().await {
-                    Ok(mut connection) => pipe.query_async::<()>(&mut connection).await,
-                    Err(error) => Err(error),
-                };
-                match sent {
-                    Ok(()) => break,
-                    Err(error) => {
-                        *self.connection.lock() = None;
-                        tries += 1;
-                        if tries == 5 {
-                            tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                    }
-                }
+            if messages > 0 {
+                self.send_pipeline(&pipe, messages).await;
             }
             for done in waiting {
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// Sends one pipeline, trying a few times; drops it (logged) if Redis stays unreachable.
+    async fn send_pipeline(&self, pipe: &redis::Pipeline, messages: usize) {
+        let mut tries = 0;
+        loop {
+            let sent = match self.connection().await {
+                Ok(mut connection) => pipe.query_async::<()>(&mut connection).await,
+                Err(error) => Err(error),
+            };
+            let Err(error) = sent else {
+                return;
+            };
+            *self.connection.lock() = None;
+            tries += 1;
+            if tries == 5 {
+                tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
         }
     }
 
