@@ -1,11 +1,13 @@
 """The orders system driven from Python: `requests` plays the Django backend, a python-socketio
 AsyncClient plays the back-office screen."""
 import asyncio
+import subprocess
+import time
 
 import requests
 import socketio
 
-from conftest import ROOT, RunningServer
+from conftest import ROOT, RunningServer, free_port
 
 
 def test_django_backend_pushes_orders_to_a_python_client():
@@ -54,3 +56,45 @@ def test_django_backend_pushes_orders_to_a_python_client():
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_orders_on_two_nodes_reach_a_screen_on_the_other_node():
+    """Two nodes of the orders example share rooms through a real redis-server: the Django
+    backend's POST to one node reaches a Python screen connected to the other."""
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    env = {"SWITCHBOARD_CLUSTER_REDIS_URL": f"redis://127.0.0.1:{redis_port}"}
+    args = ["--config", str(ROOT / "examples" / "orders.toml")]
+    nodes = []
+    try:
+        nodes = [RunningServer("switchboard", args=args, env=env) for _ in range(2)]
+        deadline = time.time() + 10
+        while not all(requests.get(f"{n.url}/ready", timeout=1).status_code == 200 for n in nodes):
+            assert time.time() < deadline, "the nodes never linked through Redis"
+            time.sleep(0.05)
+        taking_requests, serving_the_screen = nodes
+
+        async def scenario():
+            screen = socketio.AsyncClient()
+            created = asyncio.get_running_loop().create_future()
+            screen.on("order_created", lambda data, *offset: created.set_result(data))
+            await screen.connect(serving_the_screen.url, transports=["websocket"])
+            await asyncio.sleep(0.2)
+            order = {"id": 7, "table": 1, "items": []}
+            response = await asyncio.to_thread(
+                requests.post, f"{taking_requests.url}/broadcast/order-created", json={"order": order}, timeout=5
+            )
+            assert response.status_code == 200
+            assert await asyncio.wait_for(created, 5) == {"order": order}
+            members = requests.get(f"{taking_requests.url}/api/rooms/order_updates", timeout=5).json()
+            assert [s["id"] for s in members["sockets"]] == [screen.get_sid("/")]
+            await screen.disconnect()
+
+        asyncio.run(scenario())
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.kill()
