@@ -304,6 +304,14 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
       const ids = sockets.map((s) => s.id);
       assert.ok(ids.includes(ours.id), `fetchSockets lists ${ours.id}: ${ids}`);
       assert.ok(ids.includes(nodeClient.id));
+      // A broadcast that asks for acks: our nodes deliver it (without asking their clients to
+      // ack) and tell the Node.js server not to wait for them.
+      nodeClient.on("ask", (n, reply) => reply(`node client got ${n}`));
+      const asked = collect(ours, "ask");
+      const replies = await ioServer.timeout(2000).to("shared").emitWithAck("ask", 5);
+      assert.deepEqual(replies, ["node client got 5"]);
+      await until(() => asked.length === 1, "the asked event at our client");
+      assert.equal(asked[0], 5);
     } finally {
       ioServer.close();
       await Promise.allSettled([pub.quit(), sub.quit()]);

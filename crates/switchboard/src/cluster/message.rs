@@ -25,6 +25,10 @@ pub mod request_type {
     pub const REMOTE_LEAVE: u64 = 3;
     pub const REMOTE_DISCONNECT: u64 = 4;
     pub const REMOTE_FETCH: u64 = 5;
+    /// A broadcast that asks for acks (`io.timeout(..).emit(.., callback)` on a Node server).
+    pub const BROADCAST: u64 = 7;
+    /// The answer to [`BROADCAST`]: how many clients will ack.
+    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
 }
 
 /// The Socket.IO packet type of an event (its binary variant, 5, is accepted too).
@@ -113,16 +117,46 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<RemoteBroadcast, MessageError> {
     };
     let [uid, packet, opts] = <[Pack; 3]>::try_from(parts)
         .map_err(|_| MessageError::Shape("a broadcast is [uid, packet, opts]"))?;
-    let uid = uid.as_str().unwrap_or_default().to_owned();
-    let kind = field(&packet, "type").and_then(Pack::as_u64);
+    broadcast_from_parts(uid.as_str().unwrap_or_default(), &packet, &opts)
+}
+
+/// The broadcast a [`request_type::BROADCAST`] request carries (MessagePack, or JSON with no
+/// binary arguments).
+pub fn decode_ack_broadcast(bytes: &[u8]) -> Result<RemoteBroadcast, MessageError> {
+    let request = if bytes.first() == Some(&b'{') {
+        let json: Value =
+            serde_json::from_slice(bytes).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        json_to_pack(&json, &[])
+    } else {
+        rmpv::decode::read_value(&mut &bytes[..])
+            .map_err(|e| MessageError::NotMessagePack(e.to_string()))?
+    };
+    let (Some(packet), Some(opts)) = (field(&request, "packet"), field(&request, "opts")) else {
+        return Err(MessageError::Shape(
+            "a broadcast request has packet and opts",
+        ));
+    };
+    let uid = field(&request, "uid")
+        .and_then(Pack::as_str)
+        .unwrap_or_default();
+    broadcast_from_parts(uid, packet, opts)
+}
+
+fn broadcast_from_parts(
+    uid: &str,
+    packet: &Pack,
+    opts: &Pack,
+) -> Result<RemoteBroadcast, MessageError> {
+    let uid = uid.to_owned();
+    let kind = field(packet, "type").and_then(Pack::as_u64);
     if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
         return Err(MessageError::Shape("only events are broadcast"));
     }
-    let namespace = field(&packet, "nsp")
+    let namespace = field(packet, "nsp")
         .and_then(Pack::as_str)
         .unwrap_or("/")
         .to_owned();
-    let Some(Pack::Array(data)) = field(&packet, "data") else {
+    let Some(Pack::Array(data)) = field(packet, "data") else {
         return Err(MessageError::Shape("an event's data is an array"));
     };
     let mut attachments = Vec::new();
@@ -138,8 +172,8 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<RemoteBroadcast, MessageError> {
         event,
         args,
         attachments,
-        rooms: room_list(field(&opts, "rooms")),
-        except: room_list(field(&opts, "except")),
+        rooms: room_list(field(opts, "rooms")),
+        except: room_list(field(opts, "except")),
     })
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -33,6 +33,11 @@ const PIPELINE_MAX: usize = 256;
 const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 /// ...and a node not heard from for this long is taken for gone, with its users.
 const PRESENCE_SILENCE: Duration = Duration::from_secs(35);
+/// A node hears its own periodic snapshot back through Redis; not hearing it for this long
+/// means the subscription is dead though its TCP connection looks alive (it reconnects).
+const SELF_SILENCE: Duration = Duration::from_secs(25);
+/// Connecting to Redis, and each command, gives up after this long.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Answers a cluster question with what this node knows (installed by the app).
 pub type Answerer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
@@ -80,6 +85,10 @@ pub struct RedisAdapter {
     connected: AtomicBool,
     connection: Mutex<Option<MultiplexedConnection>>,
     dropped: AtomicU64,
+    /// When this node last heard one of its own messages back (see [`SELF_SILENCE`]).
+    heard_self: Mutex<Instant>,
+    /// Shutting down: said goodbye, says nothing more of its users.
+    leaving: AtomicBool,
 }
 
 impl RedisAdapter {
@@ -103,10 +112,14 @@ impl RedisAdapter {
             connected: AtomicBool::new(false),
             connection: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            heard_self: Mutex::new(Instant::now()),
+            leaving: AtomicBool::new(false),
         });
         let telling = Arc::downgrade(&adapter);
         hub.presence().on_local_change(Arc::new(move |user, here| {
-            if let Some(adapter) = telling.upgrade() {
+            if let Some(adapter) = telling.upgrade()
+                && !adapter.leaving.load(Ordering::Acquire)
+            {
                 let message =
                     json!({ "kind": "presence", "uid": adapter.uid, "user": user, "here": here });
                 adapter.send(adapter.own_channel(), message.to_string().into_bytes());
@@ -156,7 +169,13 @@ impl RedisAdapter {
         if let Some(connection) = self.connection.lock().clone() {
             return Ok(connection);
         }
-        let connection = self.client.get_multiplexed_async_connection().await?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         *self.connection.lock() = Some(connection.clone());
         Ok(connection)
     }
@@ -187,25 +206,28 @@ impl RedisAdapter {
         }
     }
 
-    /// Sends one pipeline, trying a few times; drops it (logged) if Redis stays unreachable.
+    /// Sends one pipeline. A failure to connect is retried a few times; a failure once the
+    /// commands went out is not (Redis may have published some of them, and a second try would
+    /// deliver those twice): the batch is dropped and logged, as the Socket.IO adapter does.
     async fn send_pipeline(&self, pipe: &redis::Pipeline, messages: usize) {
         let mut tries = 0;
-        loop {
-            let sent = match self.connection().await {
-                Ok(mut connection) => pipe.query_async::<()>(&mut connection).await,
-                Err(error) => Err(error),
-            };
-            let Err(error) = sent else {
-                return;
-            };
-            *self.connection.lock() = None;
-            tries += 1;
-            if tries == 5 {
-                tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
-                return;
+        let error = loop {
+            match self.connection().await {
+                Ok(mut connection) => match pipe.query_async::<()>(&mut connection).await {
+                    Ok(()) => return,
+                    Err(error) => break error,
+                },
+                Err(error) => {
+                    tries += 1;
+                    if tries == 5 {
+                        break error;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-        }
+        };
+        *self.connection.lock() = None;
+        tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
     }
 
     /// Receives from the other nodes and applies it here; reconnects when Redis goes away.
@@ -252,13 +274,21 @@ impl RedisAdapter {
             .await?;
         }
         self.connected.store(true, Ordering::Release);
+        *self.heard_self.lock() = Instant::now();
         tracing::info!(node = %self.uid, "cluster: subscribed to Redis");
         // Who is online where: ours to them, theirs to us.
         self.tell_all_users();
         let sync = json!({ "kind": "presence_sync", "uid": self.uid });
         self.send(self.own_channel(), sync.to_string().into_bytes());
+        let mut check = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
+                _ = check.tick() => {
+                    if self.heard_self.lock().elapsed() > SELF_SILENCE {
+                        tracing::warn!("cluster: no message came back through Redis in time; reconnecting");
+                        return Ok(());
+                    }
+                }
                 received = stream.next() => match received {
                     Some(received) => self.on_message(received.get_channel_name(), received.get_payload_bytes()),
                     None => return Ok(()),
@@ -360,6 +390,20 @@ impl RedisAdapter {
                     respond(json!({}));
                 }
             }
+            Some(request_type::BROADCAST) => {
+                // Delivered here without asking for acks (a socket here cannot ack a request
+                // made on another server); the answer says no client of this node will ack, so
+                // the asking server does not wait for any.
+                let Ok(broadcast) = message::decode_ack_broadcast(payload) else {
+                    return;
+                };
+                selection(namespace, &broadcast.rooms, &broadcast.except).local_publish(
+                    &broadcast.event,
+                    &broadcast.args,
+                    &broadcast.attachments,
+                );
+                respond(json!({ "type": request_type::BROADCAST_CLIENT_COUNT, "clientCount": 0 }));
+            }
             Some(request_type::SOCKETS) => {
                 let rooms = match request["rooms"].as_array() {
                     Some(_) => message::rooms_of(&request),
@@ -417,6 +461,7 @@ impl RedisAdapter {
         };
         let from = message["uid"].as_str().unwrap_or_default();
         if from == self.uid {
+            *self.heard_self.lock() = Instant::now();
             return;
         }
         match message["kind"].as_str() {
@@ -430,10 +475,12 @@ impl RedisAdapter {
             Some("bye") => hub.presence().forget_node(from),
             Some("presence_sync") => self.tell_all_users(),
             Some("query") => {
-                let Some(answerer) = self.answerer.get() else {
-                    return;
-                };
-                let answer = answerer(&message["question"]);
+                // Always an answer (null before the app has set how to answer): the asking
+                // node counts on one from every node.
+                let answer = self
+                    .answerer
+                    .get()
+                    .map_or(Value::Null, |answer| answer(&message["question"]));
                 let reply = json!({ "requestId": message["requestId"], "answer": answer });
                 self.send(self.reply_channel(from), reply.to_string().into_bytes());
             }
@@ -446,9 +493,14 @@ impl RedisAdapter {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        let users = hub.presence().everyone_here();
-        let message = json!({ "kind": "presence_all", "uid": self.uid, "users": users });
-        self.send(self.own_channel(), message.to_string().into_bytes());
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        // Sent while the users are read, so that no change of a user is sent before it.
+        hub.presence().with_everyone_here(|users| {
+            let message = json!({ "kind": "presence_all", "uid": self.uid, "users": users });
+            self.send(self.own_channel(), message.to_string().into_bytes());
+        });
     }
 
     fn on_user_op(&self, hub: &Hub, message: &Value) {
@@ -516,6 +568,34 @@ impl RedisAdapter {
     }
 
     async fn ask(&self, question: Value) -> Vec<Value> {
+        let id = format!(
+            "{}-{}",
+            self.uid,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
+        // Removes the waiting entry however this ends (answered, timed out, or the HTTP
+        // request that asked was dropped).
+        let _pending = PendingGuard {
+            adapter: self,
+            id: id.clone(),
+        };
+        match tokio::time::timeout(self.settings.request_timeout, self.ask_inner(&id, question))
+            .await
+        {
+            Ok(answers) => answers,
+            Err(_) => {
+                let partial = self.pending.lock().remove(&id);
+                tracing::warn!(
+                    expected = partial.as_ref().map_or(0, |p| p.expected),
+                    answered = partial.as_ref().map_or(0, |p| p.answers.len()),
+                    "cluster: not every node answered in time"
+                );
+                partial.map(|p| p.answers).unwrap_or_default()
+            }
+        }
+    }
+
+    async fn ask_inner(&self, id: &str, question: Value) -> Vec<Value> {
         let channel = self.own_channel();
         let nodes: usize = match self.connection().await {
             Ok(mut connection) => redis::cmd("PUBSUB")
@@ -527,19 +607,14 @@ impl RedisAdapter {
                 .unwrap_or(0),
             Err(_) => 0,
         };
-        // This node is one of the subscribers.
-        let expected = nodes.saturating_sub(1);
+        // This node is one of the subscribers while its subscription is up.
+        let expected = nodes.saturating_sub(usize::from(self.is_connected()));
         if expected == 0 {
             return Vec::new();
         }
-        let id = format!(
-            "{}-{}",
-            self.uid,
-            self.next_request.fetch_add(1, Ordering::Relaxed)
-        );
         let (done, answered) = oneshot::channel();
         self.pending.lock().insert(
-            id.clone(),
+            id.to_owned(),
             Pending {
                 expected,
                 answers: Vec::new(),
@@ -549,18 +624,19 @@ impl RedisAdapter {
         let request =
             json!({ "kind": "query", "uid": self.uid, "requestId": id, "question": question });
         self.send(channel, request.to_string().into_bytes());
-        match tokio::time::timeout(self.settings.request_timeout, answered).await {
-            Ok(Ok(answers)) => answers,
-            _ => {
-                let partial = self.pending.lock().remove(&id);
-                tracing::warn!(
-                    expected,
-                    answered = partial.as_ref().map_or(0, |p| p.answers.len()),
-                    "cluster: not every node answered in time"
-                );
-                partial.map(|p| p.answers).unwrap_or_default()
-            }
-        }
+        answered.await.unwrap_or_default()
+    }
+}
+
+/// Removes a question's waiting entry when the asking ends.
+struct PendingGuard<'a> {
+    adapter: &'a RedisAdapter,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.adapter.pending.lock().remove(&self.id);
     }
 }
 
@@ -710,6 +786,7 @@ impl Adapter for RedisAdapter {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.leaving.store(true, Ordering::Release);
             let bye = json!({ "kind": "bye", "uid": self.uid });
             self.send(self.own_channel(), bye.to_string().into_bytes());
             let (done, sent) = oneshot::channel();

@@ -117,9 +117,12 @@ impl Presence {
         let _ = self.local_change.set(listener);
     }
 
+    /// Tells the local-change listener how `user` is now, while the users are locked, so that
+    /// two changes of one user are told in the order they happened.
     fn tell_local_change(&self, user: &str) {
         if let Some(listener) = self.local_change.get() {
-            listener(user, self.here(user));
+            let users = self.users.lock();
+            listener(user, Self::describe(users.get(user)));
         }
     }
 
@@ -139,15 +142,16 @@ impl Presence {
         json!({ "online": entry.announced_online, "namespaces": namespaces })
     }
 
-    /// Every user of this node, as [`Presence::here`] describes them.
-    pub fn everyone_here(&self) -> Value {
+    /// Calls `tell` with every user of this node, as [`Presence::here`] describes them, while
+    /// the users are locked (`tell` must not come back into presence).
+    pub fn with_everyone_here(&self, tell: impl FnOnce(Value)) {
         let users = self.users.lock();
-        Value::Object(
+        tell(Value::Object(
             users
                 .iter()
                 .map(|(user, entry)| (user.clone(), Self::describe(Some(entry))))
                 .collect(),
-        )
+        ));
     }
 
     /// Another node said how `user` is connected to it.
@@ -217,15 +221,17 @@ impl Presence {
 
     /// Forgets nodes not heard from for `silence` (gone without a word), with their users.
     pub fn forget_nodes_silent_for(&self, silence: Duration) {
+        let now = Instant::now();
+        let silent = |node: &NodeUsers| now.duration_since(node.heard) >= silence;
         let touched: Vec<String> = self
             .elsewhere
             .lock()
             .values()
-            .filter(|node| node.heard.elapsed() >= silence)
+            .filter(|node| silent(node))
             .flat_map(|node| node.users.keys().cloned())
             .collect();
         self.update_elsewhere(touched, |elsewhere| {
-            elsewhere.retain(|_, node| node.heard.elapsed() < silence);
+            elsewhere.retain(|_, node| !silent(node));
         });
     }
 
