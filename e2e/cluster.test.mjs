@@ -349,13 +349,14 @@ describe("the online-status service on two nodes", () => {
     const start = () =>
       startServer("switchboard", {
         args: ["--config", path.join(ROOT, "examples/online-status.toml")],
-        env: { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url, SWITCHBOARD_PRESENCE_GRACE: "300ms" },
+        env: { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url, SWITCHBOARD_PRESENCE_GRACE: "300ms", SWITCHBOARD_PRESENCE_ROOMS: "watchers" },
       });
     [nodeA, nodeB] = await Promise.all([start(), start()]);
     await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
   });
   after(async () => {
     sockets.forEach((ws) => ws.terminate());
+    clients.splice(0).forEach((s) => s.disconnect());
     await Promise.all([nodeA?.stop(), nodeB?.stop()]);
     await redis?.stop();
   });
@@ -390,13 +391,25 @@ describe("the online-status service on two nodes", () => {
     const watcher = plain(nodeA, "watcher2");
     await watcher.open;
     const statusOf = (user) => watcher.messages.filter((m) => m.userId === user).map((m) => m.type);
+    // A Socket.IO client in the presence room, on node A, hears each change once.
+    const roomWatcher = await connected(nodeA.url, { query: { userId: "room-watcher" } });
+    await call(nodeA.url + "/api/join", { method: "POST", body: { sockets: [roomWatcher.id], rooms: ["watchers"] } });
+    await untilMember(nodeA, "watchers", roomWatcher.id);
+    const announced = [];
+    roomWatcher.on("user:online", (m) => m.userId === "peter" && announced.push("online"));
+    roomWatcher.on("user:offline", (m) => m.userId === "peter" && announced.push("offline"));
     const peter = plain(nodeB, "peter");
     await peter.open;
     await until(() => statusOf("peter").length === 1, "peter online, told on node A");
+    await until(() => announced.length === 1, "peter online in the presence room");
     const stopped = Date.now();
     assert.equal(await nodeB.stop(), 0);
     await until(() => statusOf("peter").length === 2, "peter offline on node A", 5000);
     assert.deepEqual(statusOf("peter"), ["USER_ONLINE", "USER_OFFLINE"]);
+    // Node B left before its grace period ran out: node A, now the only one, announces it.
+    await until(() => announced.length === 2, "peter offline in the presence room");
+    await sleep(300);
+    assert.deepEqual(announced, ["online", "offline"]);
     assert.ok(Date.now() - stopped < 5000);
     assert.deepEqual((await call(`${nodeA.url}/api/users/peter`)).body, { user: "peter", online: false, connections: 0 });
   });

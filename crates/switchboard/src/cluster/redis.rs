@@ -115,6 +115,7 @@ impl RedisAdapter {
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
         });
+        hub.presence().set_node_id(&adapter.uid);
         let telling = Arc::downgrade(&adapter);
         hub.presence().on_local_change(Arc::new(move |user, here| {
             if let Some(adapter) = telling.upgrade()

@@ -28,6 +28,9 @@ struct UserEntry {
     other: usize,
     /// What listeners were last told.
     announced_online: bool,
+    /// Came online here while online on another node, so not announced here (see
+    /// [`Presence::user_elsewhere`]).
+    held_back: bool,
     /// Bumped on every change, so a stale grace timer does nothing.
     generation: u64,
 }
@@ -50,6 +53,8 @@ pub struct Presence {
     local_change: OnceLock<LocalChange>,
     /// What the other nodes of a cluster said of their users, by node id.
     elsewhere: Mutex<HashMap<String, NodeUsers>>,
+    /// This node's id in a cluster.
+    node_id: OnceLock<String>,
 }
 
 /// Called with (user id, how they are connected here: see [`Presence::here`]).
@@ -109,7 +114,23 @@ impl Presence {
             listeners_here: RwLock::new(Vec::new()),
             local_change: OnceLock::new(),
             elsewhere: Mutex::new(HashMap::new()),
+            node_id: OnceLock::new(),
         })
+    }
+
+    /// Sets this node's id in a cluster (once).
+    pub fn set_node_id(&self, id: &str) {
+        let _ = self.node_id.set(id.to_owned());
+    }
+
+    /// Of the nodes this one knows to be up, this one has the smallest id: it makes the
+    /// announcements no node made itself (a user whose last connections closed on two nodes at
+    /// once, the users of a node that left), so that they are made once.
+    fn speaks_for_the_cluster(&self) -> bool {
+        let Some(me) = self.node_id.get() else {
+            return true;
+        };
+        self.elsewhere.lock().keys().all(|other| me < other)
     }
 
     /// Sets who is told of each local change (once).
@@ -119,10 +140,15 @@ impl Presence {
 
     /// Tells the local-change listener how `user` is now, while the users are locked, so that
     /// two changes of one user are told in the order they happened.
-    fn tell_local_change(&self, user: &str) {
+    fn tell_local_change(&self, user: &str, announced: Option<bool>) {
         if let Some(listener) = self.local_change.get() {
             let users = self.users.lock();
-            listener(user, Self::describe(users.get(user)));
+            let mut here = Self::describe(users.get(user));
+            if let Some(online) = announced {
+                // This node announced the change itself: the others do not.
+                here["announced"] = json!(if online { "online" } else { "offline" });
+            }
+            listener(user, here);
         }
     }
 
@@ -156,8 +182,10 @@ impl Presence {
 
     /// Another node said how `user` is connected to it.
     pub fn user_elsewhere(&self, node: &str, user: &str, there: &Value) {
+        let announced = there["announced"].is_string();
+        let announced_offline = there["announced"] == "offline";
         let there = UserThere::from_json(there);
-        self.update_elsewhere(vec![user.to_owned()], |elsewhere| {
+        self.update_elsewhere(vec![user.to_owned()], announced, |elsewhere| {
             let node = elsewhere
                 .entry(node.to_owned())
                 .or_insert_with(|| NodeUsers {
@@ -171,6 +199,16 @@ impl Presence {
                 node.users.remove(user);
             }
         });
+        // The other node announced this user offline while they had just come online here (it
+        // had not heard of it yet): announce them online again.
+        if announced_offline {
+            let reannounce = self.users.lock().get_mut(user).is_some_and(|entry| {
+                std::mem::take(&mut entry.held_back) && entry.announced_online
+            });
+            if reannounce {
+                self.announce(user, true);
+            }
+        }
     }
 
     /// Another node said who all its users are (as [`Presence::everyone_here`]).
@@ -195,7 +233,7 @@ impl Presence {
                     .cloned(),
             );
         }
-        self.update_elsewhere(touched, |elsewhere| {
+        self.update_elsewhere(touched, false, |elsewhere| {
             elsewhere.insert(
                 node.to_owned(),
                 NodeUsers {
@@ -214,7 +252,7 @@ impl Presence {
             .get(node)
             .map(|known| known.users.keys().cloned().collect())
             .unwrap_or_default();
-        self.update_elsewhere(touched, |elsewhere| {
+        self.update_elsewhere(touched, false, |elsewhere| {
             elsewhere.remove(node);
         });
     }
@@ -230,7 +268,7 @@ impl Presence {
             .filter(|node| silent(node))
             .flat_map(|node| node.users.keys().cloned())
             .collect();
-        self.update_elsewhere(touched, |elsewhere| {
+        self.update_elsewhere(touched, false, |elsewhere| {
             elsewhere.retain(|_, node| !silent(node));
         });
     }
@@ -314,24 +352,34 @@ impl Presence {
         online_here || self.online_elsewhere(user)
     }
 
-    /// Runs `change` to what other nodes said, then tells this node's audience of each user
-    /// whose status it changed for the cluster as a whole.
+    /// Runs `change` to what other nodes said, then tells of each user whose status it
+    /// changed for the cluster as a whole: this node's own audience always; everyone (the
+    /// announcements that reach every node) when the node the change came from did not announce
+    /// it and this node speaks for the cluster.
     fn update_elsewhere(
         &self,
         users: Vec<String>,
+        announced_there: bool,
         change: impl FnOnce(&mut HashMap<String, NodeUsers>),
     ) {
         let before: Vec<bool> = users.iter().map(|u| self.online_anywhere(u)).collect();
         change(&mut self.elsewhere.lock());
+        let speak = !announced_there && self.speaks_for_the_cluster();
         for (user, was) in users.iter().zip(before) {
             let now = self.online_anywhere(user);
             if now != was {
-                self.announce_here(user, now);
+                if speak {
+                    self.announce(user, now);
+                } else {
+                    self.announce_here(user, now);
+                }
             }
         }
     }
 
     fn add(&self, user: &str, change: Change) {
+        // A user already online on another node was announced there.
+        let online_elsewhere = self.online_elsewhere(user);
         let announce = {
             let mut users = self.users.lock();
             let entry = users.entry(user.to_owned()).or_default();
@@ -340,13 +388,15 @@ impl Presence {
                 Change::Other => entry.other += 1,
             }
             entry.generation += 1;
-            let announce = !entry.announced_online;
+            let first = !entry.announced_online;
             entry.announced_online = true;
-            announce
+            if first && online_elsewhere {
+                entry.held_back = true;
+            }
+            first && !online_elsewhere
         };
-        self.tell_local_change(user);
-        // A user already online on another node was announced there.
-        if announce && !self.online_elsewhere(user) {
+        self.tell_local_change(user, announce.then_some(true));
+        if announce {
             self.announce(user, true);
         }
     }
@@ -366,12 +416,12 @@ impl Presence {
             entry.generation += 1;
             if entry.connections() > 0 {
                 drop(users);
-                self.tell_local_change(user);
+                self.tell_local_change(user, None);
                 return;
             }
             entry.generation
         };
-        self.tell_local_change(user);
+        self.tell_local_change(user, None);
         if self.grace.is_zero() {
             self.go_offline(user, generation);
             return;
@@ -386,23 +436,26 @@ impl Presence {
     }
 
     fn go_offline(&self, user: &str, generation: u64) {
-        let announce = {
+        // Still online on another node: not offline for anyone.
+        let online_elsewhere = self.online_elsewhere(user);
+        let removed = {
             let mut users = self.users.lock();
             match users.get(user) {
                 Some(entry) if entry.generation == generation && entry.connections() == 0 => {
-                    let announce = entry.announced_online;
+                    let was_online = entry.announced_online;
                     users.remove(user);
-                    announce
+                    Some(was_online)
                 }
-                _ => false,
+                _ => None,
             }
         };
+        let Some(was_online) = removed else {
+            return;
+        };
+        let announce = was_online && !online_elsewhere;
+        self.tell_local_change(user, announce.then_some(false));
         if announce {
-            self.tell_local_change(user);
-            // Still online on another node: not offline for anyone.
-            if !self.online_elsewhere(user) {
-                self.announce(user, false);
-            }
+            self.announce(user, false);
         }
     }
 
