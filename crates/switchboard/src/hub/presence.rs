@@ -530,6 +530,52 @@ mod tests {
         log
     }
 
+    type Outbox = Arc<Mutex<Vec<(String, Value)>>>;
+
+    /// A node of a two-node cluster whose messages wait in an outbox until delivered.
+    fn node(id: &str) -> (Arc<Presence>, Outbox) {
+        let presence = Presence::new("userId", Duration::ZERO);
+        presence.set_node_id(id);
+        let outbox: Outbox = Arc::default();
+        let sent = outbox.clone();
+        presence.on_local_change(Arc::new(move |user, here| {
+            sent.lock().push((user.to_owned(), here))
+        }));
+        (presence, outbox)
+    }
+
+    fn deliver(from: &str, outbox: &Outbox, to: &Presence) {
+        for (user, here) in outbox.lock().drain(..) {
+            to.user_elsewhere(from, &user, &here);
+        }
+    }
+
+    #[test]
+    fn a_user_on_two_nodes_is_announced_online_once_and_offline_once() {
+        let (a, from_a) = node("a");
+        let (b, from_b) = node("b");
+        let (heard_a, heard_b) = (recorder(&a), recorder(&b));
+        a.socket_joined("u", "/".into(), "s1".into());
+        deliver("a", &from_a, &b);
+        b.socket_joined("u", "/".into(), "s2".into());
+        deliver("b", &from_b, &a);
+        assert_eq!(*heard_a.lock(), vec![("u".to_owned(), true)]);
+        assert!(heard_b.lock().is_empty(), "already announced by a");
+        // Both connections close before either node hears of the other's.
+        a.socket_left("u", "/".into(), "s1".into());
+        b.socket_left("u", "/".into(), "s2".into());
+        assert_eq!(heard_a.lock().len(), 1, "b still had the user");
+        deliver("a", &from_a, &b);
+        deliver("b", &from_b, &a);
+        // Announced offline once, by the node with the smallest id.
+        assert_eq!(
+            *heard_a.lock(),
+            vec![("u".to_owned(), true), ("u".to_owned(), false)]
+        );
+        assert!(heard_b.lock().is_empty());
+        assert!(!a.online_elsewhere("u") && !b.online_elsewhere("u"));
+    }
+
     #[tokio::test]
     async fn online_while_any_connection_is_with_a_grace_period() {
         let presence = Presence::new("userId", Duration::from_millis(50));
