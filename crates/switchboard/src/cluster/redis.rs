@@ -360,10 +360,11 @@ impl RedisAdapter {
         let by_sid = request["sid"]
             .as_str()
             .and_then(|sid| namespace.socket(sid).map(|_| sid.to_owned()));
-        let chosen = match (&by_sid, request.get("opts")) {
+        // By socket id, or by the rooms in `opts` (an object: no rooms there means everyone).
+        let chosen = match (&by_sid, request["opts"].is_object()) {
             (Some(sid), _) => Some(selection(namespace, std::slice::from_ref(sid), &[])),
-            (None, Some(_)) => Some(selection(namespace, &rooms, &except)),
-            (None, None) => None,
+            (None, true) => Some(selection(namespace, &rooms, &except)),
+            (None, false) => None,
         };
         let respond = |answer: Value| {
             let mut answer = answer;
