@@ -136,27 +136,30 @@ fn defer(conns: Vec<Arc<EngineConn>>) {
     if conns.is_empty() {
         return;
     }
-    let now = DEFERRED.with(|deferred| {
+    // A thread that is not a runtime worker, or one whose thread-locals are being torn down,
+    // writes at once.
+    let mut conns = Some(conns);
+    let _ = DEFERRED.try_with(|deferred| {
         let deferred = deferred.borrow();
         let Some(waiting) = deferred.as_ref() else {
-            return conns;
+            return;
         };
         let mut waiting = waiting.lock();
         waiting.since.get_or_insert_with(Instant::now);
-        waiting.conns.extend(conns);
+        waiting.conns.extend(conns.take().into_iter().flatten());
         if waiting.conns.len() >= DEFERRED_MAX {
-            waiting.take()
-        } else {
-            Vec::new()
+            conns = Some(waiting.take());
         }
     });
-    write_each(&now);
+    if let Some(now) = conns {
+        write_each(&now);
+    }
 }
 
 /// The runtime's park hook (see `main.rs`): writes the sessions whose writes this worker
 /// deferred, and from its first call on, lets small broadcasts sent on this thread defer.
 pub fn write_deferred() {
-    let waiting = DEFERRED.with(|deferred| {
+    let Ok(waiting) = DEFERRED.try_with(|deferred| {
         let mut deferred = deferred.borrow_mut();
         let waiting = deferred.get_or_insert_with(|| {
             // The flushers sweep what a busy worker leaves waiting; start them now.
@@ -166,13 +169,21 @@ pub fn write_deferred() {
             waiting
         });
         waiting.lock().take()
-    });
+    }) else {
+        // The thread is exiting: its list, if it had one, is swept by the flushers.
+        return;
+    };
     write_each(&waiting);
 }
 
 /// A flusher's sweep: writes what a worker, busy without pause, has left waiting too long.
 fn write_stale_deferred() {
-    let all = ALL_DEFERRED.lock().clone();
+    let all = {
+        let mut all = ALL_DEFERRED.lock();
+        // A list only held here is that of a thread that has exited; once written, it goes.
+        all.retain(|waiting| Arc::strong_count(waiting) > 1 || waiting.lock().since.is_some());
+        all.clone()
+    };
     for waiting in all {
         let stale = {
             let mut waiting = waiting.lock();
