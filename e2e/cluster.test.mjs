@@ -324,8 +324,10 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
     await Promise.all([untilReady(nodeA, 503), untilReady(nodeB, 503)]);
     const health = await call(nodeA.url + "/health");
     assert.deepEqual(health.body, { status: "ok", cluster: { redis: "disconnected" } });
+    assert.match((await call(nodeA.url + "/metrics")).body, /^switchboard_cluster_connected 0$/m);
     redis = await startRedis(port);
     await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
+    assert.match((await call(nodeA.url + "/metrics")).body, /^switchboard_cluster_connected 1$/m);
     const lena = await connected(nodeB.url);
     await joinRoom(lena, "after-outage", nodeB);
     const atLena = collect(lena, "back");

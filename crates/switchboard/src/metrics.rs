@@ -42,6 +42,11 @@ pub struct Metrics {
     rooms: Family<NamespaceLabel, Gauge>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
+    /// On a node of a cluster: linked to Redis now (1) or not (0).
+    cluster_connected: Gauge,
+    /// On a node of a cluster: messages for the other nodes dropped (publisher too far behind,
+    /// or Redis unreachable), as the adapter counts them.
+    cluster_dropped: Gauge,
 }
 
 impl Metrics {
@@ -52,6 +57,20 @@ impl Metrics {
         let rooms = Family::<NamespaceLabel, Gauge>::default();
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
+        let cluster_connected = Gauge::default();
+        let cluster_dropped = Gauge::default();
+        if hub.cluster().is_some() {
+            registry.register(
+                "cluster_connected",
+                "1 while this node is linked to the cluster's Redis, 0 while it is not",
+                cluster_connected.clone(),
+            );
+            registry.register(
+                "cluster_messages_dropped",
+                "Messages for the other nodes dropped since start (publisher behind, or Redis unreachable)",
+                cluster_dropped.clone(),
+            );
+        }
         registry.register(
             "connections",
             "Engine.IO connections open now, by transport",
@@ -106,6 +125,8 @@ impl Metrics {
             rooms,
             emits,
             api_requests,
+            cluster_connected,
+            cluster_dropped,
         })
     }
 
@@ -136,6 +157,12 @@ impl Metrics {
             self.rooms
                 .get_or_create(&label)
                 .set(namespace.shared_room_count() as i64);
+        }
+        if let Some(cluster) = hub.cluster() {
+            self.cluster_connected
+                .set(i64::from(cluster.is_connected()));
+            self.cluster_dropped
+                .set(i64::try_from(cluster.dropped()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

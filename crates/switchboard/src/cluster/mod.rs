@@ -71,6 +71,9 @@ pub trait Adapter: Send + Sync {
     /// Whether the link to the other nodes is up now.
     fn is_connected(&self) -> bool;
 
+    /// Messages for the other nodes dropped since start.
+    fn dropped(&self) -> u64;
+
     /// This node is shutting down: tells the others (its users are gone with it) and waits,
     /// briefly, until what it said before has been sent.
     fn leave(&self) -> BoxFuture<'_, ()>;

@@ -228,6 +228,7 @@ impl RedisAdapter {
             }
         };
         *self.connection.lock() = None;
+        self.dropped.fetch_add(messages as u64, Ordering::Relaxed);
         tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
     }
 
@@ -784,6 +785,10 @@ impl Adapter for RedisAdapter {
 
     fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
