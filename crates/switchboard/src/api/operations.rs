@@ -212,12 +212,6 @@ pub enum Prepared {
     },
 }
 
-fn select(namespace: &Arc<Namespace>, rooms: &[String]) -> Broadcast {
-    rooms
-        .iter()
-        .fold(namespace.everyone(), |b, room| b.to(room.as_str()))
-}
-
 impl EmitRequest {
     pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
         check_event("event", &self.event)?;
@@ -242,13 +236,7 @@ impl EmitRequest {
         let named: Vec<String> = self.rooms.into_iter().chain(self.sockets).collect();
         let targets: Vec<String> = named.iter().cloned().chain(of_user).collect();
         if let (Some(user), true) = (&self.user, hub.cluster().is_some()) {
-            let here = (!targets.is_empty()).then(|| {
-                self.except
-                    .iter()
-                    .fold(select(&namespace, &targets), |b, room| {
-                        b.except(room.as_str())
-                    })
-            });
+            let here = (!targets.is_empty()).then(|| namespace.select(&targets, &self.except));
             return Ok(Prepared::EmitToUser {
                 namespace,
                 here,
@@ -265,12 +253,7 @@ impl EmitRequest {
                 count: "reached",
             });
         }
-        let broadcast = self
-            .except
-            .iter()
-            .fold(select(&namespace, &targets), |b, room| {
-                b.except(room.as_str())
-            });
+        let broadcast = namespace.select(&targets, &self.except);
         Ok(Prepared::Emit {
             broadcast,
             event: self.event,
@@ -295,7 +278,7 @@ impl MembershipRequest {
         }
         let namespace = namespace(hub, self.namespace.as_deref())?;
         let selectors: Vec<String> = self.sockets.into_iter().chain(self.within).collect();
-        let selection = select(&namespace, &selectors);
+        let selection = namespace.select(&selectors, &[]);
         Ok(if join {
             Prepared::Join {
                 selection,
@@ -337,7 +320,7 @@ impl DisconnectRequest {
             .chain(of_user)
             .collect();
         if let (Some(user), true) = (&self.user, hub.cluster().is_some()) {
-            let selection = (!selectors.is_empty()).then(|| select(&namespace, &selectors));
+            let selection = (!selectors.is_empty()).then(|| namespace.select(&selectors, &[]));
             return Ok(Prepared::DisconnectUser {
                 namespace,
                 selection,
@@ -352,7 +335,7 @@ impl DisconnectRequest {
             });
         }
         Ok(Prepared::Disconnect {
-            selection: select(&namespace, &selectors),
+            selection: namespace.select(&selectors, &[]),
             close_transport: self.close_transport,
         })
     }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::message::{self, request_type};
 use super::{Adapter, BoxFuture, UserOp};
-use crate::hub::{Broadcast, Hub, Namespace, Target};
+use crate::hub::{Hub, Namespace, Target};
 
 /// What messages wait for the publisher at most; past it a message is dropped (and logged).
 const OUTBOX_CAPACITY: usize = 65_536;
@@ -75,6 +75,12 @@ struct Pending {
 pub struct RedisAdapter {
     uid: String,
     settings: RedisSettings,
+    /// Switchboard's own channel (user operations, questions, presence).
+    own_channel: String,
+    /// Where other nodes answer this node's questions.
+    reply_channel: String,
+    /// What the request channels' names start with (`<key>-request#`).
+    request_prefix: String,
     client: redis::Client,
     hub: Weak<Hub>,
     outbox: mpsc::Sender<Outgoing>,
@@ -99,8 +105,12 @@ impl RedisAdapter {
             .map_err(|e| RedisAdapterError::Url(e.to_string()))?;
         let (outbox, outgoing) = mpsc::channel(OUTBOX_CAPACITY);
         let (subscriptions, new_channels) = mpsc::unbounded_channel();
+        let uid = node_uid();
         let adapter = Arc::new(Self {
-            uid: node_uid(),
+            own_channel: format!("{}-switchboard#", settings.key),
+            reply_channel: reply_channel(&settings.key, &uid),
+            request_prefix: format!("{}-request#", settings.key),
+            uid,
             settings,
             client,
             hub: Arc::downgrade(hub),
@@ -123,7 +133,10 @@ impl RedisAdapter {
             {
                 let message =
                     json!({ "kind": "presence", "uid": adapter.uid, "user": user, "here": here });
-                adapter.send(adapter.own_channel(), message.to_string().into_bytes());
+                adapter.send(
+                    adapter.own_channel.clone(),
+                    message.to_string().into_bytes(),
+                );
             }
         }));
         tokio::spawn(adapter.clone().publish_loop(outgoing));
@@ -140,14 +153,6 @@ impl RedisAdapter {
     /// This node's id in the cluster.
     pub fn uid(&self) -> &str {
         &self.uid
-    }
-
-    fn own_channel(&self) -> String {
-        format!("{}-switchboard#", self.settings.key)
-    }
-
-    fn reply_channel(&self, uid: &str) -> String {
-        format!("{}-switchboard#{uid}#", self.settings.key)
     }
 
     fn send(&self, channel: String, payload: Vec<u8>) {
@@ -261,8 +266,8 @@ impl RedisAdapter {
     ) -> redis::RedisResult<()> {
         let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
         sink.psubscribe(format!("{}#*", self.settings.key)).await?;
-        sink.subscribe(self.own_channel()).await?;
-        sink.subscribe(self.reply_channel(&self.uid)).await?;
+        sink.subscribe(&self.own_channel).await?;
+        sink.subscribe(&self.reply_channel).await?;
         let namespaces = self
             .hub
             .upgrade()
@@ -281,7 +286,7 @@ impl RedisAdapter {
         // Who is online where: ours to them, theirs to us.
         self.tell_all_users();
         let sync = json!({ "kind": "presence_sync", "uid": self.uid });
-        self.send(self.own_channel(), sync.to_string().into_bytes());
+        self.send(self.own_channel.clone(), sync.to_string().into_bytes());
         let mut check = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -314,12 +319,12 @@ impl RedisAdapter {
             .is_some_and(|rest| rest.starts_with('#'))
         {
             self.on_broadcast(&hub, payload);
-        } else if channel == self.own_channel() {
+        } else if channel == self.own_channel {
             self.on_switchboard(&hub, payload);
-        } else if channel == self.reply_channel(&self.uid) {
+        } else if channel == self.reply_channel {
             self.on_reply(payload);
         } else if let Some(namespace) = channel
-            .strip_prefix(&format!("{key}-request#"))
+            .strip_prefix(self.request_prefix.as_str())
             .and_then(|rest| rest.strip_suffix('#'))
             .and_then(|name| hub.of(name))
         {
@@ -341,11 +346,9 @@ impl RedisAdapter {
         let Some(namespace) = hub.of(&broadcast.namespace) else {
             return;
         };
-        selection(&namespace, &broadcast.rooms, &broadcast.except).local_publish(
-            &broadcast.event,
-            &broadcast.args,
-            &broadcast.attachments,
-        );
+        namespace
+            .select(&broadcast.rooms, &broadcast.except)
+            .local_publish(&broadcast.event, &broadcast.args, &broadcast.attachments);
     }
 
     /// The Socket.IO adapter's requests (from other servers or the emitter).
@@ -363,8 +366,8 @@ impl RedisAdapter {
             .and_then(|sid| namespace.socket(sid).map(|_| sid.to_owned()));
         // By socket id, or by the rooms in `opts` (an object: no rooms there means everyone).
         let chosen = match (&by_sid, request["opts"].is_object()) {
-            (Some(sid), _) => Some(selection(namespace, std::slice::from_ref(sid), &[])),
-            (None, true) => Some(selection(namespace, &rooms, &except)),
+            (Some(sid), _) => Some(namespace.select(std::slice::from_ref(sid), &[])),
+            (None, true) => Some(namespace.select(&rooms, &except)),
             (None, false) => None,
         };
         let respond = |answer: Value| {
@@ -400,11 +403,9 @@ impl RedisAdapter {
                 let Ok(broadcast) = message::decode_ack_broadcast(payload) else {
                     return;
                 };
-                selection(namespace, &broadcast.rooms, &broadcast.except).local_publish(
-                    &broadcast.event,
-                    &broadcast.args,
-                    &broadcast.attachments,
-                );
+                namespace
+                    .select(&broadcast.rooms, &broadcast.except)
+                    .local_publish(&broadcast.event, &broadcast.args, &broadcast.attachments);
                 respond(json!({ "type": request_type::BROADCAST_CLIENT_COUNT, "clientCount": 0 }));
             }
             Some(request_type::SOCKETS) => {
@@ -412,7 +413,8 @@ impl RedisAdapter {
                     Some(_) => message::rooms_of(&request),
                     None => rooms,
                 };
-                let ids: Vec<String> = selection(namespace, &rooms, &[])
+                let ids: Vec<String> = namespace
+                    .select(&rooms, &[])
                     .sockets()
                     .iter()
                     .map(|s| s.id().to_string())
@@ -428,7 +430,7 @@ impl RedisAdapter {
                 respond(json!({ "rooms": rooms }));
             }
             Some(request_type::REMOTE_FETCH) => {
-                let sockets: Vec<Value> = selection(namespace, &rooms, &except)
+                let sockets: Vec<Value> = namespace.select(&rooms, &except)
                     .sockets()
                     .iter()
                     .map(|socket| {
@@ -485,7 +487,10 @@ impl RedisAdapter {
                     .get()
                     .map_or(Value::Null, |answer| answer(&message["question"]));
                 let reply = json!({ "requestId": message["requestId"], "answer": answer });
-                self.send(self.reply_channel(from), reply.to_string().into_bytes());
+                self.send(
+                    reply_channel(&self.settings.key, from),
+                    reply.to_string().into_bytes(),
+                );
             }
             _ => {}
         }
@@ -502,7 +507,7 @@ impl RedisAdapter {
         // Sent while the users are read, so that no change of a user is sent before it.
         hub.presence().with_everyone_here(|users| {
             let message = json!({ "kind": "presence_all", "uid": self.uid, "users": users });
-            self.send(self.own_channel(), message.to_string().into_bytes());
+            self.send(self.own_channel.clone(), message.to_string().into_bytes());
         });
     }
 
@@ -535,15 +540,14 @@ impl RedisAdapter {
                     return;
                 };
                 let args = message["args"].as_array().cloned().unwrap_or_default();
-                selection(&namespace, &targets, &strings("except")).local_publish(
-                    event,
-                    &args,
-                    &[],
-                );
+                namespace
+                    .select(&targets, &strings("except"))
+                    .local_publish(event, &args, &[]);
             }
             Some("disconnect") if !of_user.is_empty() => {
                 let ids: Vec<String> = of_user.iter().map(|id| id.to_string()).collect();
-                selection(&namespace, &ids, &[])
+                namespace
+                    .select(&ids, &[])
                     .local_disconnect(message["close"].as_bool().unwrap_or(false));
             }
             _ => {}
@@ -568,6 +572,28 @@ impl RedisAdapter {
         {
             let _ = done.send(waiting.answers);
         }
+    }
+
+    /// Asks the other servers to act on the sockets `selection` picks (a Socket.IO adapter
+    /// request, with one field of its own).
+    fn send_selection_request(
+        &self,
+        namespace: &str,
+        kind: u64,
+        selection: &Target,
+        (field, value): (&str, Value),
+    ) {
+        let payload = message::selection_request(
+            &self.uid,
+            kind,
+            &strings(&selection.rooms),
+            &excluded(selection),
+            serde_json::Map::from_iter([(field.to_owned(), value)]),
+        );
+        self.send(
+            message::request_channel(&self.settings.key, namespace),
+            payload,
+        );
     }
 
     async fn ask(&self, question: Value) -> Vec<Value> {
@@ -599,7 +625,7 @@ impl RedisAdapter {
     }
 
     async fn ask_inner(&self, id: &str, question: Value) -> Vec<Value> {
-        let channel = self.own_channel();
+        let channel = self.own_channel.clone();
         let nodes: usize = match self.connection().await {
             Ok(mut connection) => redis::cmd("PUBSUB")
                 .arg("NUMSUB")
@@ -663,14 +689,9 @@ async fn presence_loop(adapter: Weak<RedisAdapter>) {
     }
 }
 
-/// The sockets of a namespace that `rooms` (everyone when empty) minus `except` select.
-fn selection(namespace: &Arc<Namespace>, rooms: &[String], except: &[String]) -> Broadcast {
-    let chosen = rooms
-        .iter()
-        .fold(namespace.everyone(), |b, room| b.to(room.as_str()));
-    except
-        .iter()
-        .fold(chosen, |b, room| b.except(room.as_str()))
+/// The channel where the node `uid` is answered.
+fn reply_channel(key: &str, uid: &str) -> String {
+    format!("{key}-switchboard#{uid}#")
 }
 
 /// Six random alphanumerics, like the Socket.IO adapter's node ids.
@@ -694,13 +715,8 @@ impl Adapter for RedisAdapter {
         args: &[Value],
         attachments: &[Bytes],
     ) {
-        let rooms: Vec<String> = target.rooms.iter().map(|r| r.to_string()).collect();
-        let except: Vec<String> = target
-            .except_rooms
-            .iter()
-            .chain(&target.except_sockets)
-            .map(|r| r.to_string())
-            .collect();
+        let rooms = strings(&target.rooms);
+        let except = excluded(target);
         let payload = message::encode_broadcast(
             &self.uid,
             namespace,
@@ -722,31 +738,12 @@ impl Adapter for RedisAdapter {
         } else {
             request_type::REMOTE_LEAVE
         };
-        let payload = message::selection_request(
-            &self.uid,
-            kind,
-            &strings(&selection.rooms),
-            &excluded(selection),
-            serde_json::Map::from_iter([("rooms".to_owned(), json!(rooms))]),
-        );
-        self.send(
-            message::request_channel(&self.settings.key, namespace),
-            payload,
-        );
+        self.send_selection_request(namespace, kind, selection, ("rooms", json!(rooms)));
     }
 
     fn disconnect(&self, namespace: &str, selection: &Target, close: bool) {
-        let payload = message::selection_request(
-            &self.uid,
-            request_type::REMOTE_DISCONNECT,
-            &strings(&selection.rooms),
-            &excluded(selection),
-            serde_json::Map::from_iter([("close".to_owned(), json!(close))]),
-        );
-        self.send(
-            message::request_channel(&self.settings.key, namespace),
-            payload,
-        );
+        let kind = request_type::REMOTE_DISCONNECT;
+        self.send_selection_request(namespace, kind, selection, ("close", json!(close)));
     }
 
     fn for_user(&self, namespace: &str, user: &str, op: UserOp) {
@@ -770,7 +767,7 @@ impl Adapter for RedisAdapter {
                 message["close"] = json!(close);
             }
         }
-        self.send(self.own_channel(), message.to_string().into_bytes());
+        self.send(self.own_channel.clone(), message.to_string().into_bytes());
     }
 
     fn namespace_added(&self, namespace: &str) {
@@ -795,7 +792,7 @@ impl Adapter for RedisAdapter {
         Box::pin(async move {
             self.leaving.store(true, Ordering::Release);
             let bye = json!({ "kind": "bye", "uid": self.uid });
-            self.send(self.own_channel(), bye.to_string().into_bytes());
+            self.send(self.own_channel.clone(), bye.to_string().into_bytes());
             let (done, sent) = oneshot::channel();
             if self.outbox.try_send(Outgoing::Sent(done)).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;

@@ -205,6 +205,16 @@ impl Namespace {
         self.everyone().to(room)
     }
 
+    /// The sockets in any of `rooms` (everyone when none) and in none of `except`.
+    pub fn select(self: &Arc<Self>, rooms: &[String], except: &[String]) -> Broadcast {
+        let chosen = rooms
+            .iter()
+            .fold(self.everyone(), |b, room| b.to(room.as_str()));
+        except
+            .iter()
+            .fold(chosen, |b, room| b.except(room.as_str()))
+    }
+
     pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
         self.sockets.read().get(id).cloned()
     }

@@ -57,7 +57,7 @@ pub struct Presence {
     node_id: OnceLock<String>,
 }
 
-/// Called with (user id, how they are connected here: see [`Presence::here`]).
+/// Called with (user id, how they are connected here: `{online, namespaces}`, see `Presence::describe`).
 pub type LocalChange = Arc<dyn Fn(&str, Value) + Send + Sync>;
 
 /// One other node's users: how each is connected there, and when the node was last heard.
@@ -152,12 +152,7 @@ impl Presence {
         }
     }
 
-    /// How `user` is connected to this node: `{online, namespaces: [...]}`.
-    pub fn here(&self, user: &str) -> Value {
-        let users = self.users.lock();
-        Self::describe(users.get(user))
-    }
-
+    /// How a user is connected to this node: `{online, namespaces: [...]}`.
     fn describe(entry: Option<&UserEntry>) -> Value {
         let Some(entry) = entry else {
             return json!({ "online": false, "namespaces": [] });
@@ -168,7 +163,7 @@ impl Presence {
         json!({ "online": entry.announced_online, "namespaces": namespaces })
     }
 
-    /// Calls `tell` with every user of this node, as [`Presence::here`] describes them, while
+    /// Calls `tell` with every user of this node, as `Presence::describe` describes them, while
     /// the users are locked (`tell` must not come back into presence).
     pub fn with_everyone_here(&self, tell: impl FnOnce(Value)) {
         let users = self.users.lock();
@@ -211,7 +206,7 @@ impl Presence {
         }
     }
 
-    /// Another node said who all its users are (as [`Presence::everyone_here`]).
+    /// Another node said who all its users are (as [`Presence::with_everyone_here`] gives them).
     pub fn users_elsewhere(&self, node: &str, users: &Value) {
         let users: HashMap<String, UserThere> = users
             .as_object()

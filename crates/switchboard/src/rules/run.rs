@@ -74,9 +74,14 @@ pub(crate) fn online_values(
     }
     // In a cluster, the users of the other nodes too (user ids only: the presence key).
     let presence = namespace.presence();
-    if key == presence.user_key() {
+    let elsewhere = if key == presence.user_key() {
+        presence.users_elsewhere_in(namespace.name())
+    } else {
+        Vec::new()
+    };
+    if !elsewhere.is_empty() {
         let here: Vec<String> = values.iter().filter_map(crate::hub::user_id).collect();
-        for user in presence.users_elsewhere_in(namespace.name()) {
+        for user in elsewhere {
             if !here.contains(&user) {
                 values.push(Value::String(user));
             }
