@@ -182,6 +182,30 @@ describe("chat: rooms, messages and who is online", () => {
     watcher.disconnect();
   });
 
+  test("the online list counts a user once however many tabs, and follows a change of name", async () => {
+    const [a, b, c, watcher] = await Promise.all([connected(server), connected(server), connected(server), connected(server)]);
+    let update = once(watcher, "users-online");
+    a.emit("user-online", "dora");
+    assert.deepEqual((await update)[0], ["dora"]);
+    update = once(watcher, "users-online");
+    b.emit("user-online", "dora");
+    assert.deepEqual((await update)[0], ["dora"], "a second tab of the same user is not listed twice");
+    update = once(watcher, "users-online");
+    c.emit("user-online", 42);
+    assert.deepEqual((await update)[0], ["dora", 42], "numbers stay numbers");
+    update = once(watcher, "users-online");
+    b.disconnect();
+    assert.deepEqual((await update)[0], ["dora", 42], "dora is still online in her other tab");
+    update = once(watcher, "users-online");
+    a.emit("user-online", "eve");
+    assert.deepEqual((await update)[0], ["eve", 42], "a socket that names another user no longer counts for the first");
+    update = once(watcher, "users-online");
+    c.disconnect();
+    assert.deepEqual((await update)[0], ["eve"]);
+    a.disconnect();
+    watcher.disconnect();
+  });
+
   test("GET /notify sends a notification to everyone", async () => {
     const socket = await connected(server);
     let got = once(socket, "notification");

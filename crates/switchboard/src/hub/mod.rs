@@ -8,6 +8,7 @@
 mod broadcast;
 mod event;
 mod namespace;
+mod online;
 mod packets;
 mod presence;
 mod recovery;

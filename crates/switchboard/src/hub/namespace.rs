@@ -63,6 +63,8 @@ pub struct Namespace {
     pub(crate) observers: Arc<super::Observers>,
     /// The other nodes, when clustered.
     pub(crate) cluster: Arc<crate::cluster::ClusterSlot>,
+    /// The values `{online.<key>}` lists, counted over this namespace's sockets.
+    pub(crate) online: super::online::OnlineIndex,
 }
 
 impl Namespace {
@@ -83,6 +85,7 @@ impl Namespace {
             presence,
             observers,
             cluster,
+            online: super::online::OnlineIndex::default(),
         }
     }
 
@@ -93,6 +96,32 @@ impl Namespace {
 
     pub fn presence(&self) -> &Arc<Presence> {
         &self.presence
+    }
+
+    /// Keeps the distinct values of socket-data `key` counted, for `{online.<key>}`. Called
+    /// before clients connect: sockets already here are not counted.
+    pub fn track_online(&self, key: &str) {
+        self.online.track(key);
+    }
+
+    /// The distinct values of socket-data `key` among this node's sockets, in the order of their
+    /// JSON text, `null` left out; `sender` and the data a rule is giving it (`pending`) count
+    /// as if already set. None unless [`Namespace::track_online`] was called for `key`.
+    pub fn online_values(
+        &self,
+        key: &str,
+        sender: Option<(&Socket, &Map<String, Value>)>,
+    ) -> Option<Vec<Value>> {
+        let replacing = match sender {
+            Some((socket, pending)) => socket
+                .counted_value(key)
+                .map(|stored| (stored, pending.get(key).cloned())),
+            None => None,
+        };
+        let replacing = replacing
+            .as_ref()
+            .map(|(stored, pending)| (stored.as_ref(), pending.as_ref()));
+        self.online.values(key, replacing)
     }
 
     /// Turns connection state recovery on (before clients connect). Expired history and
@@ -390,6 +419,7 @@ impl Namespace {
         self.sockets
             .write()
             .insert(socket.id().clone(), socket.clone());
+        socket.count_online(true);
         let mut own = socket.rooms.lock();
         own.insert(socket.id().clone());
         for room in rooms {
@@ -483,6 +513,7 @@ impl Namespace {
         {
             let mut index = self.rooms.write();
             self.sockets.write().remove(socket.id());
+            socket.count_online(false);
             for room in socket.rooms.lock().take() {
                 Self::unindex(&mut index, &room, socket.id());
             }

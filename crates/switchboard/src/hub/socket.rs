@@ -106,6 +106,8 @@ pub struct Socket {
     data: Mutex<Option<Box<Map<String, Value>>>>,
     acks: Mutex<Option<Box<PendingAcks>>>,
     connected: AtomicBool,
+    /// Counted in the namespace's `{online.<key>}` lists (read and written with `data` locked).
+    counted_online: AtomicBool,
     /// The private id a client presents to recover this socket (recovery on only).
     pid: Option<Arc<str>>,
     recovered: bool,
@@ -140,6 +142,7 @@ impl Socket {
             data: Mutex::new((!start.data.is_empty()).then(|| Box::new(start.data))),
             acks: Mutex::new(None),
             connected: AtomicBool::new(true),
+            counted_online: AtomicBool::new(false),
             pid: start.pid,
             recovered: start.recovered,
             connected_seq: start.connected_seq,
@@ -227,13 +230,45 @@ impl Socket {
     pub fn set_data(&self, key: impl Into<String>, value: Value) {
         let key = key.into();
         let is_user = key == self.namespace.presence().user_key();
-        self.data
-            .lock()
-            .get_or_insert_with(Box::default)
-            .insert(key, value);
+        {
+            let mut data = self.data.lock();
+            let data = data.get_or_insert_with(Box::default);
+            if self.counted_online.load(Ordering::Relaxed) {
+                self.namespace.online.change(&key, data.get(&key), &value);
+            }
+            data.insert(key, value);
+        }
         if is_user && self.is_connected() {
             self.register_user();
         }
+    }
+
+    /// Starts or stops counting this socket's data in the namespace's `{online.<key>}` lists
+    /// (when it enters and leaves the namespace's index).
+    pub(crate) fn count_online(&self, counted: bool) {
+        if !self.namespace.online.tracks_any() {
+            return;
+        }
+        let data = self.data.lock();
+        if self.counted_online.swap(counted, Ordering::Relaxed) == counted {
+            return;
+        }
+        let empty = Map::new();
+        let data = data.as_deref().unwrap_or(&empty);
+        if counted {
+            self.namespace.online.add(data);
+        } else {
+            self.namespace.online.remove(data);
+        }
+    }
+
+    /// The value of `key` this socket is counted with in `{online.<key>}` (`Some(None)` when it
+    /// has none), or None while it is not counted.
+    pub(crate) fn counted_value(&self, key: &str) -> Option<Option<Value>> {
+        let data = self.data.lock();
+        self.counted_online
+            .load(Ordering::Relaxed)
+            .then(|| data.as_ref().and_then(|data| data.get(key).cloned()))
     }
 
     /// The rooms this socket is in, its own id included.

@@ -144,7 +144,46 @@ pub struct NamespaceRules {
     pub on_disconnect: Vec<Action>,
 }
 
+impl Action {
+    fn online_keys(&self, keys: &mut Vec<String>) {
+        match self {
+            Self::Join(room) | Self::Leave(room) => room.online_keys(keys),
+            Self::Emit {
+                target, payload, ..
+            } => {
+                if let Target::Room(room) | Target::RoomOthers(room) = target {
+                    room.online_keys(keys);
+                }
+                match payload {
+                    Payload::None => {}
+                    Payload::Data(value) => value.online_keys(keys),
+                    Payload::Args(values) => values.iter().for_each(|v| v.online_keys(keys)),
+                }
+            }
+            Self::Ack(value) => value.online_keys(keys),
+            Self::Set(fields) => fields.iter().for_each(|(_, value)| value.online_keys(keys)),
+        }
+    }
+}
+
 impl NamespaceRules {
+    /// The socket-data keys these rules list as `{online.<key>}`.
+    pub fn online_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for rule in self.room_patterns.iter().flatten() {
+            rule.pattern.online_keys(&mut keys);
+        }
+        let actions = self
+            .on_connect
+            .iter()
+            .chain(self.events.values().flat_map(|event| &event.actions))
+            .chain(&self.on_disconnect);
+        for action in actions {
+            action.online_keys(&mut keys);
+        }
+        keys
+    }
+
     pub fn is_empty(&self) -> bool {
         self.room_patterns.is_none()
             && self.on_connect.is_empty()
@@ -163,6 +202,18 @@ pub struct CompiledRoute {
     pub payload: ValueTemplate,
     pub require: Vec<String>,
     pub public: bool,
+}
+
+impl CompiledRoute {
+    /// The socket-data keys this route lists as `{online.<key>}`.
+    pub fn online_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for room in &self.rooms {
+            room.online_keys(&mut keys);
+        }
+        self.payload.online_keys(&mut keys);
+        keys
+    }
 }
 
 /// A rule problem: the key (dotted path) and what is wrong.
@@ -544,4 +595,43 @@ pub fn compile(config: &Config) -> Result<CompiledRules, RuleError> {
         routes.push(compiled);
     }
     Ok((namespaces, routes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_read_as_online_lists_are_found_in_every_place_a_template_can_be() {
+        let config = Config::parse(
+            r#"
+[[namespaces]]
+name = "/"
+[namespaces.on_connect]
+emit = [{ event = "hello", to = "sender", data = { everyone = "{online.name}" } }]
+[[namespaces.events]]
+on = "user-online"
+actions = [
+  { set = { userId = "{arg}" } },
+  { emit = "users-online", to = "all", data = "{online.userId}" },
+  { ack = { teams = "{online.team}" } },
+]
+[namespaces.on_disconnect]
+emit = [{ event = "users-online", to = "all", data = "{online.userId}" }]
+
+[[routes]]
+path = "/who"
+method = "GET"
+emit = "who"
+data = { devices = "{online.deviceId}" }
+"#,
+            "test.toml",
+        )
+        .expect("config parses");
+        let (namespaces, routes) = compile(&config).expect("rules compile");
+        let mut keys = namespaces[0].1.online_keys();
+        keys.sort();
+        assert_eq!(keys, ["name", "team", "userId"]);
+        assert_eq!(routes[0].online_keys(), ["deviceId"]);
+    }
 }

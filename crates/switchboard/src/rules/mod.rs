@@ -33,6 +33,10 @@ pub fn install(
             continue;
         }
         let namespace = state.hub.namespace(&name);
+        // The lists `{online.<key>}` reads are counted from the first socket on.
+        for key in rules.online_keys() {
+            namespace.track_online(&key);
+        }
         let rule_set = Arc::new(run::RuleSet::new(
             rules,
             state.config.limits.room_name_max,
@@ -54,6 +58,14 @@ pub fn install(
         if !rule_set.rules().on_disconnect.is_empty() {
             let rule_set = rule_set.clone();
             namespace.on_disconnect(move |socket, _| rule_set.on_disconnect(socket));
+        }
+    }
+    // Routes read `{online.<key>}` lists too (once every namespace exists).
+    for route in routes {
+        if let Some(namespace) = state.hub.of(&route.namespace) {
+            for key in route.online_keys() {
+                namespace.track_online(&key);
+            }
         }
     }
     routes::router(routes, state)

@@ -50,29 +50,19 @@ enum Trust {
     Operator,
 }
 
-/// The distinct values of one socket-data key across a namespace, the sender's taken from
-/// `overlay` (what the rule being run has set so far).
+/// The distinct values of one socket-data key across a namespace (`{online.<key>}`), the
+/// sender's taken from `pending` (what the rule being run has set so far); in a cluster, with
+/// the user ids of the other nodes when `key` is the user key.
 pub(crate) fn online_values(
     namespace: &Namespace,
     key: &str,
-    sender: Option<(&str, &Map<String, Value>)>,
+    sender: Option<(&Socket, &Map<String, Value>)>,
 ) -> Vec<Value> {
-    let mut values: Vec<Value> = Vec::new();
-    let mut push = |value: Option<&Value>| {
-        if let Some(value) = value
-            && !value.is_null()
-            && !values.contains(value)
-        {
-            values.push(value.clone());
-        }
-    };
-    for socket in namespace.sockets() {
-        match sender {
-            Some((id, overlay)) if **socket.id() == *id => push(overlay.get(key)),
-            _ => push(socket.data().get(key)),
-        }
-    }
-    // In a cluster, the users of the other nodes too (user ids only: the presence key).
+    // Counted as sockets come, go and change (every key a rule reads this way is tracked when
+    // the rules are installed); the scan is for a namespace whose rules were installed late.
+    let mut values = namespace
+        .online_values(key, sender)
+        .unwrap_or_else(|| scan_values(namespace, key, sender));
     let presence = namespace.presence();
     let elsewhere = if key == presence.user_key() {
         presence.users_elsewhere_in(namespace.name())
@@ -80,15 +70,35 @@ pub(crate) fn online_values(
         Vec::new()
     };
     if !elsewhere.is_empty() {
-        let here: Vec<String> = values.iter().filter_map(crate::hub::user_id).collect();
-        for user in elsewhere {
-            if !here.contains(&user) {
-                values.push(Value::String(user));
-            }
+        let here: std::collections::HashSet<String> =
+            values.iter().filter_map(crate::hub::user_id).collect();
+        values.extend(
+            elsewhere
+                .into_iter()
+                .filter(|user| !here.contains(user))
+                .map(Value::String),
+        );
+        values.sort_by_cached_key(|v| v.to_string());
+    }
+    values
+}
+
+fn scan_values(
+    namespace: &Namespace,
+    key: &str,
+    sender: Option<(&Socket, &Map<String, Value>)>,
+) -> Vec<Value> {
+    let mut values = std::collections::BTreeMap::new();
+    for socket in namespace.sockets() {
+        let value = match sender {
+            Some((sender, pending)) if socket.id() == sender.id() => pending.get(key).cloned(),
+            _ => socket.data().get(key).cloned(),
+        };
+        if let Some(value) = value.filter(|value| !value.is_null()) {
+            values.insert(value.to_string(), value);
         }
     }
-    values.sort_by_key(|v| v.to_string());
-    values
+    values.into_values().collect()
 }
 
 /// Does this room rule let `socket` use `room`? Its conditions must hold on the socket's data,
@@ -237,7 +247,7 @@ impl RuleSet {
         let mut ready = Vec::with_capacity(actions.len());
         for action in actions {
             // Templates read the data as the earlier `set` actions of this rule left it.
-            let online = |key: &str| online_values(&namespace, key, Some((socket.id(), &data)));
+            let online = |key: &str| online_values(&namespace, key, Some((socket, &data)));
             let context = Context {
                 socket_id: Some(socket.id()),
                 event,

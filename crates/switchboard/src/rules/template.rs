@@ -220,6 +220,20 @@ fn parse_placeholder(text: &str, scope: Scope) -> Result<Placeholder, String> {
 }
 
 impl TextTemplate {
+    /// Adds the keys this template lists as `{online.<key>}` to `keys`.
+    pub fn online_keys(&self, keys: &mut Vec<String>) {
+        for piece in &self.pieces {
+            if let Piece::Hole(Placeholder {
+                source: Source::Online(key),
+                ..
+            }) = piece
+                && !keys.contains(key)
+            {
+                keys.push(key.clone());
+            }
+        }
+    }
+
     pub fn compile(text: &str, scope: Scope) -> Result<Self, String> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
@@ -388,6 +402,16 @@ fn lookup_map(map: &Map<String, Value>, path: &[Segment]) -> Option<Value> {
 }
 
 impl ValueTemplate {
+    /// Adds the keys this template lists as `{online.<key>}` to `keys`.
+    pub fn online_keys(&self, keys: &mut Vec<String>) {
+        match self {
+            Self::Literal(_) => {}
+            Self::Whole(text) | Self::Text(text) => text.online_keys(keys),
+            Self::Array(items) => items.iter().for_each(|item| item.online_keys(keys)),
+            Self::Object(fields) => fields.iter().for_each(|(_, field)| field.online_keys(keys)),
+        }
+    }
+
     pub fn compile(value: &Value, scope: Scope) -> Result<Self, String> {
         Ok(match value {
             Value::String(text) => {
