@@ -40,6 +40,8 @@ async function startRedis(port) {
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
+    /** Stops (SIGSTOP) or resumes (SIGCONT) the server: it keeps its connections but answers nothing. */
+    freeze: (frozen) => child.kill(frozen ? "SIGSTOP" : "SIGCONT"),
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -333,6 +335,68 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
     const atLena = collect(lena, "back");
     await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "back", rooms: ["after-outage"] } });
     await until(() => atLena.length === 1, "a broadcast after Redis came back");
+  });
+});
+
+describe("two nodes whose Redis stops answering", () => {
+  let redis, nodeA, nodeB;
+  before(async () => {
+    redis = await startRedis();
+    const start = () =>
+      startServer("switchboard", {
+        args: ["--config", path.join(ROOT, "examples/chat.toml")],
+        env: { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url, SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s" },
+      });
+    [nodeA, nodeB] = await Promise.all([start(), start()]);
+    await Promise.all([untilReady(nodeA), untilReady(nodeB)]);
+  });
+  after(async () => {
+    redis?.freeze(false);
+    clients.splice(0).forEach((s) => s.disconnect());
+    await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+    await redis?.stop();
+  });
+
+  test("each node goes on delivering to its own clients and answers reads in bounded time; they share again once Redis answers", async () => {
+    const ann = await connected(nodeA.url);
+    const bob = await connected(nodeB.url);
+    await joinRoom(ann, "kitchen", nodeA);
+    await joinRoom(bob, "kitchen", nodeB);
+    await untilMember(nodeA, "kitchen", bob.id);
+
+    redis.freeze(true);
+    const atAnn = collect(ann, "order-ready");
+    const started = Date.now();
+    const emitted = await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "order-ready", rooms: ["kitchen"], data: { n: 1 } } });
+    assert.equal(emitted.status, 200);
+    await until(() => atAnn.length === 1, "Ann's delivery on her own node while Redis is frozen", 1000);
+    assert.ok(Date.now() - started < 1000, "a frozen Redis does not hold up this node's own deliveries");
+
+    // A cluster-wide read waits for the other nodes at most the request timeout (1 s here),
+    // then answers with what it has: this node's own members.
+    const asked = Date.now();
+    const room = await call(nodeA.url + "/api/rooms/kitchen");
+    const took = Date.now() - asked;
+    assert.equal(room.status, 200);
+    assert.ok(took < 3000, `the read answered in ${took} ms`);
+    assert.ok(room.body.sockets.some((s) => s.id === ann.id));
+    // Client events are handled too: Ann's own room message comes back to her.
+    ann.emit("room-message", { room: "kitchen", message: "still here" });
+    const atAnnMessages = collect(ann, "room-broadcast");
+    await until(() => atAnnMessages.length === 1, "Ann's room message on her node", 2000);
+
+    redis.freeze(false);
+    // What was published while Redis was frozen may be lost to the other node (pub/sub);
+    // new messages reach it again.
+    const atBob = collect(bob, "order-ready");
+    const deadline = Date.now() + 40000;
+    while (!atBob.some((m) => m.n === 2)) {
+      if (Date.now() > deadline) throw new Error("no broadcast reached the other node after Redis came back");
+      await call(nodeA.url + "/api/emit", { method: "POST", body: { event: "order-ready", rooms: ["kitchen"], data: { n: 2 } } });
+      await sleep(250);
+    }
+    await untilReady(nodeA);
+    await untilReady(nodeB);
   });
 });
 
