@@ -154,6 +154,29 @@ async fn open_clients(
     Ok(clients)
 }
 
+/// Lets the last messages arrive (until `expected` or 5 s), then reads the run's length in
+/// seconds and the server's CPU time since `cpu_before`, in microseconds.
+async fn drain(
+    counters: &client::Counters,
+    expected: u64,
+    started: Instant,
+    probe: Option<&probe::Process>,
+    cpu_before: Option<u64>,
+) -> (f64, Option<u64>) {
+    let drain = Instant::now();
+    while counters.received.load(Ordering::Relaxed) < expected
+        && drain.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = probe
+        .and_then(|p| p.cpu_micros())
+        .zip(cpu_before)
+        .map(|(a, b)| a - b);
+    (elapsed, cpu)
+}
+
 fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     json!({
@@ -204,20 +227,9 @@ async fn main() -> anyhow::Result<()> {
             let publisher = publish_to.unwrap_or(cli.server);
             let published =
                 client::publish(publisher, "/broadcast/order-created", rate, total).await;
-            // Let the last messages arrive.
-            let drain = Instant::now();
             let expected = total * open.len() as u64;
-            while counters.received.load(Ordering::Relaxed) < expected
-                && drain.elapsed() < Duration::from_secs(5)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            let cpu = probe
-                .as_ref()
-                .and_then(|p| p.cpu_micros())
-                .zip(cpu_before)
-                .map(|(a, b)| a - b);
+            let (elapsed, cpu) =
+                drain(&counters, expected, started, probe.as_ref(), cpu_before).await;
             let (histogram, lost, duplicates) = client::finish(open, total).await;
             let received = counters.received.load(Ordering::Relaxed);
             json!({
@@ -251,18 +263,8 @@ async fn main() -> anyhow::Result<()> {
             let per_client = (rate * duration_secs as f64).round() as u64;
             let expected = per_client * clients as u64 * room_size as u64;
             tokio::time::sleep(Duration::from_secs(duration_secs)).await;
-            let drain = Instant::now();
-            while counters.received.load(Ordering::Relaxed) < expected
-                && drain.elapsed() < Duration::from_secs(5)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            let cpu = probe
-                .as_ref()
-                .and_then(|p| p.cpu_micros())
-                .zip(cpu_before)
-                .map(|(a, b)| a - b);
+            let (elapsed, cpu) =
+                drain(&counters, expected, started, probe.as_ref(), cpu_before).await;
             let received = counters.received.load(Ordering::Relaxed);
             let (histogram, _, _) = client::finish(open, 0).await;
             json!({
