@@ -445,3 +445,66 @@ async fn an_emit_from_a_thread_outside_the_runtime_reaches_the_client() {
     assert_eq!(reached, 1);
     assert_eq!(next_text(&mut ws).await, r#"42["from-thread"]"#);
 }
+
+/// `{online.<key>}` lists, as a program embedding the library reads them: a key counted from
+/// the start and one asked for only once sockets were connected (so read from every socket's
+/// data) list the same values, through connects, changes and disconnects.
+#[tokio::test]
+async fn online_lists_are_the_same_counted_or_read_from_every_socket() {
+    let server = start(fast_engine(), |hub| {
+        let namespace = hub.namespace("/");
+        assert!(namespace.track_online("name"), "no socket yet: counted");
+        namespace.on("name", |socket, mut event| {
+            let name = event.args.first().cloned().unwrap_or(Value::Null);
+            socket.set_data("name", name.clone());
+            socket.set_data("nick", name);
+            if let Some(ack) = event.take_ack() {
+                ack.send(&[]);
+            }
+        });
+        namespace.on("who", |socket, mut event| {
+            let namespace = socket.namespace();
+            let lists = json!([
+                namespace.online_values("name", None),
+                namespace.online_values("nick", None)
+            ]);
+            if let Some(ack) = event.take_ack() {
+                ack.send(&[lists]);
+            }
+        });
+    })
+    .await;
+    let (mut ann, _) = socketio_ws(&server, "40").await;
+    let (mut bob, _) = socketio_ws(&server, "40").await;
+    assert!(
+        !server.hub.namespace("/").track_online("nick"),
+        "sockets are connected: not counted"
+    );
+    send(&mut ann, r#"421["name","ann"]"#).await;
+    assert_eq!(next_text(&mut ann).await, "431[]");
+    send(&mut bob, r#"421["name",{"id":7,"team":"b"}]"#).await;
+    assert_eq!(next_text(&mut bob).await, "431[]");
+    send(&mut ann, r#"422["who"]"#).await;
+    assert_eq!(
+        next_text(&mut ann).await,
+        r#"432[[["ann",{"id":7,"team":"b"}],["ann",{"id":7,"team":"b"}]]]"#
+    );
+    send(&mut bob, r#"423["name","ann"]"#).await;
+    assert_eq!(next_text(&mut bob).await, "433[]");
+    send(&mut ann, r#"424["who"]"#).await;
+    assert_eq!(next_text(&mut ann).await, r#"434[[["ann"],["ann"]]]"#);
+    send(&mut ann, "41").await;
+    send(&mut bob, r#"425["name",null]"#).await;
+    assert_eq!(next_text(&mut bob).await, "435[]");
+    // Ann's leaving is handled on her own connection: ask until it shows.
+    let mut answer = String::new();
+    for id in 6..56 {
+        send(&mut bob, &format!(r#"42{id}["who"]"#)).await;
+        answer = next_text(&mut bob).await;
+        if answer == format!("43{id}[[[],[]]]") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the lists still hold a value after everyone left: {answer}");
+}

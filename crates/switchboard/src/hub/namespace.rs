@@ -98,30 +98,44 @@ impl Namespace {
         &self.presence
     }
 
-    /// Keeps the distinct values of socket-data `key` counted, for `{online.<key>}`. Called
-    /// before clients connect: sockets already here are not counted.
-    pub fn track_online(&self, key: &str) {
+    /// Keeps the distinct values of socket-data `key` counted, for `{online.<key>}`. Only
+    /// before the first socket connects (rules are installed then): once sockets are here the
+    /// key is not counted and [`Namespace::online_values`] answers None for it. Answers whether
+    /// the key is counted.
+    pub fn track_online(&self, key: &str) -> bool {
+        // Sockets enter and leave with the room index locked.
+        let _entering = self.rooms.write();
+        if !self.sockets.read().is_empty() {
+            return self.online.tracks(key);
+        }
         self.online.track(key);
+        true
     }
 
     /// The distinct values of socket-data `key` among this node's sockets, in the order of their
     /// JSON text, `null` left out; `sender` and the data a rule is giving it (`pending`) count
-    /// as if already set. None unless [`Namespace::track_online`] was called for `key`.
+    /// as if already set. Read from the counts when [`Namespace::track_online`] counted `key`,
+    /// else from every socket's data.
     pub fn online_values(
         &self,
         key: &str,
         sender: Option<(&Socket, &Map<String, Value>)>,
-    ) -> Option<Vec<Value>> {
-        let replacing = match sender {
-            Some((socket, pending)) => socket
-                .counted_value(key)
-                .map(|stored| (stored, pending.get(key).cloned())),
-            None => None,
+    ) -> Vec<Value> {
+        let counted = match sender {
+            Some((socket, pending)) => socket.with_counted_value(key, |stored| {
+                let replacing = stored.map(|stored| (stored, pending.get(key)));
+                self.online.values(key, replacing)
+            }),
+            None => self.online.values(key, None),
         };
-        let replacing = replacing
-            .as_ref()
-            .map(|(stored, pending)| (stored.as_ref(), pending.as_ref()));
-        self.online.values(key, replacing)
+        counted.unwrap_or_else(|| {
+            let sockets = self.sockets();
+            let values = sockets.iter().map(|socket| match sender {
+                Some((sender, pending)) if socket.id() == sender.id() => pending.get(key).cloned(),
+                _ => socket.data().get(key).cloned(),
+            });
+            super::online::distinct(values)
+        })
     }
 
     /// Turns connection state recovery on (before clients connect). Expired history and

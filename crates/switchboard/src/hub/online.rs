@@ -4,8 +4,8 @@
 //! count from the old value to the new, so a rule gets the list in time proportional to the
 //! distinct values, not to the number of sockets.
 //!
-//! Values are kept in the order of their JSON text (the order `{online.<key>}` lists them in);
-//! `null` is never listed.
+//! Values are told apart, and listed in order, by their JSON text with object keys sorted (so
+//! two objects that differ only in key order are one value); `null` is never listed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,11 +27,61 @@ fn listed(value: Option<&Value>) -> Option<&Value> {
     value.filter(|value| !value.is_null())
 }
 
+/// The distinct values among `values`, in the order [`OnlineIndex::values`] lists them (for a
+/// key that is not counted).
+pub(crate) fn distinct(values: impl Iterator<Item = Option<Value>>) -> Vec<Value> {
+    let mut distinct = BTreeMap::new();
+    for value in values.flatten().filter(|value| !value.is_null()) {
+        distinct.entry(identity(&value)).or_insert(value);
+    }
+    distinct.into_values().collect()
+}
+
+/// The JSON text of `value` with every object's keys in order: what tells values apart.
+fn identity(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut fields: Vec<_> = map.iter().collect();
+                fields.sort_unstable_by_key(|(key, _)| *key);
+                out.push('{');
+                for (index, (key, field)) in fields.into_iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(field, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
 impl OnlineIndex {
     /// Counts `key` from now on. Called before clients connect (when rules are installed);
     /// sockets already present are counted by the caller holding their data.
     pub(crate) fn track(&self, key: &str) {
         self.keys.lock().entry(key.to_owned()).or_default();
+    }
+
+    pub(crate) fn tracks(&self, key: &str) -> bool {
+        self.keys.lock().contains_key(key)
     }
 
     pub(crate) fn tracks_any(&self) -> bool {
@@ -74,7 +124,7 @@ impl OnlineIndex {
 
     fn count(counts: &mut BTreeMap<String, Counted>, value: &Value) {
         counts
-            .entry(value.to_string())
+            .entry(identity(value))
             .or_insert_with(|| Counted {
                 value: value.clone(),
                 sockets: 0,
@@ -83,7 +133,7 @@ impl OnlineIndex {
     }
 
     fn uncount(counts: &mut BTreeMap<String, Counted>, value: &Value) {
-        let text = value.to_string();
+        let text = identity(value);
         if let Some(counted) = counts.get_mut(&text) {
             counted.sockets -= 1;
             if counted.sockets == 0 {
@@ -104,8 +154,8 @@ impl OnlineIndex {
         let counts = keys.get(key)?;
         let (old, new) = match replacing {
             Some((old, new)) if listed(old) != listed(new) => (
-                listed(old).map(Value::to_string),
-                listed(new).map(|value| (value.to_string(), value)),
+                listed(old).map(identity),
+                listed(new).map(|value| (identity(value), value)),
             ),
             _ => (None, None),
         };
@@ -181,5 +231,20 @@ mod tests {
         );
         index.change("name", Some(&json!("bo")), &Value::Null);
         assert_eq!(index.values("name", None), Some(vec![json!("cy")]));
+    }
+
+    #[test]
+    fn objects_that_differ_only_in_key_order_are_one_value() {
+        let index = OnlineIndex::default();
+        index.track("who");
+        let one: Value = serde_json::from_str(r#"{"id":1,"n":"a"}"#).expect("json");
+        let other: Value = serde_json::from_str(r#"{"n":"a","id":1}"#).expect("json");
+        index.add(&data(json!({ "who": one })));
+        index.add(&data(json!({ "who": other })));
+        assert_eq!(index.values("who", None).map(|v| v.len()), Some(1));
+        index.remove(&data(json!({ "who": other })));
+        assert_eq!(index.values("who", None).map(|v| v.len()), Some(1));
+        index.remove(&data(json!({ "who": one })));
+        assert_eq!(index.values("who", None), Some(vec![]));
     }
 }

@@ -262,13 +262,17 @@ impl Socket {
         }
     }
 
-    /// The value of `key` this socket is counted with in `{online.<key>}` (`Some(None)` when it
-    /// has none), or None while it is not counted.
-    pub(crate) fn counted_value(&self, key: &str) -> Option<Option<Value>> {
+    /// Runs `read` with the value of `key` this socket is counted with in `{online.<key>}`
+    /// (`Some(None)` when it has none, None while it is not counted), its data locked so that
+    /// the counts do not move meanwhile.
+    pub(crate) fn with_counted_value<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(Option<Option<&Value>>) -> T,
+    ) -> T {
         let data = self.data.lock();
-        self.counted_online
-            .load(Ordering::Relaxed)
-            .then(|| data.as_ref().and_then(|data| data.get(key).cloned()))
+        let counted = self.counted_online.load(Ordering::Relaxed);
+        read(counted.then(|| data.as_ref().and_then(|data| data.get(key))))
     }
 
     /// The rooms this socket is in, its own id included.

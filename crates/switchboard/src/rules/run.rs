@@ -58,11 +58,7 @@ pub(crate) fn online_values(
     key: &str,
     sender: Option<(&Socket, &Map<String, Value>)>,
 ) -> Vec<Value> {
-    // Counted as sockets come, go and change (every key a rule reads this way is tracked when
-    // the rules are installed); the scan is for a namespace whose rules were installed late.
-    let mut values = namespace
-        .online_values(key, sender)
-        .unwrap_or_else(|| scan_values(namespace, key, sender));
+    let mut values = namespace.online_values(key, sender);
     let presence = namespace.presence();
     let elsewhere = if key == presence.user_key() {
         presence.users_elsewhere_in(namespace.name())
@@ -81,24 +77,6 @@ pub(crate) fn online_values(
         values.sort_by_cached_key(|v| v.to_string());
     }
     values
-}
-
-fn scan_values(
-    namespace: &Namespace,
-    key: &str,
-    sender: Option<(&Socket, &Map<String, Value>)>,
-) -> Vec<Value> {
-    let mut values = std::collections::BTreeMap::new();
-    for socket in namespace.sockets() {
-        let value = match sender {
-            Some((sender, pending)) if socket.id() == sender.id() => pending.get(key).cloned(),
-            _ => socket.data().get(key).cloned(),
-        };
-        if let Some(value) = value.filter(|value| !value.is_null()) {
-            values.insert(value.to_string(), value);
-        }
-    }
-    values.into_values().collect()
 }
 
 /// Does this room rule let `socket` use `room`? Its conditions must hold on the socket's data,
