@@ -155,8 +155,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config = %args.config.as_ref().map_or("<embedded defaults>".into(), |p| p.display().to_string()),
         "switchboard listening"
     );
+    hand_back_freed_memory();
     App::build(config).run(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// How often freed memory is handed back to the system.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc's malloc keeps the memory a burst freed: after a mass disconnect in a chat whose every
+/// departure is announced to everyone (millions of frames queued for a moment), the process
+/// would stay at its high-water mark for good, hundreds of MB. Every [`TRIM_EVERY`], what is
+/// free goes back to the system (`malloc_trim`, on a blocking thread: it walks the heap). Measured
+/// at 19k connections: 0.05-1.4 ms a call; 18-41 ms right after such a burst, which it takes
+/// from 330-450 MB back to 20-26 MB.
+fn hand_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let trimmed = tokio::task::spawn_blocking(|| {
+                let started = std::time::Instant::now();
+                // SAFETY: malloc_trim only releases free memory of the allocator's own heaps.
+                unsafe { libc::malloc_trim(0) };
+                started.elapsed()
+            })
+            .await;
+            if let Ok(took) = trimmed {
+                tracing::debug!(
+                    took_us = took.as_micros() as u64,
+                    "freed memory handed back"
+                );
+            }
+        }
+    });
 }
 
 fn main() -> anyhow::Result<()> {
