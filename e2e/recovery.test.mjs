@@ -222,6 +222,8 @@ test("a client that stops reading is dropped at its queue limit; others keep the
     const grown = (rss() - before) / 1024;
     assert.ok(grown < 64, `server memory grew ${grown.toFixed(1)} MB`);
     assert.ok(srv.output.join("").includes("outbound queue is full"), "the reason is logged");
+    const metrics = (await call(srv.url + "/metrics", { key: KEY })).body;
+    assert.match(metrics, /^switchboard_slow_consumers_closed_total 1$/m, "and counted");
     assert.ok(await slowGone, "the slow client saw its disconnect");
   } finally {
     await srv.stop();

@@ -107,6 +107,11 @@ impl Metrics {
             "Bytes of packets written to clients",
             traffic.bytes_out.clone(),
         );
+        registry.register(
+            "slow_consumers_closed",
+            "Sessions closed because their outbound queue was full (the client did not read)",
+            traffic.slow_consumers.clone(),
+        );
         registry.register("emits", "Emits by source", emits.clone());
         registry.register(
             "api_requests",

@@ -370,11 +370,16 @@ impl EngineConn {
                 return Ok(false);
             }
         }
-        tracing::warn!(
-            sid = %self.sid,
-            limit = self.max_queued_frames,
-            "closing a session whose outbound queue is full (the client does not read fast enough)"
-        );
+        if self.traffic.slow_consumer_closed() {
+            tracing::warn!(
+                sid = %self.sid,
+                limit = self.max_queued_frames,
+                closed_so_far = self.traffic.slow_consumers.get(),
+                "closing a session whose outbound queue is full (the client does not read fast \
+                 enough); such closes are logged at most once a second, all are counted in \
+                 switchboard_slow_consumers_closed"
+            );
+        }
         self.close(CloseReason::SlowConsumer);
         Err(SendError::Full)
     }

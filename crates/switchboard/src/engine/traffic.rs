@@ -1,21 +1,42 @@
-//! Traffic counters of one engine: packets and bytes in and out, and the WebSocket writers still
-//! running (a shutdown waits for them to flush). Counted per batch on the way out, never per
-//! recipient in the broadcast path.
+//! Traffic counters of one engine: packets and bytes in and out, sessions closed for not
+//! reading, and the WebSocket writers still running (a shutdown waits for them to flush).
+//! Counted per batch on the way out, never per recipient in the broadcast path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 
 use super::Frame;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Traffic {
     pub packets_in: Counter,
     pub bytes_in: Counter,
     pub packets_out: Counter,
     pub bytes_out: Counter,
+    /// Sessions closed because their outbound queue was full.
+    pub slow_consumers: Counter,
+    /// When the last slow consumer was logged (milliseconds since `started`, +1; 0: never).
+    slow_consumer_logged_ms: AtomicU64,
+    started: Instant,
     open_writers: Arc<AtomicUsize>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self {
+            packets_in: Counter::default(),
+            bytes_in: Counter::default(),
+            packets_out: Counter::default(),
+            bytes_out: Counter::default(),
+            slow_consumers: Counter::default(),
+            slow_consumer_logged_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            open_writers: Arc::default(),
+        }
+    }
 }
 
 /// Counts a WebSocket writer as open until dropped.
@@ -42,6 +63,20 @@ impl Traffic {
         }
         self.packets_out.inc_by(packets);
         self.bytes_out.inc_by(bytes);
+    }
+
+    /// Counts a session closed for not reading; true when it should be logged: the first, then
+    /// at most one a second (a mass disconnect can close thousands at once; the counter has
+    /// them all).
+    pub(crate) fn slow_consumer_closed(&self) -> bool {
+        self.slow_consumers.inc();
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.slow_consumer_logged_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 1000)
+            && self
+                .slow_consumer_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn writer_opened(&self) -> OpenWriter {
