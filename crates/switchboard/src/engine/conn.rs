@@ -370,17 +370,17 @@ impl EngineConn {
                 return Ok(false);
             }
         }
-        if self.traffic.slow_consumer_closed() {
+        // Counted and logged once per session, by whichever sender closed it.
+        if self.close_first(CloseReason::SlowConsumer) && self.traffic.slow_consumer_closed() {
             tracing::warn!(
                 sid = %self.sid,
                 limit = self.max_queued_frames,
                 closed_so_far = self.traffic.slow_consumers.get(),
-                "closing a session whose outbound queue is full (the client does not read fast \
+                "closed a session whose outbound queue was full (the client does not read fast \
                  enough); such closes are logged at most once a second, all are counted in \
                  switchboard_slow_consumers_closed"
             );
         }
-        self.close(CloseReason::SlowConsumer);
         Err(SendError::Full)
     }
 
@@ -568,10 +568,15 @@ impl EngineConn {
 
     /// Closes the session. The first reason wins; later calls do nothing.
     pub fn close(&self, reason: CloseReason) {
+        self.close_first(reason);
+    }
+
+    /// [`EngineConn::close`], true when this call closed the session.
+    fn close_first(&self, reason: CloseReason) -> bool {
         {
             let mut outbox = self.outbox.lock();
             if outbox.closed.is_some() {
-                return;
+                return false;
             }
             outbox.closed = Some(reason);
             if !reason.flushes_queue() {
@@ -589,6 +594,7 @@ impl EngineConn {
             self.wake_consumer(&outbox);
         }
         self.closed_signal.notify_waiters();
+        true
     }
 
     /// Resolves once the session is closed, with the reason.
