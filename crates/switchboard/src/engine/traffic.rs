@@ -3,14 +3,15 @@
 //! Counted per batch on the way out, never per recipient in the broadcast path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 
 use super::Frame;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Traffic {
     pub packets_in: Counter,
     pub bytes_in: Counter,
@@ -18,25 +19,9 @@ pub struct Traffic {
     pub bytes_out: Counter,
     /// Sessions closed because their outbound queue was full.
     pub slow_consumers: Counter,
-    /// When the last slow consumer was logged (milliseconds since `started`, +1; 0: never).
-    slow_consumer_logged_ms: AtomicU64,
-    started: Instant,
+    /// When a slow consumer was last logged.
+    slow_consumer_logged: Mutex<Option<Instant>>,
     open_writers: Arc<AtomicUsize>,
-}
-
-impl Default for Traffic {
-    fn default() -> Self {
-        Self {
-            packets_in: Counter::default(),
-            bytes_in: Counter::default(),
-            packets_out: Counter::default(),
-            bytes_out: Counter::default(),
-            slow_consumers: Counter::default(),
-            slow_consumer_logged_ms: AtomicU64::new(0),
-            started: Instant::now(),
-            open_writers: Arc::default(),
-        }
-    }
 }
 
 /// Counts a WebSocket writer as open until dropped.
@@ -70,13 +55,12 @@ impl Traffic {
     /// them all).
     pub(crate) fn slow_consumer_closed(&self) -> bool {
         self.slow_consumers.inc();
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.slow_consumer_logged_ms.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= 1000)
-            && self
-                .slow_consumer_logged_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let mut logged = self.slow_consumer_logged.lock();
+        let due = logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if due {
+            *logged = Some(Instant::now());
+        }
+        due
     }
 
     pub(crate) fn writer_opened(&self) -> OpenWriter {

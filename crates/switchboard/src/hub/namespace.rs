@@ -100,8 +100,8 @@ impl Namespace {
 
     /// Keeps the distinct values of socket-data `key` counted, for `{online.<key>}`. Only
     /// before the first socket connects (rules are installed then): once sockets are here the
-    /// key is not counted and [`Namespace::online_values`] answers None for it. Answers whether
-    /// the key is counted.
+    /// key is not counted, and [`Namespace::online_values`] reads every socket's data for it.
+    /// Answers whether the key is counted.
     pub fn track_online(&self, key: &str) -> bool {
         // Sockets enter and leave with the room index locked.
         let _entering = self.rooms.write();
@@ -112,11 +112,38 @@ impl Namespace {
         true
     }
 
-    /// The distinct values of socket-data `key` among this node's sockets, in the order of their
-    /// JSON text, `null` left out; `sender` and the data a rule is giving it (`pending`) count
-    /// as if already set. Read from the counts when [`Namespace::track_online`] counted `key`,
-    /// else from every socket's data.
+    /// `{online.<key>}`: the distinct values of socket-data `key` among this node's sockets, in
+    /// the order of their JSON text, `null` left out; `sender` and the data a rule is giving it
+    /// (`pending`) count as if already set. For the user key, the users other nodes of a
+    /// cluster have in this namespace too.
     pub fn online_values(
+        &self,
+        key: &str,
+        sender: Option<(&Socket, &Map<String, Value>)>,
+    ) -> Vec<Value> {
+        let mut values = self.online_values_here(key, sender);
+        let elsewhere = if key == self.presence.user_key() {
+            self.presence.users_elsewhere_in(self.name())
+        } else {
+            Vec::new()
+        };
+        if !elsewhere.is_empty() {
+            let here: std::collections::HashSet<String> =
+                values.iter().filter_map(super::user_id).collect();
+            values.extend(
+                elsewhere
+                    .into_iter()
+                    .filter(|user| !here.contains(user))
+                    .map(Value::String),
+            );
+            values.sort_by_cached_key(|v| v.to_string());
+        }
+        values
+    }
+
+    /// [`Namespace::online_values`] on this node: from the counts when
+    /// [`Namespace::track_online`] counted `key`, else from every socket's data.
+    fn online_values_here(
         &self,
         key: &str,
         sender: Option<(&Socket, &Map<String, Value>)>,

@@ -8,6 +8,7 @@
 //! two objects that differ only in key order are one value); `null` is never listed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -16,6 +17,8 @@ use serde_json::{Map, Value};
 pub(crate) struct OnlineIndex {
     /// key -> JSON text of a value -> the value and how many sockets hold it.
     keys: Mutex<HashMap<String, BTreeMap<String, Counted>>>,
+    /// Some key is counted: read on every connect and disconnect, without the lock.
+    any: AtomicBool,
 }
 
 struct Counted {
@@ -74,10 +77,11 @@ fn identity(value: &Value) -> String {
 }
 
 impl OnlineIndex {
-    /// Counts `key` from now on. Called before clients connect (when rules are installed);
-    /// sockets already present are counted by the caller holding their data.
+    /// Counts `key` from now on. Only before sockets are counted (see
+    /// `Namespace::track_online`, which refuses it later).
     pub(crate) fn track(&self, key: &str) {
         self.keys.lock().entry(key.to_owned()).or_default();
+        self.any.store(true, Ordering::Release);
     }
 
     pub(crate) fn tracks(&self, key: &str) -> bool {
@@ -85,25 +89,19 @@ impl OnlineIndex {
     }
 
     pub(crate) fn tracks_any(&self) -> bool {
-        !self.keys.lock().is_empty()
+        self.any.load(Ordering::Acquire)
     }
 
-    /// A socket with `data` enters the namespace.
-    pub(crate) fn add(&self, data: &Map<String, Value>) {
+    /// A socket with `data` enters the namespace (`entering`) or leaves it.
+    pub(crate) fn count_socket(&self, data: &Map<String, Value>, entering: bool) {
         let mut keys = self.keys.lock();
         for (key, counts) in keys.iter_mut() {
             if let Some(value) = listed(data.get(key)) {
-                Self::count(counts, value);
-            }
-        }
-    }
-
-    /// A socket with `data` leaves the namespace.
-    pub(crate) fn remove(&self, data: &Map<String, Value>) {
-        let mut keys = self.keys.lock();
-        for (key, counts) in keys.iter_mut() {
-            if let Some(value) = listed(data.get(key)) {
-                Self::uncount(counts, value);
+                if entering {
+                    Self::count(counts, value);
+                } else {
+                    Self::uncount(counts, value);
+                }
             }
         }
     }
@@ -189,20 +187,20 @@ mod tests {
     fn counts_each_value_once_per_socket_and_forgets_it_with_the_last_one() {
         let index = OnlineIndex::default();
         index.track("user");
-        index.add(&data(json!({"user": "bob"})));
-        index.add(&data(json!({"user": "ann"})));
-        index.add(&data(json!({"user": "bob"})));
-        index.add(&data(json!({"user": null, "room": "x"})));
+        index.count_socket(&data(json!({"user": "bob"})), true);
+        index.count_socket(&data(json!({"user": "ann"})), true);
+        index.count_socket(&data(json!({"user": "bob"})), true);
+        index.count_socket(&data(json!({"user": null, "room": "x"})), true);
         assert_eq!(
             index.values("user", None),
             Some(vec![json!("ann"), json!("bob")])
         );
-        index.remove(&data(json!({"user": "bob"})));
+        index.count_socket(&data(json!({"user": "bob"})), false);
         assert_eq!(
             index.values("user", None),
             Some(vec![json!("ann"), json!("bob")])
         );
-        index.remove(&data(json!({"user": "bob"})));
+        index.count_socket(&data(json!({"user": "bob"})), false);
         assert_eq!(index.values("user", None), Some(vec![json!("ann")]));
         assert_eq!(index.values("room", None), None);
     }
@@ -211,8 +209,8 @@ mod tests {
     fn a_change_moves_the_socket_and_a_pending_change_shows_without_being_counted() {
         let index = OnlineIndex::default();
         index.track("name");
-        index.add(&data(json!({"name": "ann"})));
-        index.add(&data(json!({})));
+        index.count_socket(&data(json!({"name": "ann"})), true);
+        index.count_socket(&data(json!({})), true);
         index.change("name", None, &json!("cy"));
         assert_eq!(
             index.values("name", None),
@@ -239,12 +237,12 @@ mod tests {
         index.track("who");
         let one: Value = serde_json::from_str(r#"{"id":1,"n":"a"}"#).expect("json");
         let other: Value = serde_json::from_str(r#"{"n":"a","id":1}"#).expect("json");
-        index.add(&data(json!({ "who": one })));
-        index.add(&data(json!({ "who": other })));
+        index.count_socket(&data(json!({ "who": one })), true);
+        index.count_socket(&data(json!({ "who": other })), true);
         assert_eq!(index.values("who", None).map(|v| v.len()), Some(1));
-        index.remove(&data(json!({ "who": other })));
+        index.count_socket(&data(json!({ "who": other })), false);
         assert_eq!(index.values("who", None).map(|v| v.len()), Some(1));
-        index.remove(&data(json!({ "who": one })));
+        index.count_socket(&data(json!({ "who": one })), false);
         assert_eq!(index.values("who", None), Some(vec![]));
     }
 }

@@ -255,11 +255,7 @@ impl Socket {
         }
         let empty = Map::new();
         let data = data.as_deref().unwrap_or(&empty);
-        if counted {
-            self.namespace.online.add(data);
-        } else {
-            self.namespace.online.remove(data);
-        }
+        self.namespace.online.count_socket(data, counted);
     }
 
     /// Runs `read` with the value of `key` this socket is counted with in `{online.<key>}`

@@ -167,12 +167,10 @@ impl Action {
 }
 
 impl NamespaceRules {
-    /// The socket-data keys these rules list as `{online.<key>}`.
+    /// The socket-data keys these rules list as `{online.<key>}` (room patterns are rendered
+    /// with no lists, so only actions count).
     pub fn online_keys(&self) -> Vec<String> {
         let mut keys = Vec::new();
-        for rule in self.room_patterns.iter().flatten() {
-            rule.pattern.online_keys(&mut keys);
-        }
         let actions = self
             .on_connect
             .iter()

@@ -76,7 +76,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
             Some("namespace".into()),
         );
     };
-    let online = |key: &str| super::run::online_values(&namespace, key, None);
+    let online = |key: &str| namespace.online_values(key, None);
     let context = Context {
         body: Some(&body),
         query: &query,

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::compile::{Action, ArgCheck, EventActions, NamespaceRules, Payload, Target, TypeCheck};
 use super::template::{Context, TextTemplate, ValueError};
 use crate::cors::glob_match;
-use crate::hub::{Event, Namespace, Socket};
+use crate::hub::{Event, Socket};
 
 pub struct RuleSet {
     rules: NamespaceRules,
@@ -48,35 +48,6 @@ enum Trust {
     ClientEvent,
     /// Connect and disconnect rules written by the operator: patterns do not apply.
     Operator,
-}
-
-/// The distinct values of one socket-data key across a namespace (`{online.<key>}`), the
-/// sender's taken from `pending` (what the rule being run has set so far); in a cluster, with
-/// the user ids of the other nodes when `key` is the user key.
-pub(crate) fn online_values(
-    namespace: &Namespace,
-    key: &str,
-    sender: Option<(&Socket, &Map<String, Value>)>,
-) -> Vec<Value> {
-    let mut values = namespace.online_values(key, sender);
-    let presence = namespace.presence();
-    let elsewhere = if key == presence.user_key() {
-        presence.users_elsewhere_in(namespace.name())
-    } else {
-        Vec::new()
-    };
-    if !elsewhere.is_empty() {
-        let here: std::collections::HashSet<String> =
-            values.iter().filter_map(crate::hub::user_id).collect();
-        values.extend(
-            elsewhere
-                .into_iter()
-                .filter(|user| !here.contains(user))
-                .map(Value::String),
-        );
-        values.sort_by_cached_key(|v| v.to_string());
-    }
-    values
 }
 
 /// Does this room rule let `socket` use `room`? Its conditions must hold on the socket's data,
@@ -225,7 +196,7 @@ impl RuleSet {
         let mut ready = Vec::with_capacity(actions.len());
         for action in actions {
             // Templates read the data as the earlier `set` actions of this rule left it.
-            let online = |key: &str| online_values(&namespace, key, Some((socket, &data)));
+            let online = |key: &str| namespace.online_values(key, Some((socket, &data)));
             let context = Context {
                 socket_id: Some(socket.id()),
                 event,
