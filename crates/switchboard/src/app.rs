@@ -1,5 +1,7 @@
-//! The switchboard server as a product: builds the hub, engine, HTTP API and routes from a
-//! [`Config`], runs them, logs a stats line, and shuts down gracefully.
+//! The switchboard server as a product, and the one place that knows every part: loads the
+//! config and has each part check its own section, builds the hub, engine, auth, rules, cluster
+//! adapter, HTTP API and endpoints from it, runs them, logs a stats line, and shuts down
+//! gracefully.
 //!
 //! Shutdown, in order: `/ready` turns false and new Socket.IO sessions are refused (503); every
 //! client transport is closed as "server shutting down" (queued packets flushed first), which
@@ -7,6 +9,7 @@
 //! one); we wait for that flush up to `server.shutdown_timeout`; then stop accepting and return.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,16 +19,40 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
 use crate::cluster::redis::{RedisAdapter, RedisSettings};
-use crate::config::AuthMode;
-use crate::config::Config;
-use crate::engine::{CloseReason, Engine};
-use crate::hub::{Hub, HubConfig};
+use crate::config::{AuthMode, Config, ConfigError, Overrides};
+use crate::cors::CorsPolicy;
+use crate::engine::{CloseReason, Engine, EngineConfig};
+use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine, reads};
+use crate::metrics::Metrics;
 use crate::plain_ws::PlainWs;
 use crate::rules;
 use crate::server::Server;
 
+/// Loads the config (file, environment, flags) and has the parts check what only they can: a
+/// usable auth key, rules that compile. Every error names the key, and the line when it is in
+/// the file.
+pub fn load_config(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let config = Config::load(path, overrides)?;
+    check_parts(&config)?;
+    Ok(config)
+}
+
+/// The checks of a loaded config that the parts building from it make.
+pub fn check_parts(config: &Config) -> Result<(), ConfigError> {
+    if config.auth.configured()
+        && let Err(message) = Verifier::new(&config.auth, &config.presence.user_key)
+    {
+        return Err(config.invalid("auth", message));
+    }
+    if let Err(error) = rules::compile(config) {
+        return Err(config.invalid_near(error.needle.as_deref(), error.key, error.message));
+    }
+    Ok(())
+}
+
 pub struct App {
     pub state: Arc<AppState>,
+    engine: Arc<SocketEngine>,
     server: Server,
 }
 
@@ -47,7 +74,10 @@ impl App {
         for name in config.namespace_names() {
             let namespace = hub.namespace(&name);
             if config.recovers(&name) {
-                namespace.enable_recovery(config.recovery_config());
+                namespace.enable_recovery(RecoveryConfig::from_settings(
+                    &config.recovery,
+                    &config.history,
+                ));
             }
             let mode = config.auth_mode(&name);
             if let (Some(verifier), true) = (&verifier, mode != AuthMode::Off) {
@@ -82,34 +112,48 @@ impl App {
             Some(adapter)
         });
         presence::announce_in_rooms(&hub, &config.presence);
-        let engine = Engine::new(config.engine_config(), hub.clone());
+        let engine = Engine::new(
+            EngineConfig::from_settings(&config.engine, &config.limits),
+            hub.clone(),
+        );
         if config.admin_ui.enabled {
             crate::admin_ui::AdminUi::install(&hub, &engine, config.admin_ui.clone());
         }
-        let state = AppState::new(hub, engine.clone(), config.clone());
+        let metrics = Metrics::new(engine.clone(), hub.clone());
+        let state = AppState::new(hub, metrics, config.clone());
         if let Some(cluster) = &cluster {
             let answering = Arc::downgrade(&state);
             cluster.answer_with(Arc::new(move |question| {
                 answering
                     .upgrade()
                     .map_or(serde_json::Value::Null, |state| {
-                        api::cluster::answer(&state, question)
+                        reads::answer(&state.hub, question, || state.metrics.stats_snapshot())
                     })
             }));
         }
-        // The config was validated when it loaded, rules included; compiling again cannot fail
+        // The config was checked when it loaded, rules included; compiling again cannot fail
         // for a loaded config, and a hand-built one with bad rules runs without them.
-        let extra = match rules::compile(&config) {
-            Ok((namespaces, routes)) => rules::install(&state, namespaces, &routes),
+        let routes = match rules::compile(&config) {
+            Ok((namespaces, routes)) => {
+                let room_name_max = config.limits.room_name_max;
+                rules::install(
+                    &state.hub,
+                    &state.metrics,
+                    room_name_max,
+                    namespaces,
+                    &routes,
+                );
+                routes
+            }
             Err(error) => {
                 tracing::error!(key = %error.key, "{}", error.message);
-                axum::Router::new()
+                Vec::new()
             }
         };
-        let router = api::router(state.clone(), extra);
+        let router = api::router(state.clone(), &routes);
         let mut server = Server::new()
-            .cors(config.cors_policy())
-            .route(&config.server.path, engine);
+            .cors(CorsPolicy::from_settings(&config.cors))
+            .route(&config.server.path, engine.clone());
         if let Some(path) = &config.plain_ws.path {
             let require_auth = config
                 .plain_ws
@@ -125,7 +169,11 @@ impl App {
             server = server.route(path, endpoint);
         }
         let server = server.fallback(ApiService(router));
-        Self { state, server }
+        Self {
+            state,
+            engine,
+            server,
+        }
     }
 
     /// Serves until `shutdown` resolves, then drains (see the module comment).
@@ -135,6 +183,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
         let state = self.state;
+        let engine = self.engine;
         let config = state.config.clone();
         if config.api.enabled && config.api.keys.is_empty() {
             tracing::warn!(
@@ -142,7 +191,11 @@ impl App {
                  (set [api] keys or SWITCHBOARD_API_KEYS)"
             );
         }
-        let stats = tokio::spawn(log_stats(state.clone(), config.server.stats_interval.0));
+        let stats = tokio::spawn(log_stats(
+            state.clone(),
+            engine.clone(),
+            config.server.stats_interval.0,
+        ));
         let (stop_accepting, accept_stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(self.server.serve(listener, async {
             let _ = accept_stopped.await;
@@ -151,11 +204,11 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: closing client transports so clients reconnect");
         state.ready.store(false, Ordering::Release);
-        state.engine.begin_drain();
-        state.engine.close_all(CloseReason::ServerShutdown);
+        engine.begin_drain();
+        engine.close_all(CloseReason::ServerShutdown);
         let timeout = config.server.shutdown_timeout.0;
         let drained = tokio::time::timeout(timeout, async {
-            while !state.engine.is_drained() {
+            while !engine.is_drained() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -185,9 +238,9 @@ mod presence {
 
     use serde_json::{Value, json};
 
+    use crate::clock::iso_now;
     use crate::config::PresenceSettings;
-    use crate::hub::{Event, Hub, Socket};
-    use crate::rules::template::iso_now;
+    use crate::hub::{Event, Hub, Socket, reads};
 
     /// Emits `user:online` / `user:offline` `{userId, timestamp}` to the configured rooms.
     pub fn announce_in_rooms(hub: &Arc<Hub>, settings: &PresenceSettings) {
@@ -217,30 +270,12 @@ mod presence {
         }));
     }
 
-    /// The users in a room, for the API and the query event.
-    pub fn room_users(namespace: &crate::hub::Namespace, room: &str) -> Value {
-        let key = namespace.presence().user_key().to_owned();
-        let mut users: std::collections::BTreeMap<String, usize> = Default::default();
-        let mut anonymous = 0;
-        for socket in namespace.room_members(room) {
-            match socket.data().get(&key).and_then(crate::hub::user_id) {
-                Some(user) => *users.entry(user).or_default() += 1,
-                None => anonymous += 1,
-            }
-        }
-        let users: Vec<Value> = users
-            .into_iter()
-            .map(|(user, connections)| json!({ "user": user, "connections": connections }))
-            .collect();
-        json!({ "room": room, "users": users, "anonymous": anonymous })
-    }
-
     /// `presence:list` (room) answered by ack with the room's users; only for a room the
     /// sender is in.
     pub fn answer_room_query(socket: &Arc<Socket>, mut event: Event) {
         let Some(ack) = event.take_ack() else { return };
         let reply = match event.args.first().and_then(Value::as_str) {
-            Some(room) if socket.in_room(room) => room_users(socket.namespace(), room),
+            Some(room) if socket.in_room(room) => reads::room_users(socket.namespace(), room),
             Some(room) => {
                 json!({ "error": { "code": "forbidden_room", "message": format!("you are not in room {room:?}") } })
             }
@@ -252,14 +287,12 @@ mod presence {
     }
 }
 
-pub use presence::room_users;
-
 /// "N sockets, M users, K rooms, X msg/s in, Y msg/s out" every `every`.
-async fn log_stats(state: Arc<AppState>, every: Duration) {
+async fn log_stats(state: Arc<AppState>, engine: Arc<SocketEngine>, every: Duration) {
     if every.is_zero() {
         return;
     }
-    let traffic = state.engine.traffic().clone();
+    let traffic = engine.traffic().clone();
     let mut last = (traffic.packets_in.get(), traffic.packets_out.get());
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
@@ -270,7 +303,7 @@ async fn log_stats(state: Arc<AppState>, every: Duration) {
         let rate_in = (now.0 - last.0) as f64 / seconds;
         let rate_out = (now.1 - last.1) as f64 / seconds;
         last = now;
-        let stats = api::stats_snapshot(&state);
+        let stats = state.metrics.stats_snapshot();
         let sockets = stats["sockets"].as_u64().unwrap_or(0);
         let users = stats["users"].as_u64().unwrap_or(0);
         let rooms = stats["rooms"].as_u64().unwrap_or(0);

@@ -4,7 +4,9 @@
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::engine::HttpResponse;
+use crate::config::CorsConfig;
+use crate::http::HttpResponse;
+use crate::pattern::glob_match;
 
 /// Which origins may call the server from a browser.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +22,17 @@ pub enum CorsPolicy {
 }
 
 impl CorsPolicy {
+    /// The policy `[cors]` describes: `["*"]` any origin, none: no CORS at all.
+    pub fn from_settings(cors: &CorsConfig) -> Self {
+        if cors.origins.iter().any(|o| o == "*") {
+            Self::AnyOrigin
+        } else if cors.origins.is_empty() {
+            Self::Disabled
+        } else {
+            Self::Origins(cors.origins.clone())
+        }
+    }
+
     pub fn allows(&self, origin: &str) -> bool {
         match self {
             Self::Disabled => false,
@@ -79,52 +92,5 @@ impl CorsPolicy {
             );
             out.append(header::VARY, HeaderValue::from_static("Origin"));
         }
-    }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return text.is_empty();
-    };
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_patterns() {
-        assert!(glob_match("http://localhost:*", "http://localhost:5173"));
-        assert!(!glob_match(
-            "http://localhost:*",
-            "http://localhost.evil.com"
-        ));
-        assert!(glob_match(
-            "https://*.example.com",
-            "https://app.example.com"
-        ));
-        assert!(!glob_match(
-            "https://*.example.com",
-            "https://example.com.evil"
-        ));
-        assert!(glob_match("https://exact.com", "https://exact.com"));
-        assert!(!glob_match("https://exact.com", "https://exact.com.au"));
-        assert!(glob_match("*", "anything"));
     }
 }

@@ -1,19 +1,26 @@
 //! Switchboard: a real-time server that speaks Socket.IO.
 //!
-//! The layers, from the wire up: [`protocol`] (pure codecs), [`engine`] (Engine.IO sessions and
-//! transports), [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast) and [`server`] (the
-//! listener and HTTP routing).
+//! The parts, from the bottom up (each uses only parts below it; `tests/layers.rs` keeps it so):
+//! plain data and tools ([`protocol`] pure codecs, [`config`] the schema, [`http`] the shared
+//! HTTP types, [`pattern`], [`clock`]); the transports ([`websocket`], [`engine`] Engine.IO
+//! sessions, [`cors`]); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and the
+//! operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
+//! [`metrics`], [`rules`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the listener and
+//! HTTP routing); and [`app`], which builds them all from a config.
 
 pub mod admin_ui;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod engine;
+pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod pattern;
 pub mod plain_ws;
 pub mod protocol;
 pub mod rules;

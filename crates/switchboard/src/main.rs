@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard::app::App;
-use switchboard::config::{Config, LogFormat, Overrides};
+use switchboard::config::{LogFormat, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -137,7 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         path: args.path,
         log_format: args.log_format,
     };
-    let config = match Config::load(args.config.as_deref(), &overrides) {
+    let config = match switchboard::app::load_config(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("switchboard: {error}");
@@ -225,7 +225,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Some(Command::CheckConfig { file }) => {
-            match Config::load(Some(&file), &Overrides::default()) {
+            match switchboard::app::load_config(Some(&file), &Overrides::default()) {
                 Ok(config) => {
                     println!(
                         "{}: ok ({} namespace(s), listening on {}:{}{})",

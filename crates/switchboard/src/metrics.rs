@@ -1,8 +1,12 @@
-//! The Prometheus metrics: the registry behind `GET /metrics`. Counters live where the work is
-//! counted (the engine's traffic, the hub's fan-out histogram) and are registered here by handle;
-//! gauges that describe the current state are read from the engine and hub at scrape time.
+//! What the server reports of itself: the Prometheus registry behind `GET /metrics`, and the
+//! figures of `/api/stats` and the periodic stats line. Counters live where the work is counted
+//! (the engine's traffic, the hub's fan-out histogram) and are registered here by handle; gauges
+//! that describe the current state are read from the engine and hub when asked. This is the one
+//! part above both the engine and the hub that reads them, so the API reports transport figures
+//! without reaching into the transport layer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -10,9 +14,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
 
-use crate::engine::{Engine, EngineHandler};
-use crate::hub::Hub;
+use crate::hub::{Hub, SocketEngine};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
@@ -36,6 +40,9 @@ pub struct StatusLabel {
 }
 
 pub struct Metrics {
+    engine: Arc<SocketEngine>,
+    hub: Arc<Hub>,
+    started: Instant,
     registry: Registry,
     connections: Family<TransportLabel, Gauge>,
     sockets: Family<NamespaceLabel, Gauge>,
@@ -50,7 +57,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new<H: EngineHandler>(engine: &Engine<H>, hub: &Hub) -> Arc<Self> {
+    pub fn new(engine: Arc<SocketEngine>, hub: Arc<Hub>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("switchboard");
         let connections = Family::<TransportLabel, Gauge>::default();
         let sockets = Family::<NamespaceLabel, Gauge>::default();
@@ -124,6 +131,9 @@ impl Metrics {
             hub.fanout_histogram().clone(),
         );
         Arc::new(Self {
+            engine,
+            hub,
+            started: Instant::now(),
             registry,
             connections,
             sockets,
@@ -140,8 +150,9 @@ impl Metrics {
     }
 
     /// The text exposition, with the current-state gauges read now.
-    pub fn render<H: EngineHandler>(&self, engine: &Engine<H>, hub: &Hub) -> String {
-        let (polling, websocket) = engine.sessions_by_transport();
+    pub fn render(&self) -> String {
+        let hub = &self.hub;
+        let (polling, websocket) = self.engine.sessions_by_transport();
         self.connections
             .get_or_create(&TransportLabel {
                 transport: "polling",
@@ -172,5 +183,44 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// How long the server has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The figures `/api/stats` and the periodic stats line report.
+    pub fn stats_snapshot(&self) -> Value {
+        let (polling, websocket) = self.engine.sessions_by_transport();
+        let namespaces: Vec<Value> = self
+            .hub
+            .namespaces()
+            .iter()
+            .map(|ns| {
+                json!({
+                    "name": ns.name(),
+                    "sockets": ns.socket_count(),
+                    "rooms": ns.shared_room_count(),
+                    "recovery": ns.recovers(),
+                    "saved_sessions": ns.saved_sessions(),
+                })
+            })
+            .collect();
+        let traffic = self.engine.traffic();
+        json!({
+            "connections": polling + websocket,
+            "connections_by_transport": { "polling": polling, "websocket": websocket },
+            "sockets": namespaces.iter().map(|n| n["sockets"].as_u64().unwrap_or(0)).sum::<u64>(),
+            "rooms": namespaces.iter().map(|n| n["rooms"].as_u64().unwrap_or(0)).sum::<u64>(),
+            "users": self.hub.presence().online_count(),
+            "saved_sessions": namespaces.iter().map(|n| n["saved_sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
+            "namespaces": namespaces,
+            "packets_in": traffic.packets_in.get(),
+            "packets_out": traffic.packets_out.get(),
+            "bytes_in": traffic.bytes_in.get(),
+            "bytes_out": traffic.bytes_out.get(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
     }
 }

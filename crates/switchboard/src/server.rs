@@ -3,7 +3,6 @@
 //! HTTP API, ...). Stops accepting when the shutdown future resolves.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,30 +13,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::cors::CorsPolicy;
-use crate::engine::{Engine, EngineHandler, HttpResponse, RemoteAddr, response};
-
-/// A boxed response future.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
-
-/// Anything the server can route requests to.
-pub trait HttpService: Send + Sync + 'static {
-    fn call(&self, request: Request<Incoming>) -> ResponseFuture;
-}
+use crate::engine::{Engine, EngineHandler};
+use crate::http::{HttpResponse, HttpService, RemoteAddr, ResponseFuture, response};
 
 impl<H: EngineHandler> HttpService for Arc<Engine<H>> {
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
         let engine = self.clone();
         Box::pin(async move { engine.handle(request).await })
-    }
-}
-
-impl<F, Fut> HttpService for F
-where
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HttpResponse> + Send + 'static,
-{
-    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
-        Box::pin(self(request))
     }
 }
 

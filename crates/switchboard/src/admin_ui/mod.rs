@@ -6,60 +6,15 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::engine::{CloseReason, Engine};
+use crate::clock::iso_now;
+use crate::config::AdminUiSettings;
+use crate::engine::Engine;
 use crate::hub::{ConnectError, DisconnectReason, Event, Hub, HubObserver, Namespace, Socket};
-use crate::rules::template::iso_now;
-
-/// `[admin_ui]` in the config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminUiSettings {
-    pub enabled: bool,
-    pub namespace: String,
-    /// Basic auth: the username, and a bcrypt hash of the password. Neither: no auth.
-    pub username: Option<String>,
-    pub password_hash: Option<String>,
-    /// No join, leave, disconnect or emit from the UI.
-    pub readonly: bool,
-}
-
-impl Default for AdminUiSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            namespace: "/admin".into(),
-            username: None,
-            password_hash: None,
-            readonly: false,
-        }
-    }
-}
-
-impl AdminUiSettings {
-    /// The config check: a usable hash when auth is on.
-    pub fn check(&self) -> Result<(), String> {
-        match (&self.username, &self.password_hash) {
-            (None, None) => Ok(()),
-            (Some(_), Some(hash)) => bcrypt::verify("", hash)
-                .map(|_| ())
-                .map_err(|e| format!("admin_ui.password_hash is not a bcrypt hash: {e}")),
-            _ => Err("admin_ui needs both username and password_hash, or neither".into()),
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A socket as the Admin UI shows it.
 fn serialize(socket: &Socket) -> Value {
@@ -81,7 +36,7 @@ fn serialize(socket: &Socket) -> Value {
     let issued = socket
         .handshake()
         .issued
-        .duration_since(UNIX_EPOCH)
+        .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let address = request
@@ -266,13 +221,7 @@ impl AdminUi {
                 let Some(target) = self.select(nsp, args.get(2)) else {
                     return;
                 };
-                for socket in target.sockets() {
-                    if close {
-                        socket.conn().close(CloseReason::ForcedClose);
-                    } else {
-                        socket.disconnect();
-                    }
-                }
+                target.local_disconnect(close);
             }
             _ => {}
         }
@@ -293,7 +242,7 @@ impl AdminUi {
         if self.namespace.socket_count() == 0 {
             return now;
         }
-        let second = now_ms() / 1000 * 1000;
+        let second = crate::clock::now_millis() / 1000 * 1000;
         let aggregated: Vec<Value> = [
             ("packetsIn", now.0 - last.0),
             ("packetsOut", now.1 - last.1),

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::hub::operations::{OpError, OpErrorKind};
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -37,27 +39,24 @@ impl ApiError {
         }
     }
 
-    pub fn unknown_namespace(field: impl Into<String>, namespace: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "unknown_namespace",
-            message: format!("no namespace {namespace:?} is configured"),
-            field: Some(field.into()),
-        }
-    }
-
-    /// Prefixes the field with where the object sits (`commands[3]`).
-    pub fn within(mut self, prefix: &str) -> Self {
-        self.field = Some(match self.field {
-            Some(field) if field.starts_with('[') => format!("{prefix}{field}"),
-            Some(field) => format!("{prefix}.{field}"),
-            None => prefix.to_owned(),
-        });
-        self
-    }
-
     pub fn body(&self) -> serde_json::Value {
         json!({ "error": { "code": self.code, "message": self.message, "field": self.field } })
+    }
+}
+
+/// A hub operation's refusal, as the API answers it.
+impl From<OpError> for ApiError {
+    fn from(error: OpError) -> Self {
+        let status = match error.kind {
+            OpErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            OpErrorKind::NotFound => StatusCode::NOT_FOUND,
+        };
+        Self {
+            status,
+            code: error.code,
+            message: error.message,
+            field: error.field,
+        }
     }
 }
 

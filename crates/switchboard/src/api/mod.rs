@@ -1,16 +1,16 @@
 //! The HTTP side for backends and operators: the JSON API under `/api/` (emit, batch, join,
 //! leave, disconnect, rooms, stats, its OpenAPI document), and `/`, `/health`, `/ready`,
-//! `/metrics`. API calls run the same hub operations as client events (see `operations.rs`).
+//! `/metrics`, and the configured HTTP routes (`routes.rs`). API calls run the same hub
+//! operations as client events (`hub::operations`, `hub::reads`); the API never reaches into the
+//! transports: it speaks to the hub, the metrics and the server's HTTP types (`crate::http`).
 //!
 //! Auth: `Authorization: Bearer <key>` when keys are configured; with none, only loopback callers.
 
-pub mod cluster;
 mod error;
-mod operations;
+mod routes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -26,19 +26,15 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 pub use error::{ApiError, ApiJson, BodyLimit, parse_json};
-pub use operations::{
-    BatchRequest, Command, DisconnectRequest, EmitRequest, MAX_NAME_BYTES, MembershipRequest,
-    Prepared, check_event, check_rooms,
-};
 
 use crate::config::Config;
-use crate::engine::{Engine, HttpResponse, RemoteAddr};
-use crate::hub::Hub;
+use crate::http::{HttpResponse, HttpService, RemoteAddr, ResponseFuture};
+use crate::hub::operations::{
+    self, BatchRequest, DisconnectRequest, EmitRequest, MembershipRequest, Prepared,
+};
+use crate::hub::{Hub, reads};
 use crate::metrics::{Metrics, StatusLabel};
-use crate::server::{HttpService, ResponseFuture};
-
-/// The Socket.IO engine of the server.
-pub type SocketEngine = Engine<Arc<Hub>>;
+use crate::rules::CompiledRoute;
 
 /// The OpenAPI 3.1 description of the API, kept in the repository beside this file.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -46,30 +42,25 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// What every HTTP handler can reach.
 pub struct AppState {
     pub hub: Arc<Hub>,
-    pub engine: Arc<SocketEngine>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub started: Instant,
     /// False while the server drains for shutdown.
     pub ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(hub: Arc<Hub>, engine: Arc<SocketEngine>, config: Arc<Config>) -> Arc<Self> {
-        let metrics = Metrics::new(&engine, &hub);
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, config: Arc<Config>) -> Arc<Self> {
         Arc::new(Self {
             hub,
-            engine,
             config,
             metrics,
-            started: Instant::now(),
             ready: AtomicBool::new(true),
         })
     }
 }
 
-/// Builds the router; `extra` (configured HTTP routes, the console) is merged in.
-pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
+/// Builds the router, with the configured HTTP routes.
+pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
     let mut app = Router::new()
         .route("/", get(root))
         .route("/health", get(health))
@@ -98,7 +89,7 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             .route("/console/", get(console_page))
             .route("/console/{asset}", get(console_asset));
     }
-    app.merge(extra)
+    app.merge(routes::router(routes, &state))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -279,9 +270,9 @@ async fn rooms(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mine = cluster::local_rooms(&namespace);
+    let mine = reads::local_rooms(&namespace);
     let question = json!({ "kind": "rooms", "namespace": namespace.name() });
-    let rooms = cluster::merge_rooms(mine, &cluster::others(&state, question).await);
+    let rooms = reads::merge_rooms(mine, &reads::others(&state.hub, question).await);
     Ok(axum::Json(
         json!({ "namespace": namespace.name(), "rooms": rooms }),
     ))
@@ -293,49 +284,15 @@ async fn room(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mine = cluster::local_room_members(&namespace, &room);
+    let mine = reads::local_room_members(&namespace, &room);
     let question = json!({ "kind": "room", "namespace": namespace.name(), "room": room });
-    let sockets = cluster::merge_members(mine, &cluster::others(&state, question).await);
+    let sockets = reads::merge_members(mine, &reads::others(&state.hub, question).await);
     Ok(axum::Json(json!({
         "namespace": namespace.name(),
         "room": room,
         "size": sockets.len(),
         "sockets": sockets,
     })))
-}
-
-/// The figures `/api/stats` and the periodic stats line report.
-pub fn stats_snapshot(state: &AppState) -> Value {
-    let (polling, websocket) = state.engine.sessions_by_transport();
-    let namespaces: Vec<Value> = state
-        .hub
-        .namespaces()
-        .iter()
-        .map(|ns| {
-            json!({
-                "name": ns.name(),
-                "sockets": ns.socket_count(),
-                "rooms": ns.shared_room_count(),
-                "recovery": ns.recovers(),
-                "saved_sessions": ns.saved_sessions(),
-            })
-        })
-        .collect();
-    let traffic = state.engine.traffic();
-    json!({
-        "connections": polling + websocket,
-        "connections_by_transport": { "polling": polling, "websocket": websocket },
-        "sockets": namespaces.iter().map(|n| n["sockets"].as_u64().unwrap_or(0)).sum::<u64>(),
-        "rooms": namespaces.iter().map(|n| n["rooms"].as_u64().unwrap_or(0)).sum::<u64>(),
-        "users": state.hub.presence().online_count(),
-        "saved_sessions": namespaces.iter().map(|n| n["saved_sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
-        "namespaces": namespaces,
-        "packets_in": traffic.packets_in.get(),
-        "packets_out": traffic.packets_out.get(),
-        "bytes_in": traffic.bytes_in.get(),
-        "bytes_out": traffic.bytes_out.get(),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    })
 }
 
 #[derive(Deserialize)]
@@ -384,27 +341,7 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
             ),
         ));
     };
-    let events: Vec<Value> = page
-        .events
-        .iter()
-        .filter_map(|event| {
-            let text = std::str::from_utf8(event.frames().first()?.payload().get(1..)?).ok()?;
-            let packet = crate::protocol::socket::decode_packet(text).ok()?;
-            let mut args = match packet.data? {
-                Value::Array(args) => args,
-                _ => return None,
-            };
-            args.pop();
-            let name = args.first().cloned()?;
-            args.remove(0);
-            Some(json!({
-                "offset": event.seq.to_string(),
-                "event": name,
-                "args": args,
-                "timestamp": page.wall_ms(event),
-            }))
-        })
-        .collect();
+    let events = reads::history_events(&page);
     Ok(axum::Json(json!({
         "namespace": namespace.name(),
         "room": room,
@@ -416,8 +353,8 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
 
 async fn user(State(state): State<Arc<AppState>>, Path(user): Path<String>) -> axum::Json<Value> {
     let (online, connections) = state.hub.presence().user(&user);
-    let answers = cluster::others(&state, json!({ "kind": "user", "user": user })).await;
-    let (online, connections) = cluster::merge_user(online, connections, &answers);
+    let answers = reads::others(&state.hub, json!({ "kind": "user", "user": user })).await;
+    let (online, connections) = reads::merge_user(online, connections, &answers);
     axum::Json(json!({ "user": user, "online": online, "connections": connections }))
 }
 
@@ -427,18 +364,18 @@ async fn room_presence(
     Query(query): Query<NamespaceQuery>,
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
-    let mine = crate::app::room_users(&namespace, &room);
+    let mine = reads::room_users(&namespace, &room);
     let question = json!({ "kind": "room_users", "namespace": namespace.name(), "room": room });
-    let mut answer = cluster::merge_room_users(mine, &cluster::others(&state, question).await);
+    let mut answer = reads::merge_room_users(mine, &reads::others(&state.hub, question).await);
     answer["namespace"] = json!(namespace.name());
     Ok(axum::Json(answer))
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
-    let mut stats = stats_snapshot(&state);
+    let mut stats = state.metrics.stats_snapshot();
     if state.hub.cluster().is_some() {
-        let answers = cluster::others(&state, json!({ "kind": "stats" })).await;
-        stats["cluster"] = cluster::cluster_totals(&state, &stats, &answers);
+        let answers = reads::others(&state.hub, json!({ "kind": "stats" })).await;
+        stats["cluster"] = reads::cluster_totals(&state.hub, &stats, &answers);
     }
     axum::Json(stats)
 }
@@ -452,7 +389,7 @@ async fn openapi() -> Response {
 }
 
 async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
-    let stats = stats_snapshot(&state);
+    let stats = state.metrics.stats_snapshot();
     axum::Json(json!({
         "name": "switchboard",
         "version": env!("CARGO_PKG_VERSION"),
@@ -522,7 +459,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.engine, &state.hub);
+    let text = state.metrics.render();
     (
         [(
             header::CONTENT_TYPE,

@@ -11,70 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::config::HumanDuration;
-use crate::engine::RequestInfo;
+use crate::config::AuthSettings;
+use crate::http::RequestInfo;
 use crate::hub::ConnectError;
-
-/// `[auth]` in the config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSettings {
-    /// HMAC secret (HS256/384/512). Name an environment variable: `"${JWT_SECRET}"`.
-    pub secret: Option<String>,
-    /// PEM public key (RS256, ES256), inline or as a file path.
-    pub public_key: Option<String>,
-    pub public_key_file: Option<String>,
-    pub algorithms: Vec<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: HumanDuration,
-    /// Where to look for the token, in order: auth, query, header, cookie.
-    pub sources: Vec<String>,
-    pub query_param: String,
-    pub cookie: String,
-    /// Whether namespaces require a token unless they say otherwise.
-    pub required: bool,
-    /// The claim holding the user id (falls back to `sub`).
-    pub user_claim: String,
-    /// Socket data key -> claim name. Empty: every claim but the registered ones is copied.
-    pub claims: BTreeMap<String, String>,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            secret: None,
-            public_key: None,
-            public_key_file: None,
-            algorithms: vec!["HS256".into()],
-            issuer: None,
-            audience: None,
-            leeway: HumanDuration(Duration::from_secs(30)),
-            sources: vec![
-                "auth".into(),
-                "query".into(),
-                "header".into(),
-                "cookie".into(),
-            ],
-            query_param: "token".into(),
-            cookie: "token".into(),
-            required: true,
-            user_claim: "userId".into(),
-            claims: BTreeMap::new(),
-        }
-    }
-}
-
-impl AuthSettings {
-    /// True when a key is configured (auth is in use at all).
-    pub fn configured(&self) -> bool {
-        self.secret.is_some() || self.public_key.is_some() || self.public_key_file.is_some()
-    }
-}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,7 +328,7 @@ mod tests {
     fn expired_bad_and_wrong_audience_tokens_are_told_apart() {
         let v = verifier(AuthSettings {
             audience: Some("videos".into()),
-            leeway: HumanDuration(Duration::ZERO),
+            leeway: crate::config::HumanDuration(Duration::ZERO),
             ..hs256()
         });
         let expired = mint(

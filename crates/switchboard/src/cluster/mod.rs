@@ -1,95 +1,17 @@
-//! Clustering: what one node tells the others so that rooms span every node.
+//! Clustering: the implementation of the hub's [`Adapter`](crate::hub::adapter::Adapter), so that
+//! rooms span every node. It sits above the hub: it calls the hub's local operations to apply
+//! what other nodes did, and the hub only knows the trait.
 //!
 //! A node on its own (the default) needs nothing here: the hub's rooms are the whole truth.
-//! With `[cluster]` configured, the hub is given an [`Adapter`] and calls it after each of its
+//! With `[cluster]` configured, the hub is given an adapter and calls it after each of its
 //! operations that reach beyond this node's sockets: a broadcast, a join/leave/disconnect of
 //! sockets selected by rooms, an emit or disconnect aimed at a user. The adapter carries them to
 //! the other nodes, which apply them to their own sockets with the hub's local operations (never
 //! sending them on again). Reads the HTTP API answers for the whole cluster (room members,
-//! presence, stats) are [`Adapter::query`] questions every other node answers.
+//! presence, stats) are questions every other node answers (`hub::reads`).
 //!
 //! [`redis::RedisAdapter`] is the implementation: Redis pub/sub in the Socket.IO Redis adapter's
 //! message shapes (see `message.rs`).
 
 pub mod message;
 pub mod redis;
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-
-use bytes::Bytes;
-use serde_json::Value;
-
-use crate::hub::Target;
-
-/// A boxed future, for the trait's one async method.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What is done to a user's sockets on the other nodes.
-#[derive(Debug, Clone)]
-pub enum UserOp {
-    /// Emit to the user's sockets and to `rooms`, minus `except`, as one broadcast.
-    Emit {
-        rooms: Vec<String>,
-        except: Vec<String>,
-        event: String,
-        args: Vec<Value>,
-    },
-    /// Disconnect the user's sockets (closing their connections with `close`).
-    Disconnect { close: bool },
-}
-
-/// Carries this node's operations to the other nodes of a cluster.
-pub trait Adapter: Send + Sync {
-    /// A broadcast made on this node.
-    fn broadcast(
-        &self,
-        namespace: &str,
-        target: &Target,
-        event: &str,
-        args: &[Value],
-        attachments: &[Bytes],
-    );
-
-    /// The sockets `selection` picks join (or leave) `rooms`.
-    fn membership(&self, namespace: &str, selection: &Target, rooms: &[String], join: bool);
-
-    /// The sockets `selection` picks are disconnected.
-    fn disconnect(&self, namespace: &str, selection: &Target, close: bool);
-
-    /// An operation on a user's sockets wherever they are connected.
-    fn for_user(&self, namespace: &str, user: &str, op: UserOp);
-
-    /// A namespace was created on this node (requests about it are listened for).
-    fn namespace_added(&self, namespace: &str);
-
-    /// Asks every other node `question`; answers with what they said (nodes that do not answer
-    /// within the configured timeout are left out).
-    fn query(&self, question: Value) -> BoxFuture<'_, Vec<Value>>;
-
-    /// Whether the link to the other nodes is up now.
-    fn is_connected(&self) -> bool;
-
-    /// Messages for the other nodes dropped since start.
-    fn dropped(&self) -> u64;
-
-    /// This node is shutting down: tells the others (its users are gone with it) and waits,
-    /// briefly, until what it said before has been sent.
-    fn leave(&self) -> BoxFuture<'_, ()>;
-}
-
-/// Where the hub and its namespaces find the adapter: empty on a node of its own.
-#[derive(Default)]
-pub struct ClusterSlot(OnceLock<Arc<dyn Adapter>>);
-
-impl ClusterSlot {
-    pub fn get(&self) -> Option<&Arc<dyn Adapter>> {
-        self.0.get()
-    }
-
-    /// Sets the adapter once; a second one is refused (returned).
-    pub fn set(&self, adapter: Arc<dyn Adapter>) -> Result<(), Arc<dyn Adapter>> {
-        self.0.set(adapter)
-    }
-}

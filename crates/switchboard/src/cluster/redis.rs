@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::message::{self, request_type};
-use super::{Adapter, BoxFuture, UserOp};
+use crate::hub::adapter::{Adapter, BoxFuture, UserOp};
 use crate::hub::{Hub, Namespace, Target};
 
 /// What messages wait for the publisher at most; past it a message is dropped (and logged).

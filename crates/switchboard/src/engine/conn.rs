@@ -13,12 +13,10 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::{Mutex, MutexGuard};
 use socket2::SockRef;
 use tokio::io::Interest;
@@ -27,6 +25,7 @@ use tokio::sync::Notify;
 
 use super::frame::Frame;
 use super::traffic::Traffic;
+use crate::http::RequestInfo;
 
 /// Why a session ended. The Socket.IO layer reports these as disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,78 +103,6 @@ impl TransportKind {
             Self::Polling => "polling",
             Self::WebSocket => "websocket",
         }
-    }
-}
-
-/// Headers kept from the opening request, as a plain list: a session keeps only a few (see
-/// [`KEPT_HEADERS`]), and a `HeaderMap` costs several times more per session for so few.
-#[derive(Debug, Default, Clone)]
-pub struct KeptHeaders(Box<[(HeaderName, HeaderValue)]>);
-
-impl KeptHeaders {
-    /// Keeps the [`KEPT_HEADERS`] of a request's headers.
-    pub fn from_request(headers: &HeaderMap) -> Self {
-        let mut kept = Vec::new();
-        for name in KEPT_HEADERS {
-            for value in headers.get_all(name) {
-                kept.push((HeaderName::from_static(name), value.clone()));
-            }
-        }
-        Self(kept.into_boxed_slice())
-    }
-
-    /// The first value of a header.
-    pub fn get(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
-        self.get_all(name).next()
-    }
-
-    /// Every value of a header, in order.
-    pub fn get_all(&self, name: impl AsRef<str>) -> impl Iterator<Item = &HeaderValue> {
-        let name = name.as_ref().to_owned();
-        self.0
-            .iter()
-            .filter(move |(key, _)| key.as_str().eq_ignore_ascii_case(&name))
-            .map(|(_, value)| value)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(name, value)| (name, value))
-    }
-
-    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        let mut kept = std::mem::take(&mut self.0).into_vec();
-        kept.retain(|(key, _)| *key != name);
-        kept.push((name, value));
-        self.0 = kept.into_boxed_slice();
-    }
-}
-
-/// The parts of the opening HTTP request that the layers above may need (auth, templates).
-#[derive(Debug, Default)]
-pub struct RequestInfo {
-    /// The application's query parameters (not the engine's own `EIO`, `transport`, `sid`, `t`).
-    pub query: Box<[(String, String)]>,
-    /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
-    pub headers: KeptHeaders,
-    pub remote_addr: Option<SocketAddr>,
-}
-
-/// Headers kept from the opening request; the rest are dropped to keep sessions small.
-pub const KEPT_HEADERS: [&str; 6] = [
-    "authorization",
-    "cookie",
-    "origin",
-    "user-agent",
-    "x-forwarded-for",
-    "x-real-ip",
-];
-
-impl RequestInfo {
-    pub fn query_value(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -338,7 +338,8 @@ mod tests {
     use std::task::Waker;
 
     use super::*;
-    use crate::engine::{KeptHeaders, RequestInfo, Traffic, TransportKind};
+    use crate::engine::{Traffic, TransportKind};
+    use crate::http::{KeptHeaders, RequestInfo};
 
     /// A session on a real loopback socket, and the client's end of it.
     async fn session() -> (Arc<EngineConn>, std::net::TcpStream) {

@@ -23,22 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, Request, StatusCode};
 use parking_lot::RwLock;
 
-pub use conn::{
-    CloseReason, EngineConn, KEPT_HEADERS, KeptHeaders, RequestInfo, SendError, TransportKind,
-};
+use crate::config::{EngineSettings, LimitsConfig};
+use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
+
+pub use conn::{CloseReason, EngineConn, SendError, TransportKind};
 pub use flush::{SendBatch, write_deferred};
 pub use frame::Frame;
 use session::Session;
 pub use traffic::Traffic;
 
 pub(crate) const RECORD_SEPARATOR_BYTE: u8 = crate::protocol::engine::RECORD_SEPARATOR;
-
-/// The body of every response the engine gives.
-pub type HttpResponse = Response<Full<Bytes>>;
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -68,6 +65,23 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             max_queued_frames: 4096,
             max_sessions: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The engine's part of the config: `[engine]`, and the queue and connection caps of
+    /// `[limits]`.
+    pub fn from_settings(engine: &EngineSettings, limits: &LimitsConfig) -> Self {
+        Self {
+            ping_interval: engine.ping_interval.0,
+            ping_timeout: engine.ping_timeout.0,
+            max_payload: engine.max_payload.0,
+            allow_polling: engine.transports.iter().any(|t| t == "polling"),
+            allow_websocket: engine.transports.iter().any(|t| t == "websocket"),
+            upgrade_timeout: engine.upgrade_timeout.0,
+            max_queued_frames: limits.socket_queue,
+            max_sessions: (limits.max_connections > 0).then_some(limits.max_connections),
         }
     }
 }
@@ -118,10 +132,6 @@ impl EngineHandler for Echo {
     fn on_close(&self, _: &(), _: &Arc<EngineConn>, _: CloseReason) {}
 }
 
-/// The remote address of a request, put in its extensions by the server's accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub std::net::SocketAddr);
-
 /// The Engine.IO error codes, as the reference server numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EngineError {
@@ -158,15 +168,6 @@ impl EngineError {
         );
         response(status, "application/json", Bytes::from(body))
     }
-}
-
-pub(crate) fn response(status: StatusCode, content_type: &str, body: Bytes) -> HttpResponse {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    if let Ok(value) = header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
-    }
-    response
 }
 
 /// The Engine.IO server. Share it in an `Arc`; mount [`Engine::handle`] at a path.

@@ -3,14 +3,20 @@
 //! [`Hub`] is the engine's handler: each Engine.IO session gets a `Client` that decodes its
 //! packets (reassembling binary attachments), connects it to namespaces and routes its events to
 //! the namespace handlers, in order and on the calling thread, never a task per message.
-//! The HTTP API and configured rules call the same operations ([`Namespace`], [`Broadcast`]).
+//! The HTTP API and configured rules call the same operations ([`Namespace`], [`Broadcast`]);
+//! callers outside a socket go through `operations.rs` (writes checked whole) and `reads.rs`
+//! (cluster-wide reads). The cluster's [`adapter::Adapter`] is a trait defined here and
+//! implemented above the hub (`crate::cluster`).
 
+pub mod adapter;
 mod broadcast;
 mod event;
 mod namespace;
 mod online;
+pub mod operations;
 mod packets;
 mod presence;
+pub mod reads;
 mod recovery;
 mod socket;
 
@@ -30,9 +36,12 @@ pub use presence::{Presence, PresenceListener, user_id};
 pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
 pub use socket::{Room, Socket};
 
-use crate::cluster::{Adapter, ClusterSlot};
-use crate::engine::{CloseReason, EngineConn, EngineHandler, Message};
+use crate::engine::{CloseReason, Engine, EngineConn, EngineHandler, Message};
 use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
+use adapter::{Adapter, ClusterSlot};
+
+/// The Engine.IO server with the hub as its handler: the server's Socket.IO endpoint.
+pub type SocketEngine = Engine<Arc<Hub>>;
 
 /// The Socket.IO layer's settings.
 #[derive(Debug, Clone)]

@@ -62,7 +62,7 @@ pub struct Namespace {
     pub(crate) presence: Arc<Presence>,
     pub(crate) observers: Arc<super::Observers>,
     /// The other nodes, when clustered.
-    pub(crate) cluster: Arc<crate::cluster::ClusterSlot>,
+    pub(crate) cluster: Arc<super::adapter::ClusterSlot>,
     /// The values `{online.<key>}` lists, counted over this namespace's sockets.
     pub(crate) online: super::online::OnlineIndex,
 }
@@ -73,7 +73,7 @@ impl Namespace {
         fanout: Histogram,
         presence: Arc<Presence>,
         observers: Arc<super::Observers>,
-        cluster: Arc<crate::cluster::ClusterSlot>,
+        cluster: Arc<super::adapter::ClusterSlot>,
     ) -> Self {
         Self {
             name,
@@ -90,7 +90,7 @@ impl Namespace {
     }
 
     /// The cluster adapter, when this node is part of a cluster.
-    pub fn cluster(&self) -> Option<&Arc<dyn crate::cluster::Adapter>> {
+    pub fn cluster(&self) -> Option<&Arc<dyn super::adapter::Adapter>> {
         self.cluster.get()
     }
 

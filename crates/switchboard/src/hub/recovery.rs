@@ -19,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::socket::{Room, RoomSet};
-use crate::cors::glob_match;
+use crate::config::{HistorySettings, RecoverySettings};
 use crate::engine::Frame;
+use crate::pattern::glob_match;
 
 /// History limits for the rooms matching `pattern` (`*` wildcards); the first match wins.
 #[derive(Debug, Clone)]
@@ -44,6 +45,27 @@ pub struct RecoveryConfig {
     pub rerun_middleware: bool,
     /// Whether the connect handlers (rules) run again when a session is recovered.
     pub rerun_on_connect: bool,
+}
+
+impl RecoveryConfig {
+    /// Recovery's part of the config: `[recovery]` and the `[[history]]` limits.
+    pub fn from_settings(recovery: &RecoverySettings, history: &[HistorySettings]) -> Self {
+        Self {
+            max_disconnection: recovery.max_disconnection_duration.0,
+            max_sessions: recovery.max_sessions,
+            max_rooms: recovery.max_rooms,
+            history: history
+                .iter()
+                .map(|h| HistoryLimit {
+                    pattern: h.rooms.clone(),
+                    max_events: h.max_events,
+                    max_age: h.max_age.0,
+                })
+                .collect(),
+            rerun_middleware: recovery.rerun_auth,
+            rerun_on_connect: recovery.rerun_on_connect,
+        }
+    }
 }
 
 impl Default for RecoveryConfig {

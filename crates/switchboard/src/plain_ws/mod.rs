@@ -18,47 +18,21 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::auth::Verifier;
-use crate::config::HumanDuration;
-use crate::engine::{Frame, HttpResponse, RemoteAddr, RequestInfo, response};
+use crate::clock::iso_now;
+use crate::config::PlainWsSettings;
+use crate::engine::Frame;
+use crate::http::{
+    HttpResponse, HttpService, KeptHeaders, RemoteAddr, RequestInfo, ResponseFuture, response,
+};
 use crate::hub::{Presence, user_id};
-use crate::rules::template::iso_now;
-use crate::server::{HttpService, ResponseFuture};
 use crate::websocket::{
     Incoming as Received, MessageReader, ReadError, close_gracefully, next_message, write_all,
 };
-
-/// `[plain_ws]` in the config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlainWsSettings {
-    /// Where the endpoint listens; none: off.
-    pub path: Option<String>,
-    /// The query parameter that names the user (without auth).
-    pub user_param: String,
-    pub ping_interval: HumanDuration,
-    /// Whether a token is required (default: `auth.required` when auth is configured).
-    pub require_auth: Option<bool>,
-    /// Messages queued per client before it is dropped as too slow.
-    pub queue: usize,
-}
-
-impl Default for PlainWsSettings {
-    fn default() -> Self {
-        Self {
-            path: None,
-            user_param: "userId".into(),
-            ping_interval: HumanDuration(Duration::from_secs(30)),
-            require_auth: None,
-            queue: 256,
-        }
-    }
-}
 
 struct Client {
     outbox: mpsc::Sender<Frame>,
@@ -208,7 +182,7 @@ impl PlainWs {
                 .query()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
-            headers: crate::engine::KeptHeaders::from_request(request.headers()),
+            headers: KeptHeaders::from_request(request.headers()),
             remote_addr: request.extensions().get::<RemoteAddr>().map(|a| a.0),
         };
         let user = match self.identify(&info) {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::spec::{ActionSpec, ArgSpec, EmitSpec, EventRule, RouteSpec, TargetKind};
 use super::template::{Scope, TextTemplate, ValueTemplate};
+use crate::config::rules::{ActionSpec, ArgSpec, EmitSpec, EventRule, RouteSpec, TargetKind};
 use crate::config::{Config, NamespaceConfig, RoomPermission};
 use crate::protocol::socket::RESERVED_EVENTS;
 

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::compile::{Action, ArgCheck, EventActions, NamespaceRules, Payload, Target, TypeCheck};
 use super::template::{Context, TextTemplate, ValueError};
-use crate::cors::glob_match;
 use crate::hub::{Event, Socket};
+use crate::pattern::glob_match;
 
 pub struct RuleSet {
     rules: NamespaceRules,

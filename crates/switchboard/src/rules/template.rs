@@ -9,8 +9,6 @@
 //! Substitution is one pass: a value a client sends is never read as a template itself, and it
 //! becomes exactly one room name, so it cannot reach into other rooms.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Map, Value};
 
 /// Where a template is used decides which values it may read.
@@ -314,38 +312,6 @@ fn lookup<'v>(mut value: &'v Value, path: &[Segment]) -> Option<&'v Value> {
     Some(value)
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `2026-11-23T14:05:09.123Z`, computed without a date library.
-pub fn iso_now() -> String {
-    let millis = now_millis();
-    let seconds = millis / 1000;
-    let days = (seconds / 86400) as i64;
-    let rem = seconds % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        millis % 1000
-    )
-}
-
 fn resolve(placeholder: &Placeholder, context: &Context) -> Result<Value, ValueError> {
     let found = match &placeholder.source {
         Source::SocketId => context.socket_id.map(|id| Value::String(id.to_owned())),
@@ -381,8 +347,8 @@ fn resolve(placeholder: &Placeholder, context: &Context) -> Result<Value, ValueE
             .body
             .and_then(|body| lookup(body, &placeholder.path))
             .cloned(),
-        Source::Now => Some(Value::from(now_millis())),
-        Source::NowIso => Some(Value::String(iso_now())),
+        Source::Now => Some(Value::from(crate::clock::now_millis())),
+        Source::NowIso => Some(Value::String(crate::clock::iso_now())),
         Source::Online(key) => context.online.map(|online| Value::Array(online(key))),
     };
     match found {
@@ -554,12 +520,5 @@ mod tests {
         );
         assert!(TextTemplate::compile("room-{arg", Scope::Event).is_err());
         assert!(TextTemplate::compile("{socket.name}", Scope::Event).is_err());
-    }
-
-    #[test]
-    fn iso_timestamps_look_right() {
-        let now = iso_now();
-        assert_eq!(now.len(), 24);
-        assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
     }
 }

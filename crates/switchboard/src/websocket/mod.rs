@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::engine::HttpResponse;
+use crate::http::HttpResponse;
 
 /// True when `headers` list `token` (case-insensitively) in a comma-separated header.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {

@@ -1,5 +1,7 @@
-//! The API's reads for a whole cluster: the question each read asks the other nodes, how a node
-//! answers it from what it holds, and how the answers add up with this node's own.
+//! The hub's reads for a whole cluster (rooms, room members, the users in a room, a user, the
+//! history of a room): what this node holds, the question each read asks the other nodes, how a
+//! node answers it, and how the answers add up with this node's own. The HTTP API, the room
+//! query event and the cluster adapter's answerer all call these.
 //!
 //! On a node of its own the questions are never asked and the reads are this node's figures.
 
@@ -7,27 +9,25 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::AppState;
-use crate::hub::Namespace;
+use super::{HistoryPage, Hub, Namespace};
 
-/// What this node holds about `question` (asked by another node).
-pub fn answer(state: &AppState, question: &Value) -> Value {
-    let namespace = question["namespace"]
-        .as_str()
-        .and_then(|name| state.hub.of(name));
+/// What this node holds about `question` (asked by another node); `stats` gives this node's
+/// figures for a `stats` question (they come from every layer, not only the hub).
+pub fn answer(hub: &Hub, question: &Value, stats: impl FnOnce() -> Value) -> Value {
+    let namespace = question["namespace"].as_str().and_then(|name| hub.of(name));
     let room = question["room"].as_str().unwrap_or_default();
     match (question["kind"].as_str(), namespace) {
         (Some("rooms"), Some(namespace)) => json!(local_rooms(&namespace)),
         (Some("room"), Some(namespace)) => json!(local_room_members(&namespace, room)),
-        (Some("room_users"), Some(namespace)) => crate::app::room_users(&namespace, room),
+        (Some("room_users"), Some(namespace)) => room_users(&namespace, room),
         (Some("user"), _) => {
             let user = question["user"].as_str().unwrap_or_default();
-            let (online, connections) = state.hub.presence().user(user);
+            let (online, connections) = hub.presence().user(user);
             json!({ "online": online, "connections": connections })
         }
         (Some("stats"), _) => {
-            let mut stats = super::stats_snapshot(state);
-            stats["online_users"] = json!(state.hub.presence().online_users());
+            let mut stats = stats();
+            stats["online_users"] = json!(hub.presence().online_users());
             stats
         }
         _ => Value::Null,
@@ -35,8 +35,8 @@ pub fn answer(state: &AppState, question: &Value) -> Value {
 }
 
 /// The other nodes' answers to `question` (none on a node of its own).
-pub async fn others(state: &AppState, question: Value) -> Vec<Value> {
-    match state.hub.cluster() {
+pub async fn others(hub: &Hub, question: Value) -> Vec<Value> {
+    match hub.cluster() {
         Some(cluster) => cluster.query(question).await,
         None => Vec::new(),
     }
@@ -50,6 +50,25 @@ pub fn local_rooms(namespace: &Namespace) -> BTreeMap<String, usize> {
         .filter(|(room, _)| !namespace.is_private_room(room))
         .map(|(room, size)| (room.to_string(), size))
         .collect()
+}
+
+/// The users in a room on this node: each user with their connections, and the sockets with no
+/// user.
+pub fn room_users(namespace: &Namespace, room: &str) -> Value {
+    let key = namespace.presence().user_key().to_owned();
+    let mut users: BTreeMap<String, usize> = BTreeMap::new();
+    let mut anonymous = 0;
+    for socket in namespace.room_members(room) {
+        match socket.data().get(&key).and_then(super::user_id) {
+            Some(user) => *users.entry(user).or_default() += 1,
+            None => anonymous += 1,
+        }
+    }
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(user, connections)| json!({ "user": user, "connections": connections }))
+        .collect();
+    json!({ "room": room, "users": users, "anonymous": anonymous })
 }
 
 /// Rooms of every node: sizes add up.
@@ -131,7 +150,7 @@ pub fn merge_room_users(mut mine: Value, answers: &[Value]) -> Value {
 
 /// The cluster's totals beside this node's figures: nodes that answered, connections, sockets,
 /// and users online anywhere (a user on two nodes counted once).
-pub fn cluster_totals(state: &AppState, mine: &Value, answers: &[Value]) -> Value {
+pub fn cluster_totals(hub: &Hub, mine: &Value, answers: &[Value]) -> Value {
     let sum = |key: &str| -> u64 {
         std::iter::once(mine)
             .chain(answers)
@@ -139,7 +158,7 @@ pub fn cluster_totals(state: &AppState, mine: &Value, answers: &[Value]) -> Valu
             .sum()
     };
     let mut users: std::collections::BTreeSet<String> =
-        state.hub.presence().online_users().into_iter().collect();
+        hub.presence().online_users().into_iter().collect();
     for answer in answers {
         for user in answer["online_users"].as_array().into_iter().flatten() {
             if let Some(user) = user.as_str() {
@@ -149,9 +168,34 @@ pub fn cluster_totals(state: &AppState, mine: &Value, answers: &[Value]) -> Valu
     }
     json!({
         "nodes": answers.len() + 1,
-        "connected": state.hub.cluster().is_some_and(|c| c.is_connected()),
+        "connected": hub.cluster().is_some_and(|c| c.is_connected()),
         "connections": sum("connections"),
         "sockets": sum("sockets"),
         "users": users.len(),
     })
+}
+
+/// A page of a room's stored events as the API shows them: each event's offset, name,
+/// arguments (without the offset recovery appends) and when it was stored.
+pub fn history_events(page: &HistoryPage) -> Vec<Value> {
+    page.events
+        .iter()
+        .filter_map(|event| {
+            let text = std::str::from_utf8(event.frames().first()?.payload().get(1..)?).ok()?;
+            let packet = crate::protocol::socket::decode_packet(text).ok()?;
+            let mut args = match packet.data? {
+                Value::Array(args) => args,
+                _ => return None,
+            };
+            args.pop();
+            let name = args.first().cloned()?;
+            args.remove(0);
+            Some(json!({
+                "offset": event.seq.to_string(),
+                "event": name,
+                "args": args,
+                "timestamp": page.wall_ms(event),
+            }))
+        })
+        .collect()
 }

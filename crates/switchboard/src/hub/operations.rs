@@ -1,16 +1,69 @@
-//! The HTTP API's write operations (emit, join, leave, disconnect, batch): request shapes,
-//! validation and their execution through the same hub operations client events use.
-//! Each request is checked whole before anything happens, so a bad one changes nothing.
+//! The hub's write operations for callers outside a socket (the HTTP API, its batches, and any
+//! part that acts on sockets it selects): emit, join, leave, disconnect, as requests checked
+//! whole before anything happens (a bad one changes nothing), then run through the same
+//! [`Broadcast`] operations client events use, and carried to the other nodes of a cluster.
+//! A refusal is an [`OpError`] naming the request field at fault; the API answers it as a 4xx.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
-use crate::cluster::UserOp;
-use crate::hub::{Broadcast, Hub, Namespace};
+use super::adapter::UserOp;
+use super::{Broadcast, Hub, Namespace};
 use crate::protocol::socket::RESERVED_EVENTS;
+
+/// Why an operation was refused: a request field at fault, or something it names that does not
+/// exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OpError {
+    pub kind: OpErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    /// The field at fault (`rooms[1]`, `commands[2].event`).
+    pub field: Option<String>,
+}
+
+/// What kind of refusal an [`OpError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpErrorKind {
+    /// The request is malformed (HTTP 400).
+    Invalid,
+    /// It names something that does not exist (HTTP 404).
+    NotFound,
+}
+
+impl OpError {
+    /// A bad value in one field of the request.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: OpErrorKind::Invalid,
+            code: "invalid_field",
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn unknown_namespace(field: impl Into<String>, namespace: &str) -> Self {
+        Self {
+            kind: OpErrorKind::NotFound,
+            code: "unknown_namespace",
+            message: format!("no namespace {namespace:?} is configured"),
+            field: Some(field.into()),
+        }
+    }
+
+    /// Prefixes the field with where the object sits (`commands[3]`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = Some(match self.field {
+            Some(field) if field.starts_with('[') => format!("{prefix}{field}"),
+            Some(field) => format!("{prefix}.{field}"),
+            None => prefix.to_owned(),
+        });
+        self
+    }
+}
 
 /// Room names (and event names) longer than this are refused.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -56,13 +109,13 @@ impl UserId {
 }
 
 /// The socket ids of `user` in `namespace` (none when the user has no socket there).
-fn user_sockets(namespace: &Namespace, user: &Option<UserId>) -> Result<Vec<String>, ApiError> {
+fn user_sockets(namespace: &Namespace, user: &Option<UserId>) -> Result<Vec<String>, OpError> {
     let Some(user) = user else {
         return Ok(Vec::new());
     };
     let user = user.as_string();
     if user.is_empty() || user.len() > MAX_NAME_BYTES {
-        return Err(ApiError::field(
+        return Err(OpError::field(
             "user",
             format!("a user id is 1 to {MAX_NAME_BYTES} bytes"),
         ));
@@ -123,18 +176,18 @@ pub struct BatchRequest {
     pub commands: Vec<Command>,
 }
 
-pub fn check_event(field: &str, event: &str) -> Result<(), ApiError> {
+pub fn check_event(field: &str, event: &str) -> Result<(), OpError> {
     if event.is_empty() {
-        return Err(ApiError::field(field, "the event name is empty"));
+        return Err(OpError::field(field, "the event name is empty"));
     }
     if event.len() > MAX_NAME_BYTES {
-        return Err(ApiError::field(
+        return Err(OpError::field(
             field,
             format!("the event name is over {MAX_NAME_BYTES} bytes"),
         ));
     }
     if RESERVED_EVENTS.contains(&event) {
-        return Err(ApiError::field(
+        return Err(OpError::field(
             field,
             format!("{event:?} is reserved by Socket.IO"),
         ));
@@ -142,10 +195,10 @@ pub fn check_event(field: &str, event: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn check_rooms(field: &str, rooms: &[String]) -> Result<(), ApiError> {
+pub fn check_rooms(field: &str, rooms: &[String]) -> Result<(), OpError> {
     for (index, room) in rooms.iter().enumerate() {
         if room.is_empty() || room.len() > MAX_NAME_BYTES {
-            return Err(ApiError::field(
+            return Err(OpError::field(
                 format!("{field}[{index}]"),
                 format!("a room name is 1 to {MAX_NAME_BYTES} bytes"),
             ));
@@ -154,16 +207,16 @@ pub fn check_rooms(field: &str, rooms: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn namespace(hub: &Hub, name: Option<&str>) -> Result<Arc<Namespace>, ApiError> {
+pub fn namespace(hub: &Hub, name: Option<&str>) -> Result<Arc<Namespace>, OpError> {
     let name = name.unwrap_or("/");
     if !name.starts_with('/') {
-        return Err(ApiError::field(
+        return Err(OpError::field(
             "namespace",
             format!("a namespace starts with '/' (got {name:?})"),
         ));
     }
     hub.of(name)
-        .ok_or_else(|| ApiError::unknown_namespace("namespace", name))
+        .ok_or_else(|| OpError::unknown_namespace("namespace", name))
 }
 
 /// An operation checked and ready to run.
@@ -213,7 +266,7 @@ pub enum Prepared {
 }
 
 impl EmitRequest {
-    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, OpError> {
         check_event("event", &self.event)?;
         check_rooms("rooms", &self.rooms)?;
         check_rooms("except", &self.except)?;
@@ -222,10 +275,7 @@ impl EmitRequest {
         let of_user = user_sockets(&namespace, &self.user)?;
         let args = match (self.args, self.data) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::field(
-                    "data",
-                    "give either args or data, not both",
-                ));
+                return Err(OpError::field("data", "give either args or data, not both"));
             }
             (Some(args), None) => args,
             (None, Some(data)) => vec![data],
@@ -263,15 +313,15 @@ impl EmitRequest {
 }
 
 impl MembershipRequest {
-    fn prepare(self, hub: &Hub, join: bool) -> Result<Prepared, ApiError> {
+    fn prepare(self, hub: &Hub, join: bool) -> Result<Prepared, OpError> {
         check_rooms("sockets", &self.sockets)?;
         check_rooms("in", &self.within)?;
         check_rooms("rooms", &self.rooms)?;
         if self.rooms.is_empty() {
-            return Err(ApiError::field("rooms", "name at least one room"));
+            return Err(OpError::field("rooms", "name at least one room"));
         }
         if self.sockets.is_empty() && self.within.is_empty() {
-            return Err(ApiError::field(
+            return Err(OpError::field(
                 "sockets",
                 "select sockets by id (sockets) or by the rooms they are in (in)",
             ));
@@ -292,21 +342,21 @@ impl MembershipRequest {
         })
     }
 
-    pub fn prepare_join(self, hub: &Hub) -> Result<Prepared, ApiError> {
+    pub fn prepare_join(self, hub: &Hub) -> Result<Prepared, OpError> {
         self.prepare(hub, true)
     }
 
-    pub fn prepare_leave(self, hub: &Hub) -> Result<Prepared, ApiError> {
+    pub fn prepare_leave(self, hub: &Hub) -> Result<Prepared, OpError> {
         self.prepare(hub, false)
     }
 }
 
 impl DisconnectRequest {
-    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, OpError> {
         check_rooms("sockets", &self.sockets)?;
         check_rooms("rooms", &self.rooms)?;
         if self.sockets.is_empty() && self.rooms.is_empty() && self.user.is_none() {
-            return Err(ApiError::field(
+            return Err(OpError::field(
                 "sockets",
                 "select sockets by id (sockets), by room (rooms) or by user (user)",
             ));
@@ -342,7 +392,7 @@ impl DisconnectRequest {
 }
 
 impl Command {
-    pub fn prepare(self, hub: &Hub) -> Result<Prepared, ApiError> {
+    pub fn prepare(self, hub: &Hub) -> Result<Prepared, OpError> {
         match self {
             Command::Emit(request) => request.prepare(hub),
             Command::Join(request) => request.prepare_join(hub),
@@ -438,9 +488,9 @@ impl Prepared {
 }
 
 impl BatchRequest {
-    pub fn prepare(self, hub: &Hub) -> Result<Vec<Prepared>, ApiError> {
+    pub fn prepare(self, hub: &Hub) -> Result<Vec<Prepared>, OpError> {
         if self.commands.len() > MAX_BATCH {
-            return Err(ApiError::field(
+            return Err(OpError::field(
                 "commands",
                 format!("at most {MAX_BATCH} commands per batch"),
             ));

@@ -1,5 +1,6 @@
-//! HTTP route aliases: `POST /broadcast/order-created` (say) emits one event into rooms, with the
-//! request body (or a template over it) as the payload. Answers `{"success": true, "event",
+//! The configured HTTP routes (`[[routes]]`, compiled by `crate::rules`): `POST
+//! /broadcast/order-created` (say) emits one event into rooms, with the request body (or a
+//! template over it) as the payload. Answers `{"success": true, "event",
 //! "reached": N}`; a bad body answers 400 with `{"success": false, "error": {code, message,
 //! field}}`. Routes follow the API's key policy unless marked `public`.
 
@@ -13,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::compile::CompiledRoute;
-use super::template::Context;
-use crate::api::{self, AppState};
+use super::AppState;
+use crate::rules::CompiledRoute;
+use crate::rules::template::Context;
 
 fn refuse(status: StatusCode, code: &str, message: String, field: Option<String>) -> Response {
     (
@@ -134,7 +135,7 @@ pub fn router(routes: &[CompiledRoute], state: &Arc<AppState>) -> Router<Arc<App
         } else {
             method_router.route_layer(middleware::from_fn_with_state(
                 state.clone(),
-                api::authorize,
+                super::authorize,
             ))
         };
         router = router.route(&route.path, method_router);

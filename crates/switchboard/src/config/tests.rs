@@ -1,0 +1,116 @@
+//! The config's loading and validation, as a user meets them: defaults, errors naming key and
+//! line, environment overrides, secrets.
+
+use std::time::Duration;
+
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = std::env::temp_dir().join(format!("sb-config-{}", rand::random::<u64>()));
+    std::fs::write(&dir, text).unwrap();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let result = Config::load_with_env(Some(&dir), &Overrides::default(), &env);
+    let _ = std::fs::remove_file(&dir);
+    result
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let config = Config::load_with_env(None, &Overrides::default(), &[]).unwrap();
+    assert_eq!(config.server.port, 4000);
+    assert_eq!(config.server.path, "/socket.io/");
+    assert_eq!(config.namespace_names(), ["/"]);
+}
+
+#[test]
+fn a_typo_names_the_key_and_line() {
+    let error = load("[server]\nport = 4001\nprot = 1\n", &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(":3:"), "{message}");
+    assert!(message.contains("prot"), "{message}");
+    let ConfigError::File { line, key, .. } = error else {
+        panic!()
+    };
+    assert_eq!(line, 3);
+    assert_eq!(key.as_deref(), Some("server.prot"));
+}
+
+#[test]
+fn a_cluster_is_configured_by_its_redis_url_and_a_bad_one_is_named() {
+    let config = load(
+        "[cluster]\nkey = \"app\"\n",
+        &[("SWITCHBOARD_CLUSTER_REDIS_URL", "redis://10.0.0.5:6379/2")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.cluster.redis_url.as_deref(),
+        Some("redis://10.0.0.5:6379/2")
+    );
+    assert_eq!(config.cluster.key, "app");
+    let error = load("[server]\n[cluster]\nredis_url = \"http://x\"\n", &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(":3:") && message.contains("cluster.redis_url"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_wrong_type_names_the_key_and_line() {
+    let error = load("[engine]\n\nping_interval = \"soon\"\n", &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(":3:") && message.contains("engine.ping_interval"),
+        "{message}"
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let config = load(
+        "[engine]\nping_interval = \"10s\"\n",
+        &[
+            ("SWITCHBOARD_ENGINE_PING_INTERVAL", "3s"),
+            ("SWITCHBOARD_API_KEYS", "key-one-123,key-two-456"),
+            ("SWITCHBOARD_CORS_ORIGINS", "https://a.example.com"),
+            ("PORT", "5005"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.engine.ping_interval.0, Duration::from_secs(3));
+    assert_eq!(config.api.keys, ["key-one-123", "key-two-456"]);
+    assert_eq!(config.cors.origins, ["https://a.example.com"]);
+    assert_eq!(config.server.port, 5005);
+    let error = load("", &[("SWITCHBOARD_ENGINE_PING_INTERVL", "3s")]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("SWITCHBOARD_ENGINE_PING_INTERVL"),
+        "{error}"
+    );
+    let error = load("", &[("SWITCHBOARD_NOPE", "3s")]).unwrap_err();
+    assert!(error.to_string().contains("SWITCHBOARD_NOPE"), "{error}");
+}
+
+#[test]
+fn secrets_come_from_named_variables() {
+    let config = load(
+        "[api]\nkeys = [\"${MY_KEY}\"]\n",
+        &[("MY_KEY", "secret-from-env")],
+    )
+    .unwrap();
+    assert_eq!(config.api.keys, ["secret-from-env"]);
+    let error = load("[api]\nkeys = [\"${MISSING_KEY}\"]\n", &[]).unwrap_err();
+    assert!(error.to_string().contains("MISSING_KEY"), "{error}");
+    assert!(error.to_string().contains(":2:"), "{error}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let error = load("[engine]\ntransports = [\"carrier-pigeon\"]\n", &[]).unwrap_err();
+    assert!(error.to_string().contains("engine.transports"), "{error}");
+    assert!(error.to_string().contains(":2:"), "{error}");
+}

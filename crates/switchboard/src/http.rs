@@ -1,0 +1,121 @@
+//! The HTTP vocabulary every part shares, owned by the server: the response type, the remote
+//! address the accept loop records, what an opening request carried (kept for a session's life:
+//! auth, templates, a backend's connect proxy), and the service trait routes implement.
+//! It holds no behaviour of its own, so the transports, the API and auth can all speak it
+//! without reaching into one another.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// The body of every response the server gives.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
+
+/// Anything the server can route requests to.
+pub trait HttpService: Send + Sync + 'static {
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture;
+}
+
+impl<F, Fut> HttpService for F
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HttpResponse> + Send + 'static,
+{
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// The remote address of a request, put in its extensions by the server's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// A response with a status, a content type and a body.
+pub fn response(status: StatusCode, content_type: &str, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Headers kept from the opening request, as a plain list: a session keeps only a few (see
+/// [`KEPT_HEADERS`]), and a `HeaderMap` costs several times more per session for so few.
+#[derive(Debug, Default, Clone)]
+pub struct KeptHeaders(Box<[(HeaderName, HeaderValue)]>);
+
+impl KeptHeaders {
+    /// Keeps the [`KEPT_HEADERS`] of a request's headers.
+    pub fn from_request(headers: &HeaderMap) -> Self {
+        let mut kept = Vec::new();
+        for name in KEPT_HEADERS {
+            for value in headers.get_all(name) {
+                kept.push((HeaderName::from_static(name), value.clone()));
+            }
+        }
+        Self(kept.into_boxed_slice())
+    }
+
+    /// The first value of a header.
+    pub fn get(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
+        self.get_all(name).next()
+    }
+
+    /// Every value of a header, in order.
+    pub fn get_all(&self, name: impl AsRef<str>) -> impl Iterator<Item = &HeaderValue> {
+        let name = name.as_ref().to_owned();
+        self.0
+            .iter()
+            .filter(move |(key, _)| key.as_str().eq_ignore_ascii_case(&name))
+            .map(|(_, value)| value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        let mut kept = std::mem::take(&mut self.0).into_vec();
+        kept.retain(|(key, _)| *key != name);
+        kept.push((name, value));
+        self.0 = kept.into_boxed_slice();
+    }
+}
+
+/// The parts of the opening HTTP request that the layers above may need (auth, templates).
+#[derive(Debug, Default)]
+pub struct RequestInfo {
+    /// The application's query parameters (not the engine's own `EIO`, `transport`, `sid`, `t`).
+    pub query: Box<[(String, String)]>,
+    /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
+    pub headers: KeptHeaders,
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Headers kept from the opening request; the rest are dropped to keep sessions small.
+pub const KEPT_HEADERS: [&str; 6] = [
+    "authorization",
+    "cookie",
+    "origin",
+    "user-agent",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+impl RequestInfo {
+    pub fn query_value(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}

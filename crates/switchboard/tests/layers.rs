@@ -1,0 +1,164 @@
+//! The dependency structure of `crates/switchboard/src`, kept one-way: each top-level part may
+//! name only the parts below it (README.md, "Where things live"). A `crate::x` path in code that
+//! the table does not allow fails this test, so a new arrow is a decision written here, not an
+//! accident found later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Each part and the parts it may use, from the bottom up. `app` (the composition root), `lib`
+/// and `main` may use everything.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("protocol", &[]),
+    ("config", &[]),
+    ("pattern", &[]),
+    ("clock", &[]),
+    ("http", &[]),
+    ("websocket", &["http"]),
+    ("engine", &["protocol", "websocket", "http", "config"]),
+    ("cors", &["http", "pattern", "config"]),
+    (
+        "hub",
+        &["engine", "protocol", "pattern", "config", "http", "clock"],
+    ),
+    ("cluster", &["hub", "config", "protocol"]),
+    ("auth", &["config", "http", "hub"]),
+    ("metrics", &["engine", "hub"]),
+    (
+        "rules",
+        &["config", "hub", "protocol", "pattern", "clock", "metrics"],
+    ),
+    (
+        "plain_ws",
+        &[
+            "auth",
+            "config",
+            "engine",
+            "http",
+            "hub",
+            "clock",
+            "websocket",
+        ],
+    ),
+    ("admin_ui", &["config", "engine", "hub", "clock"]),
+    ("api", &["config", "hub", "http", "metrics", "rules"]),
+    ("server", &["http", "cors", "engine"]),
+];
+const ROOTS: &[&str] = &["app", "lib", "main"];
+
+/// The top-level parts a source text names with `crate::x` (comments left out).
+fn named_parts(text: &str) -> BTreeSet<String> {
+    let mut parts = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or_default();
+                inner.split(',').collect()
+            } else {
+                vec![rest]
+            };
+            for name in names {
+                let name: String = name
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    parts.insert(name);
+                }
+            }
+        }
+    }
+    parts
+}
+
+fn visit(dir: &Path, root: &Path, found: &mut BTreeMap<String, BTreeSet<(String, String)>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            visit(&path, root, found);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let first = relative
+            .components()
+            .next()
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for part in named_parts(&text) {
+            if part != first {
+                found
+                    .entry(first.clone())
+                    .or_default()
+                    .insert((part, relative.display().to_string()));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_part_uses_only_the_parts_below_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = BTreeMap::new();
+    visit(&root, &root, &mut found);
+    assert!(!found.is_empty(), "no source read under {}", root.display());
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut wrong = Vec::new();
+    for (part, uses) in &found {
+        if ROOTS.contains(&part.as_str()) {
+            continue;
+        }
+        let Some(may_use) = allowed.get(part.as_str()) else {
+            wrong.push(format!(
+                "{part}: a part missing from the table in tests/layers.rs"
+            ));
+            continue;
+        };
+        for (used, file) in uses {
+            if !may_use.contains(&used.as_str()) {
+                wrong.push(format!("{file} uses crate::{used}, which {part} may not"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "dependency arrows against the layering:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_table_has_no_cycle() {
+    // Every part may use only parts listed before it, so the table is an order.
+    for (index, (part, uses)) in ALLOWED.iter().enumerate() {
+        for used in *uses {
+            let position = ALLOWED.iter().position(|(name, _)| name == used);
+            assert!(
+                position.is_some_and(|p| p < index),
+                "{part} may use {used}, which is not listed before it"
+            );
+        }
+    }
+}
+
+#[test]
+fn paths_in_groups_and_comments_are_read_right() {
+    let text = "use crate::{hub, http::X};\n// crate::api in a comment\nlet a = crate::engine::new_id(); // crate::rules\n";
+    let parts: Vec<String> = named_parts(text).into_iter().collect();
+    assert_eq!(parts, ["engine", "http", "hub"]);
+}
