@@ -5,8 +5,6 @@
 // them too. Clients are the official socket.io-client.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createConnection } from "node:net";
 import { createServer } from "node:http";
 import path from "node:path";
 import { io } from "socket.io-client";
@@ -16,40 +14,7 @@ import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import WebSocket from "ws";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
-
-/** Starts redis-server on `port` (a free one by default); resolves once it answers PING. */
-async function startRedis(port) {
-  port = port ?? (await freePort());
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdio: "ignore",
-  });
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const probe = createConnection({ port, host: "127.0.0.1" }, () => probe.write("PING\r\n"));
-      probe.once("data", (d) => {
-        probe.destroy();
-        resolve(d.toString().startsWith("+PONG"));
-      });
-      probe.once("error", () => resolve(false));
-    });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error("redis-server did not start");
-    await sleep(50);
-  }
-  return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    /** Stops (SIGSTOP) or resumes (SIGCONT) the server: it keeps its connections but answers nothing. */
-    freeze: (frozen) => child.kill(frozen ? "SIGSTOP" : "SIGCONT"),
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", resolve);
-        child.kill("SIGKILL");
-      }),
-  };
-}
+import { startRedis } from "./lib/redis.mjs";
 
 async function untilReady(server, expected = 200, timeoutMs = 10000) {
   const deadline = Date.now() + timeoutMs;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
+use crate::backend::{self, Backend, TOKEN_EXPIRY_KEY};
 use crate::cluster::redis::{RedisAdapter, RedisSettings};
 use crate::config::{AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
@@ -47,6 +48,9 @@ pub fn check_parts(config: &Config) -> Result<(), ConfigError> {
     if let Err(error) = rules::compile(config) {
         return Err(config.invalid_near(error.needle.as_deref(), error.key, error.message));
     }
+    if let Err((key, message)) = backend::check(config) {
+        return Err(config.invalid(&key, message));
+    }
     Ok(())
 }
 
@@ -54,6 +58,8 @@ pub struct App {
     pub state: Arc<AppState>,
     engine: Arc<SocketEngine>,
     server: Server,
+    /// The backend's proxies, webhooks and token watch, kept for the server's life.
+    _backend: Backend,
 }
 
 impl App {
@@ -83,10 +89,14 @@ impl App {
             if let (Some(verifier), true) = (&verifier, mode != AuthMode::Off) {
                 let verifier = verifier.clone();
                 let required = mode == AuthMode::Required;
+                let enforce_expiry = config.auth.enforce_expiry;
                 namespace.use_middleware(move |conn, handshake, data| {
                     match verifier.authenticate(conn.request(), &handshake.auth, required) {
-                        Ok(Some(claims)) => {
-                            data.extend(claims);
+                        Ok(Some(identity)) => {
+                            data.extend(identity.data);
+                            if let (true, Some(exp)) = (enforce_expiry, identity.expires) {
+                                data.insert(TOKEN_EXPIRY_KEY.into(), exp.into());
+                            }
                             Ok(())
                         }
                         Ok(None) => Ok(()),
@@ -112,10 +122,9 @@ impl App {
             Some(adapter)
         });
         presence::announce_in_rooms(&hub, &config.presence);
-        let engine = Engine::new(
-            EngineConfig::from_settings(&config.engine, &config.limits),
-            hub.clone(),
-        );
+        let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
+        engine_config.extra_kept_headers = backend::forwarded_headers(&config);
+        let engine = Engine::new(engine_config, hub.clone());
         if config.admin_ui.enabled {
             crate::admin_ui::AdminUi::install(&hub, &engine, config.admin_ui.clone());
         }
@@ -150,6 +159,13 @@ impl App {
                 Vec::new()
             }
         };
+        // The config was checked when it loaded; a hand-built one the backend part cannot start
+        // from runs without it.
+        let backend = Backend::start(&config, &state.hub, &state.metrics, verifier.as_ref())
+            .unwrap_or_else(|error| {
+                tracing::error!("backend: {error}");
+                Backend::default()
+            });
         let router = api::router(state.clone(), &routes);
         let mut server = Server::new()
             .cors(CorsPolicy::from_settings(&config.cors))
@@ -165,6 +181,10 @@ impl App {
                 verifier.clone(),
                 require_auth,
                 config.engine.max_payload.0,
+                backend
+                    .connect
+                    .clone()
+                    .filter(|proxy| proxy.covers_plain_ws()),
             );
             server = server.route(path, endpoint);
         }
@@ -173,6 +193,7 @@ impl App {
             state,
             engine,
             server,
+            _backend: backend,
         }
     }
 

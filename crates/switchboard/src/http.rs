@@ -56,10 +56,23 @@ pub struct KeptHeaders(Box<[(HeaderName, HeaderValue)]>);
 impl KeptHeaders {
     /// Keeps the [`KEPT_HEADERS`] of a request's headers.
     pub fn from_request(headers: &HeaderMap) -> Self {
+        Self::from_request_with(headers, &[])
+    }
+
+    /// Keeps the [`KEPT_HEADERS`] and `extra` (headers a backend proxy passes on).
+    pub fn from_request_with(headers: &HeaderMap, extra: &[HeaderName]) -> Self {
         let mut kept = Vec::new();
         for name in KEPT_HEADERS {
             for value in headers.get_all(name) {
                 kept.push((HeaderName::from_static(name), value.clone()));
+            }
+        }
+        for name in extra {
+            if KEPT_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            for value in headers.get_all(name) {
+                kept.push((name.clone(), value.clone()));
             }
         }
         Self(kept.into_boxed_slice())

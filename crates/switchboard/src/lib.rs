@@ -12,6 +12,7 @@ pub mod admin_ui;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backend;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -13,6 +13,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -30,13 +31,38 @@ pub struct NamespaceLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
-    /// `api` (HTTP API), `route` (configured HTTP route), `client` (a client event's rule).
+    /// `api` (HTTP API), `route` (configured HTTP route), `client` (a client event's rule),
+    /// `proxy` (an event proxy's answer).
     pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabel {
+    /// `connect`, `event` or `refresh`.
+    pub kind: &'static str,
+    /// `accepted`, `refused`, `answered`, `timeout`, `unreachable`, `status`, `bad_answer`,
+    /// `backlog_full`, `no_token`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// 1 ms to 16 s.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 pub struct Metrics {
@@ -54,6 +80,18 @@ pub struct Metrics {
     /// On a node of a cluster: messages for the other nodes dropped (publisher too far behind,
     /// or Redis unreachable), as the adapter counts them.
     cluster_dropped: Gauge,
+    /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
+    pub proxy_calls: Family<ProxyLabel, Counter>,
+    pub proxy_latency: Family<KindLabel, Histogram, fn() -> Histogram>,
+    /// Webhook events delivered, attempts that failed, retries, events dropped (after the last
+    /// attempt, or with the queue full), and the time a delivered batch took.
+    pub webhook_events_sent: Counter,
+    pub webhook_attempts_failed: Counter,
+    pub webhook_retries: Counter,
+    pub webhook_events_dropped: Counter,
+    pub webhook_latency: Histogram,
+    /// Token expiry: sockets warned, tokens refreshed, sockets disconnected at expiry.
+    pub tokens: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -66,6 +104,55 @@ impl Metrics {
         let api_requests = Family::<StatusLabel, Counter>::default();
         let cluster_connected = Gauge::default();
         let cluster_dropped = Gauge::default();
+        let proxy_calls = Family::<ProxyLabel, Counter>::default();
+        let proxy_latency =
+            Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(call_histogram);
+        let webhook_events_sent = Counter::default();
+        let webhook_attempts_failed = Counter::default();
+        let webhook_retries = Counter::default();
+        let webhook_events_dropped = Counter::default();
+        let webhook_latency = call_histogram();
+        let tokens = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "proxy_calls",
+            "Calls to the backend's connect, event and refresh proxies, by outcome",
+            proxy_calls.clone(),
+        );
+        registry.register(
+            "proxy_latency_seconds",
+            "Time the backend took to answer a proxy call",
+            proxy_latency.clone(),
+        );
+        registry.register(
+            "webhook_events_sent",
+            "Webhook events the backend accepted",
+            webhook_events_sent.clone(),
+        );
+        registry.register(
+            "webhook_attempts_failed",
+            "Webhook batch attempts that failed (timeout, no connection, non-2xx)",
+            webhook_attempts_failed.clone(),
+        );
+        registry.register(
+            "webhook_retries",
+            "Webhook batches tried again after a failure",
+            webhook_retries.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Webhook events given up on (attempts exhausted, refused, or the queue full)",
+            webhook_events_dropped.clone(),
+        );
+        registry.register(
+            "webhook_latency_seconds",
+            "Time a delivered webhook batch took, its last attempt",
+            webhook_latency.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Token expiry: sockets warned, tokens refreshed, sockets disconnected at expiry",
+            tokens.clone(),
+        );
         if hub.cluster().is_some() {
             registry.register(
                 "cluster_connected",
@@ -142,11 +229,36 @@ impl Metrics {
             api_requests,
             cluster_connected,
             cluster_dropped,
+            proxy_calls,
+            proxy_latency,
+            webhook_events_sent,
+            webhook_attempts_failed,
+            webhook_retries,
+            webhook_events_dropped,
+            webhook_latency,
+            tokens,
         })
     }
 
     pub fn count_emit(&self, source: &'static str) {
         self.emits.get_or_create(&SourceLabel { source }).inc();
+    }
+
+    pub fn count_proxy(&self, kind: &'static str, outcome: &'static str) {
+        self.proxy_calls
+            .get_or_create(&ProxyLabel { kind, outcome })
+            .inc();
+    }
+
+    /// An answered proxy call: how long it took.
+    pub fn observe_proxy(&self, kind: &'static str, took: std::time::Duration) {
+        self.proxy_latency
+            .get_or_create(&KindLabel { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn count_token(&self, outcome: &'static str) {
+        self.tokens.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// The text exposition, with the current-state gauges read now.

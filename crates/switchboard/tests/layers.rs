@@ -10,7 +10,7 @@ use std::path::Path;
 /// and `main` may use everything.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
-    ("config", &[]),
+    ("config", &["protocol"]),
     ("pattern", &[]),
     ("clock", &[]),
     ("http", &[]),
@@ -29,8 +29,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["config", "hub", "protocol", "pattern", "clock", "metrics"],
     ),
     (
+        "backend",
+        &["config", "hub", "http", "metrics", "auth", "clock"],
+    ),
+    (
         "plain_ws",
         &[
+            "backend",
             "auth",
             "config",
             "engine",

@@ -17,11 +17,23 @@ use crate::config::AuthSettings;
 use crate::http::RequestInfo;
 use crate::hub::ConnectError;
 
+/// Who a verified token says the client is.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The socket data its claims map to (the user id among them).
+    pub data: Map<String, Value>,
+    /// Its `exp` (Unix seconds), if it has one.
+    pub expires: Option<u64>,
+}
+
 /// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    #[error("no token was given")]
     Required,
+    #[error("{0}")]
     Invalid(String),
+    #[error("the token has expired")]
     Expired,
 }
 
@@ -235,20 +247,23 @@ impl Verifier {
         data
     }
 
-    /// Finds, verifies and maps the token of a connecting client. `Ok(None)`: no token and
-    /// none required.
+    /// Finds, verifies and maps the token of a connecting client: its socket data and its
+    /// expiry (`exp`, Unix seconds) if it has one. `Ok(None)`: no token and none required.
     pub fn authenticate(
         &self,
         request: &RequestInfo,
         auth: &Map<String, Value>,
         required: bool,
-    ) -> Result<Option<Map<String, Value>>, AuthError> {
+    ) -> Result<Option<Identity>, AuthError> {
         match self.find_token(request, auth) {
             None if required => Err(AuthError::Required),
             None => Ok(None),
-            Some(token) => self
-                .verify(&token)
-                .map(|claims| Some(self.socket_data(&claims))),
+            Some(token) => self.verify(&token).map(|claims| {
+                Some(Identity {
+                    data: self.socket_data(&claims),
+                    expires: claims.get("exp").and_then(Value::as_u64),
+                })
+            }),
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct AuthSettings {
     pub user_claim: String,
     /// Socket data key -> claim name. Empty: every claim but the registered ones is copied.
     pub claims: BTreeMap<String, String>,
+    /// Whether a token's `exp` holds during the connection: the socket is warned before it
+    /// (`token:expiring`), may send a fresh token (`token:refresh`), and is disconnected at it
+    /// (`token:expired`) unless refreshed.
+    pub enforce_expiry: bool,
+    /// How long before expiry the socket is warned (and the refresh proxy asked).
+    pub expiry_warning: HumanDuration,
 }
 
 impl Default for AuthSettings {
@@ -55,6 +61,8 @@ impl Default for AuthSettings {
             required: true,
             user_claim: "userId".into(),
             claims: BTreeMap::new(),
+            enforce_expiry: true,
+            expiry_warning: HumanDuration(Duration::from_secs(60)),
         }
     }
 }

@@ -6,17 +6,19 @@ use serde::Deserialize;
 use super::{Config, ConfigError};
 
 /// The list-valued keys an environment variable fills with a comma-separated value.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 8] = [
     "cors.origins",
     "engine.transports",
     "api.keys",
     "auth.algorithms",
     "auth.sources",
     "presence.rooms",
+    "webhooks.events",
+    "webhooks.client_events",
 ];
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 14] = [
     "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
-    "console", "admin_ui", "cluster",
+    "console", "admin_ui", "cluster", "proxy", "webhooks",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];

@@ -12,6 +12,7 @@
 
 mod admin_ui;
 mod auth;
+mod backend;
 mod cluster;
 mod load;
 mod namespaces;
@@ -30,6 +31,10 @@ use serde::{Deserialize, Serialize};
 
 pub use admin_ui::AdminUiSettings;
 pub use auth::AuthSettings;
+pub use backend::{
+    ConnectProxySettings, EventProxySettings, ProxySettings, RefreshProxySettings, WEBHOOK_EVENTS,
+    WebhookSettings,
+};
 pub use cluster::ClusterSettings;
 pub use namespaces::{AuthMode, NamespaceConfig, RoomPermission};
 pub use plain_ws::PlainWsSettings;
@@ -72,6 +77,10 @@ pub struct Config {
     pub admin_ui: AdminUiSettings,
     /// Several nodes sharing rooms through Redis (off unless `redis_url` is set).
     pub cluster: ClusterSettings,
+    /// The backend asked on connect, for client events and for fresh tokens.
+    pub proxy: ProxySettings,
+    /// Lifecycle events POSTed to the backend.
+    pub webhooks: WebhookSettings,
     /// The text it was loaded from, to point errors found later at their line.
     #[serde(skip)]
     source: Source,
@@ -330,10 +339,122 @@ impl Config {
         {
             return Err(invalid("admin_ui", message));
         }
+        self.validate_backend(&invalid)?;
         if self.api.keys.iter().any(|key| key.len() < 8) {
             return Err(invalid(
                 "api.keys",
                 "API keys must be at least 8 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks of `[proxy]` and `[webhooks]`.
+    fn validate_backend(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let url_ok = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        let names = self.namespace_names();
+        if let Some(connect) = &self.proxy.connect {
+            if !url_ok(&connect.url) {
+                return Err(invalid(
+                    "proxy.connect.url",
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if let Some(unknown) = connect.namespaces.iter().find(|n| !names.contains(n)) {
+                return Err(invalid(
+                    "proxy.connect.namespaces",
+                    format!("namespace {unknown:?} is not configured"),
+                ));
+            }
+        }
+        if let Some(refresh) = &self.proxy.refresh
+            && !url_ok(&refresh.url)
+        {
+            return Err(invalid(
+                "proxy.refresh.url",
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
+        let mut proxied = std::collections::HashSet::new();
+        for (index, route) in self.proxy.events.iter().enumerate() {
+            let key = |field: &str| format!("proxy.events[{index}].{field}");
+            if !url_ok(&route.url) {
+                return Err(invalid(
+                    &key("url"),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if !names.contains(&route.namespace) {
+                return Err(invalid(
+                    &key("namespace"),
+                    format!("namespace {:?} is not configured", route.namespace),
+                ));
+            }
+            if route.event.is_empty()
+                || crate::protocol::socket::RESERVED_EVENTS.contains(&route.event.as_str())
+            {
+                return Err(invalid(
+                    &key("event"),
+                    format!("{:?} cannot be proxied (empty or reserved)", route.event),
+                ));
+            }
+            let ruled = self
+                .namespaces
+                .iter()
+                .filter(|n| n.name == route.namespace)
+                .flat_map(|n| &n.events)
+                .any(|rule| rule.on == route.event);
+            if ruled || !proxied.insert((&route.namespace, &route.event)) {
+                return Err(invalid(
+                    &key("event"),
+                    format!(
+                        "{:?} in {:?} is handled twice (by another proxy entry or a rule)",
+                        route.event, route.namespace
+                    ),
+                ));
+            }
+        }
+        if self.proxy.max_concurrency == 0
+            || self.proxy.max_pending_per_socket == 0
+            || self.proxy.max_backlog == 0
+        {
+            return Err(invalid(
+                "proxy.max_concurrency",
+                "max_concurrency, max_pending_per_socket and max_backlog must be at least 1".into(),
+            ));
+        }
+        let hooks = &self.webhooks;
+        if let Some(url) = &hooks.url {
+            if !url_ok(url) {
+                return Err(invalid(
+                    "webhooks.url",
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if hooks.secret.as_deref().is_none_or(|s| s.len() < 16) {
+                return Err(invalid(
+                    "webhooks.secret",
+                    "webhooks are signed: set a secret of at least 16 bytes".into(),
+                ));
+            }
+        }
+        if let Some(unknown) = hooks
+            .events
+            .iter()
+            .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+        {
+            return Err(invalid(
+                "webhooks.events",
+                format!("unknown event {unknown:?} ({})", WEBHOOK_EVENTS.join(", ")),
+            ));
+        }
+        if hooks.batch_max == 0 || hooks.max_attempts == 0 || hooks.queue == 0 {
+            return Err(invalid(
+                "webhooks.batch_max",
+                "batch_max, max_attempts and queue must be at least 1".into(),
             ));
         }
         Ok(())

@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub max_queued_frames: usize,
     /// Sessions at once; further handshakes get 503. `None`: no limit.
     pub max_sessions: Option<usize>,
+    /// Headers a session keeps from its opening request besides the usual few (for a backend
+    /// proxy to pass on).
+    pub extra_kept_headers: Vec<http::HeaderName>,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             max_queued_frames: 4096,
             max_sessions: None,
+            extra_kept_headers: Vec::new(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl EngineConfig {
             upgrade_timeout: engine.upgrade_timeout.0,
             max_queued_frames: limits.socket_queue,
             max_sessions: (limits.max_connections > 0).then_some(limits.max_connections),
+            extra_kept_headers: Vec::new(),
         }
     }
 }
@@ -404,10 +409,14 @@ pub fn new_id() -> Arc<str> {
     Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn request_info<B>(request: &Request<B>, query: Vec<(String, String)>) -> RequestInfo {
+fn request_info<B>(
+    request: &Request<B>,
+    query: Vec<(String, String)>,
+    config: &EngineConfig,
+) -> RequestInfo {
     RequestInfo {
         query: query.into_boxed_slice(),
-        headers: KeptHeaders::from_request(request.headers()),
+        headers: KeptHeaders::from_request_with(request.headers(), &config.extra_kept_headers),
         remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
     }
 }

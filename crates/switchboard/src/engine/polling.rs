@@ -35,7 +35,10 @@ pub(super) fn handshake<H: EngineHandler, B>(
             Bytes::from_static(b"{\"code\":4,\"message\":\"Server at capacity\"}"),
         );
     }
-    let session = engine.open_session(request_info(&request, query), TransportKind::Polling);
+    let session = engine.open_session(
+        request_info(&request, query, engine.config()),
+        TransportKind::Polling,
+    );
     let upgrades: &[&str] = if engine.config().allow_websocket {
         &["websocket"]
     } else {

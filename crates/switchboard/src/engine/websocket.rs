@@ -64,7 +64,7 @@ pub(super) async fn handle<H: EngineHandler, B>(
         None => None,
     };
     // Boxed: what the task holds until the upgrade completes stays small (see below).
-    let info = Box::new(request_info(&request, query));
+    let info = Box::new(request_info(&request, query, engine.config()));
     let Ok(accepted) = crate::websocket::accept(&mut request) else {
         return EngineError::BadRequest.response();
     };

@@ -104,6 +104,33 @@ pub enum AckError {
     Disconnected,
 }
 
+/// What a connect gate is asked: a socket that passed the middleware wants to connect.
+pub struct GateRequest {
+    pub namespace: Arc<str>,
+    /// The Engine.IO session (its opening request: query, kept headers, remote address).
+    pub conn: Arc<EngineConn>,
+    /// The CONNECT packet's payload.
+    pub auth: Arc<Map<String, Value>>,
+    /// The socket data the middleware set (verified token claims, say).
+    pub data: Map<String, Value>,
+}
+
+/// What a connect gate admits a socket with: its data (replacing what the middleware set) and
+/// rooms it is in from the start.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub data: Map<String, Value>,
+    pub rooms: Vec<String>,
+}
+
+/// The future a connect gate answers with.
+pub type GateFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Admission, ConnectError>> + Send>>;
+
+/// Decides, asynchronously, whether a socket may connect and what it starts with (the
+/// application's backend asked over HTTP, say). It runs after the middleware.
+pub type ConnectGate = Arc<dyn Fn(GateRequest) -> GateFuture + Send + Sync>;
+
 /// A refusal sent to the client as CONNECT_ERROR; it sees `message` and `data` in `connect_error`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError {

@@ -30,7 +30,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 
 pub use broadcast::{Broadcast, Published, Target};
-pub use event::{Ack, AckError, AckReply, ConnectError, DisconnectReason, Event, Handshake};
+pub use event::{
+    Ack, AckError, AckReply, Admission, ConnectError, ConnectGate, DisconnectReason, Event,
+    GateFuture, GateRequest, Handshake,
+};
 pub use namespace::Namespace;
 pub use presence::{Presence, PresenceListener, user_id};
 pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
@@ -69,8 +72,16 @@ impl Default for HubConfig {
 pub trait HubObserver: Send + Sync {
     fn socket_connected(&self, _socket: &Arc<Socket>) {}
     fn socket_disconnected(&self, _socket: &Arc<Socket>, _reason: DisconnectReason) {}
+    /// A socket joined a room (not its own): from a client event, the API, a rule or a connect
+    /// gate.
     fn room_joined(&self, _namespace: &str, _room: &str, _socket: &str) {}
+    /// A socket left a room, by leaving it or by disconnecting (then before
+    /// `socket_disconnected`).
     fn room_left(&self, _namespace: &str, _room: &str, _socket: &str) {}
+    /// A room got its first member on this node (before that member's `room_joined`).
+    fn room_created(&self, _namespace: &str, _room: &str) {}
+    /// A room's last member on this node left it (after that member's `room_left`).
+    fn room_deleted(&self, _namespace: &str, _room: &str) {}
 }
 
 /// The registered observers, shared by the hub and its namespaces.
@@ -78,6 +89,10 @@ pub trait HubObserver: Send + Sync {
 pub struct Observers(RwLock<Vec<Arc<dyn HubObserver>>>);
 
 impl Observers {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.read().is_empty()
+    }
+
     pub(crate) fn each(&self, call: impl Fn(&dyn HubObserver)) {
         let observers = self.0.read().clone();
         for observer in observers {
@@ -395,40 +410,116 @@ impl Hub {
             }
             restored = namespace.restore(conn, handshake.clone(), pid, offset.as_deref());
         }
-        let socket = match restored {
-            Some(socket) => socket,
-            None => match namespace.admit(conn, handshake) {
+        let socket = match (restored, namespace.connect_gate()) {
+            (Some(socket), _) => socket,
+            (None, None) => match namespace.admit(conn, handshake) {
                 Ok(socket) => socket,
                 Err(error) => return refuse(error),
             },
+            (None, Some(gate)) => {
+                let data = match namespace.check_middleware(conn, &handshake) {
+                    Ok(data) => data,
+                    Err(error) => return refuse(error),
+                };
+                return admit_through_gate(client, conn, &namespace, handshake, data, gate);
+            }
         };
-        {
-            let mut state = client.state.lock();
-            if state.closed {
-                drop(state);
-                namespace.remove_socket(
-                    &socket,
-                    DisconnectReason::Engine(CloseReason::TransportClose),
-                );
-                return;
-            }
-            state.sockets.retain(|s| s.is_connected());
-            if state.sockets.capacity() == 0 {
-                // Most clients use one namespace: room for one, not four.
-                state.sockets.reserve_exact(1);
-            }
-            state.sockets.push(socket.clone());
-        }
-        // After every lock is released: presence listeners may emit into this namespace.
-        socket.register_user();
-        namespace
-            .observers
-            .each(|observer| observer.socket_connected(&socket));
-        if socket.recovered() && !recovery.is_some_and(|r| r.rerun_on_connect) {
-            tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket recovered");
+        let rerun_on_connect = recovery.is_some_and(|r| r.rerun_on_connect);
+        finish_connect(client, conn, &namespace, socket, rerun_on_connect);
+    }
+}
+
+/// Asks the namespace's connect gate on a task of its own (the session's other packets go on
+/// meanwhile), then connects or refuses the socket. A second CONNECT to this namespace while
+/// it waits is dropped.
+fn admit_through_gate(
+    client: &Arc<Client>,
+    conn: &Arc<EngineConn>,
+    namespace: &Arc<Namespace>,
+    handshake: Handshake,
+    data: serde_json::Map<String, Value>,
+    gate: ConnectGate,
+) {
+    let sid: Arc<str> = conn.sid().clone();
+    if !namespace.begin_waiting(&sid) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        namespace.end_waiting(&sid);
+        let _ = conn.send(packets::connect_error(
+            namespace.name(),
+            "Server error",
+            None,
+        ));
+        return;
+    };
+    let request = GateRequest {
+        namespace: Arc::from(namespace.name()),
+        conn: conn.clone(),
+        auth: handshake.auth.clone(),
+        data,
+    };
+    let decision = gate(request);
+    let (client, conn, namespace) = (client.clone(), conn.clone(), namespace.clone());
+    runtime.spawn(async move {
+        let decided = decision.await;
+        namespace.end_waiting(&sid);
+        if client.state.lock().closed {
             return;
         }
-        tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket connected");
-        namespace.run_connect_handlers(&socket);
+        match decided {
+            Ok(admission) => {
+                let socket =
+                    namespace.admit_with(&conn, handshake, admission.data, admission.rooms);
+                finish_connect(&client, &conn, &namespace, socket, false);
+            }
+            Err(error) => {
+                let _ = conn.send(packets::connect_error(
+                    namespace.name(),
+                    &error.message,
+                    error.data.as_ref(),
+                ));
+            }
+        }
+    });
+}
+
+/// A socket is admitted (or restored): it joins its client, its user is registered, the
+/// observers hear of it and, unless it was recovered, the connect handlers run.
+fn finish_connect(
+    client: &Arc<Client>,
+    conn: &Arc<EngineConn>,
+    namespace: &Arc<Namespace>,
+    socket: Arc<Socket>,
+    rerun_on_connect: bool,
+) {
+    let name = namespace.name();
+    {
+        let mut state = client.state.lock();
+        if state.closed {
+            drop(state);
+            namespace.remove_socket(
+                &socket,
+                DisconnectReason::Engine(CloseReason::TransportClose),
+            );
+            return;
+        }
+        state.sockets.retain(|s| s.is_connected());
+        if state.sockets.capacity() == 0 {
+            // Most clients use one namespace: room for one, not four.
+            state.sockets.reserve_exact(1);
+        }
+        state.sockets.push(socket.clone());
     }
+    // After every lock is released: presence listeners may emit into this namespace.
+    socket.register_user();
+    namespace
+        .observers
+        .each(|observer| observer.socket_connected(&socket));
+    if socket.recovered() && !rerun_on_connect {
+        tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket recovered");
+        return;
+    }
+    tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket connected");
+    namespace.run_connect_handlers(&socket);
 }

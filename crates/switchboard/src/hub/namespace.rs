@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
-use super::event::{ConnectError, DisconnectReason, Event, Handshake};
+use super::event::{ConnectError, ConnectGate, DisconnectReason, Event, Handshake};
 use super::presence::Presence;
 use super::recovery::{
     HistoryPage, Recovery, RecoveryConfig, SavedSession, StoredEvent, worth_saving,
@@ -35,6 +35,7 @@ type Middleware = Arc<
 type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
 type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+type EventTap = Arc<dyn Fn(&Arc<Socket>, &Event) + Send + Sync>;
 
 /// The members of one room, by socket id.
 pub(crate) type Members = HashMap<Arc<str>, Arc<Socket>>;
@@ -47,6 +48,8 @@ struct Handlers {
     on_connect: Vec<ConnectHandler>,
     events: HashMap<String, EventHandler>,
     fallback: Option<EventHandler>,
+    /// Seen before the handler, by event name (webhooks of client events, say).
+    taps: HashMap<String, Vec<EventTap>>,
     on_disconnect: Vec<DisconnectHandler>,
 }
 
@@ -65,6 +68,14 @@ pub struct Namespace {
     pub(crate) cluster: Arc<super::adapter::ClusterSlot>,
     /// The values `{online.<key>}` lists, counted over this namespace's sockets.
     pub(crate) online: super::online::OnlineIndex,
+    /// The asynchronous connect decision, when one is set, with the sessions waiting for it.
+    gate: OnceLock<Gate>,
+}
+
+struct Gate {
+    decide: ConnectGate,
+    /// Engine.IO sessions whose CONNECT is being decided (a second CONNECT meanwhile is dropped).
+    waiting: Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl Namespace {
@@ -86,6 +97,36 @@ impl Namespace {
             observers,
             cluster,
             online: super::online::OnlineIndex::default(),
+            gate: OnceLock::new(),
+        }
+    }
+
+    /// Sets the asynchronous connect decision (once): after the middleware, each fresh socket
+    /// waits for `gate` before it connects; a recovered session keeps what it was admitted
+    /// with. Answers false if one was set already.
+    pub fn set_connect_gate(&self, gate: ConnectGate) -> bool {
+        self.gate
+            .set(Gate {
+                decide: gate,
+                waiting: Mutex::new(Default::default()),
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn connect_gate(&self) -> Option<ConnectGate> {
+        self.gate.get().map(|gate| gate.decide.clone())
+    }
+
+    /// Marks session `sid` as waiting for the gate; false if it already was.
+    pub(crate) fn begin_waiting(&self, sid: &Arc<str>) -> bool {
+        self.gate
+            .get()
+            .is_some_and(|gate| gate.waiting.lock().insert(sid.clone()))
+    }
+
+    pub(crate) fn end_waiting(&self, sid: &str) {
+        if let Some(gate) = self.gate.get() {
+            gate.waiting.lock().remove(sid);
         }
     }
 
@@ -253,6 +294,21 @@ impl Namespace {
     }
 
     /// Handles every client event no `on` handler claimed.
+    /// Sees every `event` a client sends here, before its handler runs (it handles nothing).
+    pub fn tap(
+        &self,
+        event: impl Into<String>,
+        tap: impl Fn(&Arc<Socket>, &Event) + Send + Sync + 'static,
+    ) -> &Self {
+        self.handlers
+            .write()
+            .taps
+            .entry(event.into())
+            .or_default()
+            .push(Arc::new(tap));
+        self
+    }
+
     pub fn on_any(&self, handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static) -> &Self {
         self.handlers.write().fallback = Some(Arc::new(handler));
         self
@@ -353,7 +409,7 @@ impl Namespace {
         if !socket.is_connected() {
             return;
         }
-        let joined = {
+        let (joined, created) = {
             let mut index = self.rooms.write();
             // Every member shares the index's copy of the name (a large room: one copy, not one
             // per member).
@@ -361,14 +417,17 @@ impl Namespace {
                 room = name.clone();
             }
             let joined = socket.rooms.lock().insert(room.clone());
+            let mut created = false;
             if joined && room != *socket.id() {
-                index
-                    .entry(room.clone())
-                    .or_default()
-                    .insert(socket.id().clone(), socket.clone());
+                let members = index.entry(room.clone()).or_default();
+                created = members.is_empty();
+                members.insert(socket.id().clone(), socket.clone());
             }
-            joined
+            (joined, created)
         };
+        if created {
+            self.observers.each(|o| o.room_created(self.name(), &room));
+        }
         if joined {
             self.observers
                 .each(|o| o.room_joined(self.name(), &room, socket.id()));
@@ -376,27 +435,35 @@ impl Namespace {
     }
 
     pub(crate) fn leave(&self, socket: &Socket, room: &str) {
-        let left = {
+        let (left, deleted) = {
             let mut index = self.rooms.write();
             let left = socket.rooms.lock().remove(room);
-            if left {
-                Self::unindex(&mut index, room, socket.id());
-            }
-            left
+            let deleted = left && Self::unindex(&mut index, room, socket.id());
+            (left, deleted)
         };
         if left {
             self.observers
                 .each(|o| o.room_left(self.name(), room, socket.id()));
         }
+        if deleted {
+            self.observers.each(|o| o.room_deleted(self.name(), room));
+        }
     }
 
-    fn unindex(index: &mut HashMap<Room, HashMap<Arc<str>, Arc<Socket>>>, room: &str, id: &str) {
+    /// Takes a member out of the index; true when that emptied (and removed) the room.
+    fn unindex(
+        index: &mut HashMap<Room, HashMap<Arc<str>, Arc<Socket>>>,
+        room: &str,
+        id: &str,
+    ) -> bool {
         if let Some(members) = index.get_mut(room) {
             members.remove(id);
             if members.is_empty() {
                 index.remove(room);
+                return true;
             }
         }
+        false
     }
 
     /// Runs the middleware (refusals are CONNECT_ERROR for the caller to send).
@@ -421,6 +488,18 @@ impl Namespace {
         handshake: Handshake,
     ) -> Result<Arc<Socket>, ConnectError> {
         let data = self.check_middleware(conn, &handshake)?;
+        Ok(self.admit_with(conn, handshake, data, Vec::new()))
+    }
+
+    /// Admits a socket with its data and first rooms (what a connect gate decided): the client
+    /// has its CONNECT reply and the socket is in its rooms before any broadcast reaches it.
+    pub(crate) fn admit_with(
+        self: &Arc<Self>,
+        conn: &Arc<EngineConn>,
+        handshake: Handshake,
+        data: Map<String, Value>,
+        rooms: Vec<String>,
+    ) -> Arc<Socket> {
         let (pid, connected_seq) = match self.recovery.get() {
             Some(recovery) => (Some(crate::engine::new_id()), recovery.lock().last_seq()),
             None => (None, 0),
@@ -437,18 +516,20 @@ impl Namespace {
             conn.clone(),
             handshake,
         ));
-        self.index_new(&socket, std::iter::empty(), &[]);
-        Ok(socket)
+        let joined = self.index_new(&socket, rooms.into_iter().map(Room::from), &[]);
+        self.announce_joined(&socket, &joined);
+        socket
     }
 
     /// Queues the CONNECT reply (and any missed events), then indexes the socket in its rooms,
-    /// all under the room index lock so no broadcast lands before the reply.
+    /// all under the room index lock so no broadcast lands before the reply. Answers the rooms it
+    /// joined, each with whether it was created.
     fn index_new(
         &self,
         socket: &Arc<Socket>,
         rooms: impl Iterator<Item = Room>,
         missed: &[Arc<StoredEvent>],
-    ) {
+    ) -> Vec<(Room, bool)> {
         let mut index = self.rooms.write();
         let conn = socket.conn();
         let reply =
@@ -463,13 +544,25 @@ impl Namespace {
         socket.count_online(true);
         let mut own = socket.rooms.lock();
         own.insert(socket.id().clone());
+        let mut joined = Vec::new();
         for room in rooms {
             if own.insert(room.clone()) && room != *socket.id() {
-                index
-                    .entry(room)
-                    .or_default()
-                    .insert(socket.id().clone(), socket.clone());
+                let members = index.entry(room.clone()).or_default();
+                joined.push((room, members.is_empty()));
+                members.insert(socket.id().clone(), socket.clone());
             }
+        }
+        joined
+    }
+
+    /// Tells the observers of the rooms a new or restored socket started in.
+    fn announce_joined(&self, socket: &Socket, joined: &[(Room, bool)]) {
+        for (room, created) in joined {
+            if *created {
+                self.observers.each(|o| o.room_created(self.name(), room));
+            }
+            self.observers
+                .each(|o| o.room_joined(self.name(), room, socket.id()));
         }
     }
 
@@ -506,8 +599,9 @@ impl Namespace {
             conn.clone(),
             handshake,
         ));
-        self.index_new(&socket, session.rooms.into_iter(), &missed);
+        let joined = self.index_new(&socket, session.rooms.into_iter(), &missed);
         drop(history);
+        self.announce_joined(&socket, &joined);
         tracing::debug!(nsp = %self.name, socket = %socket.id(), missed = missed.len(), "session recovered");
         Some(socket)
     }
@@ -520,14 +614,23 @@ impl Namespace {
     }
 
     pub(crate) fn dispatch(&self, socket: &Arc<Socket>, event: Event) {
-        let handler = {
+        let (handler, taps) = {
             let handlers = self.handlers.read();
-            handlers
+            let handler = handlers
                 .events
                 .get(&event.name)
                 .or(handlers.fallback.as_ref())
-                .cloned()
+                .cloned();
+            let taps = if handlers.taps.is_empty() {
+                None
+            } else {
+                handlers.taps.get(&event.name).cloned()
+            };
+            (handler, taps)
         };
+        for tap in taps.iter().flatten() {
+            tap(socket, &event);
+        }
         if let Some(handler) = handler {
             handler(socket, event);
         }
@@ -551,12 +654,26 @@ impl Namespace {
             });
         }
         socket.unregister_user();
+        // Which rooms it left (and emptied), for the observers; none are kept when nobody
+        // listens.
+        let notify = !self.observers.is_empty();
+        let mut left = Vec::new();
         {
             let mut index = self.rooms.write();
             self.sockets.write().remove(socket.id());
             socket.count_online(false);
             for room in socket.rooms.lock().take() {
-                Self::unindex(&mut index, &room, socket.id());
+                let deleted = Self::unindex(&mut index, &room, socket.id());
+                if notify && room != *socket.id() {
+                    left.push((room, deleted));
+                }
+            }
+        }
+        for (room, deleted) in &left {
+            self.observers
+                .each(|o| o.room_left(self.name(), room, socket.id()));
+            if *deleted {
+                self.observers.each(|o| o.room_deleted(self.name(), room));
             }
         }
         tracing::debug!(nsp = %self.name, socket = %socket.id(), reason = reason.as_str(), "socket disconnected");

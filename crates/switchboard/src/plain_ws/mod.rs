@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::auth::Verifier;
+use crate::backend::ConnectProxy;
 use crate::clock::iso_now;
 use crate::config::PlainWsSettings;
 use crate::engine::Frame;
@@ -47,6 +48,8 @@ pub struct PlainWs {
     verifier: Option<Arc<Verifier>>,
     require_auth: bool,
     max_message: usize,
+    /// The backend that decides who connects, when configured for this endpoint.
+    connect_proxy: Option<Arc<ConnectProxy>>,
     clients: RwLock<HashMap<u64, Client>>,
     next_id: AtomicU64,
 }
@@ -67,6 +70,7 @@ impl PlainWs {
         verifier: Option<Arc<Verifier>>,
         require_auth: bool,
         max_message: usize,
+        connect_proxy: Option<Arc<ConnectProxy>>,
     ) -> Arc<Self> {
         let endpoint = Arc::new(Self {
             settings,
@@ -74,6 +78,7 @@ impl PlainWs {
             verifier,
             require_auth,
             max_message,
+            connect_proxy,
             clients: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
@@ -140,7 +145,8 @@ impl PlainWs {
                         .to_owned();
                     refused(StatusCode::UNAUTHORIZED, &code, &refusal.message)
                 })?
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .data;
             return claims
                 .get(self.presence.user_key())
                 .and_then(user_id)
@@ -168,6 +174,56 @@ impl PlainWs {
             })
     }
 
+    /// The connect proxy decides: with the user a token or the query named (a token that was
+    /// refused stays refused), it may accept (naming the user, if none was) or refuse.
+    async fn ask_backend(
+        &self,
+        proxy: &ConnectProxy,
+        info: &RequestInfo,
+        identified: Result<String, Box<HttpResponse>>,
+    ) -> Result<String, Box<HttpResponse>> {
+        let user_key = self.presence.user_key().to_owned();
+        let mut data = Map::new();
+        match identified {
+            Ok(user) => {
+                data.insert(user_key.clone(), Value::String(user));
+            }
+            Err(refusal) if refusal.status() != StatusCode::BAD_REQUEST => return Err(refusal),
+            Err(_) => {}
+        }
+        let path = self.settings.path.as_deref().unwrap_or("/");
+        match proxy
+            .decide("websocket", path, info, &Map::new(), data)
+            .await
+        {
+            Ok(admitted) => admitted
+                .data
+                .get(&user_key)
+                .and_then(user_id)
+                .ok_or_else(|| {
+                    Box::new(refuse(
+                        StatusCode::FORBIDDEN,
+                        "missing_user",
+                        "the backend admitted the connection but named no user",
+                    ))
+                }),
+            Err(refusal) => {
+                let code = refusal
+                    .data
+                    .as_ref()
+                    .and_then(|d| d["code"].as_str())
+                    .unwrap_or("forbidden")
+                    .to_owned();
+                let status = if code == "backend_unavailable" {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                Err(Box::new(refuse(status, &code, &refusal.message)))
+            }
+        }
+    }
+
     async fn accept(self: Arc<Self>, mut request: Request<Incoming>) -> HttpResponse {
         if !crate::websocket::is_upgrade_request(&request) {
             return refuse(
@@ -182,12 +238,21 @@ impl PlainWs {
                 .query()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
-            headers: KeptHeaders::from_request(request.headers()),
+            headers: KeptHeaders::from_request_with(
+                request.headers(),
+                self.connect_proxy
+                    .as_ref()
+                    .map_or(&[][..], |proxy| proxy.forwarded_headers()),
+            ),
             remote_addr: request.extensions().get::<RemoteAddr>().map(|a| a.0),
         };
-        let user = match self.identify(&info) {
-            Ok(user) => user,
-            Err(refusal) => return *refusal,
+        let user = match (&self.connect_proxy, self.identify(&info)) {
+            (None, Ok(user)) => user,
+            (None, Err(refusal)) => return *refusal,
+            (Some(proxy), identified) => match self.ask_backend(proxy, &info, identified).await {
+                Ok(user) => user,
+                Err(refusal) => return *refusal,
+            },
         };
         let accepted = match crate::websocket::accept(&mut request) {
             Ok(accepted) => accepted,
