@@ -290,7 +290,14 @@ test("check-config accepts every example and rejects a rule naming an unknown ac
   assert.ok(examples.length >= 4);
   for (const file of examples) {
     const run = spawnSync(bin, ["check-config", path.join(ROOT, "examples", file)], {
-      env: { ...process.env, PRODUCTION_API_KEY: "example-key-123", JWT_SECRET: "example-secret-0123456789" },
+      env: {
+        ...process.env,
+        PRODUCTION_API_KEY: "example-key-123",
+        JWT_SECRET: "example-secret-0123456789",
+        BACKEND: "http://127.0.0.1:8000",
+        PROXY_SECRET: "proxy-secret",
+        WEBHOOK_SECRET: "webhook-secret-0123456789",
+      },
     });
     assert.equal(run.status, 0, `${file}: ${run.stderr}`);
   }

@@ -89,7 +89,7 @@ pub struct Client {
     handle: JoinHandle<Outcome>,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 async fn tcp(target: &Target) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -201,7 +201,7 @@ fn sid_of(open: &str) -> anyhow::Result<String> {
 }
 
 /// WebSocket-only: open packet, then CONNECT to `/`.
-async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
+pub async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
     let host = target.server.to_string();
     let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
     let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;

@@ -10,6 +10,8 @@
 //!   publisher behind its schedule (it sends one request at a time).
 //! - `chat`: rooms of k members; every client emits `room-message` at r/s; the same figures.
 //! - `connect`: new connections per second up to a count, WebSocket-only or polling-then-upgrade.
+//! - `rpc`: every client sends an event with an ack at r/s; ack latency and rate, server CPU per
+//!   event (against a rule's answer or the event proxy's, with `backend` as the backend).
 //!
 //! Prints a table, and with `--json` one JSON line for `bench/compare`.
 //!
@@ -19,6 +21,7 @@
 mod client;
 mod floor;
 mod probe;
+mod rpc;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -98,6 +101,22 @@ enum Scenario {
         polling: bool,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+    },
+    /// Every client sends `event` with an ack at r per second: ack latency and throughput.
+    Rpc {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        #[arg(long, default_value = "rpc")]
+        event: String,
+    },
+    /// Runs the minimal HTTP backend the event proxy is measured against.
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:4100")]
+        listen: SocketAddr,
     },
     /// Runs the floor server (handshake and one pre-encoded frame per recipient, nothing else).
     Floor {
@@ -193,6 +212,63 @@ async fn main() -> anyhow::Result<()> {
     let _ = client::STOP.set(counters.phase.clone());
     let result = match cli.scenario.clone() {
         Scenario::Floor { listen } => return floor::run(listen).await,
+        Scenario::Backend { listen } => return rpc::backend(listen).await,
+        Scenario::Rpc {
+            clients,
+            rate,
+            duration_secs,
+            event,
+        } => {
+            let counts = Arc::new(rpc::RpcCounts::default());
+            let duration = Duration::from_secs(duration_secs);
+            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let start = Arc::new(tokio::sync::Barrier::new(clients + 1));
+            let mut handles = Vec::with_capacity(clients);
+            for index in 0..clients {
+                let target = Target {
+                    server: cli.server,
+                    source: source_address(index, cli.sources),
+                    path: cli.path.clone(),
+                };
+                // Each client starts at its own point of the period (golden-ratio spread).
+                let offset = period.mul_f64((index as f64 * 0.618_033_988_75).fract());
+                handles.push(tokio::spawn(rpc::client(
+                    target,
+                    event.clone(),
+                    rate,
+                    duration,
+                    offset,
+                    counts.clone(),
+                    start.clone(),
+                )));
+            }
+            // Every client is connected: the measured part starts.
+            start.wait().await;
+            let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
+            let started = Instant::now();
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 2)?;
+            for handle in handles {
+                let _ = histogram.add(&handle.await?);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = probe
+                .as_ref()
+                .and_then(|p| p.cpu_micros())
+                .zip(cpu_before)
+                .map(|(a, b)| a - b);
+            let sent = counts.sent.load(Ordering::Relaxed);
+            let answered = counts.answered.load(Ordering::Relaxed);
+            json!({
+                "scenario": "rpc", "clients": clients, "rate": rate, "event": event,
+                "sent": sent, "answered": answered,
+                "lost": sent.saturating_sub(answered),
+                "refused": counts.refused.load(Ordering::Relaxed),
+                "errors": counts.errors.load(Ordering::Relaxed),
+                "acks_per_sec": answered as f64 / elapsed,
+                "server_cpu_us_per_event": cpu.map(|c| c as f64 / answered.max(1) as f64),
+                "latency": percentiles(&histogram),
+            })
+        }
         Scenario::Idle { clients, hold_secs } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
             let open = open_clients(&cli, clients, Expect::Nothing, &counters).await?;

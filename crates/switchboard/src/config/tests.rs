@@ -114,3 +114,31 @@ fn invalid_values_name_their_key() {
     assert!(error.to_string().contains("engine.transports"), "{error}");
     assert!(error.to_string().contains(":2:"), "{error}");
 }
+
+#[test]
+fn backend_settings_are_checked_with_key_and_line() {
+    let error = load("[proxy.connect]\nurl = \"ftp://backend\"\n", &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("proxy.connect.url") && message.contains(":2:"), "{message}");
+    let error = load("[webhooks]\nurl = \"http://backend/hooks\"\n", &[]).unwrap_err();
+    assert!(error.to_string().contains("webhooks.secret"), "{error}");
+    let error = load(
+        "[webhooks]\nevents = [\"socket_connected\", \"user_exploded\"]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("user_exploded"), "{error}");
+    let error = load(
+        "[[namespaces]]\nname = \"/\"\n[[namespaces.events]]\non = \"message\"\nactions = [{ ack = \"x\" }]\n[[proxy.events]]\nevent = \"message\"\nurl = \"http://b/m\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("handled twice"), "{error}");
+    let config = load(
+        "[[proxy.events]]\nevent = \"message\"\nurl = \"http://b/m\"\n[webhooks]\nurl = \"http://b/h\"\nsecret = \"${HOOK_SECRET}\"\n",
+        &[("HOOK_SECRET", "a-long-enough-secret")],
+    )
+    .unwrap();
+    assert_eq!(config.proxy.events[0].timeout.0, Duration::from_secs(5));
+    assert_eq!(config.webhooks.max_attempts, 6);
+}
