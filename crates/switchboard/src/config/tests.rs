@@ -119,7 +119,10 @@ fn invalid_values_name_their_key() {
 fn backend_settings_are_checked_with_key_and_line() {
     let error = load("[proxy.connect]\nurl = \"ftp://backend\"\n", &[]).unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("proxy.connect.url") && message.contains(":2:"), "{message}");
+    assert!(
+        message.contains("proxy.connect.url") && message.contains(":2:"),
+        "{message}"
+    );
     let error = load("[webhooks]\nurl = \"http://backend/hooks\"\n", &[]).unwrap_err();
     assert!(error.to_string().contains("webhooks.secret"), "{error}");
     let error = load(
