@@ -23,6 +23,7 @@ use crate::cluster::redis::{RedisAdapter, RedisSettings};
 use crate::config::{AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
+use crate::hub::limits::HubLimits;
 use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine, reads};
 use crate::metrics::Metrics;
 use crate::plain_ws::PlainWs;
@@ -69,6 +70,7 @@ impl App {
             connect_timeout: config.engine.connect_timeout.0,
             user_key: config.presence.user_key.clone(),
             presence_grace: config.presence.grace.0,
+            limits: HubLimits::from_settings(&config.rate_limits, &config.limits),
         });
         // Validated when the config loaded; a hand-built config with a bad key runs without auth.
         let verifier = config
@@ -185,6 +187,7 @@ impl App {
                     .connect
                     .clone()
                     .filter(|proxy| proxy.covers_plain_ws()),
+                EngineConfig::from_settings(&config.engine, &config.limits).address_limits,
             );
             server = server.route(path, endpoint);
         }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod plain_ws;
 pub mod protocol;
+pub mod rate;
 pub mod rules;
 pub mod server;
 pub mod websocket;

@@ -208,6 +208,21 @@ impl Metrics {
         );
         registry.register("emits", "Emits by source", emits.clone());
         registry.register(
+            "limits_hit",
+            "Client actions refused by a limit (event_rate, event_name, rooms_per_socket, namespaces_per_connection, connections_per_user, api_rate)",
+            hub.limits().hits().clone(),
+        );
+        registry.register(
+            "handshakes_refused_connections_per_ip",
+            "Handshakes refused: the client address had limits.max_connections_per_ip open",
+            traffic.refused_connections_per_ip.clone(),
+        );
+        registry.register(
+            "handshakes_refused_connect_rate_per_ip",
+            "Handshakes refused: the client address connected faster than limits.connect_rate_per_ip",
+            traffic.refused_connect_rate_per_ip.clone(),
+        );
+        registry.register(
             "api_requests",
             "HTTP API requests answered, by status",
             api_requests.clone(),

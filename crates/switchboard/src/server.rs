@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::cors::CorsPolicy;
@@ -22,6 +22,9 @@ impl<H: EngineHandler> HttpService for Arc<Engine<H>> {
         Box::pin(async move { engine.handle(request).await })
     }
 }
+
+/// How long a client has to send a request's head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Route {
     /// `/socket.io/` serves `/socket.io/` and `/socket.io` (and `/x` serves `/x/`).
@@ -91,7 +94,10 @@ impl Server {
                     let server = server.clone();
                     async move { Ok::<_, std::convert::Infallible>(server.dispatch(request).await) }
                 });
+                // A client that dribbles its request head (slowloris) is cut off.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;

@@ -10,16 +10,22 @@ use std::path::Path;
 /// and `main` may use everything.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
-    ("config", &["protocol"]),
     ("pattern", &[]),
     ("clock", &[]),
     ("http", &[]),
+    ("rate", &[]),
+    ("config", &["protocol", "pattern"]),
     ("websocket", &["http"]),
-    ("engine", &["protocol", "websocket", "http", "config"]),
+    (
+        "engine",
+        &["protocol", "websocket", "http", "config", "pattern", "rate"],
+    ),
     ("cors", &["http", "pattern", "config"]),
     (
         "hub",
-        &["engine", "protocol", "pattern", "config", "http", "clock"],
+        &[
+            "engine", "protocol", "pattern", "config", "http", "clock", "rate",
+        ],
     ),
     ("cluster", &["hub", "config", "protocol"]),
     ("auth", &["config", "http", "hub"]),
@@ -46,7 +52,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("admin_ui", &["config", "engine", "hub", "clock"]),
-    ("api", &["config", "hub", "http", "metrics", "rules"]),
+    (
+        "api",
+        &["config", "hub", "http", "metrics", "rules", "rate"],
+    ),
     ("server", &["http", "cors", "engine"]),
 ];
 const ROOTS: &[&str] = &["app", "lib", "main"];

@@ -9,8 +9,10 @@
 mod error;
 mod routes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -34,6 +37,7 @@ use crate::hub::operations::{
 };
 use crate::hub::{Hub, reads};
 use crate::metrics::{Metrics, StatusLabel};
+use crate::rate::{Rate, Tokens};
 use crate::rules::CompiledRoute;
 
 /// The OpenAPI 3.1 description of the API, kept in the repository beside this file.
@@ -46,16 +50,46 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False while the server drains for shutdown.
     pub ready: AtomicBool,
+    /// `[rate_limits] api`: a bucket per API key (per caller address with no keys).
+    api_rate: Option<(Rate, Mutex<HashMap<String, Tokens>>)>,
 }
 
 impl AppState {
     pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, config: Arc<Config>) -> Arc<Self> {
+        let api_rate = config.rate_limits.api.map(|bucket| {
+            let rate = Rate {
+                per_second: bucket.rate,
+                burst: bucket.burst,
+            };
+            (rate, Mutex::new(HashMap::new()))
+        });
         Arc::new(Self {
             hub,
             config,
             metrics,
             ready: AtomicBool::new(true),
+            api_rate,
         })
+    }
+
+    /// Takes a request's token from its caller's bucket; the seconds to wait when there is none.
+    fn take_api_token(&self, caller: &str) -> Result<(), f64> {
+        let Some((rate, buckets)) = &self.api_rate else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut buckets = buckets.lock();
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, tokens| !tokens.is_full_by(*rate, now));
+        }
+        let tokens = buckets
+            .entry(caller.to_owned())
+            .or_insert_with(|| Tokens::full(*rate, now));
+        if tokens.take(*rate, now) {
+            Ok(())
+        } else {
+            Err(tokens.wait_secs(*rate))
+        }
     }
 }
 
@@ -133,13 +167,46 @@ fn key_matches(expected: &str, presented: &str) -> bool {
             == 0
 }
 
-/// Requires the API key (or, with none configured, a loopback caller).
+/// The API key a request presents (`Authorization: Bearer <key>`), or "".
+fn presented_key(request: &Request) -> &str {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Applies the API rate limit, then requires the API key (or, with none configured, a loopback
+/// caller).
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
     let keys = &state.config.api.keys;
+    let caller = if keys.is_empty() {
+        request
+            .extensions()
+            .get::<RemoteAddr>()
+            .map(|addr| addr.0.ip().to_string())
+            .unwrap_or_default()
+    } else {
+        presented_key(&request).to_owned()
+    };
+    if let Err(wait) = state.take_api_token(&caller) {
+        state.hub.limits().hit("api_rate");
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many API requests for this key; slow down (see Retry-After)",
+        )
+        .into_response();
+        if let Ok(value) = header::HeaderValue::from_str(&(wait.ceil() as u64).max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     if keys.is_empty() {
         let loopback = request
             .extensions()
@@ -155,12 +222,7 @@ pub async fn authorize(
             .into_response();
         }
     } else {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let presented = presented_key(&request);
         if !keys.iter().any(|key| key_matches(key, presented)) {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,

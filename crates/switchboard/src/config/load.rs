@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{Config, ConfigError};
 
 /// The list-valued keys an environment variable fills with a comma-separated value.
-const LIST_KEYS: [&str; 8] = [
+const LIST_KEYS: [&str; 9] = [
     "cors.origins",
     "engine.transports",
     "api.keys",
@@ -15,10 +15,24 @@ const LIST_KEYS: [&str; 8] = [
     "presence.rooms",
     "webhooks.events",
     "webhooks.client_events",
+    "limits.trusted_proxies",
 ];
-const SECTIONS: [&str; 14] = [
-    "server", "cors", "engine", "limits", "api", "recovery", "auth", "presence", "plain_ws",
-    "console", "admin_ui", "cluster", "proxy", "webhooks",
+const SECTIONS: [&str; 15] = [
+    "server",
+    "cors",
+    "engine",
+    "limits",
+    "api",
+    "recovery",
+    "auth",
+    "presence",
+    "plain_ws",
+    "console",
+    "admin_ui",
+    "cluster",
+    "proxy",
+    "webhooks",
+    "rate_limits",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];

@@ -18,6 +18,7 @@ mod load;
 mod namespaces;
 mod plain_ws;
 mod presence;
+mod rate_limits;
 mod recovery;
 pub mod rules;
 mod server;
@@ -39,6 +40,7 @@ pub use cluster::ClusterSettings;
 pub use namespaces::{AuthMode, NamespaceConfig, RoomPermission};
 pub use plain_ws::PlainWsSettings;
 pub use presence::PresenceSettings;
+pub use rate_limits::{Bucket, EventLimit, OnExcess, RateLimitSettings};
 pub use recovery::{HistorySettings, RecoverySettings};
 pub use server::{
     ApiConfig, ConsoleSettings, CorsConfig, EngineSettings, LimitsConfig, LogFormat, ServerConfig,
@@ -81,6 +83,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Lifecycle events POSTed to the backend.
     pub webhooks: WebhookSettings,
+    /// Token buckets on client events and API requests.
+    pub rate_limits: RateLimitSettings,
     /// The text it was loaded from, to point errors found later at their line.
     #[serde(skip)]
     source: Source,
@@ -340,6 +344,7 @@ impl Config {
             return Err(invalid("admin_ui", message));
         }
         self.validate_backend(&invalid)?;
+        self.validate_limits(&invalid)?;
         if self.api.keys.iter().any(|key| key.len() < 8) {
             return Err(invalid(
                 "api.keys",
@@ -455,6 +460,70 @@ impl Config {
             return Err(invalid(
                 "webhooks.batch_max",
                 "batch_max, max_attempts and queue must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks of the limits.
+    fn validate_limits(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let bucket_ok = |b: &Bucket| b.rate > 0.0 && b.rate.is_finite() && b.burst >= 1.0;
+        let limits = &self.rate_limits;
+        if limits.socket.as_ref().is_some_and(|b| !bucket_ok(b)) {
+            return Err(invalid(
+                "rate_limits.socket",
+                "rate must be above 0 and burst at least 1".into(),
+            ));
+        }
+        if limits.api.as_ref().is_some_and(|b| !bucket_ok(b)) {
+            return Err(invalid(
+                "rate_limits.api",
+                "rate must be above 0 and burst at least 1".into(),
+            ));
+        }
+        for (index, event) in limits.events.iter().enumerate() {
+            let bucket = Bucket {
+                rate: event.rate,
+                burst: event.burst,
+            };
+            if event.event.is_empty() || !bucket_ok(&bucket) {
+                return Err(invalid(
+                    &format!("rate_limits.events[{index}]"),
+                    "name the event; rate must be above 0 and burst at least 1".into(),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.connect_rate_per_ip < 0.0 || !l.connect_rate_per_ip.is_finite() {
+            return Err(invalid(
+                "limits.connect_rate_per_ip",
+                "must be 0 (off) or above".into(),
+            ));
+        }
+        if l.connect_rate_per_ip > 0.0 && l.connect_burst_per_ip == 0 {
+            return Err(invalid(
+                "limits.connect_burst_per_ip",
+                "must be at least 1".into(),
+            ));
+        }
+        for proxy in &l.trusted_proxies {
+            if crate::pattern::parse_cidr(proxy).is_none() {
+                return Err(invalid(
+                    "limits.trusted_proxies",
+                    format!("{proxy:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"),
+                ));
+            }
+        }
+        if l.max_rooms_per_socket == 0
+            || l.max_namespaces_per_connection == 0
+            || l.event_name_max == 0
+        {
+            return Err(invalid(
+                "limits.max_rooms_per_socket",
+                "max_rooms_per_socket, max_namespaces_per_connection and event_name_max must be at least 1".into(),
             ));
         }
         Ok(())

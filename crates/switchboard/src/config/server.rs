@@ -96,6 +96,24 @@ pub struct LimitsConfig {
     pub api_max_body: ByteSize,
     /// The longest room name a client may use, in bytes.
     pub room_name_max: usize,
+    /// Connections at once from one client address; further handshakes get 429. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one client address (a token bucket with
+    /// `connect_burst_per_ip`); faster handshakes get 429. 0: no limit.
+    pub connect_rate_per_ip: f64,
+    pub connect_burst_per_ip: u32,
+    /// Sockets of one user at once on this node (tabs, devices, namespaces); a further connect
+    /// gets CONNECT_ERROR `too_many_connections`. 0: no limit.
+    pub max_connections_per_user: usize,
+    /// Proxies (IPs or CIDRs, e.g. "10.0.0.0/8") whose `X-Forwarded-For` is believed: the
+    /// client address is the last one in it that is not such a proxy.
+    pub trusted_proxies: Vec<String>,
+    /// Rooms one socket may be in (its own not counted); further joins are refused.
+    pub max_rooms_per_socket: usize,
+    /// Namespaces one connection may join at once.
+    pub max_namespaces_per_connection: usize,
+    /// The longest event name a client may send, in bytes.
+    pub event_name_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -105,6 +123,14 @@ impl Default for LimitsConfig {
             socket_queue: 4096,
             api_max_body: ByteSize(1_000_000),
             room_name_max: 256,
+            max_connections_per_ip: 0,
+            connect_rate_per_ip: 0.0,
+            connect_burst_per_ip: 20,
+            max_connections_per_user: 0,
+            trusted_proxies: Vec::new(),
+            max_rooms_per_socket: 1000,
+            max_namespaces_per_connection: 16,
+            event_name_max: 256,
         }
     }
 }

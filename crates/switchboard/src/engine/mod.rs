@@ -9,6 +9,7 @@
 //! on WebSocket (`websocket.rs`, which has no task while the connection is idle). A broadcast
 //! to many sessions is written by the flusher threads (`flush.rs`).
 
+mod admission;
 mod conn;
 mod flush;
 mod frame;
@@ -29,6 +30,7 @@ use parking_lot::RwLock;
 use crate::config::{EngineSettings, LimitsConfig};
 use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
 
+pub use admission::{AddressLimitSettings, AddressLimits, Refusal};
 pub use conn::{CloseReason, EngineConn, SendError, TransportKind};
 pub use flush::{SendBatch, write_deferred};
 pub use frame::Frame;
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     /// Headers a session keeps from its opening request besides the usual few (for a backend
     /// proxy to pass on).
     pub extra_kept_headers: Vec<http::HeaderName>,
+    /// Sessions and new sessions per second per client address.
+    pub address_limits: AddressLimitSettings,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +73,7 @@ impl Default for EngineConfig {
             max_queued_frames: 4096,
             max_sessions: None,
             extra_kept_headers: Vec::new(),
+            address_limits: AddressLimitSettings::default(),
         }
     }
 }
@@ -87,6 +92,16 @@ impl EngineConfig {
             max_queued_frames: limits.socket_queue,
             max_sessions: (limits.max_connections > 0).then_some(limits.max_connections),
             extra_kept_headers: Vec::new(),
+            address_limits: AddressLimitSettings {
+                max_per_address: limits.max_connections_per_ip,
+                rate: limits.connect_rate_per_ip,
+                burst: f64::from(limits.connect_burst_per_ip),
+                trusted_proxies: limits
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| crate::pattern::parse_cidr(p))
+                    .collect(),
+            },
         }
     }
 }
@@ -187,6 +202,8 @@ pub struct Engine<H: EngineHandler> {
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Set while the server shuts down: no new sessions.
     draining: std::sync::atomic::AtomicBool,
+    /// Sessions counted by client address.
+    addresses: admission::AddressLimits,
 }
 
 /// The query parameters the engine reads.
@@ -223,6 +240,7 @@ impl EngineQuery {
 impl<H: EngineHandler> Engine<H> {
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
         Arc::new(Self {
+            addresses: admission::AddressLimits::new(config.address_limits.clone()),
             config,
             handler,
             sessions: RwLock::new(HashMap::new()),
@@ -358,7 +376,27 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     fn remove_session(&self, sid: &str) {
-        self.sessions.write().remove(sid);
+        let removed = self.sessions.write().remove(sid);
+        if let Some(session) = removed {
+            self.addresses.release(session.conn.request());
+        }
+    }
+
+    /// Counts a new session by its client address; when it is refused, the answer (429, with
+    /// the Engine.IO error body).
+    fn refuse_address(&self, request: &RequestInfo) -> Option<HttpResponse> {
+        self.addresses.admit(request).err().map(|refusal| {
+            match refusal {
+                Refusal::TooManyConnections => self.traffic.refused_connections_per_ip.inc(),
+                Refusal::TooFast => self.traffic.refused_connect_rate_per_ip.inc(),
+            };
+            let body = serde_json::json!({ "code": 4, "message": refusal.message() }).to_string();
+            response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "application/json",
+                Bytes::from(body),
+            )
+        })
     }
 
     fn open_packet(&self, sid: &str, upgrades: &[&str]) -> Frame {

@@ -35,10 +35,11 @@ pub(super) fn handshake<H: EngineHandler, B>(
             Bytes::from_static(b"{\"code\":4,\"message\":\"Server at capacity\"}"),
         );
     }
-    let session = engine.open_session(
-        request_info(&request, query, engine.config()),
-        TransportKind::Polling,
-    );
+    let info = request_info(&request, query, engine.config());
+    if let Some(refusal) = engine.refuse_address(&info) {
+        return refusal;
+    }
+    let session = engine.open_session(info, TransportKind::Polling);
     let upgrades: &[&str] = if engine.config().allow_websocket {
         &["websocket"]
     } else {

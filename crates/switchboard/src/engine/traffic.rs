@@ -19,6 +19,9 @@ pub struct Traffic {
     pub bytes_out: Counter,
     /// Sessions closed because their outbound queue was full.
     pub slow_consumers: Counter,
+    /// Handshakes refused by the per-address limits: too many open, too fast.
+    pub refused_connections_per_ip: Counter,
+    pub refused_connect_rate_per_ip: Counter,
     /// When a slow consumer was last logged.
     slow_consumer_logged: Mutex<Option<Instant>>,
     open_writers: Arc<AtomicUsize>,

@@ -68,10 +68,18 @@ pub(super) async fn handle<H: EngineHandler, B>(
     let Ok(accepted) = crate::websocket::accept(&mut request) else {
         return EngineError::BadRequest.response();
     };
+    if existing.is_none()
+        && let Some(refusal) = engine.refuse_address(&info)
+    {
+        return refusal;
+    }
     let engine = engine.clone();
     let upgrade = accepted.upgrade;
     tokio::spawn(async move {
         let Some((stream, received)) = upgrade.stream().await else {
+            if existing.is_none() {
+                engine.addresses.release(&info);
+            }
             return;
         };
         let socket = Arc::new(stream);

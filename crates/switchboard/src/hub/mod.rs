@@ -11,6 +11,7 @@
 pub mod adapter;
 mod broadcast;
 mod event;
+pub mod limits;
 mod namespace;
 mod online;
 pub mod operations;
@@ -55,6 +56,8 @@ pub struct HubConfig {
     pub user_key: String,
     /// How long a user stays online after their last connection closes.
     pub presence_grace: Duration,
+    /// What a client may do through its sockets.
+    pub limits: limits::HubLimits,
 }
 
 impl Default for HubConfig {
@@ -63,6 +66,7 @@ impl Default for HubConfig {
             connect_timeout: Duration::from_secs(45),
             user_key: "userId".into(),
             presence_grace: Duration::from_secs(5),
+            limits: limits::HubLimits::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct Hub {
     presence: Arc<Presence>,
     observers: Arc<Observers>,
     cluster: Arc<ClusterSlot>,
+    limits: Arc<limits::HubLimits>,
 }
 
 /// Seconds one broadcast takes to reach every recipient's queue: 10 µs to 3 s.
@@ -121,6 +126,7 @@ fn fanout_histogram() -> Histogram {
 impl Hub {
     pub fn new(config: HubConfig) -> Arc<Self> {
         Arc::new(Self {
+            limits: Arc::new(config.limits.clone()),
             namespaces: RwLock::new(HashMap::new()),
             fanout: fanout_histogram(),
             presence: Presence::new(config.user_key.clone(), config.presence_grace),
@@ -152,6 +158,11 @@ impl Hub {
     }
 
     /// How long broadcasts take to reach their recipients' queues.
+    /// The limits on clients, with their refusal counts.
+    pub fn limits(&self) -> &Arc<limits::HubLimits> {
+        &self.limits
+    }
+
     pub fn fanout_histogram(&self) -> &Histogram {
         &self.fanout
     }
@@ -172,6 +183,7 @@ impl Hub {
                     self.presence.clone(),
                     self.observers.clone(),
                     self.cluster.clone(),
+                    self.limits.clone(),
                 ))
             })
             .clone();
@@ -357,6 +369,12 @@ impl Hub {
                     namespace: Arc::from(packet.namespace.as_str()),
                     id,
                 });
+                if let Err(refusal) = self.check_event(&socket, &name) {
+                    if let Some(ack) = ack {
+                        ack.send(&[refusal]);
+                    }
+                    return;
+                }
                 let namespace = socket.namespace().clone();
                 namespace.dispatch(&socket, Event::new(name, args, attachments, ack));
             }
@@ -371,10 +389,54 @@ impl Hub {
         }
     }
 
+    /// An event's name and rate against the limits: an error for its callback when refused
+    /// (a socket over its rate with `on_excess = "disconnect"` is disconnected as well).
+    fn check_event(&self, socket: &Arc<Socket>, name: &str) -> Result<(), Value> {
+        let limits = &self.limits;
+        if name.len() > limits.event_name_max {
+            limits.hit("event_name");
+            return Err(
+                serde_json::json!({ "error": { "code": "invalid_event", "message": format!("event names are at most {} bytes", limits.event_name_max) } }),
+            );
+        }
+        if !limits.rates_events() {
+            return Ok(());
+        }
+        let verdict = limits.check_event(&mut socket.buckets.lock(), name);
+        match verdict {
+            limits::Verdict::Handle => Ok(()),
+            limits::Verdict::Drop => Err(
+                serde_json::json!({ "error": { "code": "rate_limited", "message": "too many events; slow down" } }),
+            ),
+            limits::Verdict::Disconnect => {
+                socket.disconnect();
+                Err(
+                    serde_json::json!({ "error": { "code": "rate_limited", "message": "too many events" } }),
+                )
+            }
+        }
+    }
+
     fn connect(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, packet: SocketPacket) {
         let name = packet.namespace;
         if client.socket(&name).is_some() {
             tracing::debug!(sid = %conn.sid(), nsp = %name, "already connected to this namespace");
+            return;
+        }
+        let joined = client
+            .state
+            .lock()
+            .sockets
+            .iter()
+            .filter(|s| s.is_connected())
+            .count();
+        if joined >= self.limits.max_namespaces_per_connection {
+            self.limits.hit("namespaces_per_connection");
+            let _ = conn.send(packets::connect_error(
+                &name,
+                "Too many namespaces",
+                Some(&serde_json::json!({ "code": "too_many_namespaces" })),
+            ));
             return;
         }
         let Some(namespace) = self.of(&name) else {
@@ -467,7 +529,10 @@ fn admit_through_gate(
         if client.state.lock().closed {
             return;
         }
-        match decided {
+        match decided.and_then(|admission| {
+            namespace.check_user_limit(&admission.data)?;
+            Ok(admission)
+        }) {
             Ok(admission) => {
                 let socket =
                     namespace.admit_with(&conn, handshake, admission.data, admission.rooms);

@@ -70,6 +70,7 @@ pub struct Namespace {
     pub(crate) online: super::online::OnlineIndex,
     /// The asynchronous connect decision, when one is set, with the sessions waiting for it.
     gate: OnceLock<Gate>,
+    limits: Arc<super::limits::HubLimits>,
 }
 
 struct Gate {
@@ -85,6 +86,7 @@ impl Namespace {
         presence: Arc<Presence>,
         observers: Arc<super::Observers>,
         cluster: Arc<super::adapter::ClusterSlot>,
+        limits: Arc<super::limits::HubLimits>,
     ) -> Self {
         Self {
             name,
@@ -98,7 +100,25 @@ impl Namespace {
             cluster,
             online: super::online::OnlineIndex::default(),
             gate: OnceLock::new(),
+            limits,
         }
+    }
+
+    /// Refuses a socket whose user already has the most sockets allowed on this node.
+    pub(crate) fn check_user_limit(&self, data: &Map<String, Value>) -> Result<(), ConnectError> {
+        let max = self.limits.max_sockets_per_user;
+        if max == 0 {
+            return Ok(());
+        }
+        let Some(user) = data.get(self.presence.user_key()).and_then(super::user_id) else {
+            return Ok(());
+        };
+        if self.presence.user(&user).1 >= max {
+            self.limits.hit("connections_per_user");
+            return Err(ConnectError::new("Too many connections")
+                .with_data(serde_json::json!({ "code": "too_many_connections", "max": max })));
+        }
+        Ok(())
     }
 
     /// Sets the asynchronous connect decision (once): after the middleware, each fresh socket
@@ -416,7 +436,16 @@ impl Namespace {
             if let Some((name, _)) = index.get_key_value(&*room) {
                 room = name.clone();
             }
-            let joined = socket.rooms.lock().insert(room.clone());
+            let mut own = socket.rooms.lock();
+            // Its own room is not counted.
+            if own.len() > self.limits.max_rooms_per_socket && !own.contains(&room) {
+                drop(own);
+                drop(index);
+                self.limits.hit("rooms_per_socket");
+                return;
+            }
+            let joined = own.insert(room.clone());
+            drop(own);
             let mut created = false;
             if joined && room != *socket.id() {
                 let members = index.entry(room.clone()).or_default();
@@ -488,6 +517,7 @@ impl Namespace {
         handshake: Handshake,
     ) -> Result<Arc<Socket>, ConnectError> {
         let data = self.check_middleware(conn, &handshake)?;
+        self.check_user_limit(&data)?;
         Ok(self.admit_with(conn, handshake, data, Vec::new()))
     }
 

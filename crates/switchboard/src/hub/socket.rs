@@ -35,6 +35,10 @@ impl RoomSet {
         self.position(room).is_ok()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// True when it was not in the set yet.
     pub fn insert(&mut self, room: Room) -> bool {
         match self.position(&room) {
@@ -115,6 +119,8 @@ pub struct Socket {
     pub(crate) connected_seq: u64,
     /// The user this socket counts for in presence.
     user: Mutex<Option<String>>,
+    /// Its event rate buckets (made on its first limited event).
+    pub(crate) buckets: Mutex<Option<Box<super::limits::SocketBuckets>>>,
 }
 
 /// How a socket starts: fresh, or recovered from a saved session.
@@ -147,6 +153,7 @@ impl Socket {
             recovered: start.recovered,
             connected_seq: start.connected_seq,
             user: Mutex::new(None),
+            buckets: Mutex::new(None),
         }
     }
 

@@ -26,7 +26,7 @@ use crate::auth::Verifier;
 use crate::backend::ConnectProxy;
 use crate::clock::iso_now;
 use crate::config::PlainWsSettings;
-use crate::engine::Frame;
+use crate::engine::{AddressLimitSettings, AddressLimits, Frame};
 use crate::http::{
     HttpResponse, HttpService, KeptHeaders, RemoteAddr, RequestInfo, ResponseFuture, response,
 };
@@ -50,6 +50,8 @@ pub struct PlainWs {
     max_message: usize,
     /// The backend that decides who connects, when configured for this endpoint.
     connect_proxy: Option<Arc<ConnectProxy>>,
+    /// Connections per client address (the `[limits]` per-address caps).
+    addresses: AddressLimits,
     clients: RwLock<HashMap<u64, Client>>,
     next_id: AtomicU64,
 }
@@ -71,6 +73,7 @@ impl PlainWs {
         require_auth: bool,
         max_message: usize,
         connect_proxy: Option<Arc<ConnectProxy>>,
+        address_limits: AddressLimitSettings,
     ) -> Arc<Self> {
         let endpoint = Arc::new(Self {
             settings,
@@ -79,6 +82,7 @@ impl PlainWs {
             require_auth,
             max_message,
             connect_proxy,
+            addresses: AddressLimits::new(address_limits),
             clients: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
@@ -260,14 +264,27 @@ impl PlainWs {
                 return refuse(StatusCode::BAD_REQUEST, "bad_upgrade", &error.to_string());
             }
         };
+        // Over a per-address cap: the upgrade completes, then closes with 1008 and the reason.
+        let refused = self.addresses.admit(&info).err();
         let upgrade = accepted.upgrade;
         tokio::spawn(async move {
-            if let Some((stream, received)) = upgrade.stream().await {
-                let mut reader = MessageReader::new(self.max_message);
-                reader.push(&received);
-                drop(received);
-                self.serve(Arc::new(stream), reader, user).await;
+            let Some((stream, received)) = upgrade.stream().await else {
+                if refused.is_none() {
+                    self.addresses.release(&info);
+                }
+                return;
+            };
+            if let Some(refusal) = refused {
+                tracing::debug!(reason = refusal.label(), "plain WebSocket connection refused");
+                let _ = write_all(&stream, Frame::close(1008).websocket_bytes()).await;
+                return;
             }
+            let mut reader = MessageReader::new(self.max_message);
+            reader.push(&received);
+            drop(received);
+            let endpoint = self.clone();
+            self.serve(Arc::new(stream), reader, user).await;
+            endpoint.addresses.release(&info);
         });
         accepted.response
     }
