@@ -1,0 +1,243 @@
+// Limits as an attacked public endpoint meets them, with the official socket.io-client: a
+// flooding socket is limited while its neighbours are not, a capped address cannot connect
+// while another can (directly and through a trusted proxy), per-user, per-connection and
+// per-socket caps, the API's rate limit, the plain endpoint's close code, and crafted packets
+// that close only their own session.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { io, Manager } from "socket.io-client";
+import WebSocket from "ws";
+import { startServer, once, sleep, call, tempFile } from "./lib/server.mjs";
+
+const SECRET = "limits-secret-0123456789abcdef";
+const KEY = "limits-api-key-0123";
+const clients = [];
+
+function connect(url, opts = {}) {
+  const socket = io(url, { forceNew: true, transports: ["websocket"], reconnection: false, ...opts });
+  clients.push(socket);
+  return socket;
+}
+
+function mint(claims) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+const CONFIG = `
+[limits]
+max_connections_per_ip = 3
+max_connections_per_user = 2
+max_namespaces_per_connection = 2
+max_rooms_per_socket = 3
+trusted_proxies = ["127.0.0.1"]
+
+[rate_limits]
+on_excess = "drop"
+socket = { rate = 1000, burst = 1000 }
+events = [{ event = "message", rate = 5, burst = 10 }]
+api = { rate = 1, burst = 3 }
+
+[api]
+keys = ["${KEY}"]
+
+[auth]
+secret = "${SECRET}"
+required = false
+
+[plain_ws]
+path = "/ws"
+
+[[namespaces]]
+name = "/"
+
+[[namespaces.events]]
+on = "message"
+actions = [{ ack = "ok" }]
+
+[[namespaces.events]]
+on = "join"
+expect = ["string"]
+actions = [{ join = "{arg}" }]
+
+[[namespaces]]
+name = "/a"
+
+[[namespaces]]
+name = "/b"
+`;
+
+describe("limits", () => {
+  let server;
+  before(async () => {
+    server = await startServer("switchboard", { args: ["--config", await tempFile("limits.toml", CONFIG)] });
+  });
+  after(async () => {
+    clients.forEach((s) => s.disconnect());
+    await server.stop();
+  });
+  const metric = async (name) => (await call(`${server.url}/metrics`)).body.split("\n").find((l) => l.startsWith(name));
+
+  test("a flooding socket gets error acks past its rate; its neighbour is not affected", async () => {
+    const flooder = connect(server.url, { localAddress: "127.0.0.2" });
+    const neighbour = connect(server.url, { localAddress: "127.0.0.3" });
+    await Promise.all([once(flooder, "connect"), once(neighbour, "connect")]);
+    const flood = await Promise.all(Array.from({ length: 30 }, () => flooder.timeout(3000).emitWithAck("message", "spam")));
+    const ok = flood.filter((a) => a === "ok").length;
+    const limited = flood.filter((a) => a?.error?.code === "rate_limited").length;
+    assert.ok(ok >= 10 && ok <= 12, `the burst of 10 goes through (${ok})`);
+    assert.equal(ok + limited, 30, "every event is answered, none dropped silently");
+    const calm = await Promise.all(Array.from({ length: 5 }, () => neighbour.timeout(3000).emitWithAck("message", "hi")));
+    assert.deepEqual(calm, ["ok", "ok", "ok", "ok", "ok"]);
+    assert.equal(flooder.connected, true, "on_excess = drop keeps the socket");
+    assert.match(await metric('switchboard_limits_hit_total{limit="event_rate"}'), / [1-9]/);
+    flooder.disconnect();
+    neighbour.disconnect();
+  });
+
+  test("an address at its cap cannot connect while another can; polling gets 429 with a JSON body", async () => {
+    const mine = [];
+    for (let i = 0; i < 3; i++) {
+      const s = connect(server.url, { localAddress: "127.0.0.4" });
+      await once(s, "connect");
+      mine.push(s);
+    }
+    const fourth = connect(server.url, { localAddress: "127.0.0.4" });
+    await once(fourth, "connect_error");
+    const other = connect(server.url, { localAddress: "127.0.0.6" });
+    await once(other, "connect");
+    const polling = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: {} }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    assert.equal(polling.status, 200, "loopback 127.0.0.1 is another address");
+    mine[0].disconnect();
+    await sleep(200);
+    const again = connect(server.url, { localAddress: "127.0.0.4" });
+    await once(again, "connect");
+    assert.match(await metric("switchboard_handshakes_refused_connections_per_ip_total"), / [1-9]/);
+    [...mine, again, other].forEach((s) => s.disconnect());
+  });
+
+  test("behind a trusted proxy the client address comes from X-Forwarded-For", async () => {
+    // Polling requests come from 127.0.0.1, the trusted proxy here.
+    const via = (client) => ({ transports: ["polling"], extraHeaders: { "x-forwarded-for": client } });
+    const held = [];
+    for (let i = 0; i < 3; i++) {
+      const s = connect(server.url, via("203.0.113.7"));
+      await once(s, "connect");
+      held.push(s);
+    }
+    const refused = connect(server.url, via("203.0.113.7"));
+    const [error] = await once(refused, "connect_error");
+    assert.equal(error.context?.status, 429, "the polling handshake is refused with 429");
+    const direct = await call(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { "x-forwarded-for": "203.0.113.7" } });
+    assert.equal(direct.status, 429);
+    assert.deepEqual(direct.body, { code: 4, message: "Too many connections from this address" });
+    const neighbour = connect(server.url, via("203.0.113.8"));
+    await once(neighbour, "connect");
+    // An untrusted peer's header is its own claim: ignored.
+    const spoof = connect(server.url, { localAddress: "127.0.0.7", extraHeaders: { "x-forwarded-for": "203.0.113.7" } });
+    await once(spoof, "connect");
+    [...held, neighbour, spoof].forEach((s) => s.disconnect());
+  });
+
+  test("one user has at most two sockets; one connection at most two namespaces", async () => {
+    const token = mint({ userId: "u-limit" });
+    const a = connect(server.url, { localAddress: "127.0.0.8", auth: { token } });
+    const b = connect(server.url, { localAddress: "127.0.0.9", auth: { token } });
+    await Promise.all([once(a, "connect"), once(b, "connect")]);
+    const c = connect(server.url, { localAddress: "127.0.0.10", auth: { token } });
+    const [error] = await once(c, "connect_error");
+    assert.equal(error.message, "Too many connections");
+    assert.equal(error.data.code, "too_many_connections");
+    [a, b].forEach((s) => s.disconnect());
+
+    const manager = new Manager(server.url, { transports: ["websocket"], reconnection: false, localAddress: "127.0.0.11" });
+    const root = manager.socket("/");
+    const first = manager.socket("/a");
+    await Promise.all([once(root, "connect"), once(first, "connect")]);
+    const third = manager.socket("/b");
+    const [refusal] = await once(third, "connect_error");
+    assert.equal(refusal.message, "Too many namespaces");
+    assert.equal(root.connected && first.connected, true, "the others stay");
+    clients.push(root, first, third);
+    root.disconnect();
+    first.disconnect();
+  });
+
+  test("a socket is in at most three rooms", async () => {
+    const socket = connect(server.url, { localAddress: "127.0.0.12" });
+    await once(socket, "connect");
+    for (const room of ["r1", "r2", "r3", "r4", "r5"]) await socket.timeout(2000).emitWithAck("join", room).catch(() => {});
+    await sleep(100);
+    const rooms = (await call(`${server.url}/api/rooms`, { key: KEY })).body.rooms.map((r) => r.name).filter((n) => n.startsWith("r"));
+    assert.deepEqual(rooms.sort(), ["r1", "r2", "r3"]);
+    assert.match(await metric('switchboard_limits_hit_total{limit="rooms_per_socket"}'), / [1-9]/);
+    socket.disconnect();
+  });
+
+  test("the API answers 429 with Retry-After past a key's rate", async () => {
+    await sleep(3000); // the earlier tests' calls refill
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await call(`${server.url}/api/stats`, { key: KEY }));
+    const limited = answers.filter((a) => a.status === 429);
+    assert.ok(limited.length >= 1, answers.map((a) => a.status).join(","));
+    assert.equal(limited[0].body.error.code, "rate_limited");
+    assert.ok(Number(limited[0].headers.get("retry-after")) >= 1);
+  });
+
+  test("the plain WebSocket endpoint closes an address over its cap with 1008", async () => {
+    const open = [];
+    for (let i = 0; i < 3; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws?userId=p${i}`, { localAddress: "127.0.0.13" });
+      await once(ws, "message");
+      open.push(ws);
+    }
+    const extra = new WebSocket(`ws://127.0.0.1:${server.port}/ws?userId=p9`, { localAddress: "127.0.0.13" });
+    const [code] = await once(extra, "close");
+    assert.equal(code, 1008);
+    open.forEach((ws) => ws.close());
+  });
+
+  test("an over-long event name and a deeply nested payload close nothing but their own session", async () => {
+    const bystander = connect(server.url, { localAddress: "127.0.0.14" });
+    await once(bystander, "connect");
+    const named = connect(server.url, { localAddress: "127.0.0.15" });
+    await once(named, "connect");
+    const answer = await named.timeout(2000).emitWithAck("x".repeat(300), 1);
+    assert.equal(answer.error.code, "invalid_event");
+    const raw = new WebSocket(`ws://127.0.0.1:${server.port}/socket.io/?EIO=4&transport=websocket`, { localAddress: "127.0.0.16" });
+    await once(raw, "message");
+    raw.send("40");
+    await once(raw, "message");
+    raw.send(`42["message",${"[".repeat(5000)}${"]".repeat(5000)}]`);
+    await once(raw, "close", 3000);
+    assert.equal(await bystander.timeout(2000).emitWithAck("message", "still here"), "ok");
+    [bystander, named].forEach((s) => s.disconnect());
+  });
+});
+
+describe("limits: on_excess = disconnect", () => {
+  let server;
+  before(async () => {
+    const config = `
+[rate_limits]
+on_excess = "disconnect"
+socket = { rate = 2, burst = 5 }
+`;
+    server = await startServer("switchboard", { args: ["--config", await tempFile("limits-disconnect.toml", config)] });
+  });
+  after(async () => {
+    clients.forEach((s) => s.disconnect());
+    await server.stop();
+  });
+
+  test("a flooding socket is disconnected, the client reads why", async () => {
+    const socket = connect(server.url);
+    await once(socket, "connect");
+    const gone = once(socket, "disconnect", 3000);
+    for (let i = 0; i < 20; i++) socket.emit("anything", i);
+    const [reason] = await gone;
+    assert.equal(reason, "io server disconnect");
+  });
+});
