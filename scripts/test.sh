@@ -19,6 +19,9 @@ cargo build --release --bins --examples
 step "Rust tests"
 cargo test --release
 
+step "fuzzing the decoders on stable (20 s per target; corpus in crates/switchboard/fuzz/corpus)"
+SWITCHBOARD_FUZZ_SECONDS=20 cargo test --release --test fuzz_decoders -- --nocapture
+
 step "installing e2e dependencies (Debian's chromium and redis-server, npm, pip)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -145,3 +145,14 @@ fn backend_settings_are_checked_with_key_and_line() {
     assert_eq!(config.proxy.events[0].timeout.0, Duration::from_secs(5));
     assert_eq!(config.webhooks.max_attempts, 6);
 }
+
+#[test]
+fn a_duration_too_long_to_hold_is_an_error_naming_its_key() {
+    // Found by tests/fuzz_decoders.rs: this used to panic instead of answering an error.
+    let error = load("[presence]\ngrace = \"99999999999999999993s\"\n", &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("presence.grace") && message.contains(":2:"),
+        "{message}"
+    );
+}

@@ -38,7 +38,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("invalid duration {text:?}"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // Finite and not negative, but perhaps beyond what a Duration holds ("1e30s").
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is too long"))
 }
 
 pub fn parse_size(text: &str) -> Result<usize, String> {

@@ -275,7 +275,10 @@ impl PlainWs {
                 return;
             };
             if let Some(refusal) = refused {
-                tracing::debug!(reason = refusal.label(), "plain WebSocket connection refused");
+                tracing::debug!(
+                    reason = refusal.label(),
+                    "plain WebSocket connection refused"
+                );
                 let _ = write_all(&stream, Frame::close(1008).websocket_bytes()).await;
                 return;
             }
