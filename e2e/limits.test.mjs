@@ -27,6 +27,9 @@ function mint(claims) {
 }
 
 const CONFIG = `
+[server]
+header_read_timeout = "1s"
+
 [limits]
 max_connections_per_ip = 3
 max_connections_per_user = 2
@@ -197,6 +200,18 @@ describe("limits", () => {
     const [code] = await once(extra, "close");
     assert.equal(code, 1008);
     open.forEach((ws) => ws.close());
+  });
+
+  test("a client that dribbles its request head (slowloris) is cut off", async () => {
+    const { createConnection } = await import("node:net");
+    const slow = createConnection({ port: server.port, host: "127.0.0.1", localAddress: "127.0.0.17" });
+    await once(slow, "connect");
+    slow.write("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n");
+    const dribble = setInterval(() => slow.write("X-A: b\r\n"), 300);
+    const started = Date.now();
+    await once(slow, "close", 5000);
+    clearInterval(dribble);
+    assert.ok(Date.now() - started < 3000, "closed within the header read timeout");
   });
 
   test("an over-long event name and a deeply nested payload close nothing but their own session", async () => {

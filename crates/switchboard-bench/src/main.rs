@@ -10,6 +10,8 @@
 //!   publisher behind its schedule (it sends one request at a time).
 //! - `chat`: rooms of k members; every client emits `room-message` at r/s; the same figures.
 //! - `connect`: new connections per second up to a count, WebSocket-only or polling-then-upgrade.
+//! - `churn`: clients connect, ping and disconnect continuously; the server's memory, file
+//!   descriptors and tasks before and after (they should return to their level).
 //! - `rpc`: every client sends an event with an ack at r/s; ack latency and rate, server CPU per
 //!   event (against a rule's answer or the event proxy's, with `backend` as the backend).
 //!
@@ -18,6 +20,7 @@
 //! `floor` is not a scenario but a server: the bare minimum this rig allows (see `floor.rs`),
 //! measured beside the real servers.
 
+mod churn;
 mod client;
 mod floor;
 mod probe;
@@ -101,6 +104,17 @@ enum Scenario {
         polling: bool,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+    },
+    /// Workers that connect, ping and disconnect over and over: leaks show as memory, file
+    /// descriptors or tasks above their starting level once it settles.
+    Churn {
+        #[arg(long, default_value_t = 500)]
+        workers: usize,
+        #[arg(long, default_value_t = 30)]
+        duration_secs: u64,
+        /// How long after the churn memory is read.
+        #[arg(long, default_value_t = 60)]
+        settle_secs: u64,
     },
     /// Every client sends `event` with an ack at r per second: ack latency and throughput.
     Rpc {
@@ -213,6 +227,22 @@ async fn main() -> anyhow::Result<()> {
     let result = match cli.scenario.clone() {
         Scenario::Floor { listen } => return floor::run(listen).await,
         Scenario::Backend { listen } => return rpc::backend(listen).await,
+        Scenario::Churn {
+            workers,
+            duration_secs,
+            settle_secs,
+        } => {
+            churn::run(
+                cli.server,
+                &cli.path,
+                cli.sources,
+                workers,
+                Duration::from_secs(duration_secs),
+                Duration::from_secs(settle_secs),
+                cli.server_pid,
+            )
+            .await?
+        }
         Scenario::Rpc {
             clients,
             rate,

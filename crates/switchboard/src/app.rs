@@ -171,6 +171,7 @@ impl App {
         let router = api::router(state.clone(), &routes);
         let mut server = Server::new()
             .cors(CorsPolicy::from_settings(&config.cors))
+            .header_read_timeout(config.server.header_read_timeout.0)
             .route(&config.server.path, engine.clone());
         if let Some(path) = &config.plain_ws.path {
             let require_auth = config

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub webhook_latency: Histogram,
     /// Token expiry: sockets warned, tokens refreshed, sockets disconnected at expiry.
     pub tokens: Family<OutcomeLabel, Counter>,
+    /// Tokio tasks alive now (a churn soak checks they return to their level).
+    tasks: Gauge,
 }
 
 impl Metrics {
@@ -113,6 +115,12 @@ impl Metrics {
         let webhook_events_dropped = Counter::default();
         let webhook_latency = call_histogram();
         let tokens = Family::<OutcomeLabel, Counter>::default();
+        let tasks = Gauge::default();
+        registry.register(
+            "tasks",
+            "Tokio tasks alive now (connections with work, timers, proxies)",
+            tasks.clone(),
+        );
         registry.register(
             "proxy_calls",
             "Calls to the backend's connect, event and refresh proxies, by outcome",
@@ -252,6 +260,7 @@ impl Metrics {
             webhook_events_dropped,
             webhook_latency,
             tokens,
+            tasks,
         })
     }
 
@@ -279,6 +288,10 @@ impl Metrics {
     /// The text exposition, with the current-state gauges read now.
     pub fn render(&self) -> String {
         let hub = &self.hub;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let (polling, websocket) = self.engine.sessions_by_transport();
         self.connections
             .get_or_create(&TransportLabel {

@@ -23,9 +23,6 @@ impl<H: EngineHandler> HttpService for Arc<Engine<H>> {
     }
 }
 
-/// How long a client has to send a request's head.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 struct Route {
     /// `/socket.io/` serves `/socket.io/` and `/socket.io` (and `/x` serves `/x/`).
     path: String,
@@ -33,11 +30,23 @@ struct Route {
 }
 
 /// An HTTP server with path routes.
-#[derive(Default)]
 pub struct Server {
     routes: Vec<Route>,
     fallback: Option<Arc<dyn HttpService>>,
     cors: CorsPolicy,
+    /// How long a client has to send a request's head.
+    header_read_timeout: std::time::Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            fallback: None,
+            cors: CorsPolicy::default(),
+            header_read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl Server {
@@ -65,12 +74,19 @@ impl Server {
         self
     }
 
+    /// How long a client has to send a request's head before its connection is closed.
+    pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        let header_read_timeout = self.header_read_timeout;
         let server = Arc::new(self);
         tokio::pin!(shutdown);
         loop {
@@ -97,7 +113,7 @@ impl Server {
                 // A client that dribbles its request head (slowloris) is cut off.
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// How often the stats line is logged; "0s" turns it off.
     pub stats_interval: HumanDuration,
+    /// How long a client has to send a request's head (a slowloris client is cut off).
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +40,7 @@ impl Default for ServerConfig {
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
             log_format: LogFormat::Pretty,
             stats_interval: HumanDuration(Duration::from_secs(30)),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }

@@ -671,17 +671,18 @@ impl Namespace {
         if !socket.mark_disconnected() {
             return;
         }
-        if let (Some(recovery), Some(pid)) = (self.recovery.get(), socket.pid())
-            && worth_saving(reason)
-        {
-            recovery.lock().save(SavedSession {
-                sid: socket.id().clone(),
-                pid: pid.clone(),
-                rooms: socket.rooms.lock().clone(),
-                data: socket.data(),
-                connected_seq: socket.connected_seq,
-                saved_at: std::time::Instant::now(),
-            });
+        if let Some(recovery) = self.recovery.get() {
+            match socket.pid() {
+                Some(pid) if worth_saving(reason) => recovery.lock().save(SavedSession {
+                    sid: socket.id().clone(),
+                    pid: pid.clone(),
+                    rooms: socket.rooms.lock().clone(),
+                    data: socket.data(),
+                    connected_seq: socket.connected_seq,
+                    saved_at: std::time::Instant::now(),
+                }),
+                _ => recovery.lock().forget_own_room(socket.id()),
+            }
         }
         socket.unregister_user();
         // Which rooms it left (and emptied), for the observers; none are kept when nobody

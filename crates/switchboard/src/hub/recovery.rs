@@ -376,6 +376,13 @@ impl Recovery {
         }
     }
 
+    /// Drops the history of a socket's own room once that socket is gone for good (left, not
+    /// saved): no session can ever name it again, so keeping it only holds memory (a churn of
+    /// short visits that were each greeted kept thousands of such logs for minutes).
+    pub fn forget_own_room(&mut self, sid: &str) {
+        self.rooms.remove(sid);
+    }
+
     pub fn save(&mut self, session: SavedSession) {
         let now = session.saved_at;
         self.session_order.push_back((now, session.pid.clone()));
@@ -594,5 +601,31 @@ mod tests {
         assert!(recovery.take("p1").is_none(), "expired");
         recovery.sweep();
         assert_eq!(recovery.saved_sessions(), 0);
+    }
+
+    #[test]
+    fn a_departed_sockets_own_room_is_forgotten_and_others_still_recover() {
+        let mut recovery = Recovery::new(RecoveryConfig::default());
+        let seq = recovery.next_seq();
+        recovery.store(
+            seq,
+            &[Room::from("gone-socket")],
+            frame(seq),
+            vec![],
+            vec![],
+        );
+        let seq = recovery.next_seq();
+        recovery.store(seq, &[Room::from("kitchen")], frame(seq), vec![], vec![]);
+        assert_eq!(recovery.rooms.len(), 2);
+        recovery.forget_own_room("gone-socket");
+        assert_eq!(recovery.rooms.len(), 1);
+        let missed = recovery
+            .missed("other", &rooms(&["other", "kitchen"]), 0)
+            .unwrap();
+        assert_eq!(
+            missed.len(),
+            1,
+            "a session in the kitchen still gets its event"
+        );
     }
 }
