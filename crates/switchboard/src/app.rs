@@ -126,6 +126,8 @@ impl App {
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
         engine_config.extra_kept_headers = backend::forwarded_headers(&config);
+        // The plain endpoint keeps its own per-address counts under the same limits.
+        let address_limits = engine_config.address_limits.clone();
         let engine = Engine::new(engine_config, hub.clone());
         if config.admin_ui.enabled {
             crate::admin_ui::AdminUi::install(&hub, &engine, config.admin_ui.clone());
@@ -188,7 +190,7 @@ impl App {
                     .connect
                     .clone()
                     .filter(|proxy| proxy.covers_plain_ws()),
-                EngineConfig::from_settings(&config.engine, &config.limits).address_limits,
+                address_limits,
             );
             server = server.route(path, endpoint);
         }
