@@ -22,11 +22,11 @@ cargo test --release
 step "fuzzing the decoders on stable (20 s per target; corpus in crates/switchboard/fuzz/corpus)"
 SWITCHBOARD_FUZZ_SECONDS=20 cargo test --release --test fuzz_decoders -- --nocapture
 
-step "installing e2e dependencies (Debian's chromium and redis-server, npm, pip)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+step "installing e2e dependencies (Debian's chromium, redis-server and openssl, npm, pip)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -q
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server openssl
 fi
 (cd e2e && npm ci --no-audit --no-fund)
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

@@ -18,14 +18,29 @@ export function freePort() {
   });
 }
 
-async function waitUntilUp(url, child, output) {
+/** GET over HTTPS trusting `ca` (a PEM): resolves to { status, body, cert } (the peer's). */
+export async function httpsGet(url, ca) {
+  const https = await import("node:https");
+  return new Promise((resolve, reject) => {
+    const request = https.get(url, { ca, agent: false }, (response) => {
+      const cert = response.socket.getPeerCertificate();
+      let body = "";
+      response.on("data", (chunk) => (body += chunk));
+      response.on("end", () => resolve({ status: response.statusCode, body, cert }));
+    });
+    request.on("error", reject);
+  });
+}
+
+async function waitUntilUp(url, child, output, ca) {
   const deadline = Date.now() + 15000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) {
       throw new Error(`server exited with ${child.exitCode}:\n${output.join("")}`);
     }
     try {
-      await fetch(url);
+      if (ca) await httpsGet(url, ca);
+      else await fetch(url);
       return;
     } catch {
       await new Promise((r) => setTimeout(r, 50));
@@ -36,9 +51,10 @@ async function waitUntilUp(url, child, output) {
 
 /**
  * Runs `binary` (a path under target/release) with `args` and `env`, on a free port passed as
- * PORT. Resolves to { port, url, stop(), output }.
+ * PORT. Resolves to { port, url, stop(), output }. With `ca` (a PEM), the server serves TLS and
+ * `url` is https.
  */
-export async function startServer(binary, { args = [], env = {}, port, readyPath = "/socket.io/?EIO=4&transport=polling" } = {}) {
+export async function startServer(binary, { args = [], env = {}, port, ca } = {}) {
   port = port ?? (await freePort());
   const output = [];
   const child = spawn(path.join(RELEASE, binary), args, {
@@ -47,8 +63,8 @@ export async function startServer(binary, { args = [], env = {}, port, readyPath
   });
   child.stdout.on("data", (d) => output.push(d.toString()));
   child.stderr.on("data", (d) => output.push(d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  await waitUntilUp(`${url}/health`, child, output).catch(async (e) => {
+  const url = `${ca ? "https" : "http"}://127.0.0.1:${port}`;
+  await waitUntilUp(`${url}/health`, child, output, ca).catch(async (e) => {
     child.kill("SIGKILL");
     throw e;
   });

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::plain_ws::PlainWs;
 use crate::rules;
 use crate::server::Server;
+use crate::tls::{Tls, TlsCounters};
 
 /// Loads the config (file, environment, flags) and has the parts check what only they can: a
 /// usable auth key, rules that compile. Every error names the key, and the line when it is in
@@ -52,6 +53,11 @@ pub fn check_parts(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, message)) = backend::check(config) {
         return Err(config.invalid(&key, message));
     }
+    if config.tls.configured()
+        && let Err(error) = Tls::load(&config.tls, TlsCounters::default())
+    {
+        return Err(config.invalid(&format!("tls.{}", error.key), error.message));
+    }
     Ok(())
 }
 
@@ -61,6 +67,9 @@ pub struct App {
     server: Server,
     /// The backend's proxies, webhooks and token watch, kept for the server's life.
     _backend: Backend,
+    /// Serving TLS: the certificate (reloaded on SIGHUP), or why it could not be loaded (the
+    /// server then refuses to start rather than serve in the clear).
+    tls: Result<Option<Arc<Tls>>, String>,
 }
 
 impl App {
@@ -171,6 +180,13 @@ impl App {
                 Backend::default()
             });
         let router = api::router(state.clone(), &routes);
+        let tls = if config.tls.configured() {
+            Tls::load(&config.tls, state.metrics.tls_counters())
+                .map(Some)
+                .map_err(|error| format!("tls.{}: {error}", error.key))
+        } else {
+            Ok(None)
+        };
         let mut server = Server::new()
             .cors(CorsPolicy::from_settings(&config.cors))
             .header_read_timeout(config.server.header_read_timeout.0)
@@ -194,12 +210,16 @@ impl App {
             );
             server = server.route(path, endpoint);
         }
+        if let Ok(Some(tls)) = &tls {
+            server = server.tls(tls.clone());
+        }
         let server = server.fallback(ApiService(router));
         Self {
             state,
             engine,
             server,
             _backend: backend,
+            tls,
         }
     }
 
@@ -212,6 +232,8 @@ impl App {
         let state = self.state;
         let engine = self.engine;
         let config = state.config.clone();
+        let tls = self.tls.map_err(std::io::Error::other)?;
+        let reloading = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
         if config.api.enabled && config.api.keys.is_empty() {
             tracing::warn!(
                 "no API key configured: the HTTP API answers loopback callers only \
@@ -252,6 +274,9 @@ impl App {
             cluster.leave().await;
         }
         stats.abort();
+        if let Some(reloading) = reloading {
+            reloading.abort();
+        }
         let _ = stop_accepting.send(());
         serving.await.map_err(std::io::Error::other)??;
         tracing::info!("stopped");
@@ -343,4 +368,22 @@ async fn log_stats(state: Arc<AppState>, engine: Arc<SocketEngine>, every: Durat
             "{sockets} sockets, {users} users, {rooms} rooms, {rate_in:.1} msg/s in, {rate_out:.1} msg/s out"
         );
     }
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP (a renewal hook sends one).
+async fn reload_on_hangup(tls: Arc<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate is not reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            // A failure is logged and counted; the pair in use stays.
+            let _ = tls.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }

@@ -6,7 +6,7 @@
 //! sessions, [`cors`]); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and the
 //! operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
 //! [`metrics`], [`rules`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the listener and
-//! HTTP routing); and [`app`], which builds them all from a config.
+//! HTTP routing, over [`tls`] when configured); and [`app`], which builds them all from a config.
 
 pub mod admin_ui;
 pub mod api;
@@ -27,4 +27,5 @@ pub mod protocol;
 pub mod rate;
 pub mod rules;
 pub mod server;
+pub mod tls;
 pub mod websocket;

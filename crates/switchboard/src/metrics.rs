@@ -94,6 +94,9 @@ pub struct Metrics {
     pub tokens: Family<OutcomeLabel, Counter>,
     /// Tokio tasks alive now (a churn soak checks they return to their level).
     tasks: Gauge,
+    /// TLS handshakes by outcome, and certificate reloads by outcome.
+    pub tls_handshakes: Family<OutcomeLabel, Counter>,
+    pub tls_reloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -115,6 +118,18 @@ impl Metrics {
         let webhook_events_dropped = Counter::default();
         let webhook_latency = call_histogram();
         let tokens = Family::<OutcomeLabel, Counter>::default();
+        let tls_handshakes = Family::<OutcomeLabel, Counter>::default();
+        let tls_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the listener, by outcome (ok, failed: refused or timed out)",
+            tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads (SIGHUP), by outcome (ok, failed: the old pair stays)",
+            tls_reloads.clone(),
+        );
         let tasks = Gauge::default();
         registry.register(
             "tasks",
@@ -261,6 +276,8 @@ impl Metrics {
             webhook_latency,
             tokens,
             tasks,
+            tls_handshakes,
+            tls_reloads,
         })
     }
 
@@ -283,6 +300,26 @@ impl Metrics {
 
     pub fn count_token(&self, outcome: &'static str) {
         self.tokens.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The counters the TLS listener increments (shared with these families).
+    pub fn tls_counters(&self) -> crate::tls::TlsCounters {
+        let handshakes = |outcome| {
+            self.tls_handshakes
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone()
+        };
+        let reloads = |outcome| {
+            self.tls_reloads
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone()
+        };
+        crate::tls::TlsCounters {
+            handshakes: handshakes("ok"),
+            handshake_failures: handshakes("failed"),
+            reloads: reloads("ok"),
+            reload_failures: reloads("failed"),
+        }
     }
 
     /// The text exposition, with the current-state gauges read now.

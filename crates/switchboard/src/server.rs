@@ -1,5 +1,5 @@
 //! The listener: accepts TCP connections, serves HTTP/1.1 on them (with upgrades for WebSocket),
-//! applies CORS and routes each request by path to a mounted service (an Engine.IO endpoint, the
+//! inside TLS when one is configured (`tls.rs`), applies CORS and routes each request by path to a mounted service (an Engine.IO endpoint, the
 //! HTTP API, ...). Stops accepting when the shutdown future resolves.
 
 use std::future::Future;
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::cors::CorsPolicy;
 use crate::engine::{Engine, EngineHandler};
 use crate::http::{HttpResponse, HttpService, RemoteAddr, ResponseFuture, response};
+use crate::tls::Tls;
 
 impl<H: EngineHandler> HttpService for Arc<Engine<H>> {
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
@@ -34,8 +35,9 @@ pub struct Server {
     routes: Vec<Route>,
     fallback: Option<Arc<dyn HttpService>>,
     cors: CorsPolicy,
-    /// How long a client has to send a request's head.
+    /// How long a client has to send a request's head (and to finish a TLS handshake).
     header_read_timeout: std::time::Duration,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Default for Server {
@@ -45,6 +47,7 @@ impl Default for Server {
             fallback: None,
             cors: CorsPolicy::default(),
             header_read_timeout: std::time::Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -80,6 +83,12 @@ impl Server {
         self
     }
 
+    /// Serves every connection inside TLS.
+    pub fn tls(mut self, tls: Arc<Tls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(
         self,
@@ -105,18 +114,20 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let server = server.clone();
             tokio::spawn(async move {
+                let tls = server.tls.clone();
                 let service = service_fn(move |mut request: Request<Incoming>| {
                     request.extensions_mut().insert(RemoteAddr(remote));
                     let server = server.clone();
                     async move { Ok::<_, std::convert::Infallible>(server.dispatch(request).await) }
                 });
-                // A client that dribbles its request head (slowloris) is cut off.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
+                match tls {
+                    None => serve_http(TokioIo::new(stream), service, header_read_timeout).await,
+                    Some(tls) => {
+                        if let Some(stream) = tls.handshake(stream, header_read_timeout).await {
+                            serve_http(TokioIo::new(stream), service, header_read_timeout).await;
+                        }
+                    }
+                }
             });
         }
     }
@@ -147,4 +158,19 @@ impl Server {
         self.cors.decorate(origin.as_ref(), &mut response);
         response
     }
+}
+
+/// HTTP/1.1 on one connection, upgrades allowed; a client that dribbles its request head
+/// (slowloris) is cut off after `header_read_timeout`.
+async fn serve_http<I, S>(io: I, service: S, header_read_timeout: std::time::Duration)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = http_body_util::Full<Bytes>>,
+{
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
 }

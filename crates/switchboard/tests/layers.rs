@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &[]),
     ("rate", &[]),
     ("config", &["protocol", "pattern"]),
+    ("tls", &["config"]),
     ("websocket", &["http"]),
     (
         "engine",
@@ -29,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("cluster", &["hub", "config", "protocol"]),
     ("auth", &["config", "http", "hub"]),
-    ("metrics", &["engine", "hub"]),
+    ("metrics", &["engine", "hub", "tls"]),
     (
         "rules",
         &["config", "hub", "protocol", "pattern", "clock", "metrics"],
@@ -56,7 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "api",
         &["config", "hub", "http", "metrics", "rules", "rate"],
     ),
-    ("server", &["http", "cors", "engine"]),
+    ("server", &["http", "cors", "engine", "tls"]),
 ];
 const ROOTS: &[&str] = &["app", "lib", "main"];
 

@@ -44,6 +44,7 @@ pub use rate_limits::{Bucket, EventLimit, OnExcess, RateLimitSettings};
 pub use recovery::{HistorySettings, RecoverySettings};
 pub use server::{
     ApiConfig, ConsoleSettings, CorsConfig, EngineSettings, LimitsConfig, LogFormat, ServerConfig,
+    TlsSettings,
 };
 pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
 
@@ -85,6 +86,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Token buckets on client events and API requests.
     pub rate_limits: RateLimitSettings,
+    /// HTTPS and WSS served directly (off unless both files are set).
+    pub tls: TlsSettings,
     /// The text it was loaded from, to point errors found later at their line.
     #[serde(skip)]
     source: Source,
@@ -255,6 +258,16 @@ impl Config {
                     format!("unknown transport {transport:?} (polling, websocket)"),
                 ));
             }
+        }
+        if self.tls.configured() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(invalid(
+                if self.tls.cert.is_none() {
+                    "tls.cert"
+                } else {
+                    "tls.key"
+                },
+                "tls needs both cert and key (PEM files)".into(),
+            ));
         }
         if self.engine.transports.is_empty() {
             return Err(invalid(

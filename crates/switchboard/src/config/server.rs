@@ -1,5 +1,6 @@
 //! The sections about serving: `[server]` (listener, path, shutdown, logs), `[cors]`,
-//! `[engine]` (Engine.IO heartbeats, payload, transports), `[limits]`, `[api]` and `[console]`.
+//! `[engine]` (Engine.IO heartbeats, payload, transports), `[limits]`, `[api]`, `[console]` and
+//! `[tls]`.
 
 use std::time::Duration;
 
@@ -164,5 +165,21 @@ pub struct ConsoleSettings {
 impl Default for ConsoleSettings {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// `[tls]`: serve HTTPS and WSS on the listener. Both files set, or neither.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The certificate chain, PEM, leaf first (e.g. Let's Encrypt's `fullchain.pem`).
+    pub cert: Option<String>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+}
+
+impl TlsSettings {
+    pub fn configured(&self) -> bool {
+        self.cert.is_some() || self.key.is_some()
     }
 }

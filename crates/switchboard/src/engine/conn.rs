@@ -18,14 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
 
 use parking_lot::{Mutex, MutexGuard};
-use socket2::SockRef;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::frame::Frame;
 use super::traffic::Traffic;
 use crate::http::RequestInfo;
+use crate::websocket::Socket;
 
 /// Why a session ended. The Socket.IO layer reports these as disconnect reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +119,7 @@ struct Outbox {
     written: usize,
     closed: Option<CloseReason>,
     /// The WebSocket carrying the session, once one does: frames are written to it directly.
-    socket: Option<Arc<TcpStream>>,
+    socket: Option<Arc<Socket>>,
     /// Wakes that WebSocket's connection to write what is queued (or to close).
     socket_waker: Option<Waker>,
     /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
@@ -366,7 +364,7 @@ impl EngineConn {
 
     /// From now on this WebSocket carries the session: frames are written to it directly, and
     /// `waker` wakes its connection when there is more to write or the session closes.
-    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>, waker: Waker) {
+    pub(crate) fn attach_socket(&self, socket: Arc<Socket>, waker: Waker) {
         {
             let mut outbox = self.outbox.lock();
             outbox.socket = Some(socket);
@@ -376,12 +374,12 @@ impl EngineConn {
     }
 
     /// The WebSocket carrying the session, if one does.
-    pub(crate) fn socket(&self) -> Option<Arc<TcpStream>> {
+    pub(crate) fn socket(&self) -> Option<Arc<Socket>> {
         self.outbox.lock().socket.clone()
     }
 
     /// Gives the WebSocket back once its connection ends; nothing is written to it any more.
-    pub(crate) fn detach_socket(&self) -> Option<Arc<TcpStream>> {
+    pub(crate) fn detach_socket(&self) -> Option<Arc<Socket>> {
         let mut outbox = self.outbox.lock();
         outbox.socket_waker = None;
         outbox.socket.take()
@@ -418,7 +416,16 @@ impl EngineConn {
             if outbox.frames.is_empty() {
                 // An idle connection keeps no queue storage.
                 outbox.frames = VecDeque::new();
-                break Ok(Flushed::All);
+                if !socket.output_pending() {
+                    break Ok(Flushed::All);
+                }
+                // Inside TLS, written bytes the socket did not take yet; then, what was queued
+                // meanwhile.
+                match MutexGuard::unlocked(outbox, || socket.flush_pending()) {
+                    Ok(true) => continue,
+                    Ok(false) => break Ok(Flushed::Blocked),
+                    Err(error) => break Err(error),
+                }
             }
             let mut batch: [Option<Frame>; FRAMES_PER_WRITE] = [const { None }; FRAMES_PER_WRITE];
             let count = outbox.frames.len().min(FRAMES_PER_WRITE);
@@ -434,16 +441,7 @@ impl EngineConn {
                 }
                 // One frame (a broadcast's, mostly): a plain send; several: one sendmsg (a
                 // shorter way through the kernel than writev).
-                if count == 1 {
-                    socket.try_write(&slices[0])
-                } else {
-                    socket.try_io(Interest::WRITABLE, || {
-                        // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for an
-                        // embedding program that did not ignore it.
-                        SockRef::from(&*socket)
-                            .send_vectored_with_flags(&slices[..count], libc::MSG_NOSIGNAL)
-                    })
-                }
+                socket.try_write_vectored(&slices[..count])
             });
             let mut wrote = *result.as_ref().unwrap_or(&0);
             let mut unwritten = count;

@@ -361,7 +361,10 @@ mod tests {
             16,
             Arc::new(Traffic::default()),
         ));
-        conn.attach_socket(Arc::new(server), Waker::noop().clone());
+        conn.attach_socket(
+            Arc::new(crate::websocket::Socket::plain(server)),
+            Waker::noop().clone(),
+        );
         (conn, client)
     }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::websocket::Socket;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
 use super::conn::Flushed;
@@ -107,7 +107,7 @@ pub(super) async fn handle<H: EngineHandler, B>(
 async fn upgrade_session<H: EngineHandler>(
     engine: Arc<Engine<H>>,
     session: Arc<Session<H>>,
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     mut reader: MessageReader,
 ) {
     if !session.begin_upgrade() {
@@ -216,7 +216,7 @@ impl<H: EngineHandler> Connection<H> {
     fn attach(
         engine: Arc<Engine<H>>,
         session: Arc<Session<H>>,
-        socket: Arc<TcpStream>,
+        socket: Arc<Socket>,
         reader: MessageReader,
     ) -> Arc<Self> {
         let open = engine.traffic().writer_opened();
@@ -368,7 +368,7 @@ impl<H: EngineHandler> Connection<H> {
 }
 
 /// Writes what is still queued (when the reason keeps it) and the close frame.
-async fn finish(conn: &EngineConn, socket: &TcpStream, reason: CloseReason) {
+async fn finish(conn: &EngineConn, socket: &Socket, reason: CloseReason) {
     conn.queue_final(Frame::close(reason.websocket_code()));
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
         loop {

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::websocket::Socket;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::auth::Verifier;
@@ -292,12 +292,7 @@ impl PlainWs {
         accepted.response
     }
 
-    async fn serve(
-        self: Arc<Self>,
-        socket: Arc<TcpStream>,
-        mut reader: MessageReader,
-        user: String,
-    ) {
+    async fn serve(self: Arc<Self>, socket: Arc<Socket>, mut reader: MessageReader, user: String) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, mut outbox) = mpsc::channel::<Frame>(self.settings.queue.max(1));
         let write = socket.clone();

@@ -1,6 +1,6 @@
 //! WebSocket plumbing shared by the Engine.IO transport and the plain WebSocket endpoint:
-//! answering the HTTP upgrade (RFC 6455 handshake) and taking the raw TCP stream back from
-//! hyper, and [`MessageReader`], which turns the bytes a client sends (masked, possibly
+//! answering the HTTP upgrade (RFC 6455 handshake) and taking the connection back from hyper
+//! (a [`Socket`], in the clear or inside TLS, `socket.rs`), and [`MessageReader`], which turns the bytes a client sends (masked, possibly
 //! fragmented frames) into messages. Frame headers are parsed by tungstenite's `FrameHeader` and
 //! the accept key is derived by tungstenite; the reader itself does no I/O.
 //!
@@ -11,17 +11,21 @@
 //! idle connection holds no buffer at all. Outbound frames are `engine::Frame`s: ready-made
 //! bytes that their owners write straight to the stream.
 
-use std::io::Cursor;
+mod socket;
+
+use std::io::{Cursor, IoSlice};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+pub use socket::Socket;
 
 use crate::http::HttpResponse;
 
@@ -63,14 +67,21 @@ pub struct Accepted {
 pub struct PendingUpgrade(hyper::upgrade::OnUpgrade);
 
 impl PendingUpgrade {
-    /// The raw TCP stream, and any bytes hyper read past the HTTP request (they belong to the
-    /// WebSocket). `None` if the connection went away or is not a plain TCP stream.
-    pub async fn stream(self) -> Option<(TcpStream, Bytes)> {
+    /// The connection, and any bytes hyper read past the HTTP request (they belong to the
+    /// WebSocket). `None` if the connection went away or is neither TCP nor TLS over TCP.
+    pub async fn stream(self) -> Option<(Socket, Bytes)> {
         let upgraded = self.0.await.ok()?;
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return Some((Socket::plain(parts.io.into_inner()), parts.read_buf)),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let (tcp, session) = parts.io.into_inner().into_inner();
+                Some((Socket::tls(tcp, session), parts.read_buf))
+            }
             Err(_) => {
-                tracing::error!("a WebSocket upgrade did not come from a TCP stream");
+                tracing::error!("a WebSocket upgrade did not come from a TCP or TLS stream");
                 None
             }
         }
@@ -154,10 +165,7 @@ pub enum ReadOutcome {
 
 /// Reads what the socket has right now into `reader`, without waiting. The scratch buffer lives
 /// on this (synchronous) function's stack, so no connection keeps one while idle.
-pub fn read_available(
-    stream: &TcpStream,
-    reader: &mut MessageReader,
-) -> std::io::Result<ReadOutcome> {
+pub fn read_available(stream: &Socket, reader: &mut MessageReader) -> std::io::Result<ReadOutcome> {
     let mut chunk = [0u8; READ_CHUNK];
     match stream.try_read(&mut chunk) {
         Ok(0) => Ok(ReadOutcome::Eof),
@@ -172,14 +180,18 @@ pub fn read_available(
 
 /// Writes all of `bytes`, waiting for the socket as needed (for a writer that owns the socket's
 /// write side; the Engine.IO transport writes through its session's outbox instead).
-pub async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+pub async fn write_all(socket: &Socket, mut bytes: &[u8]) -> std::io::Result<()> {
     while !bytes.is_empty() {
         socket.writable().await?;
-        match socket.try_write(bytes) {
+        match socket.try_write_vectored(&[IoSlice::new(bytes)]) {
             Ok(written) => bytes = &bytes[written..],
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }
+    }
+    // Inside TLS, the last bytes may still be in the session.
+    while !socket.flush_pending()? {
+        socket.writable().await?;
     }
     Ok(())
 }
@@ -188,14 +200,14 @@ pub async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<
 /// client still sends is read and dropped until it closes its side too or `linger` passes.
 /// Closing a socket with unread data resets the connection, and a reset can destroy the close
 /// frame before the client reads it (the client then sees 1006 instead of the code).
-pub async fn close_gracefully(socket: Arc<TcpStream>, linger: std::time::Duration) {
+pub async fn close_gracefully(socket: Arc<Socket>, linger: std::time::Duration) {
     let Ok(mut stream) = Arc::try_unwrap(socket) else {
         return;
     };
-    let _ = stream.shutdown().await;
+    stream.shutdown(linger).await;
     let _ = tokio::time::timeout(linger, async {
         while stream.readable().await.is_ok() {
-            if !matches!(discard_available(&stream), Ok(true)) {
+            if !matches!(stream.discard_available(), Ok(true)) {
                 break;
             }
         }
@@ -203,20 +215,9 @@ pub async fn close_gracefully(socket: Arc<TcpStream>, linger: std::time::Duratio
     .await;
 }
 
-/// Reads and drops what the socket has; false once the peer closed its side.
-fn discard_available(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut sink = [0u8; READ_CHUNK];
-    match stream.try_read(&mut sink) {
-        Ok(0) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-        Err(error) => Err(error),
-    }
-}
-
 /// Waits for the client's next message.
 pub async fn next_message(
-    socket: &TcpStream,
+    socket: &Socket,
     reader: &mut MessageReader,
 ) -> Result<Option<Incoming>, ReadError> {
     loop {

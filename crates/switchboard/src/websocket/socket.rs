@@ -1,0 +1,221 @@
+//! [`Socket`]: the connection a WebSocket runs on once hyper hands it back, in the clear or
+//! inside TLS. Everything is non-blocking (`try_*` and `poll_*_ready`, as on tokio's
+//! `TcpStream`), so the callers' model stays the same either way: read what is there, write what
+//! the socket takes, and wait for readiness otherwise.
+//!
+//! In the clear, a read or write is one system call on the stream. Inside TLS, the rustls session
+//! sits between: a write encrypts into it and sends what the socket takes; what it cannot take
+//! yet stays in the session ([`Socket::output_pending`]) and goes first on the next write (or on
+//! [`Socket::flush_pending`] when the socket is writable again). A read decrypts what the socket
+//! has. The session is behind a lock, taken for the moment of one call: the connection's reads
+//! and a flusher thread's writes never wait on each other for longer than that.
+
+use std::io::{IoSlice, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// A WebSocket's connection; see the module comment.
+pub struct Socket {
+    tcp: TcpStream,
+    tls: Option<Box<Tls>>,
+}
+
+struct Tls {
+    session: Mutex<rustls::ServerConnection>,
+    /// The session may hold input already (records read by hyper's side before the handover,
+    /// or plaintext left by a read that filled its buffer): a read is due without waiting for
+    /// the socket to become readable.
+    input_buffered: AtomicBool,
+}
+
+impl Socket {
+    pub fn plain(tcp: TcpStream) -> Self {
+        Self { tcp, tls: None }
+    }
+
+    /// A TLS connection whose handshake is done (`session` as tokio-rustls hands it back).
+    pub fn tls(tcp: TcpStream, session: rustls::ServerConnection) -> Self {
+        Self {
+            tcp,
+            tls: Some(Box::new(Tls {
+                session: Mutex::new(session),
+                input_buffered: AtomicBool::new(true),
+            })),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(tls) = &self.tls
+            && tls.input_buffered.load(Ordering::Acquire)
+        {
+            return Poll::Ready(Ok(()));
+        }
+        self.tcp.poll_read_ready(cx)
+    }
+
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.tcp.poll_write_ready(cx)
+    }
+
+    pub async fn readable(&self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    pub async fn writable(&self) -> std::io::Result<()> {
+        self.tcp.writable().await
+    }
+
+    /// Reads what is there into `buf`: `Ok(0)` once the peer closed, `WouldBlock` when nothing
+    /// is there yet.
+    pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return self.tcp.try_read(buf);
+        };
+        let mut session = tls.session.lock();
+        loop {
+            match session.reader().read(buf) {
+                Ok(read) => {
+                    // A full buffer may have left more behind.
+                    tls.input_buffered
+                        .store(read == buf.len(), Ordering::Release);
+                    return Ok(read);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                // The peer closed without a close_notify: for us, the same end.
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(error) => return Err(error),
+            }
+            tls.input_buffered.store(false, Ordering::Release);
+            let read = self
+                .tcp
+                .try_io(Interest::READABLE, || session.read_tls(&mut Fd(&self.tcp)))?;
+            if read == 0 {
+                return Ok(0);
+            }
+            let processed = session.process_new_packets();
+            // An alert or a key update the session wants to send goes now, if it can.
+            if session.wants_write() {
+                let _ = self.write_tls(&mut session);
+            }
+            if let Err(error) = processed {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, error));
+            }
+        }
+    }
+
+    /// Writes as much of `slices` as the socket takes now (one `send` for one slice, one
+    /// `sendmsg` for several); `WouldBlock` when it takes nothing. Inside TLS, what the session
+    /// still holds goes first, and the bytes taken may be left partly in the session.
+    pub fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return match slices {
+                [one] => self.tcp.try_write(one),
+                _ => self.tcp.try_io(Interest::WRITABLE, || {
+                    // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for an
+                    // embedding program that did not ignore it.
+                    SockRef::from(&self.tcp).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+                }),
+            };
+        };
+        let mut session = tls.session.lock();
+        if !self.write_tls(&mut session)? {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let taken = session.writer().write_vectored(slices)?;
+        self.write_tls(&mut session)?;
+        Ok(taken)
+    }
+
+    /// Whether written bytes wait in the TLS session for the socket (never in the clear).
+    pub fn output_pending(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.session.lock().wants_write())
+    }
+
+    /// Sends what waits in the TLS session: true once nothing does.
+    pub fn flush_pending(&self) -> std::io::Result<bool> {
+        match &self.tls {
+            Some(tls) => self.write_tls(&mut tls.session.lock()),
+            None => Ok(true),
+        }
+    }
+
+    /// Sends the session's encrypted output as far as the socket takes it: true once all is sent.
+    fn write_tls(&self, session: &mut rustls::ServerConnection) -> std::io::Result<bool> {
+        while session.wants_write() {
+            match self
+                .tcp
+                .try_io(Interest::WRITABLE, || session.write_tls(&mut Fd(&self.tcp)))
+            {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(true)
+    }
+
+    /// No more writes: a TLS close_notify (sent within `within`), then the TCP FIN.
+    pub async fn shutdown(&mut self, within: std::time::Duration) {
+        if let Some(tls) = &self.tls {
+            // What the peer sends from now on is only read to be dropped.
+            tls.input_buffered.store(false, Ordering::Release);
+            tls.session.lock().send_close_notify();
+            let _ = tokio::time::timeout(within, async {
+                while let Ok(false) = self.flush_pending() {
+                    if self.tcp.writable().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads and drops what the peer sends (after a close): false once it closed its side.
+    pub fn discard_available(&self) -> std::io::Result<bool> {
+        let mut sink = [0u8; super::READ_CHUNK];
+        // Undecrypted: nothing the peer sends now matters.
+        match self.tcp.try_read(&mut sink) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The stream's file descriptor as blocking-style `Read`/`Write` for rustls, inside `try_io`
+/// (a `WouldBlock` from it clears the readiness tokio keeps).
+struct Fd<'a>(&'a TcpStream);
+
+impl Read for Fd<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*SockRef::from(self.0)).read(buf)
+    }
+}
+
+impl Write for Fd<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
