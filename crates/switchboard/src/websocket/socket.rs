@@ -115,6 +115,7 @@ impl Socket {
     /// Writes as much of `slices` as the socket takes now (one `send` for one slice, one
     /// `sendmsg` for several); `WouldBlock` when it takes nothing. Inside TLS, what the session
     /// still holds goes first, and the bytes taken may be left partly in the session.
+    #[inline]
     pub fn try_write_vectored(&self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
         let Some(tls) = &self.tls else {
             return match slices {
@@ -136,6 +137,7 @@ impl Socket {
     }
 
     /// Whether written bytes wait in the TLS session for the socket (never in the clear).
+    #[inline]
     pub fn output_pending(&self) -> bool {
         self.tls
             .as_ref()
