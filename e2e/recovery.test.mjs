@@ -127,6 +127,47 @@ describe("recovery", () => {
   });
 });
 
+test("clients = on_request: a client that asks recovers; one that does not gets events exactly as sent", async () => {
+  const srv = await server(`[recovery]\nclients = "on_request"\n`);
+  try {
+    const asking = connect(srv, { auth: { recover: true } });
+    const plain = connect(srv);
+    await Promise.all([once(asking, "connect"), once(plain, "connect")]);
+    const args = { asking: [], plain: [] };
+    asking.on("news", (...a) => args.asking.push(a));
+    plain.on("news", (...a) => args.plain.push(a));
+    const first = await api(srv, "/api/emit", { event: "news", rooms: ["news"], data: "one" });
+    await sleep(100);
+    // One broadcast, two forms: with its offset for the client that recovers, without for the other.
+    assert.deepEqual(args.asking, [["one", first.body.offset]]);
+    assert.deepEqual(args.plain, [["one"]]);
+
+    const ids = { asking: asking.id, plain: plain.id };
+    const cut = [once(asking, "disconnect"), once(plain, "disconnect")];
+    await api(srv, "/api/disconnect", { sockets: [ids.asking, ids.plain], close_transport: true });
+    await Promise.all(cut);
+    const metrics = (await call(`${srv.url}/metrics`)).body;
+    assert.match(metrics, /switchboard_recovery_sessions_saved\{namespace="\/"\} 1\n/, "only the asking client's session is kept");
+    await api(srv, "/api/emit", { event: "news", rooms: ["news"], data: "missed" });
+    await Promise.all([once(asking, "connect", 5000), once(plain, "connect", 5000)]);
+    assert.equal(asking.recovered, true);
+    assert.equal(asking.id, ids.asking);
+    assert.ok(!plain.recovered, "no session was kept for the client that did not ask");
+    assert.notEqual(plain.id, ids.plain);
+    await sleep(200);
+    assert.deepEqual(args.asking.map(([n]) => n), ["one", "missed"]);
+    assert.deepEqual(args.plain, [["one"]], "what was sent while it was away is gone for the client that did not ask");
+    const after = await api(srv, "/api/emit", { event: "news", rooms: ["news"], data: "after" });
+    await sleep(100);
+    assert.deepEqual(args.plain.at(-1), ["after"]);
+    assert.deepEqual(args.asking.at(-1), ["after", after.body.offset]);
+    asking.disconnect();
+    plain.disconnect();
+  } finally {
+    await srv.stop();
+  }
+});
+
 test("after the recovery window the client is a fresh socket", async () => {
   const srv = await server(`[recovery]\nmax_disconnection_duration = "300ms"\n`.replace(/^/, ""));
   try {

@@ -18,6 +18,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+/// The CONNECT to `/`, asking for connection state recovery as socket.io-client 4.6+ can
+/// (`auth: { recover: true }`): with `examples/orders.toml` (`[recovery] clients =
+/// "on_request"`) every event then carries its offset, as it does for every client by default.
+/// The peers ignore the payload.
+const CONNECT: &str = r#"40{"recover":true}"#;
+
 /// Microseconds since this process started: the clock carried in payloads.
 pub fn now_micros() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -209,7 +215,7 @@ pub async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
     if !open.starts_with('0') {
         bail!("expected the open packet, got {open:?}");
     }
-    ws.send(Message::text("40")).await?;
+    ws.send(Message::text(CONNECT)).await?;
     loop {
         let reply = next_text(&mut ws).await?;
         if reply.starts_with("40") {
@@ -232,7 +238,7 @@ async fn open_polling_then_upgrade(target: &Target) -> anyhow::Result<Ws> {
     }
     let sid = sid_of(&String::from_utf8_lossy(&body))?;
     let with_sid = format!("{base}&sid={sid}");
-    let (status, _) = http(&mut stream, &host, "POST", &with_sid, b"40").await?;
+    let (status, _) = http(&mut stream, &host, "POST", &with_sid, CONNECT.as_bytes()).await?;
     if status != 200 {
         bail!("connect status {status}");
     }

@@ -73,6 +73,8 @@ pub struct Metrics {
     connections: Family<TransportLabel, Gauge>,
     sockets: Family<NamespaceLabel, Gauge>,
     rooms: Family<NamespaceLabel, Gauge>,
+    /// Sessions kept for connection state recovery, by namespace.
+    recovery_sessions: Family<NamespaceLabel, Gauge>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
     /// On a node of a cluster: linked to Redis now (1) or not (0).
@@ -105,6 +107,12 @@ impl Metrics {
         let connections = Family::<TransportLabel, Gauge>::default();
         let sockets = Family::<NamespaceLabel, Gauge>::default();
         let rooms = Family::<NamespaceLabel, Gauge>::default();
+        let recovery_sessions = Family::<NamespaceLabel, Gauge>::default();
+        registry.register(
+            "recovery_sessions_saved",
+            "Sessions kept for connection state recovery (dropped clients that may come back), by namespace",
+            recovery_sessions.clone(),
+        );
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
         let cluster_connected = Gauge::default();
@@ -263,6 +271,7 @@ impl Metrics {
             connections,
             sockets,
             rooms,
+            recovery_sessions,
             emits,
             api_requests,
             cluster_connected,
@@ -347,6 +356,11 @@ impl Metrics {
             self.sockets
                 .get_or_create(&label)
                 .set(namespace.socket_count() as i64);
+            if namespace.recovers() {
+                self.recovery_sessions
+                    .get_or_create(&label)
+                    .set(namespace.saved_sessions() as i64);
+            }
             self.rooms
                 .get_or_create(&label)
                 .set(namespace.shared_room_count() as i64);

@@ -6,10 +6,25 @@ use serde::{Deserialize, Serialize};
 
 use super::HumanDuration;
 
+/// Which clients get recovery (a private session id, and an offset as every event's last
+/// argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryClients {
+    /// Every client (what the reference server does): right for socket.io-client 4.6+ in JS.
+    #[default]
+    All,
+    /// Only clients whose CONNECT auth says `recover: true`; the others receive events exactly
+    /// as sent (python-socketio, Swift and Java clients do not implement recovery).
+    OnRequest,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoverySettings {
     pub enabled: bool,
+    /// `all` or `on_request` (see [`RecoveryClients`]).
+    pub clients: RecoveryClients,
     /// How long a disconnected client can come back to its session.
     pub max_disconnection_duration: HumanDuration,
     /// Saved sessions per namespace at most.
@@ -26,6 +41,7 @@ impl Default for RecoverySettings {
     fn default() -> Self {
         Self {
             enabled: true,
+            clients: RecoveryClients::All,
             max_disconnection_duration: HumanDuration(Duration::from_secs(120)),
             max_sessions: 100_000,
             max_rooms: 100_000,

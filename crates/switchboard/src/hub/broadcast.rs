@@ -205,7 +205,14 @@ impl Namespace {
         let offset = seq.to_string();
         let frames =
             packets::event_with_offset(self.name(), None, event, args, attachments, Some(&offset));
-        let reached = self.deliver(target, &frames);
+        let reached = if self.recovery_on_request() {
+            // Sockets that did not ask for recovery get the event as sent, with no offset.
+            self.deliver_split(target, &frames, || {
+                packets::event(self.name(), None, event, args, attachments)
+            })
+        } else {
+            self.deliver(target, &frames)
+        };
         history.store(
             seq,
             &target.rooms,
@@ -261,6 +268,39 @@ impl Namespace {
         let mut batch = SendBatch::new(frames, self.reach_at_most(target));
         self.for_each_target(target, |socket| batch.send(socket.conn()));
         let reached = batch.finish();
+        self.fanout.observe(started.elapsed().as_secs_f64());
+        reached
+    }
+
+    /// [`Namespace::deliver`] of `with_offset` to the sockets that recover (they have a session
+    /// id) and of `plain()` (encoded once, when the first socket that does not recover is met)
+    /// to the others.
+    fn deliver_split(
+        &self,
+        target: &Target,
+        with_offset: &[Frame],
+        plain: impl FnOnce() -> Vec<Frame>,
+    ) -> usize {
+        let started = std::time::Instant::now();
+        let reach = self.reach_at_most(target);
+        let plain_frames = std::cell::OnceCell::new();
+        let mut plain = Some(plain);
+        let mut recovering = SendBatch::new(with_offset, reach);
+        let mut others: Option<SendBatch<'_>> = None;
+        self.for_each_target(target, |socket| {
+            if socket.pid().is_some() {
+                recovering.send(socket.conn());
+            } else {
+                others
+                    .get_or_insert_with(|| {
+                        let frames = plain_frames
+                            .get_or_init(|| plain.take().map_or_else(Vec::new, |encode| encode()));
+                        SendBatch::new(frames, reach)
+                    })
+                    .send(socket.conn());
+            }
+        });
+        let reached = recovering.finish() + others.map_or(0, SendBatch::finish);
         self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }

@@ -17,6 +17,9 @@ pub struct Handshake {
     /// empty map: most clients send none, and every socket keeps its handshake).
     pub auth: Arc<Map<String, Value>>,
     pub issued: SystemTime,
+    /// The client asked for connection state recovery (`recover: true` in its auth, taken out
+    /// of `auth`), which `[recovery] clients = "on_request"` waits for.
+    pub recovery_requested: bool,
 }
 
 impl Handshake {
@@ -30,6 +33,7 @@ impl Handshake {
         Self {
             auth,
             issued: SystemTime::now(),
+            recovery_requested: false,
         }
     }
 }

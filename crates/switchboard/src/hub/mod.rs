@@ -455,7 +455,10 @@ impl Hub {
             }
             _ => None,
         };
-        let handshake = Handshake::new(auth);
+        let recovery_requested = auth.remove("recover") == Some(Value::Bool(true));
+        let mut handshake = Handshake::new(auth);
+        // A returning client asked when it first connected (it has a session id).
+        handshake.recovery_requested = recovery_requested || returning.is_some();
         let refuse = |error: ConnectError| {
             let _ = conn.send(packets::connect_error(
                 &name,

@@ -62,6 +62,8 @@ pub struct Namespace {
     pub(crate) fanout: Histogram,
     /// History and saved sessions, when connection state recovery is on.
     pub(crate) recovery: OnceLock<Mutex<Recovery>>,
+    /// Recovery only for clients that ask (`RecoveryConfig::on_request`).
+    recovery_on_request: std::sync::atomic::AtomicBool,
     pub(crate) presence: Arc<Presence>,
     pub(crate) observers: Arc<super::Observers>,
     /// The other nodes, when clustered.
@@ -95,6 +97,7 @@ impl Namespace {
             handlers: RwLock::new(Handlers::default()),
             fanout,
             recovery: OnceLock::new(),
+            recovery_on_request: std::sync::atomic::AtomicBool::new(false),
             presence,
             observers,
             cluster,
@@ -229,6 +232,7 @@ impl Namespace {
     /// Turns connection state recovery on (before clients connect). Expired history and
     /// sessions are swept every few seconds.
     pub fn enable_recovery(self: &Arc<Self>, config: RecoveryConfig) {
+        let on_request = config.on_request;
         if self
             .recovery
             .set(Mutex::new(Recovery::new(config)))
@@ -236,6 +240,8 @@ impl Namespace {
         {
             return;
         }
+        self.recovery_on_request
+            .store(on_request, std::sync::atomic::Ordering::Release);
         let weak = Arc::downgrade(self);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -251,6 +257,12 @@ impl Namespace {
                 }
             });
         }
+    }
+
+    /// Whether only clients that ask get recovery.
+    pub(crate) fn recovery_on_request(&self) -> bool {
+        self.recovery_on_request
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether events are stored for recovery.
@@ -530,9 +542,12 @@ impl Namespace {
         data: Map<String, Value>,
         rooms: Vec<String>,
     ) -> Arc<Socket> {
+        // A socket with no session id gets no offsets either (see `deliver`).
         let (pid, connected_seq) = match self.recovery.get() {
-            Some(recovery) => (Some(crate::engine::new_id()), recovery.lock().last_seq()),
-            None => (None, 0),
+            Some(recovery) if handshake.recovery_requested || !self.recovery_on_request() => {
+                (Some(crate::engine::new_id()), recovery.lock().last_seq())
+            }
+            _ => (None, 0),
         };
         let socket = Arc::new(Socket::new(
             SocketStart {

@@ -45,6 +45,9 @@ pub struct RecoveryConfig {
     pub rerun_middleware: bool,
     /// Whether the connect handlers (rules) run again when a session is recovered.
     pub rerun_on_connect: bool,
+    /// Only clients that ask for it (CONNECT auth `recover: true`) get a session id and
+    /// offsets; the others' events carry none.
+    pub on_request: bool,
 }
 
 impl RecoveryConfig {
@@ -64,6 +67,7 @@ impl RecoveryConfig {
                 .collect(),
             rerun_middleware: recovery.rerun_auth,
             rerun_on_connect: recovery.rerun_on_connect,
+            on_request: recovery.clients == crate::config::RecoveryClients::OnRequest,
         }
     }
 }
@@ -77,6 +81,7 @@ impl Default for RecoveryConfig {
             history: Vec::new(),
             rerun_middleware: false,
             rerun_on_connect: false,
+            on_request: false,
         }
     }
 }
