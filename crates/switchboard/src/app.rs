@@ -80,6 +80,7 @@ impl App {
             user_key: config.presence.user_key.clone(),
             presence_grace: config.presence.grace.0,
             limits: HubLimits::from_settings(&config.rate_limits, &config.limits),
+            msgpack: config.engine.msgpack,
         });
         // Validated when the config loaded; a hand-built config with a bad key runs without auth.
         let verifier = config

@@ -259,6 +259,11 @@ impl Metrics {
             api_requests.clone(),
         );
         registry.register(
+            "sessions_by_parser",
+            "Engine.IO sessions by the Socket.IO parser their first packet showed (json, msgpack)",
+            hub.parser_counts().clone(),
+        );
+        registry.register(
             "broadcast_fanout_seconds",
             "Time for one broadcast to reach every recipient's queue",
             hub.fanout_histogram().clone(),

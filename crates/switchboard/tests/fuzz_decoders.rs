@@ -1,8 +1,9 @@
 //! Fuzzing on stable Rust: every decoder that reads what the network or a user sends is fed
 //! mutations of the committed corpus (`fuzz/corpus/<target>/`) for a bounded time, and must
 //! answer (a value or an error) without panicking. Targets: the Engine.IO packet and polling
-//! payload decoders, the Socket.IO packet decoder (binary placeholders included), the WebSocket
-//! frame reader, the config parser and the HTTP API's request bodies.
+//! payload decoders, the Socket.IO packet decoder (binary placeholders included), its MessagePack
+//! form (socket.io-msgpack-parser's, with a round trip through the encoder), the WebSocket frame
+//! reader, the config parser and the HTTP API's request bodies.
 //!
 //! `SWITCHBOARD_FUZZ_SECONDS` sets the time per target (2 s by default; CI runs longer). The
 //! run is seeded (`SWITCHBOARD_FUZZ_SEED`, printed), so a failure can be replayed. An input that
@@ -209,6 +210,36 @@ fn socket_packet_decoder() {
             && let Some(data) = &packet.data
         {
             let _ = switchboard::protocol::socket::is_placeholder(data, packet.attachments);
+        }
+    });
+}
+
+#[test]
+fn msgpack_packet_decoder() {
+    use switchboard::protocol::{msgpack, socket::PacketKind};
+    fuzz("msgpack_packet", |input| {
+        let Ok((packet, attachments)) = msgpack::decode(input) else {
+            return;
+        };
+        // What decodes as an event re-encodes (as the server would send it) to the same event.
+        if let (PacketKind::Event | PacketKind::BinaryEvent, Some(serde_json::Value::Array(items))) =
+            (packet.kind, &packet.data)
+            && let Some((serde_json::Value::String(name), args)) = items.split_first()
+        {
+            let mut out = Vec::new();
+            msgpack::encode_event(
+                &mut out,
+                &packet.namespace,
+                packet.ack_id,
+                name,
+                args,
+                &attachments,
+                None,
+            );
+            let (again, again_attachments) =
+                msgpack::decode(&out).expect("an encoded event decodes");
+            assert_eq!(again.data, packet.data, "round trip of {input:?}");
+            assert_eq!(again_attachments, attachments);
         }
     });
 }

@@ -74,6 +74,8 @@ pub struct EngineSettings {
     pub upgrade_timeout: HumanDuration,
     /// Transports clients may use: "polling", "websocket".
     pub transports: Vec<String>,
+    /// Whether clients using socket.io-msgpack-parser are served (told by their first packet).
+    pub msgpack: bool,
 }
 
 impl Default for EngineSettings {
@@ -85,6 +87,7 @@ impl Default for EngineSettings {
             connect_timeout: HumanDuration(Duration::from_secs(45)),
             upgrade_timeout: HumanDuration(Duration::from_secs(10)),
             transports: vec!["polling".into(), "websocket".into()],
+            msgpack: true,
         }
     }
 }

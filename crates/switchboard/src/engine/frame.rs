@@ -43,6 +43,14 @@ impl Frame {
         Self::with_payload(packet, OPCODE_TEXT)
     }
 
+    /// A binary Engine.IO message whose bytes `write` appends (a MessagePack packet).
+    pub fn binary_message(write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let mut buf = Vec::with_capacity(MAX_HEADER + 64);
+        buf.resize(MAX_HEADER, 0);
+        write(&mut buf);
+        Self::seal(buf, OPCODE_BINARY)
+    }
+
     /// A binary Engine.IO message (a binary attachment of a Socket.IO packet).
     pub fn binary(data: &[u8]) -> Self {
         Self::with_payload(data, OPCODE_BINARY)

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::namespace::Namespace;
-use super::packets;
+use super::packets::{self, PacketFrames, Parser};
 use super::socket::{Room, Socket};
 use crate::engine::{Frame, SendBatch};
+use std::cell::OnceCell;
 
 /// Who a broadcast reaches within one namespace. No rooms means everyone.
 #[derive(Debug, Clone, Default)]
@@ -183,9 +184,10 @@ impl Namespace {
         published
     }
 
-    /// Encodes an event once and queues it on every targeted socket of this node; with recovery
-    /// on, gives it the next offset and stores it, all under the history lock so offsets reach
-    /// every client in order and a restore never misses or repeats one.
+    /// Encodes an event once per form its recipients read and queues it on every targeted socket
+    /// of this node; with recovery on, gives it the next offset and stores it (in the JSON form
+    /// with its offset), all under the history lock so offsets reach every client in order and
+    /// a restore never misses or repeats one.
     pub(crate) fn publish_local(
         &self,
         target: &Target,
@@ -193,26 +195,22 @@ impl Namespace {
         args: &[Value],
         attachments: &[Bytes],
     ) -> Published {
+        let name = self.name();
+        let encode = |parser: Parser, offset: Option<&str>| {
+            packets::event_with_offset(parser, name, None, event, args, attachments, offset)
+        };
         let Some(recovery) = self.recovery.get() else {
-            let frames = packets::event(self.name(), None, event, args, attachments);
+            let frames = encode(Parser::Json, None);
             return Published {
-                reached: self.deliver(target, &frames),
+                reached: self.deliver(target, &frames, None, &encode),
                 offset: None,
             };
         };
         let mut history = recovery.lock();
         let seq = history.next_seq();
         let offset = seq.to_string();
-        let frames =
-            packets::event_with_offset(self.name(), None, event, args, attachments, Some(&offset));
-        let reached = if self.recovery_on_request() {
-            // Sockets that did not ask for recovery get the event as sent, with no offset.
-            self.deliver_split(target, &frames, || {
-                packets::event(self.name(), None, event, args, attachments)
-            })
-        } else {
-            self.deliver(target, &frames)
-        };
+        let frames = encode(Parser::Json, Some(&offset));
+        let reached = self.deliver(target, &frames, Some(&offset), &encode);
         history.store(
             seq,
             &target.rooms,
@@ -257,50 +255,54 @@ impl Namespace {
         }
     }
 
-    /// Sends the same frames to every targeted socket; returns how many accepted them.
+    /// Sends one event to every targeted socket in the form it reads; returns how many accepted
+    /// it. `json` is the default parser's form, with `offset` as its last argument when the
+    /// event has one. A socket that reads another form (a MessagePack client, or a client that
+    /// did not ask for recovery, which gets no offset) gets that form, encoded by `encode` when
+    /// the first such socket is met: once per form, never once per recipient.
     ///
     /// The frames are queued on each recipient and written without a task wake-up per
     /// recipient: a large broadcast's by the engine's flusher threads, a small one's (a chat
     /// room) by this worker once it is idle, so that in a burst what several senders sent one
     /// client goes out in one write (see `engine/flush.rs`).
-    pub(crate) fn deliver(&self, target: &Target, frames: &[Frame]) -> usize {
-        let started = std::time::Instant::now();
-        let mut batch = SendBatch::new(frames, self.reach_at_most(target));
-        self.for_each_target(target, |socket| batch.send(socket.conn()));
-        let reached = batch.finish();
-        self.fanout.observe(started.elapsed().as_secs_f64());
-        reached
-    }
-
-    /// [`Namespace::deliver`] of `with_offset` to the sockets that recover (they have a session
-    /// id) and of `plain()` (encoded once, when the first socket that does not recover is met)
-    /// to the others.
-    fn deliver_split(
+    pub(crate) fn deliver(
         &self,
         target: &Target,
-        with_offset: &[Frame],
-        plain: impl FnOnce() -> Vec<Frame>,
+        json: &[Frame],
+        offset: Option<&str>,
+        encode: &dyn Fn(Parser, Option<&str>) -> PacketFrames,
     ) -> usize {
         let started = std::time::Instant::now();
         let reach = self.reach_at_most(target);
-        let plain_frames = std::cell::OnceCell::new();
-        let mut plain = Some(plain);
-        let mut recovering = SendBatch::new(with_offset, reach);
-        let mut others: Option<SendBatch<'_>> = None;
+        // The other forms: JSON without the offset, MessagePack with it, MessagePack without.
+        let forms: [OnceCell<PacketFrames>; 3] = Default::default();
+        let mut primary = SendBatch::new(json, reach);
+        let mut others: [Option<SendBatch<'_>>; 3] = Default::default();
         self.for_each_target(target, |socket| {
-            if socket.pid().is_some() {
-                recovering.send(socket.conn());
-            } else {
-                others
-                    .get_or_insert_with(|| {
-                        let frames = plain_frames
-                            .get_or_init(|| plain.take().map_or_else(Vec::new, |encode| encode()));
-                        SendBatch::new(frames, reach)
-                    })
-                    .send(socket.conn());
-            }
+            let plain = offset.is_some() && socket.pid().is_none();
+            let form = match (socket.parser(), plain) {
+                (Parser::Json, false) => return primary.send(socket.conn()),
+                (Parser::Json, true) => 0,
+                (Parser::MsgPack, false) if offset.is_some() => 1,
+                (Parser::MsgPack, _) => 2,
+            };
+            others[form]
+                .get_or_insert_with(|| {
+                    let frames = forms[form].get_or_init(|| match form {
+                        0 => encode(Parser::Json, None),
+                        1 => encode(Parser::MsgPack, offset),
+                        _ => encode(Parser::MsgPack, None),
+                    });
+                    SendBatch::new(frames, reach)
+                })
+                .send(socket.conn());
         });
-        let reached = recovering.finish() + others.map_or(0, SendBatch::finish);
+        let reached = primary.finish()
+            + others
+                .into_iter()
+                .flatten()
+                .map(SendBatch::finish)
+                .sum::<usize>();
         self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }

@@ -20,6 +20,8 @@ pub struct Handshake {
     /// The client asked for connection state recovery (`recover: true` in its auth, taken out
     /// of `auth`), which `[recovery] clients = "on_request"` waits for.
     pub recovery_requested: bool,
+    /// The parser the client speaks: every packet to this socket is encoded for it.
+    pub parser: super::packets::Parser,
 }
 
 impl Handshake {
@@ -34,6 +36,7 @@ impl Handshake {
             auth,
             issued: SystemTime::now(),
             recovery_requested: false,
+            parser: super::packets::Parser::Json,
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct Ack {
     pub(crate) conn: Arc<EngineConn>,
     pub(crate) namespace: Arc<str>,
     pub(crate) id: u64,
+    pub(crate) parser: super::packets::Parser,
 }
 
 impl Ack {
@@ -87,7 +91,7 @@ impl Ack {
     }
 
     pub fn send_binary(self, args: &[Value], attachments: &[Bytes]) {
-        let frames = packets::ack(&self.namespace, self.id, args, attachments);
+        let frames = packets::ack(self.parser, &self.namespace, self.id, args, attachments);
         let _ = self.conn.send_all(&frames);
     }
 }

@@ -27,6 +27,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 
@@ -43,6 +46,7 @@ pub use socket::{Room, Socket};
 use crate::engine::{CloseReason, Engine, EngineConn, EngineHandler, Message};
 use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
 use adapter::{Adapter, ClusterSlot};
+use packets::Parser;
 
 /// The Engine.IO server with the hub as its handler: the server's Socket.IO endpoint.
 pub type SocketEngine = Engine<Arc<Hub>>;
@@ -58,6 +62,8 @@ pub struct HubConfig {
     pub presence_grace: Duration,
     /// What a client may do through its sockets.
     pub limits: limits::HubLimits,
+    /// Whether socket.io-msgpack-parser clients are served (a client's first binary packet).
+    pub msgpack: bool,
 }
 
 impl Default for HubConfig {
@@ -67,6 +73,7 @@ impl Default for HubConfig {
             user_key: "userId".into(),
             presence_grace: Duration::from_secs(5),
             limits: limits::HubLimits::default(),
+            msgpack: true,
         }
     }
 }
@@ -114,6 +121,14 @@ pub struct Hub {
     observers: Arc<Observers>,
     cluster: Arc<ClusterSlot>,
     limits: Arc<limits::HubLimits>,
+    /// Engine.IO sessions by the parser their first packet showed.
+    parsers: Family<ParserLabel, Counter>,
+}
+
+/// The label of `switchboard_sessions_by_parser_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ParserLabel {
+    pub parser: &'static str,
 }
 
 /// Seconds one broadcast takes to reach every recipient's queue: 10 µs to 3 s.
@@ -132,6 +147,7 @@ impl Hub {
             presence: Presence::new(config.user_key.clone(), config.presence_grace),
             observers: Arc::new(Observers::default()),
             cluster: Arc::default(),
+            parsers: Family::default(),
             config,
         })
     }
@@ -165,6 +181,11 @@ impl Hub {
 
     pub fn fanout_histogram(&self) -> &Histogram {
         &self.fanout
+    }
+
+    /// Sessions by the parser they speak (counted at their first packet).
+    pub fn parser_counts(&self) -> &Family<ParserLabel, Counter> {
+        &self.parsers
     }
 
     /// The namespace `name`, created (and open to clients) on first use.
@@ -215,6 +236,8 @@ struct ClientState {
     /// A packet waiting for its binary attachments (boxed: rare, and every client has the field).
     partial: Option<Box<PartialPacket>>,
     closed: bool,
+    /// The parser the client speaks, once its first packet told.
+    parser: Option<Parser>,
 }
 
 /// The Socket.IO side of one Engine.IO session.
@@ -256,12 +279,45 @@ impl EngineHandler for Arc<Hub> {
     }
 
     fn on_message(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, message: Message) {
-        let complete = {
+        let (parser, complete) = {
             let mut state = client.state.lock();
             if state.closed {
                 return;
             }
-            match message {
+            let parser = match (state.parser, &message) {
+                (Some(parser), _) => parser,
+                (None, message) => {
+                    let parser = match message {
+                        Message::Text(_) => Parser::Json,
+                        Message::Binary(_) if self.config.msgpack => Parser::MsgPack,
+                        Message::Binary(_) => {
+                            drop(state);
+                            return protocol_error(conn, "binary first packet (msgpack is off)");
+                        }
+                    };
+                    state.parser = Some(parser);
+                    self.parsers
+                        .get_or_create(&ParserLabel {
+                            parser: parser.as_str(),
+                        })
+                        .inc();
+                    parser
+                }
+            };
+            let complete = match message {
+                Message::Text(_) if parser == Parser::MsgPack => {
+                    drop(state);
+                    return protocol_error(conn, "a text packet from a msgpack client");
+                }
+                Message::Binary(data) if parser == Parser::MsgPack => {
+                    match crate::protocol::msgpack::decode(&data) {
+                        Ok(decoded) => Some(decoded),
+                        Err(error) => {
+                            drop(state);
+                            return protocol_error(conn, &error.to_string());
+                        }
+                    }
+                }
                 Message::Text(text) => {
                     if state.partial.is_some() {
                         drop(state);
@@ -297,10 +353,11 @@ impl EngineHandler for Arc<Hub> {
                         state.partial.take().map(|p| (p.packet, p.attachments))
                     }
                 }
-            }
+            };
+            (parser, complete)
         };
         if let Some((packet, attachments)) = complete {
-            self.dispatch(client, conn, packet, attachments);
+            self.dispatch(client, conn, parser, packet, attachments);
         }
     }
 
@@ -330,11 +387,12 @@ impl Hub {
         &self,
         client: &Arc<Client>,
         conn: &Arc<EngineConn>,
+        parser: Parser,
         packet: SocketPacket,
         attachments: Vec<Bytes>,
     ) {
         match packet.kind {
-            PacketKind::Connect => self.connect(client, conn, packet),
+            PacketKind::Connect => self.connect(client, conn, parser, packet),
             PacketKind::Disconnect => {
                 if let Some(socket) = client.socket(&packet.namespace) {
                     client
@@ -368,6 +426,7 @@ impl Hub {
                     conn: conn.clone(),
                     namespace: Arc::from(packet.namespace.as_str()),
                     id,
+                    parser,
                 });
                 if let Err(refusal) = self.check_event(&socket, &name) {
                     if let Some(ack) = ack {
@@ -417,7 +476,13 @@ impl Hub {
         }
     }
 
-    fn connect(&self, client: &Arc<Client>, conn: &Arc<EngineConn>, packet: SocketPacket) {
+    fn connect(
+        &self,
+        client: &Arc<Client>,
+        conn: &Arc<EngineConn>,
+        parser: Parser,
+        packet: SocketPacket,
+    ) {
         let name = packet.namespace;
         if client.socket(&name).is_some() {
             tracing::debug!(sid = %conn.sid(), nsp = %name, "already connected to this namespace");
@@ -433,6 +498,7 @@ impl Hub {
         if joined >= self.limits.max_namespaces_per_connection {
             self.limits.hit("namespaces_per_connection");
             let _ = conn.send(packets::connect_error(
+                parser,
                 &name,
                 "Too many namespaces",
                 Some(&serde_json::json!({ "code": "too_many_namespaces" })),
@@ -440,7 +506,12 @@ impl Hub {
             return;
         }
         let Some(namespace) = self.of(&name) else {
-            let _ = conn.send(packets::connect_error(&name, "Invalid namespace", None));
+            let _ = conn.send(packets::connect_error(
+                parser,
+                &name,
+                "Invalid namespace",
+                None,
+            ));
             return;
         };
         let mut auth = match packet.data {
@@ -457,10 +528,12 @@ impl Hub {
         };
         let recovery_requested = auth.remove("recover") == Some(Value::Bool(true));
         let mut handshake = Handshake::new(auth);
+        handshake.parser = parser;
         // A returning client asked when it first connected (it has a session id).
         handshake.recovery_requested = recovery_requested || returning.is_some();
         let refuse = |error: ConnectError| {
             let _ = conn.send(packets::connect_error(
+                parser,
                 &name,
                 &error.message,
                 error.data.as_ref(),
@@ -512,6 +585,7 @@ fn admit_through_gate(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         namespace.end_waiting(&sid);
         let _ = conn.send(packets::connect_error(
+            handshake.parser,
             namespace.name(),
             "Server error",
             None,
@@ -524,6 +598,7 @@ fn admit_through_gate(
         auth: handshake.auth.clone(),
         data,
     };
+    let parser = handshake.parser;
     let decision = gate(request);
     let (client, conn, namespace) = (client.clone(), conn.clone(), namespace.clone());
     runtime.spawn(async move {
@@ -543,6 +618,7 @@ fn admit_through_gate(
             }
             Err(error) => {
                 let _ = conn.send(packets::connect_error(
+                    parser,
                     namespace.name(),
                     &error.message,
                     error.data.as_ref(),

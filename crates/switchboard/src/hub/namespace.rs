@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
 use super::event::{ConnectError, ConnectGate, DisconnectReason, Event, Handshake};
+use super::packets::Parser;
 use super::presence::Presence;
 use super::recovery::{
     HistoryPage, Recovery, RecoveryConfig, SavedSession, StoredEvent, worth_saving,
@@ -577,12 +578,28 @@ impl Namespace {
     ) -> Vec<(Room, bool)> {
         let mut index = self.rooms.write();
         let conn = socket.conn();
-        let reply =
-            super::packets::connect(self.name(), socket.id(), socket.pid().map(|pid| &**pid));
+        let parser = socket.parser();
+        let reply = super::packets::connect(
+            parser,
+            self.name(),
+            socket.id(),
+            socket.pid().map(|pid| &**pid),
+        );
         let _ = conn.send(reply);
         for event in missed {
-            let _ = conn.send_all_unbounded(event.frames());
+            // Stored in the JSON form; a MessagePack client's copy is converted as it goes.
+            match parser {
+                Parser::Json => {
+                    let _ = conn.send_all_unbounded(event.frames());
+                }
+                Parser::MsgPack => {
+                    if let Some(frames) = super::packets::json_frames_as_msgpack(event.frames()) {
+                        let _ = conn.send_all_unbounded(&frames);
+                    }
+                }
+            }
         }
+
         self.sockets
             .write()
             .insert(socket.id().clone(), socket.clone());

@@ -1,11 +1,31 @@
-//! Socket.IO packets as ready-made engine frames: the packet's text in one frame, then one frame
-//! per binary attachment. A broadcast calls these once and shares the result with every recipient.
+//! Socket.IO packets as ready-made engine frames, in the form the client's parser reads: with
+//! the default parser, the packet's text in one frame, then one frame per binary attachment;
+//! with socket.io-msgpack-parser, one binary frame holding everything. A broadcast calls these
+//! once per form and shares the result with every recipient of that form.
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::engine::Frame;
-use crate::protocol::socket;
+use crate::protocol::{msgpack, socket};
+
+/// The parser a client speaks, told by its first packet: text is the default (JSON) parser's,
+/// binary is socket.io-msgpack-parser's (a JSON client's first packet is never binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parser {
+    #[default]
+    Json,
+    MsgPack,
+}
+
+impl Parser {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::MsgPack => "msgpack",
+        }
+    }
+}
 
 /// The frames of one outbound packet: a text frame, then its attachments.
 pub type PacketFrames = Vec<Frame>;
@@ -18,17 +38,19 @@ fn with_attachments(text: Frame, attachments: &[Bytes]) -> PacketFrames {
 }
 
 pub fn event(
+    parser: Parser,
     namespace: &str,
     ack_id: Option<u64>,
     event: &str,
     args: &[Value],
     attachments: &[Bytes],
 ) -> PacketFrames {
-    event_with_offset(namespace, ack_id, event, args, attachments, None)
+    event_with_offset(parser, namespace, ack_id, event, args, attachments, None)
 }
 
 /// An event whose last argument is its recovery offset (when it has one).
 pub fn event_with_offset(
+    parser: Parser,
     namespace: &str,
     ack_id: Option<u64>,
     event: &str,
@@ -36,6 +58,11 @@ pub fn event_with_offset(
     attachments: &[Bytes],
     offset: Option<&str>,
 ) -> PacketFrames {
+    if parser == Parser::MsgPack {
+        return vec![Frame::binary_message(|out| {
+            msgpack::encode_event(out, namespace, ack_id, event, args, attachments, offset);
+        })];
+    }
     let text = Frame::message(|out| {
         socket::encode_event(out, namespace, ack_id, attachments.len(), event, args);
         if let Some(offset) = offset {
@@ -49,20 +76,67 @@ pub fn event_with_offset(
     with_attachments(text, attachments)
 }
 
-pub fn ack(namespace: &str, ack_id: u64, args: &[Value], attachments: &[Bytes]) -> PacketFrames {
+pub fn ack(
+    parser: Parser,
+    namespace: &str,
+    ack_id: u64,
+    args: &[Value],
+    attachments: &[Bytes],
+) -> PacketFrames {
+    if parser == Parser::MsgPack {
+        return vec![Frame::binary_message(|out| {
+            msgpack::encode_ack(out, namespace, ack_id, args, attachments);
+        })];
+    }
     let text =
         Frame::message(|out| socket::encode_ack(out, namespace, ack_id, attachments.len(), args));
     with_attachments(text, attachments)
 }
 
-pub fn connect(namespace: &str, sid: &str, pid: Option<&str>) -> Frame {
-    Frame::message(|out| socket::encode_connect(out, namespace, sid, pid))
+pub fn connect(parser: Parser, namespace: &str, sid: &str, pid: Option<&str>) -> Frame {
+    match parser {
+        Parser::Json => Frame::message(|out| socket::encode_connect(out, namespace, sid, pid)),
+        Parser::MsgPack => {
+            Frame::binary_message(|out| msgpack::encode_connect(out, namespace, sid, pid))
+        }
+    }
 }
 
-pub fn connect_error(namespace: &str, message: &str, data: Option<&Value>) -> Frame {
-    Frame::message(|out| socket::encode_connect_error(out, namespace, message, data))
+pub fn connect_error(
+    parser: Parser,
+    namespace: &str,
+    message: &str,
+    data: Option<&Value>,
+) -> Frame {
+    match parser {
+        Parser::Json => {
+            Frame::message(|out| socket::encode_connect_error(out, namespace, message, data))
+        }
+        Parser::MsgPack => Frame::binary_message(|out| {
+            msgpack::encode_connect_error(out, namespace, message, data)
+        }),
+    }
 }
 
-pub fn disconnect(namespace: &str) -> Frame {
-    Frame::message(|out| socket::encode_disconnect(out, namespace))
+pub fn disconnect(parser: Parser, namespace: &str) -> Frame {
+    match parser {
+        Parser::Json => Frame::message(|out| socket::encode_disconnect(out, namespace)),
+        Parser::MsgPack => Frame::binary_message(|out| msgpack::encode_disconnect(out, namespace)),
+    }
+}
+
+/// A stored event's JSON frames (text, then attachments) for a MessagePack client; `None` for
+/// frames that are not such an event.
+pub fn json_frames_as_msgpack(frames: &[Frame]) -> Option<PacketFrames> {
+    let (text, attachments) = frames.split_first()?;
+    // The payload is `4` + the Socket.IO packet.
+    let packet = std::str::from_utf8(text.payload().get(1..)?).ok()?;
+    let attachments: Vec<Bytes> = attachments
+        .iter()
+        .map(|frame| Bytes::copy_from_slice(frame.payload()))
+        .collect();
+    let bytes = msgpack::from_json_packet(packet, &attachments)?;
+    Some(vec![Frame::binary_message(|out| {
+        out.extend_from_slice(&bytes)
+    })])
 }

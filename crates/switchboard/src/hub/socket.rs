@@ -197,6 +197,11 @@ impl Socket {
     }
 
     /// The private session id (connection state recovery on).
+    /// The parser this socket's client speaks.
+    pub fn parser(&self) -> packets::Parser {
+        self.handshake.parser
+    }
+
     pub fn pid(&self) -> Option<&Arc<str>> {
         self.pid.as_ref()
     }
@@ -324,7 +329,14 @@ impl Socket {
                 _ => Ok(()),
             };
         }
-        let frames = packets::event(self.namespace.name(), None, event, args, attachments);
+        let frames = packets::event(
+            self.parser(),
+            self.namespace.name(),
+            None,
+            event,
+            args,
+            attachments,
+        );
         self.conn.send_all(&frames)
     }
 
@@ -344,7 +356,14 @@ impl Socket {
             acks.waiting.insert(id, sender);
             id
         };
-        let frames = packets::event(self.namespace.name(), Some(id), event, args, &[]);
+        let frames = packets::event(
+            self.parser(),
+            self.namespace.name(),
+            Some(id),
+            event,
+            args,
+            &[],
+        );
         if !self.is_connected() || self.conn.send_all(&frames).is_err() {
             self.forget_ack(id);
             return Err(AckError::Disconnected);
@@ -383,7 +402,9 @@ impl Socket {
     /// Disconnects this socket from its namespace; the client sees "io server disconnect".
     pub fn disconnect(self: &Arc<Self>) {
         if self.is_connected() {
-            let _ = self.conn.send(packets::disconnect(self.namespace.name()));
+            let _ = self
+                .conn
+                .send(packets::disconnect(self.parser(), self.namespace.name()));
             self.namespace
                 .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
         }

@@ -158,7 +158,7 @@ pub fn decode_packet(text: &str) -> Result<SocketPacket, SocketDecodeError> {
     })
 }
 
-fn check_payload(
+pub(crate) fn check_payload(
     kind: PacketKind,
     ack_id: Option<u64>,
     data: Option<&Value>,

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
 
@@ -48,6 +50,22 @@ enum Trust {
     ClientEvent,
     /// Connect and disconnect rules written by the operator: patterns do not apply.
     Operator,
+}
+
+/// Whether `value` holds a binary placeholder naming one of `attachments` attachments.
+fn holds_placeholder(value: &Value, attachments: usize) -> bool {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .any(|item| holds_placeholder(item, attachments)),
+        Value::Object(object) => {
+            crate::protocol::socket::is_placeholder(value, attachments)
+                || object
+                    .values()
+                    .any(|item| holds_placeholder(item, attachments))
+        }
+        _ => false,
+    }
 }
 
 /// Does this room rule let `socket` use `room`? Its conditions must hold on the socket's data,
@@ -269,8 +287,10 @@ impl RuleSet {
         Ok(ready)
     }
 
-    /// Runs prepared actions in order; returns the ack value, if an action gave one.
-    fn run(&self, ready: Vec<Ready>, socket: &Arc<Socket>) -> Option<Value> {
+    /// Runs prepared actions in order; returns the ack value, if an action gave one. An emit
+    /// whose data holds the client's binary values (their placeholders, from `{arg}`) carries
+    /// the client's `attachments` with it.
+    fn run(&self, ready: Vec<Ready>, socket: &Arc<Socket>, attachments: &[Bytes]) -> Option<Value> {
         let mut ack = None;
         for step in ready {
             match step {
@@ -291,21 +311,32 @@ impl RuleSet {
                 } => {
                     self.emits.inc();
                     let namespace = socket.namespace();
+                    let binary = if !attachments.is_empty()
+                        && args
+                            .iter()
+                            .any(|arg| holds_placeholder(arg, attachments.len()))
+                    {
+                        attachments
+                    } else {
+                        &[]
+                    };
                     match target {
                         ReadyTarget::Sender => {
-                            let _ = socket.emit(&event, &args);
+                            let _ = socket.emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::All => {
-                            namespace.everyone().emit(&event, &args);
+                            namespace.everyone().emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::Others => {
-                            socket.broadcast().emit(&event, &args);
+                            socket.broadcast().emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::Room(room) => {
-                            namespace.to(room.as_str()).emit(&event, &args);
+                            namespace
+                                .to(room.as_str())
+                                .emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::RoomOthers(room) => {
-                            socket.to(room.as_str()).emit(&event, &args);
+                            socket.to(room.as_str()).emit_binary(&event, &args, binary);
                         }
                     }
                 }
@@ -317,7 +348,7 @@ impl RuleSet {
     pub fn on_connect(&self, socket: &Arc<Socket>) {
         match self.prepare(&self.rules.on_connect, socket, None, &[], Trust::Operator) {
             Ok(ready) => {
-                self.run(ready, socket);
+                self.run(ready, socket, &[]);
             }
             Err(error) => {
                 tracing::debug!(socket = %socket.id(), code = error.code, "on_connect rule refused");
@@ -341,9 +372,14 @@ impl RuleSet {
         });
         match checked {
             Ok(ready) => {
-                let value = self.run(ready, socket);
+                let value = self.run(ready, socket, &event.attachments);
                 if let Some(ack) = event.take_ack() {
-                    ack.send(&[value.unwrap_or_else(|| json!({ "ok": true }))]);
+                    let value = value.unwrap_or_else(|| json!({ "ok": true }));
+                    if holds_placeholder(&value, event.attachments.len()) {
+                        ack.send_binary(&[value], &event.attachments);
+                    } else {
+                        ack.send(&[value]);
+                    }
                 }
             }
             Err(error) => {
@@ -371,7 +407,7 @@ impl RuleSet {
             Trust::Operator,
         ) {
             Ok(ready) => {
-                self.run(ready, socket);
+                self.run(ready, socket, &[]);
             }
             Err(error) => {
                 tracing::debug!(socket = %socket.id(), code = error.code, "on_disconnect rule skipped");
