@@ -206,6 +206,75 @@ fn sid_of(open: &str) -> anyhow::Result<String> {
     Ok(value["sid"].as_str().context("sid")?.to_owned())
 }
 
+/// The CONNECT of a socket.io-msgpack-parser client, asking for recovery as [`CONNECT`] does.
+fn msgpack_connect() -> Vec<u8> {
+    let packet = rmpv::Value::Map(vec![
+        ("type".into(), 0.into()),
+        (
+            "data".into(),
+            rmpv::Value::Map(vec![("recover".into(), true.into())]),
+        ),
+        ("nsp".into(), "/".into()),
+    ]);
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, &packet);
+    out
+}
+
+/// A MessagePack packet's `type` and `data`.
+fn msgpack_packet(bytes: &[u8]) -> Option<(u64, rmpv::Value)> {
+    let value = rmpv::decode::read_value(&mut &bytes[..]).ok()?;
+    let map = value.as_map()?;
+    let field = |name: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v.clone())
+    };
+    Some((
+        field("type")?.as_u64()?,
+        field("data").unwrap_or(rmpv::Value::Nil),
+    ))
+}
+
+/// The first number under `key` anywhere in `value` (the publisher's `ts` and `id`).
+fn msgpack_number(value: &rmpv::Value, key: &str) -> Option<u64> {
+    match value {
+        rmpv::Value::Map(entries) => entries.iter().find_map(|(k, v)| {
+            if k.as_str() == Some(key) {
+                v.as_u64()
+            } else {
+                msgpack_number(v, key)
+            }
+        }),
+        rmpv::Value::Array(items) => items.iter().find_map(|v| msgpack_number(v, key)),
+        _ => None,
+    }
+}
+
+/// WebSocket-only with socket.io-msgpack-parser's format: open packet, then CONNECT to `/`.
+async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
+    let host = target.server.to_string();
+    let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
+    let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        bail!("expected the open packet, got {open:?}");
+    }
+    ws.send(Message::binary(msgpack_connect())).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+            Some(Ok(Message::Binary(bytes))) => match msgpack_packet(&bytes) {
+                Some((0, _)) => return Ok(ws),
+                Some((4, data)) => bail!("refused: {data}"),
+                _ => continue,
+            },
+            Some(Ok(Message::Close(_))) | None => bail!("closed"),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
 /// WebSocket-only: open packet, then CONNECT to `/`.
 pub async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
     let host = target.server.to_string();
@@ -280,9 +349,12 @@ impl Client {
         expect: Expect,
         counters: Arc<Counters>,
         polling: bool,
+        msgpack: bool,
     ) -> anyhow::Result<Self> {
         let ws = if polling {
             open_polling_then_upgrade(&target).await
+        } else if msgpack {
+            open_websocket_msgpack(&target).await
         } else {
             open_websocket(&target).await
         };
@@ -311,6 +383,10 @@ impl Client {
                 lost: 0,
                 duplicates: 0,
             };
+            let msgpack_event = match &expect {
+                Expect::Event(name) if msgpack => Some(name.clone()),
+                _ => None,
+            };
             let (event_prefix, chat) = match &expect {
                 Expect::Event(name) => (Some(format!("42[\"{name}\"")), None),
                 Expect::Chat {
@@ -331,6 +407,26 @@ impl Client {
                     message = ws.next() => {
                         let text = match message {
                             Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Binary(bytes))) => {
+                                // A MessagePack event: ["name", {... ts, id ...}, offset?].
+                                let Some(name) = &msgpack_event else { continue };
+                                let Some((2, data)) = msgpack_packet(&bytes) else { continue };
+                                if data.as_array().and_then(|a| a.first()).and_then(|v| v.as_str()) != Some(name.as_str()) {
+                                    continue;
+                                }
+                                let Some(ts) = msgpack_number(&data, "ts") else { continue };
+                                outcome.histogram.saturating_record(now_micros().saturating_sub(ts).max(1));
+                                counters.received.fetch_add(1, Ordering::Relaxed);
+                                if let Some(id) = msgpack_number(&data, "id") {
+                                    if id >= outcome.next_id {
+                                        outcome.lost += id - outcome.next_id;
+                                        outcome.next_id = id + 1;
+                                    } else {
+                                        outcome.duplicates += 1;
+                                    }
+                                }
+                                continue;
+                            }
                             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                             Some(Ok(_)) => continue,
                         };

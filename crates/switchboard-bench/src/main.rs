@@ -79,6 +79,10 @@ enum Scenario {
         /// Publish to this server instead of the clients' one (another node of a cluster).
         #[arg(long)]
         publish_to: Option<SocketAddr>,
+        /// The share of clients (0 to 1, spread evenly) that use socket.io-msgpack-parser's
+        /// format instead of the default parser's.
+        #[arg(long, default_value_t = 0.0)]
+        msgpack_share: f64,
     },
     /// Rooms of k members; every client sends at r per second.
     Chat {
@@ -149,6 +153,7 @@ async fn open_clients(
     count: usize,
     expect: Expect,
     counters: &Arc<client::Counters>,
+    msgpack_share: f64,
 ) -> anyhow::Result<Vec<client::Client>> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
     let mut handles = Vec::with_capacity(count);
@@ -163,7 +168,11 @@ async fn open_clients(
         let counters = counters.clone();
         let expect = expect.clone();
         handles.push(tokio::spawn(async move {
-            let result = client::Client::open(target, index, expect, counters, false).await;
+            // Spread evenly: client i speaks MessagePack when the share's running count steps up.
+            let msgpack = ((index + 1) as f64 * msgpack_share).floor()
+                > (index as f64 * msgpack_share).floor();
+            let result =
+                client::Client::open(target, index, expect, counters, false, msgpack).await;
             drop(permit);
             result
         }));
@@ -301,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Idle { clients, hold_secs } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
-            let open = open_clients(&cli, clients, Expect::Nothing, &counters).await?;
+            let open = open_clients(&cli, clients, Expect::Nothing, &counters, 0.0).await?;
             tokio::time::sleep(Duration::from_secs(hold_secs)).await;
             let after = probe.as_ref().and_then(|p| p.rss_kib());
             let per_connection = match (before, after) {
@@ -323,9 +332,10 @@ async fn main() -> anyhow::Result<()> {
             rate,
             duration_secs,
             publish_to,
+            msgpack_share,
         } => {
             let expect = Expect::Event("order_created".into());
-            let open = open_clients(&cli, clients, expect, &counters).await?;
+            let open = open_clients(&cli, clients, expect, &counters, msgpack_share).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let total = u64::from(rate) * duration_secs;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
@@ -340,6 +350,7 @@ async fn main() -> anyhow::Result<()> {
             let received = counters.received.load(Ordering::Relaxed);
             json!({
                 "scenario": "fanout", "clients": clients, "rate": rate, "messages": total,
+                "msgpack_share": msgpack_share,
                 "expected": expected, "received": received, "lost": lost, "duplicates": duplicates,
                 "errors": counters.errors.load(Ordering::Relaxed) + published.errors,
                 "deliveries_per_sec": received as f64 / elapsed,
@@ -361,7 +372,7 @@ async fn main() -> anyhow::Result<()> {
                 burst,
                 duration: Duration::from_secs(duration_secs),
             };
-            let open = open_clients(&cli, clients, expect, &counters).await?;
+            let open = open_clients(&cli, clients, expect, &counters, 0.0).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
@@ -402,9 +413,15 @@ async fn main() -> anyhow::Result<()> {
                 let counters = counters.clone();
                 let errors = errors.clone();
                 handles.push(tokio::spawn(async move {
-                    let result =
-                        client::Client::open(target, index, Expect::Nothing, counters, polling)
-                            .await;
+                    let result = client::Client::open(
+                        target,
+                        index,
+                        Expect::Nothing,
+                        counters,
+                        polling,
+                        false,
+                    )
+                    .await;
                     drop(permit);
                     if result.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
