@@ -26,6 +26,14 @@ enum Command {
     Serve(ServeArgs),
     /// Check a config file; exits non-zero naming the bad key and line.
     CheckConfig { file: PathBuf },
+    /// Write a TypeScript declaration of the config's events (for typed socket.io-client use).
+    Types {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write it; standard output when left out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Mint a JWT for development: `switchboard token --secret S --claim userId=1`.
     Token {
         /// HMAC secret (or JWT_SECRET).
@@ -221,6 +229,35 @@ fn main() -> anyhow::Result<()> {
                 Err(error) => {
                     eprintln!("switchboard token: {error}");
                     std::process::exit(2);
+                }
+            }
+        }
+        Some(Command::Types { config, out }) => {
+            let loaded = match switchboard::app::load_config(Some(&config), &Overrides::default()) {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    eprintln!("{error}");
+                    std::process::exit(2);
+                }
+            };
+            let text = match switchboard::rules::types::typescript(&loaded) {
+                Ok(text) => text,
+                Err(error) => {
+                    eprintln!(
+                        "{}: key `{}`: {}",
+                        config.display(),
+                        error.key,
+                        error.message
+                    );
+                    std::process::exit(2);
+                }
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
                 }
             }
         }

@@ -1,13 +1,14 @@
 //! Configured behaviour: the moves teams hand-write in small socket.io servers (join rooms and
 //! greet on connect; join, leave, relay or answer on a client event; emit into rooms on an HTTP
 //! call from the backend) declared in the TOML config. The language is part of the config's schema
-//! (`config::rules`); here `template.rs` is its placeholders, `compile.rs` the checks at load and
-//! `run.rs` the execution on sockets. The HTTP routes it compiles are served by the API
+//! (`config::rules`); here `template.rs` is its placeholders, `compile.rs` the checks at load,
+//! `run.rs` the execution on sockets and `types.rs` the TypeScript declaration of the events. The HTTP routes it compiles are served by the API
 //! (`api/routes.rs`). Documented in docs/configuration.md.
 
 mod compile;
 mod run;
 pub mod template;
+pub mod types;
 
 use std::sync::Arc;
 

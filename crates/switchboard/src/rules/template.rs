@@ -438,6 +438,108 @@ impl ValueTemplate {
     }
 }
 
+/// Resolves the TypeScript type of an event argument path (`["0", "room"]` for `{arg.room}`).
+pub type ArgTypes<'a> = &'a dyn Fn(&[String]) -> Option<String>;
+
+impl Placeholder {
+    /// The TypeScript type of what this placeholder renders (`switchboard types`).
+    fn ts_type(&self, args: ArgTypes) -> String {
+        let found = match &self.source {
+            Source::SocketId | Source::Event | Source::NowIso | Source::Query => "string".into(),
+            Source::Now => "number".into(),
+            Source::Online(_) => "Array<string | number>".into(),
+            Source::Args => {
+                let path: Vec<String> = self
+                    .path
+                    .iter()
+                    .map(|Segment::Key(key)| key.clone())
+                    .collect();
+                if path.is_empty() {
+                    "unknown[]".into()
+                } else {
+                    args(&path).unwrap_or_else(|| "unknown".into())
+                }
+            }
+            Source::Auth | Source::Data | Source::Body => "unknown".into(),
+        };
+        match &self.fallback {
+            Some(_) if found != "string" && found != "unknown" => format!("{found} | string"),
+            _ => found,
+        }
+    }
+}
+
+impl TextTemplate {
+    /// `string`, or the one placeholder's type when the template is exactly one.
+    pub fn ts_type(&self, args: ArgTypes) -> String {
+        match self.whole_placeholder() {
+            Some(placeholder) => placeholder.ts_type(args),
+            None => "string".into(),
+        }
+    }
+}
+
+impl ValueTemplate {
+    /// The TypeScript type of the value this template renders.
+    pub fn ts_type(&self, args: ArgTypes) -> String {
+        match self {
+            Self::Literal(value) => literal_ts_type(value),
+            Self::Whole(template) => template.ts_type(args),
+            Self::Text(_) => "string".into(),
+            Self::Array(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|item| item.ts_type(args))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::Object(fields) => ts_object(
+                fields
+                    .iter()
+                    .map(|(key, field)| (key.as_str(), field.ts_type(args), false)),
+            ),
+        }
+    }
+}
+
+/// A JSON literal's type: strings keep their value (`"ok"`), the rest widen.
+fn literal_ts_type(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "boolean".into(),
+        Value::Number(_) => "number".into(),
+        Value::String(text) => serde_json::to_string(text).unwrap_or_else(|_| "string".into()),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(literal_ts_type)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Object(map) => ts_object(
+            map.iter()
+                .map(|(key, value)| (key.as_str(), literal_ts_type(value), false)),
+        ),
+    }
+}
+
+/// `{ "key": T; "other"?: U }` (keys always quoted: any text is a valid key).
+pub fn ts_object<'k>(fields: impl Iterator<Item = (&'k str, String, bool)>) -> String {
+    let fields: Vec<String> = fields
+        .map(|(key, ty, optional)| {
+            let key = serde_json::to_string(key).unwrap_or_default();
+            format!("{key}{}: {ty}", if optional { "?" } else { "" })
+        })
+        .collect();
+    if fields.is_empty() {
+        "Record<string, never>".into()
+    } else {
+        format!("{{ {} }}", fields.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
