@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use switchboard::app::App;
 use switchboard::config::{LogFormat, Overrides};
 
+/// Static (musl) builds allocate with mimalloc: musl's allocator serialises threads.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -33,6 +38,22 @@ enum Command {
         /// Where to write it; standard output when left out.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Ask a running server's /health (a container's health check): exit 0 when it answers
+    /// 200, 1 otherwise.
+    Health {
+        /// The health URL (https for a server serving TLS).
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:4000/health",
+            env = "SWITCHBOARD_HEALTH_URL"
+        )]
+        url: String,
+        /// Accept a certificate that does not verify (a self-signed one on localhost).
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long, default_value = "3s")]
+        timeout: String,
     },
     /// Mint a JWT for development: `switchboard token --secret S --claim userId=1`.
     Token {
@@ -203,6 +224,38 @@ fn hand_back_freed_memory() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Health {
+            url,
+            insecure,
+            timeout,
+        }) => {
+            let timeout = switchboard::config::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .danger_accept_invalid_certs(insecure)
+                    .build()?;
+                client.get(&url).send().await.map(|r| r.status())
+            });
+            match status {
+                Ok(status) if status.is_success() => {
+                    println!("{url}: {status}");
+                    Ok(())
+                }
+                Ok(status) => {
+                    eprintln!("{url}: {status}");
+                    std::process::exit(1);
+                }
+                Err(error) => {
+                    eprintln!("{url}: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Some(Command::Token {
             secret,
             alg,
