@@ -1,7 +1,7 @@
 //! Fuzzing on stable Rust: every decoder that reads what the network or a user sends is fed
 //! mutations of the committed corpus (`fuzz/corpus/<target>/`) for a bounded time, and must
 //! answer (a value or an error) without panicking. Targets: the Engine.IO packet and polling
-//! payload decoders, the Socket.IO packet decoder (binary placeholders included), its MessagePack
+//! payload decoders (v4, and v3's two forms), the Socket.IO packet decoder (binary placeholders included), its MessagePack
 //! form (socket.io-msgpack-parser's, with a round trip through the encoder), the WebSocket frame
 //! reader, the config parser and the HTTP API's request bodies.
 //!
@@ -199,6 +199,13 @@ fn polling_payload_decoder() {
     fuzz("polling_payload", |input| {
         let _ =
             switchboard::protocol::engine::decode_polling_payload(Bytes::copy_from_slice(input));
+    });
+}
+
+#[test]
+fn polling_payload_v3_decoder() {
+    fuzz("polling_payload_v3", |input| {
+        let _ = switchboard::protocol::engine::decode_v3_payload(Bytes::copy_from_slice(input));
     });
 }
 

@@ -76,6 +76,9 @@ pub struct EngineSettings {
     pub transports: Vec<String>,
     /// Whether clients using socket.io-msgpack-parser are served (told by their first packet).
     pub msgpack: bool,
+    /// Whether Engine.IO v3 clients (socket.io-client 2.x) are served, as the reference
+    /// server's `allowEIO3`.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineSettings {
@@ -88,6 +91,7 @@ impl Default for EngineSettings {
             upgrade_timeout: HumanDuration(Duration::from_secs(10)),
             transports: vec!["polling".into(), "websocket".into()],
             msgpack: true,
+            allow_eio3: false,
         }
     }
 }

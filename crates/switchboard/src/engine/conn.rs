@@ -88,6 +88,17 @@ impl CloseReason {
     }
 }
 
+/// The Engine.IO protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    V4,
+    /// Engine.IO v3 (socket.io v2 clients, `[engine] allow_eio3`): the client pings, polling
+    /// payloads are length-prefixed, binary messages carry their type byte. `b64`: the client
+    /// asked for binary as base64 on polling.
+    V3 { b64: bool },
+}
+
 /// The transport currently carrying a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -186,6 +197,7 @@ pub struct EngineConn {
     polling: Option<Box<PollingState>>,
     /// Wakes everyone waiting in [`EngineConn::closed`].
     closed_signal: Notify,
+    protocol: Protocol,
 }
 
 impl EngineConn {
@@ -195,6 +207,7 @@ impl EngineConn {
         transport: TransportKind,
         max_queued_frames: usize,
         traffic: Arc<Traffic>,
+        protocol: Protocol,
     ) -> Self {
         Self {
             sid,
@@ -215,7 +228,18 @@ impl EngineConn {
             transport: AtomicU8::new(transport as u8),
             polling: (transport == TransportKind::Polling).then(Box::default),
             closed_signal: Notify::new(),
+            protocol,
         }
+    }
+
+    /// The Engine.IO protocol the session speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Whether the session speaks Engine.IO v3 (a socket.io v2 client).
+    pub fn eio3(&self) -> bool {
+        matches!(self.protocol, Protocol::V3 { .. })
     }
 
     /// The Engine.IO session id.

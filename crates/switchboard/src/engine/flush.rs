@@ -360,6 +360,7 @@ mod tests {
             TransportKind::WebSocket,
             16,
             Arc::new(Traffic::default()),
+            super::super::Protocol::V4,
         ));
         conn.attach_socket(
             Arc::new(crate::websocket::Socket::plain(server)),

@@ -188,10 +188,17 @@ impl<H: EngineHandler> Heartbeats<H> {
             match kind {
                 Kind::Ping if current => {
                     state.awaiting_pong.store(true, Ordering::Release);
-                    let _ = conn.send(Frame::text_packet(b"2"));
+                    // In v3 the client pings every pingInterval on its own clock: the next one
+                    // is awaited for pingInterval + pingTimeout (the reference server's v3 rule).
+                    let wait = if conn.eio3() {
+                        engine.config().ping_interval + engine.config().ping_timeout
+                    } else {
+                        let _ = conn.send(Frame::text_packet(b"2"));
+                        engine.config().ping_timeout
+                    };
                     // From the ping's due time, not from now, so timer lateness does not add up.
                     let check = Due {
-                        at_ms: entry.at_ms + engine.config().ping_timeout.as_millis() as u64,
+                        at_ms: entry.at_ms + wait.as_millis() as u64,
                         round: entry.round,
                         session: entry.session,
                     };

@@ -31,7 +31,7 @@ use crate::config::{EngineSettings, LimitsConfig};
 use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
 
 pub use admission::{AddressLimitSettings, AddressLimits, Refusal};
-pub use conn::{CloseReason, EngineConn, SendError, TransportKind};
+pub use conn::{CloseReason, EngineConn, Protocol, SendError, TransportKind};
 pub use flush::{SendBatch, write_deferred};
 pub use frame::Frame;
 use session::Session;
@@ -59,6 +59,8 @@ pub struct EngineConfig {
     pub extra_kept_headers: Vec<http::HeaderName>,
     /// Sessions and new sessions per second per client address.
     pub address_limits: AddressLimitSettings,
+    /// Engine.IO v3 clients (socket.io v2) are served too.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             max_sessions: None,
             extra_kept_headers: Vec::new(),
             address_limits: AddressLimitSettings::default(),
+            allow_eio3: false,
         }
     }
 }
@@ -92,6 +95,7 @@ impl EngineConfig {
             max_queued_frames: limits.socket_queue,
             max_sessions: (limits.max_connections > 0).then_some(limits.max_connections),
             extra_kept_headers: Vec::new(),
+            allow_eio3: engine.allow_eio3,
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
                 rate: limits.connect_rate_per_ip,
@@ -130,6 +134,10 @@ pub trait EngineHandler: Send + Sync + 'static {
     }
 
     fn on_deadline(&self, _state: &Self::State, _conn: &Arc<EngineConn>) {}
+
+    /// The session's open packet is on its way: what the server says first goes now (an
+    /// Engine.IO v3 session's implicit connect to `/`).
+    fn on_ready(&self, _state: &Self::State, _conn: &Arc<EngineConn>) {}
 }
 
 /// An Engine.IO handler that sends every message back as it came: the `/engine.io/` server the
@@ -211,6 +219,8 @@ struct EngineQuery {
     eio: Option<String>,
     transport: Option<String>,
     sid: Option<String>,
+    /// Engine.IO v3: binary as base64 on polling.
+    b64: bool,
 }
 
 impl EngineQuery {
@@ -221,6 +231,7 @@ impl EngineQuery {
             eio: None,
             transport: None,
             sid: None,
+            b64: false,
         };
         let mut kept = Vec::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -228,6 +239,7 @@ impl EngineQuery {
                 "EIO" => parsed.eio = Some(value.into_owned()),
                 "transport" => parsed.transport = Some(value.into_owned()),
                 "sid" => parsed.sid = Some(value.into_owned()),
+                "b64" => parsed.b64 = value == "1" || value == "true",
                 // The client's cache buster on polling requests.
                 "t" => {}
                 _ => kept.push((key.into_owned(), value.into_owned())),
@@ -310,18 +322,20 @@ impl<H: EngineHandler> Engine<H> {
             Some("websocket") if self.config.allow_websocket => TransportKind::WebSocket,
             _ => return EngineError::UnknownTransport.response(),
         };
-        if query.eio.as_deref() != Some("4") {
-            return EngineError::UnsupportedProtocolVersion.response();
-        }
+        let protocol = match query.eio.as_deref() {
+            Some("4") => Protocol::V4,
+            Some("3") if self.config.allow_eio3 => Protocol::V3 { b64: query.b64 },
+            _ => return EngineError::UnsupportedProtocolVersion.response(),
+        };
         match (transport, query.sid) {
             (TransportKind::WebSocket, sid) => {
-                websocket::handle(self, request, sid.as_deref(), pairs).await
+                websocket::handle(self, request, sid.as_deref(), pairs, protocol).await
             }
             (TransportKind::Polling, None) => {
                 if request.method() != Method::GET {
                     return EngineError::BadHandshakeMethod.response();
                 }
-                polling::handshake(self, request, pairs)
+                polling::handshake(self, request, pairs, protocol)
             }
             (TransportKind::Polling, Some(sid)) => {
                 let Some(session) = self.session(&sid) else {
@@ -354,6 +368,7 @@ impl<H: EngineHandler> Engine<H> {
         self: &Arc<Self>,
         request: RequestInfo,
         transport: TransportKind,
+        protocol: Protocol,
     ) -> Arc<Session<H>> {
         let opened = tokio::time::Instant::now();
         self.runtime.get_or_init(tokio::runtime::Handle::current);
@@ -364,6 +379,7 @@ impl<H: EngineHandler> Engine<H> {
             transport,
             self.config.max_queued_frames,
             self.traffic.clone(),
+            protocol,
         ));
         let state = self.handler.on_open(&conn);
         let session = Arc::new(Session::new(conn, state));
@@ -433,6 +449,14 @@ impl<H: EngineHandler> Engine<H> {
                 heartbeat::Heartbeats::pong(self, session);
             }
             EnginePacket::Close => conn.close(CloseReason::ClientClose),
+            // In v3 the client pings: the answer, and a sign of life.
+            EnginePacket::Ping(data) if conn.eio3() && &data[..] != b"probe" => {
+                let mut pong = Vec::with_capacity(1 + data.len());
+                pong.push(b'3');
+                pong.extend_from_slice(&data);
+                let _ = conn.send(Frame::text_packet(&pong));
+                heartbeat::Heartbeats::pong(self, session);
+            }
             // Pings come from the server in v4; probes are handled by the upgrade.
             EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}
             EnginePacket::Open => conn.close(CloseReason::ParseError),

@@ -18,7 +18,9 @@ use super::{
     request_info, response,
 };
 use super::{Engine, EngineConn, Frame};
-use crate::protocol::engine::decode_polling_payload;
+use crate::protocol::engine::{
+    V3Packet, decode_polling_payload, decode_v3_payload, encode_v3_payload,
+};
 
 const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
 
@@ -27,6 +29,7 @@ pub(super) fn handshake<H: EngineHandler, B>(
     engine: &Arc<Engine<H>>,
     request: Request<B>,
     query: Vec<(String, String)>,
+    protocol: super::Protocol,
 ) -> HttpResponse {
     if engine.at_capacity() {
         return response(
@@ -39,18 +42,21 @@ pub(super) fn handshake<H: EngineHandler, B>(
     if let Some(refusal) = engine.refuse_address(&info) {
         return refusal;
     }
-    let session = engine.open_session(info, TransportKind::Polling);
+    let session = engine.open_session(info, TransportKind::Polling, protocol);
     let upgrades: &[&str] = if engine.config().allow_websocket {
         &["websocket"]
     } else {
         &[]
     };
     let open = engine.open_packet(session.conn.sid(), upgrades);
-    response(
-        StatusCode::OK,
-        TEXT_PLAIN,
-        Bytes::copy_from_slice(open.payload()),
-    )
+    // What the server says first (v3: the implicit connect) waits for the first poll.
+    engine.handler.on_ready(&session.state, &session.conn);
+    let body = match protocol {
+        super::Protocol::V4 => open.payload().to_vec(),
+        // A v3 handshake answers with a payload holding the open packet.
+        super::Protocol::V3 { b64 } => encode_v3_payload(&[V3Packet::Text(open.payload())], b64).0,
+    };
+    response(StatusCode::OK, TEXT_PLAIN, Bytes::from(body))
 }
 
 /// Ends the session if the GET it guards is dropped before it answered (the client went away).
@@ -106,36 +112,63 @@ pub(super) async fn poll<H: EngineHandler>(
             // the close would reach a socket already closed. The close comes with the next GET.
             conn.drain_into(&mut frames);
             if !frames.is_empty() {
-                break encode_payload(&frames);
+                break encode_payload(conn, &frames);
             }
             // A client's own close is acknowledged with a noop; any other close is announced.
-            let body = vec![if reason == CloseReason::ClientClose {
-                b'6'
+            let packet = Frame::text_packet(if reason == CloseReason::ClientClose {
+                b"6"
             } else {
-                b'1'
-            }];
+                b"1"
+            });
             engine.remove_session(conn.sid());
             polling.final_poll_done.notify_one();
-            break body;
+            break encode_payload(conn, &[packet]);
         }
         if session.upgrade_stage() == UpgradeStage::Probed
             || conn.transport() != TransportKind::Polling
         {
-            break b"6".to_vec();
+            break encode_payload(conn, &[Frame::text_packet(b"6")]);
         }
         conn.drain_into(&mut frames);
         if !frames.is_empty() {
-            break encode_payload(&frames);
+            break encode_payload(conn, &frames);
         }
         woken.await;
     };
     guard.answered = true;
     drop(guard);
     engine.traffic().count_sent(&frames);
-    response(StatusCode::OK, TEXT_PLAIN, Bytes::from(body))
+    let (body, binary) = body;
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        TEXT_PLAIN
+    };
+    response(StatusCode::OK, content_type, Bytes::from(body))
 }
 
-fn encode_payload(frames: &[Frame]) -> Vec<u8> {
+/// A GET's body for this session's protocol, and whether it is binary (v3 only).
+fn encode_payload(conn: &EngineConn, frames: &[Frame]) -> (Vec<u8>, bool) {
+    match conn.protocol() {
+        super::Protocol::V4 => (encode_v4_payload(frames), false),
+        super::Protocol::V3 { b64 } => {
+            let packets: Vec<V3Packet> = frames
+                .iter()
+                .filter(|f| !f.is_websocket_control())
+                .map(|f| {
+                    if f.is_binary() {
+                        V3Packet::Binary(f.payload())
+                    } else {
+                        V3Packet::Text(f.payload())
+                    }
+                })
+                .collect();
+            encode_v3_payload(&packets, b64)
+        }
+    }
+}
+
+fn encode_v4_payload(frames: &[Frame]) -> Vec<u8> {
     let mut body = Vec::with_capacity(frames.iter().map(|f| f.payload().len() + 1).sum());
     for frame in frames.iter().filter(|f| !f.is_websocket_control()) {
         if !body.is_empty() {
@@ -222,7 +255,12 @@ where
         }
     };
     engine.traffic().bytes_in.inc_by(body.len() as u64);
-    match decode_polling_payload(body) {
+    let decoded = if conn.eio3() {
+        decode_v3_payload(body)
+    } else {
+        decode_polling_payload(body)
+    };
+    match decoded {
         Ok(packets) => {
             for packet in packets {
                 engine.on_packet(&session, packet);

@@ -45,6 +45,7 @@ pub(super) async fn handle<H: EngineHandler, B>(
     mut request: http::Request<B>,
     sid: Option<&str>,
     query: Vec<(String, String)>,
+    protocol: super::Protocol,
 ) -> HttpResponse {
     if !crate::websocket::is_upgrade_request(&request) {
         return EngineError::BadRequest.response();
@@ -91,9 +92,10 @@ pub(super) async fn handle<H: EngineHandler, B>(
         match existing {
             Some(session) => upgrade_session(engine, session, socket, reader).await,
             None => {
-                let session = engine.open_session(unbox(info), TransportKind::WebSocket);
+                let session = engine.open_session(unbox(info), TransportKind::WebSocket, protocol);
                 let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
+                engine.handler.on_ready(&session.state, conn);
                 Connection::attach(engine, session, socket, reader)
                     .run()
                     .await;
@@ -429,7 +431,15 @@ fn handle_messages<H: EngineHandler>(
             Incoming::Pong => continue,
             Incoming::Binary(payload) => {
                 engine.traffic().bytes_in.inc_by(payload.len() as u64);
-                EnginePacket::Binary(payload)
+                // v3 binary messages start with their type byte (4, a message).
+                match (conn.eio3(), payload.first()) {
+                    (false, _) => EnginePacket::Binary(payload),
+                    (true, Some(4)) => EnginePacket::Binary(payload.slice(1..)),
+                    (true, _) => {
+                        conn.close(CloseReason::ParseError);
+                        return;
+                    }
+                }
             }
             Incoming::Text(payload) => {
                 engine.traffic().bytes_in.inc_by(payload.len() as u64);

@@ -199,10 +199,11 @@ impl Namespace {
         let encode = |parser: Parser, offset: Option<&str>| {
             packets::event_with_offset(parser, name, None, event, args, attachments, offset)
         };
+        let binary = !attachments.is_empty();
         let Some(recovery) = self.recovery.get() else {
             let frames = encode(Parser::Json, None);
             return Published {
-                reached: self.deliver(target, &frames, None, &encode),
+                reached: self.deliver(target, &frames, None, binary, &encode),
                 offset: None,
             };
         };
@@ -210,7 +211,7 @@ impl Namespace {
         let seq = history.next_seq();
         let offset = seq.to_string();
         let frames = encode(Parser::Json, Some(&offset));
-        let reached = self.deliver(target, &frames, Some(&offset), &encode);
+        let reached = self.deliver(target, &frames, Some(&offset), binary, &encode);
         history.store(
             seq,
             &target.rooms,
@@ -270,14 +271,16 @@ impl Namespace {
         target: &Target,
         json: &[Frame],
         offset: Option<&str>,
+        binary: bool,
         encode: &dyn Fn(Parser, Option<&str>) -> PacketFrames,
     ) -> usize {
         let started = std::time::Instant::now();
         let reach = self.reach_at_most(target);
-        // The other forms: JSON without the offset, MessagePack with it, MessagePack without.
-        let forms: [OnceCell<PacketFrames>; 3] = Default::default();
+        // The other forms: JSON without the offset, MessagePack with it, MessagePack without,
+        // socket.io v2's (its binary attachments differ; with none it reads JSON's).
+        let forms: [OnceCell<PacketFrames>; 4] = Default::default();
         let mut primary = SendBatch::new(json, reach);
-        let mut others: [Option<SendBatch<'_>>; 3] = Default::default();
+        let mut others: [Option<SendBatch<'_>>; 4] = Default::default();
         self.for_each_target(target, |socket| {
             let plain = offset.is_some() && socket.pid().is_none();
             let form = match (socket.parser(), plain) {
@@ -285,13 +288,18 @@ impl Namespace {
                 (Parser::Json, true) => 0,
                 (Parser::MsgPack, false) if offset.is_some() => 1,
                 (Parser::MsgPack, _) => 2,
+                (Parser::Legacy, _) if binary => 3,
+                // No recovery for v2 clients: never an offset.
+                (Parser::Legacy, _) if offset.is_some() => 0,
+                (Parser::Legacy, _) => return primary.send(socket.conn()),
             };
             others[form]
                 .get_or_insert_with(|| {
                     let frames = forms[form].get_or_init(|| match form {
                         0 => encode(Parser::Json, None),
                         1 => encode(Parser::MsgPack, offset),
-                        _ => encode(Parser::MsgPack, None),
+                        2 => encode(Parser::MsgPack, None),
+                        _ => encode(Parser::Legacy, None),
                     });
                     SendBatch::new(frames, reach)
                 })

@@ -288,6 +288,7 @@ impl EngineHandler for Arc<Hub> {
                 (Some(parser), _) => parser,
                 (None, message) => {
                     let parser = match message {
+                        _ if conn.eio3() => Parser::Legacy,
                         Message::Text(_) => Parser::Json,
                         Message::Binary(_) if self.config.msgpack => Parser::MsgPack,
                         Message::Binary(_) => {
@@ -359,6 +360,27 @@ impl EngineHandler for Arc<Hub> {
         if let Some((packet, attachments)) = complete {
             self.dispatch(client, conn, parser, packet, attachments);
         }
+    }
+
+    /// A socket.io v2 client is connected to `/` by the server, unasked (Socket.IO protocol v4).
+    fn on_ready(&self, client: &Arc<Client>, conn: &Arc<EngineConn>) {
+        if !conn.eio3() {
+            return;
+        }
+        client.state.lock().parser = Some(Parser::Legacy);
+        self.parsers
+            .get_or_create(&ParserLabel {
+                parser: Parser::Legacy.as_str(),
+            })
+            .inc();
+        let connect = SocketPacket {
+            kind: PacketKind::Connect,
+            namespace: "/".into(),
+            ack_id: None,
+            attachments: 0,
+            data: None,
+        };
+        self.connect(client, conn, Parser::Legacy, connect);
     }
 
     fn on_close(&self, client: &Arc<Client>, _conn: &Arc<EngineConn>, reason: CloseReason) {
@@ -483,7 +505,13 @@ impl Hub {
         parser: Parser,
         packet: SocketPacket,
     ) {
-        let name = packet.namespace;
+        let mut name = packet.namespace;
+        // A v2 client's CONNECT may carry a query (`/admin?token=x`): not part of the name.
+        if parser == Parser::Legacy
+            && let Some(at) = name.find('?')
+        {
+            name.truncate(at);
+        }
         if client.socket(&name).is_some() {
             tracing::debug!(sid = %conn.sid(), nsp = %name, "already connected to this namespace");
             return;

@@ -545,14 +545,23 @@ impl Namespace {
     ) -> Arc<Socket> {
         // A socket with no session id gets no offsets either (see `deliver`).
         let (pid, connected_seq) = match self.recovery.get() {
+            // socket.io v2 clients know no recovery.
+            Some(_) if handshake.parser == Parser::Legacy => (None, 0),
             Some(recovery) if handshake.recovery_requested || !self.recovery_on_request() => {
                 (Some(crate::engine::new_id()), recovery.lock().last_seq())
             }
             _ => (None, 0),
         };
+        // A socket.io v2 client derives its socket's id from the session's: `sid` on `/`,
+        // `/nsp#sid` elsewhere.
+        let id = match handshake.parser {
+            Parser::Legacy if self.name() == "/" => conn.sid().clone(),
+            Parser::Legacy => Arc::from(format!("{}#{}", self.name(), conn.sid())),
+            _ => crate::engine::new_id(),
+        };
         let socket = Arc::new(Socket::new(
             SocketStart {
-                id: crate::engine::new_id(),
+                id,
                 pid,
                 recovered: false,
                 connected_seq,
@@ -589,7 +598,7 @@ impl Namespace {
         for event in missed {
             // Stored in the JSON form; a MessagePack client's copy is converted as it goes.
             match parser {
-                Parser::Json => {
+                Parser::Json | Parser::Legacy => {
                     let _ = conn.send_all_unbounded(event.frames());
                 }
                 Parser::MsgPack => {

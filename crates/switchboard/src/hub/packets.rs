@@ -16,6 +16,10 @@ pub enum Parser {
     #[default]
     Json,
     MsgPack,
+    /// A socket.io v2 client (Socket.IO protocol v4 over Engine.IO v3): the default parser's
+    /// text, but binary attachments carry the Engine.IO v3 type byte, and a CONNECT is answered
+    /// with no payload.
+    Legacy,
 }
 
 impl Parser {
@@ -23,6 +27,7 @@ impl Parser {
         match self {
             Self::Json => "json",
             Self::MsgPack => "msgpack",
+            Self::Legacy => "socket.io-v2",
         }
     }
 }
@@ -30,10 +35,17 @@ impl Parser {
 /// The frames of one outbound packet: a text frame, then its attachments.
 pub type PacketFrames = Vec<Frame>;
 
-fn with_attachments(text: Frame, attachments: &[Bytes]) -> PacketFrames {
+fn with_attachments(parser: Parser, text: Frame, attachments: &[Bytes]) -> PacketFrames {
     let mut frames = Vec::with_capacity(1 + attachments.len());
     frames.push(text);
-    frames.extend(attachments.iter().map(|data| Frame::binary(data)));
+    frames.extend(attachments.iter().map(|data| match parser {
+        // Engine.IO v3: a binary message starts with its type byte (4).
+        Parser::Legacy => Frame::binary_message(|out| {
+            out.push(4);
+            out.extend_from_slice(data);
+        }),
+        _ => Frame::binary(data),
+    }));
     frames
 }
 
@@ -73,7 +85,7 @@ pub fn event_with_offset(
             out.push(b']');
         }
     });
-    with_attachments(text, attachments)
+    with_attachments(parser, text, attachments)
 }
 
 pub fn ack(
@@ -90,12 +102,20 @@ pub fn ack(
     }
     let text =
         Frame::message(|out| socket::encode_ack(out, namespace, ack_id, attachments.len(), args));
-    with_attachments(text, attachments)
+    with_attachments(parser, text, attachments)
 }
 
 pub fn connect(parser: Parser, namespace: &str, sid: &str, pid: Option<&str>) -> Frame {
     match parser {
         Parser::Json => Frame::message(|out| socket::encode_connect(out, namespace, sid, pid)),
+        // Protocol v4: `0` and the namespace, nothing else (the client derives the socket id).
+        Parser::Legacy => Frame::message(|out| {
+            out.push(b'0');
+            if namespace != "/" {
+                out.extend_from_slice(namespace.as_bytes());
+                out.push(b',');
+            }
+        }),
         Parser::MsgPack => {
             Frame::binary_message(|out| msgpack::encode_connect(out, namespace, sid, pid))
         }
@@ -109,7 +129,7 @@ pub fn connect_error(
     data: Option<&Value>,
 ) -> Frame {
     match parser {
-        Parser::Json => {
+        Parser::Json | Parser::Legacy => {
             Frame::message(|out| socket::encode_connect_error(out, namespace, message, data))
         }
         Parser::MsgPack => Frame::binary_message(|out| {
@@ -120,7 +140,9 @@ pub fn connect_error(
 
 pub fn disconnect(parser: Parser, namespace: &str) -> Frame {
     match parser {
-        Parser::Json => Frame::message(|out| socket::encode_disconnect(out, namespace)),
+        Parser::Json | Parser::Legacy => {
+            Frame::message(|out| socket::encode_disconnect(out, namespace))
+        }
         Parser::MsgPack => Frame::binary_message(|out| msgpack::encode_disconnect(out, namespace)),
     }
 }

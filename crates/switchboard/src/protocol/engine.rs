@@ -99,6 +99,149 @@ pub fn encode_polling_binary(data: &[u8], out: &mut Vec<u8>) {
     out.truncate(start + written);
 }
 
+/// One packet of an Engine.IO v3 polling payload, as the server writes it: a text packet (type
+/// character included) or a binary message (its v3 form: the `4` type byte, then the data).
+pub enum V3Packet<'a> {
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+}
+
+/// An Engine.IO v3 polling payload (socket.io v2 clients). A client that reads binary (it did not
+/// ask for `b64`) gets the binary form when any packet is binary: per packet a `0` (text) or `1`
+/// (binary) byte, the length's decimal digits as bytes, `0xFF`, then the packet. Otherwise the
+/// text form: per packet `<length>:<packet>`, the length counted in UTF-16 code units (what a
+/// JavaScript string's length is), binary packets as `b4` + base64. Answers (body, is binary).
+pub fn encode_v3_payload(packets: &[V3Packet], b64: bool) -> (Vec<u8>, bool) {
+    let has_binary = packets.iter().any(|p| matches!(p, V3Packet::Binary(_)));
+    let mut out = Vec::new();
+    if has_binary && !b64 {
+        for packet in packets {
+            let (flag, bytes) = match packet {
+                V3Packet::Text(bytes) => (0u8, *bytes),
+                V3Packet::Binary(bytes) => (1u8, *bytes),
+            };
+            out.push(flag);
+            out.extend(
+                itoa::Buffer::new()
+                    .format(bytes.len())
+                    .bytes()
+                    .map(|d| d - b'0'),
+            );
+            out.push(0xFF);
+            out.extend_from_slice(bytes);
+        }
+        return (out, true);
+    }
+    for packet in packets {
+        match packet {
+            V3Packet::Text(bytes) => {
+                let units =
+                    std::str::from_utf8(bytes).map_or(bytes.len(), |t| t.encode_utf16().count());
+                out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
+                out.push(b':');
+                out.extend_from_slice(bytes);
+            }
+            V3Packet::Binary(bytes) => {
+                let data = bytes.get(1..).unwrap_or_default();
+                let mut encoded = b"b4".to_vec();
+                encoded.extend_from_slice(BASE64.encode(data).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(encoded.len()).as_bytes());
+                out.push(b':');
+                out.extend_from_slice(&encoded);
+            }
+        }
+    }
+    (out, false)
+}
+
+/// Decodes an Engine.IO v3 polling POST body (either form, see [`encode_v3_payload`]). A binary
+/// message's data comes without its `4` type byte.
+pub fn decode_v3_payload(body: Bytes) -> Result<Vec<EnginePacket>, EngineDecodeError> {
+    let mut packets = Vec::new();
+    let mut at = 0;
+    if matches!(body.first(), Some(0 | 1)) {
+        while at < body.len() {
+            let binary = body[at] == 1;
+            at += 1;
+            let mut length = 0usize;
+            loop {
+                let digit = *body.get(at).ok_or(EngineDecodeError::Empty)?;
+                at += 1;
+                if digit == 0xFF {
+                    break;
+                }
+                if digit > 9 {
+                    return Err(EngineDecodeError::UnknownType(char::from(digit)));
+                }
+                length = length
+                    .checked_mul(10)
+                    .and_then(|l| l.checked_add(usize::from(digit)))
+                    .ok_or(EngineDecodeError::Empty)?;
+            }
+            let end = at
+                .checked_add(length)
+                .filter(|&end| end <= body.len())
+                .ok_or(EngineDecodeError::Empty)?;
+            let packet = body.slice(at..end);
+            at = end;
+            packets.push(if binary {
+                // The v3 binary form: the type byte, then the data.
+                match packet.first() {
+                    Some(4) => EnginePacket::Binary(packet.slice(1..)),
+                    Some(&other) => {
+                        return Err(EngineDecodeError::UnknownType(char::from(
+                            b'0' + other % 10,
+                        )));
+                    }
+                    None => return Err(EngineDecodeError::Empty),
+                }
+            } else {
+                decode_v3_text_packet(packet)?
+            });
+        }
+        return Ok(packets);
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| EngineDecodeError::InvalidUtf8)?;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let colon = rest.find(':').ok_or(EngineDecodeError::Empty)?;
+        let units: usize = rest[..colon]
+            .parse()
+            .map_err(|_| EngineDecodeError::Empty)?;
+        rest = &rest[colon + 1..];
+        // The length counts UTF-16 code units: walk characters until that many are taken.
+        let mut taken = 0;
+        let mut bytes = 0;
+        for c in rest.chars() {
+            if taken >= units {
+                break;
+            }
+            taken += c.len_utf16();
+            bytes += c.len_utf8();
+        }
+        if taken != units {
+            return Err(EngineDecodeError::Empty);
+        }
+        let start = body.len() - rest.len();
+        packets.push(decode_v3_text_packet(body.slice(start..start + bytes))?);
+        rest = &rest[bytes..];
+    }
+    Ok(packets)
+}
+
+/// A v3 text packet: as in v4, but a binary one is `b4` + base64.
+fn decode_v3_text_packet(packet: Bytes) -> Result<EnginePacket, EngineDecodeError> {
+    if packet.first() == Some(&b'b') {
+        let data = packet.get(2..).ok_or(EngineDecodeError::Empty)?;
+        return Ok(EnginePacket::Binary(Bytes::from(
+            BASE64
+                .decode(data)
+                .map_err(|_| EngineDecodeError::InvalidBase64)?,
+        )));
+    }
+    decode_text_packet(packet)
+}
+
 /// The open packet's JSON body, with exactly the keys the protocol names, in its order.
 pub fn encode_open_packet(
     sid: &str,
@@ -190,5 +333,66 @@ mod tests {
             open,
             r#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
         );
+    }
+
+    #[test]
+    fn v3_payloads_round_trip_in_both_forms() {
+        let packets = [
+            V3Packet::Text("4é😀".as_bytes()),
+            V3Packet::Binary(&[4, 1, 2, 255]),
+        ];
+        let (binary, is_binary) = encode_v3_payload(&packets, false);
+        assert!(is_binary);
+        assert_eq!(
+            &binary[..4],
+            &[0, 7, 255, b'4'],
+            "text: flag, length 7 (bytes), 0xFF"
+        );
+        let decoded = decode_v3_payload(Bytes::from(binary)).unwrap();
+        assert_eq!(decoded[0], EnginePacket::Message(Bytes::from("é😀")));
+        assert_eq!(
+            decoded[1],
+            EnginePacket::Binary(Bytes::from_static(&[1, 2, 255]))
+        );
+        let (text, is_binary) = encode_v3_payload(&packets, true);
+        assert!(!is_binary);
+        // "4é😀" is 4 UTF-16 units (the emoji is two).
+        assert!(
+            text.starts_with("4:4é😀".as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&text)
+        );
+        let decoded = decode_v3_payload(Bytes::from(text)).unwrap();
+        assert_eq!(
+            decoded[1],
+            EnginePacket::Binary(Bytes::from_static(&[1, 2, 255]))
+        );
+        let (plain, _) = encode_v3_payload(&[V3Packet::Text(b"40"), V3Packet::Text(b"2")], false);
+        assert_eq!(plain, b"2:401:2");
+        assert_eq!(
+            decode_v3_payload(Bytes::from_static(b"2:401:2"))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn bad_v3_payloads_are_errors() {
+        for body in [
+            &b"5:40"[..],
+            b"x:40",
+            b"2:4",
+            &[
+                0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+            ],
+            &[1, 1, 255],
+            &[0, 1],
+        ] {
+            assert!(
+                decode_v3_payload(Bytes::copy_from_slice(body)).is_err(),
+                "{body:?}"
+            );
+        }
     }
 }
