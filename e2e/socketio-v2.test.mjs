@@ -78,11 +78,10 @@ describe("socket.io-client 2.x", () => {
     await server.stop();
   });
 
-  test("connects by polling, upgrades to WebSocket, and its socket id is the session's", async () => {
+  test("connects by polling and upgrades to WebSocket", async () => {
     const socket = v2();
     await once(socket, "connect");
-    assert.equal(socket.id, socket.io.engine.id, "v2 derives the socket id from the session");
-    await once(socket.io.engine, "upgrade");
+    if (socket.io.engine.transport.name !== "websocket") await once(socket.io.engine, "upgrade");
     assert.equal(socket.io.engine.transport.name, "websocket");
     assert.deepEqual(await ack(socket, "join", "lobby"), { joined: "lobby" });
     // The v2 client pings (pingInterval 300 ms): well past a ping timeout it is still connected.
@@ -101,15 +100,20 @@ describe("socket.io-client 2.x", () => {
     assert.deepEqual(await modern.timeout(3000).emitWithAck("join", "kitchen"), { joined: "kitchen" });
     let heard = [ws, polling, modern].map((s) => once(s, "said"));
     polling.emit("say", { room: "kitchen", text: "from v2 polling" });
-    for (const [data] of await Promise.all(heard)) assert.deepEqual(data, { from: polling.id, text: "from v2 polling" });
+    const froms = new Set();
+    for (const [data] of await Promise.all(heard)) {
+      assert.equal(data.text, "from v2 polling");
+      froms.add(data.from);
+    }
+    assert.equal(froms.size, 1, "every member hears the same sender");
     heard = [ws, polling, modern].map((s) => once(s, "said"));
     modern.emit("say", { room: "kitchen", text: "from v4" });
     for (const [data] of await Promise.all(heard)) assert.deepEqual(data, { from: modern.id, text: "from v4" });
-    // The HTTP API reaches a v2 socket by the id it knows itself by.
-    const direct = once(polling, "order");
-    const res = await call(`${server.url}/api/emit`, { method: "POST", key: KEY, body: { event: "order", sockets: [polling.id], data: { id: 3 } } });
+    // The HTTP API reaches v2 sockets in a room.
+    const direct = [ws, polling].map((s) => once(s, "order"));
+    const res = await call(`${server.url}/api/emit`, { method: "POST", key: KEY, body: { event: "order", rooms: ["kitchen"], data: { id: 3 } } });
     assert.equal(res.status, 200);
-    assert.deepEqual((await direct)[0], { id: 3 });
+    for (const [data] of await Promise.all(direct)) assert.deepEqual(data, { id: 3 });
   });
 
   test("binary both ways between v2 (WebSocket and polling) and v4 clients", async () => {
@@ -128,12 +132,13 @@ describe("socket.io-client 2.x", () => {
     }
   });
 
-  test("another namespace: connect, ack with its id", async () => {
+  test("another namespace: connect and ack; the server's socket id never reveals the session id", async () => {
     const admin = v2({ transports: ["websocket"] }, "/admin");
     await once(admin, "connect");
     const reply = await ack(admin, "whoami");
-    assert.equal(reply.id, admin.id);
-    assert.match(admin.id, /^\/admin#/);
+    assert.equal(typeof reply.id, "string");
+    // The session id is all it takes to speak for a session: it is not what others see.
+    assert.ok(!reply.id.includes(admin.io.engine.id), `${reply.id} vs session ${admin.io.engine.id}`);
   });
 
   test("a v3 session that stops pinging is closed after pingInterval + pingTimeout; the server never pings it", async () => {
@@ -155,7 +160,8 @@ describe("socket.io-client 2.x", () => {
     const socket = v2({ transports: ["websocket"], reconnection: true, reconnectionDelay: 200, reconnectionDelayMax: 200 });
     await once(socket, "connect");
     const first = socket.id;
-    const res = await call(`${server.url}/api/disconnect`, { method: "POST", key: KEY, body: { sockets: [first], close_transport: true } });
+    assert.deepEqual(await ack(socket, "join", "to-drop"), { joined: "to-drop" });
+    const res = await call(`${server.url}/api/disconnect`, { method: "POST", key: KEY, body: { rooms: ["to-drop"], close_transport: true } });
     assert.equal(res.body.disconnected, 1);
     await once(socket, "reconnect", 5000);
     assert.equal(socket.connected, true);

@@ -32,6 +32,9 @@ enum Kind {
     Ping,
     PongCheck,
     Deadline,
+    /// Engine.IO v3: the client pings; a session silent for pingInterval + pingTimeout since
+    /// its last ping (or its opening) is closed.
+    SilenceCheck,
 }
 
 /// One deadline: 24 bytes, and one or two per session.
@@ -46,6 +49,7 @@ struct Queues<H: EngineHandler> {
     pings: VecDeque<Due<H>>,
     pong_checks: VecDeque<Due<H>>,
     deadlines: VecDeque<Due<H>>,
+    silence_checks: VecDeque<Due<H>>,
 }
 
 impl<H: EngineHandler> Queues<H> {
@@ -54,19 +58,30 @@ impl<H: EngineHandler> Queues<H> {
             Kind::Ping => &mut self.pings,
             Kind::PongCheck => &mut self.pong_checks,
             Kind::Deadline => &mut self.deadlines,
+            Kind::SilenceCheck => &mut self.silence_checks,
         }
     }
 
     fn earliest_ms(&self) -> Option<u64> {
-        [&self.pings, &self.pong_checks, &self.deadlines]
-            .into_iter()
-            .filter_map(|queue| queue.front().map(|due| due.at_ms))
-            .min()
+        [
+            &self.pings,
+            &self.pong_checks,
+            &self.deadlines,
+            &self.silence_checks,
+        ]
+        .into_iter()
+        .filter_map(|queue| queue.front().map(|due| due.at_ms))
+        .min()
     }
 
     /// Takes every entry due by `now_ms`, oldest first within each kind.
     fn take_due(&mut self, now_ms: u64, into: &mut Vec<(Kind, Due<H>)>) {
-        for kind in [Kind::Ping, Kind::PongCheck, Kind::Deadline] {
+        for kind in [
+            Kind::Ping,
+            Kind::PongCheck,
+            Kind::Deadline,
+            Kind::SilenceCheck,
+        ] {
             let queue = self.queue(kind);
             while queue.front().is_some_and(|due| due.at_ms <= now_ms) {
                 if let Some(due) = queue.pop_front() {
@@ -98,6 +113,7 @@ impl<H: EngineHandler> Default for Heartbeats<H> {
                 pings: VecDeque::new(),
                 pong_checks: VecDeque::new(),
                 deadlines: VecDeque::new(),
+                silence_checks: VecDeque::new(),
             }),
             wake: Notify::new(),
             started: AtomicBool::new(false),
@@ -137,12 +153,23 @@ impl<H: EngineHandler> Heartbeats<H> {
         if !heartbeats.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(run(heartbeats.clone(), Arc::downgrade(engine)));
         }
-        let ping = Due {
-            at_ms: heartbeats.ms(opened + engine.config().ping_interval),
-            round: 0,
-            session: Arc::downgrade(session),
-        };
-        heartbeats.push(Kind::Ping, ping);
+        if session.conn.eio3() {
+            heartbeats.push(
+                Kind::SilenceCheck,
+                Due {
+                    at_ms: heartbeats.ms(opened + Self::v3_silence(engine)),
+                    round: 0,
+                    session: Arc::downgrade(session),
+                },
+            );
+        } else {
+            let ping = Due {
+                at_ms: heartbeats.ms(opened + engine.config().ping_interval),
+                round: 0,
+                session: Arc::downgrade(session),
+            };
+            heartbeats.push(Kind::Ping, ping);
+        }
         if let Some(after) = engine.handler().deadline() {
             let deadline = Due {
                 at_ms: heartbeats.ms(opened + after),
@@ -151,6 +178,29 @@ impl<H: EngineHandler> Heartbeats<H> {
             };
             heartbeats.push(Kind::Deadline, deadline);
         }
+    }
+
+    /// How long a v3 session may stay silent (the reference server's rule).
+    fn v3_silence(engine: &Engine<H>) -> std::time::Duration {
+        engine.config().ping_interval + engine.config().ping_timeout
+    }
+
+    /// Takes note of a v3 client's ping: the silence check starts again from now.
+    pub(crate) fn client_ping(engine: &Engine<H>, session: &Arc<Session<H>>) {
+        let round = session
+            .heartbeat
+            .round
+            .fetch_add(1, Ordering::AcqRel)
+            .wrapping_add(1);
+        let heartbeats = &engine.heartbeats;
+        heartbeats.push(
+            Kind::SilenceCheck,
+            Due {
+                at_ms: heartbeats.ms(Instant::now() + Self::v3_silence(engine)),
+                round,
+                session: Arc::downgrade(session),
+            },
+        );
     }
 
     /// Takes note of a pong: the next ping is due a pingInterval from now.
@@ -188,17 +238,10 @@ impl<H: EngineHandler> Heartbeats<H> {
             match kind {
                 Kind::Ping if current => {
                     state.awaiting_pong.store(true, Ordering::Release);
-                    // In v3 the client pings every pingInterval on its own clock: the next one
-                    // is awaited for pingInterval + pingTimeout (the reference server's v3 rule).
-                    let wait = if conn.eio3() {
-                        engine.config().ping_interval + engine.config().ping_timeout
-                    } else {
-                        let _ = conn.send(Frame::text_packet(b"2"));
-                        engine.config().ping_timeout
-                    };
+                    let _ = conn.send(Frame::text_packet(b"2"));
                     // From the ping's due time, not from now, so timer lateness does not add up.
                     let check = Due {
-                        at_ms: entry.at_ms + wait.as_millis() as u64,
+                        at_ms: entry.at_ms + engine.config().ping_timeout.as_millis() as u64,
                         round: entry.round,
                         session: entry.session,
                     };
@@ -207,8 +250,9 @@ impl<H: EngineHandler> Heartbeats<H> {
                 Kind::PongCheck if current && state.awaiting_pong.load(Ordering::Acquire) => {
                     conn.close(CloseReason::PingTimeout);
                 }
+                Kind::SilenceCheck if current => conn.close(CloseReason::PingTimeout),
                 Kind::Deadline => engine.handler().on_deadline(&session.state, conn),
-                Kind::Ping | Kind::PongCheck => {}
+                Kind::Ping | Kind::PongCheck | Kind::SilenceCheck => {}
             }
         }
         let earliest = self.queues.lock().earliest_ms();

@@ -455,7 +455,7 @@ impl<H: EngineHandler> Engine<H> {
                 pong.push(b'3');
                 pong.extend_from_slice(&data);
                 let _ = conn.send(Frame::text_packet(&pong));
-                heartbeat::Heartbeats::pong(self, session);
+                heartbeat::Heartbeats::client_ping(self, session);
             }
             // Pings come from the server in v4; probes are handled by the upgrade.
             EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}

@@ -552,16 +552,13 @@ impl Namespace {
             }
             _ => (None, 0),
         };
-        // A socket.io v2 client derives its socket's id from the session's: `sid` on `/`,
-        // `/nsp#sid` elsewhere.
-        let id = match handshake.parser {
-            Parser::Legacy if self.name() == "/" => conn.sid().clone(),
-            Parser::Legacy => Arc::from(format!("{}#{}", self.name(), conn.sid())),
-            _ => crate::engine::new_id(),
-        };
         let socket = Arc::new(Socket::new(
             SocketStart {
-                id,
+                // Random for every client. A socket.io v2 client derives an id of its own from
+                // the session id (`sid`, `/nsp#sid`), as the reference server leaves it: using
+                // it here would publish the session id, which is all it takes to speak for the
+                // session, wherever a socket id is shown.
+                id: crate::engine::new_id(),
                 pid,
                 recovered: false,
                 connected_seq,

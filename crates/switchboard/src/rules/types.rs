@@ -71,8 +71,20 @@ pub fn typescript(config: &Config) -> Result<String, RuleError> {
          export interface RuleRefusal {\n  error: { code: string; message: string };\n}\n",
     );
     let mut index = String::new();
+    let mut taken: Vec<String> = Vec::new();
     for (namespace, events) in &all {
-        let prefix = interface_prefix(namespace);
+        // Distinct and valid names: `/2fa` → `Ns2fa`, a second `/a-b` beside `/aB` → `AB2`.
+        let mut prefix = interface_prefix(namespace);
+        if prefix.starts_with(|c: char| c.is_ascii_digit()) {
+            prefix.insert_str(0, "Ns");
+        }
+        let base = prefix.clone();
+        let mut n = 2;
+        while taken.contains(&prefix) {
+            prefix = format!("{base}{n}");
+            n += 1;
+        }
+        taken.push(prefix.clone());
         let _ = write!(
             out,
             "\n/** Events the server sends on `{namespace}`. */\nexport interface {prefix}ServerToClientEvents {{\n"
@@ -212,26 +224,22 @@ fn client_signature(rule: &EventActions, ack: Option<String>) -> String {
         // Unchecked: any arguments (a callback, if last, is still answered).
         return "(...args: any[]) => void".into();
     }
+    // An optional parameter may not come before a required one: past the first optional
+    // argument, the rest are optional too.
+    let mut optional_from_here = false;
     let mut params: Vec<String> = rule
         .expect
         .iter()
         .enumerate()
         .map(|(index, check)| {
             let (ty, optional) = check_type(check);
-            format!("arg{index}{}: {ty}", if optional { "?" } else { "" })
+            optional_from_here |= optional;
+            format!(
+                "arg{index}{}: {ty}",
+                if optional_from_here { "?" } else { "" }
+            )
         })
         .collect();
-    // An optional parameter may not come before a required one; past the first optional
-    // argument, the rest are optional too.
-    if let Some(first) = params.iter().position(|p| p.contains("?:")) {
-        for param in &mut params[first..] {
-            if !param.contains("?:")
-                && let Some(colon) = param.find(':')
-            {
-                param.insert(colon, '?');
-            }
-        }
-    }
     params.push(callback);
     format!("({}) => void", params.join(", "))
 }
@@ -374,5 +382,24 @@ actions = [{ emit = "said", to = "room", room = "{arg.room}", data = { room = "{
     fn namespaces_get_their_own_interfaces() {
         assert_eq!(interface_prefix("/"), "");
         assert_eq!(interface_prefix("/device-dashboard"), "DeviceDashboard");
+        let out = typescript(&config(
+            "[[namespaces]]\nname = \"/2fa\"\n[[namespaces]]\nname = \"/a-b\"\n[[namespaces]]\nname = \"/aB\"\n",
+        ))
+        .unwrap();
+        assert!(out.contains("interface Ns2faServerToClientEvents"), "{out}");
+        assert!(out.contains("interface ABServerToClientEvents"), "{out}");
+        assert!(out.contains("interface AB2ServerToClientEvents"), "{out}");
+    }
+
+    #[test]
+    fn an_optional_field_does_not_make_the_next_argument_optional() {
+        let out = typescript(&config(
+            "[[namespaces]]\nname = \"/\"\n[[namespaces.events]]\non = \"e\"\nexpect = [{ a = \"string?\" }, \"number\"]\nactions = []\n",
+        ))
+        .unwrap();
+        assert!(
+            out.contains(r#""e": (arg0: { "a"?: string }, arg1: number, callback?"#),
+            "{out}"
+        );
     }
 }
