@@ -427,3 +427,68 @@ describe("the online-status service on two nodes", () => {
     assert.deepEqual((await call(`${nodeA.url}/api/users/peter`)).body, { user: "peter", online: false, connections: 0 });
   });
 });
+
+describe("a node killed with SIGKILL leaves no ghost presence", () => {
+  let redis;
+  let nodes = [];
+  before(async () => {
+    redis = await startRedis();
+    const start = () =>
+      startServer("switchboard", {
+        args: ["--config", path.join(ROOT, "examples/online-status.toml")],
+        env: {
+          SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+          SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
+          SWITCHBOARD_PRESENCE_GRACE: "300ms",
+          SWITCHBOARD_PRESENCE_ROOMS: "watchers",
+        },
+      });
+    nodes = await Promise.all([start(), start(), start()]);
+    await Promise.all(nodes.map((n) => untilReady(n)));
+  });
+  after(async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("its users go offline once on every other node within the node timeout, and online once when back elsewhere", async () => {
+    const [a, b, c] = nodes;
+    // A watcher in the presence room on each surviving node.
+    const heard = [];
+    for (const node of [a, b]) {
+      const watcher = await connected(node.url, { query: { userId: `watcher-${node.port}` } });
+      await call(node.url + "/api/join", { method: "POST", body: { sockets: [watcher.id], rooms: ["watchers"] } });
+      await untilMember(node, "watchers", watcher.id);
+      const seen = [];
+      watcher.on("user:online", (m) => m.userId === "ivan" && seen.push("online"));
+      watcher.on("user:offline", (m) => m.userId === "ivan" && seen.push("offline"));
+      heard.push(seen);
+    }
+    const ivan = new WebSocket(`ws://127.0.0.1:${c.port}/ws-online-status?userId=ivan`);
+    await once(ivan, "open");
+    await until(() => heard.every((seen) => seen.length === 1), "ivan online, heard on both nodes");
+
+    const killed = Date.now();
+    c.child.kill("SIGKILL");
+    await until(() => heard.every((seen) => seen.length === 2), "ivan offline on both nodes", 6000);
+    const took = Date.now() - killed;
+    assert.ok(took < 4000, `offline ${took} ms after the kill (node_timeout 1500 ms, checked every 500 ms)`);
+    await sleep(1500);
+    assert.deepEqual(heard, [["online", "offline"], ["online", "offline"]], "announced once, no ghost, no repeat");
+    for (const node of [a, b]) {
+      assert.deepEqual((await call(`${node.url}/api/users/ivan`)).body, { user: "ivan", online: false, connections: 0 });
+    }
+    assert.match((await call(`${a.url}/metrics`)).body, /^switchboard_cluster_nodes_expired 1$/m);
+
+    // Ivan comes back through another node: online once more, heard once on each node.
+    const back = new WebSocket(`ws://127.0.0.1:${b.port}/ws-online-status?userId=ivan`);
+    await once(back, "open");
+    await until(() => heard.every((seen) => seen.length === 3), "ivan online again");
+    await sleep(500);
+    assert.deepEqual(heard, [["online", "offline", "online"], ["online", "offline", "online"]]);
+    back.terminate();
+    ivan.terminate();
+    nodes = [a, b];
+  });
+});

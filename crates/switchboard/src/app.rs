@@ -125,6 +125,7 @@ impl App {
                 url: url.clone(),
                 key: config.cluster.key.clone(),
                 request_timeout: config.cluster.request_timeout.0,
+                node_timeout: config.cluster.node_timeout.0,
             };
             // The URL was validated when the config loaded.
             let adapter = RedisAdapter::start(settings, &hub)

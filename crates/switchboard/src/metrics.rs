@@ -82,6 +82,8 @@ pub struct Metrics {
     /// On a node of a cluster: messages for the other nodes dropped (publisher too far behind,
     /// or Redis unreachable), as the adapter counts them.
     cluster_dropped: Gauge,
+    /// On a node of a cluster: other nodes taken for dead (silent past node_timeout).
+    cluster_nodes_expired: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
     pub proxy_calls: Family<ProxyLabel, Counter>,
     pub proxy_latency: Family<KindLabel, Histogram, fn() -> Histogram>,
@@ -117,6 +119,7 @@ impl Metrics {
         let api_requests = Family::<StatusLabel, Counter>::default();
         let cluster_connected = Gauge::default();
         let cluster_dropped = Gauge::default();
+        let cluster_nodes_expired = Gauge::default();
         let proxy_calls = Family::<ProxyLabel, Counter>::default();
         let proxy_latency =
             Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(call_histogram);
@@ -194,6 +197,11 @@ impl Metrics {
                 "cluster_messages_dropped",
                 "Messages for the other nodes dropped since start (publisher behind, or Redis unreachable)",
                 cluster_dropped.clone(),
+            );
+            registry.register(
+                "cluster_nodes_expired",
+                "Other nodes taken for dead since start: silent past cluster.node_timeout (killed or cut off), their users set offline",
+                cluster_nodes_expired.clone(),
             );
         }
         registry.register(
@@ -281,6 +289,7 @@ impl Metrics {
             api_requests,
             cluster_connected,
             cluster_dropped,
+            cluster_nodes_expired,
             proxy_calls,
             proxy_latency,
             webhook_events_sent,
@@ -375,6 +384,8 @@ impl Metrics {
                 .set(i64::from(cluster.is_connected()));
             self.cluster_dropped
                 .set(i64::try_from(cluster.dropped()).unwrap_or(i64::MAX));
+            self.cluster_nodes_expired
+                .set(i64::try_from(cluster.nodes_expired()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

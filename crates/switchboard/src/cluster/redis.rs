@@ -29,10 +29,10 @@ use crate::hub::{Hub, Namespace, Target};
 const OUTBOX_CAPACITY: usize = 65_536;
 /// Messages sent in one pipeline at most.
 const PIPELINE_MAX: usize = 256;
-/// Every node says who all its users are this often (what a lost message got wrong heals)...
+/// Every node says who all its users are this often at most (what a lost message got wrong
+/// heals), and every third of `cluster.node_timeout`: a node not heard from for that long is
+/// taken for gone, with its users.
 const PRESENCE_EVERY: Duration = Duration::from_secs(10);
-/// ...and a node not heard from for this long is taken for gone, with its users.
-const PRESENCE_SILENCE: Duration = Duration::from_secs(35);
 /// A node hears its own periodic snapshot back through Redis; not hearing it for this long
 /// means the subscription is dead though its TCP connection looks alive (it reconnects).
 const SELF_SILENCE: Duration = Duration::from_secs(25);
@@ -50,6 +50,8 @@ pub struct RedisSettings {
     pub key: String,
     /// How long a question waits for the other nodes' answers.
     pub request_timeout: Duration,
+    /// A node silent this long is taken for dead (its users go offline here).
+    pub node_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,8 @@ pub struct RedisAdapter {
     connected: AtomicBool,
     connection: Mutex<Option<MultiplexedConnection>>,
     dropped: AtomicU64,
+    /// Nodes forgotten for their silence (killed or cut off without saying goodbye).
+    nodes_expired: AtomicU64,
     /// When this node last heard one of its own messages back (see [`SELF_SILENCE`]).
     heard_self: Mutex<Instant>,
     /// Shutting down: said goodbye, says nothing more of its users.
@@ -122,6 +126,7 @@ impl RedisAdapter {
             connected: AtomicBool::new(false),
             connection: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            nodes_expired: AtomicU64::new(0),
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
         });
@@ -669,10 +674,17 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Every [`PRESENCE_EVERY`], tells the other nodes who this node's users are and forgets nodes
-/// that went silent; ends with the adapter.
+/// Every third of the node timeout (at most [`PRESENCE_EVERY`]), tells the other nodes who this
+/// node's users are and forgets nodes silent for the node timeout; ends with the adapter.
 async fn presence_loop(adapter: Weak<RedisAdapter>) {
-    let mut ticker = tokio::time::interval(PRESENCE_EVERY);
+    let (every, silence) = match adapter.upgrade() {
+        Some(adapter) => {
+            let silence = adapter.settings.node_timeout;
+            ((silence / 3).min(PRESENCE_EVERY), silence)
+        }
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
         ticker.tick().await;
@@ -682,7 +694,17 @@ async fn presence_loop(adapter: Weak<RedisAdapter>) {
         let Some(hub) = adapter.hub.upgrade() else {
             return;
         };
-        hub.presence().forget_nodes_silent_for(PRESENCE_SILENCE);
+        let forgotten = hub.presence().forget_nodes_silent_for(silence);
+        if forgotten > 0 {
+            adapter
+                .nodes_expired
+                .fetch_add(forgotten as u64, Ordering::Relaxed);
+            tracing::warn!(
+                nodes = forgotten,
+                ?silence,
+                "cluster: nodes silent past node_timeout taken for dead; their users are offline"
+            );
+        }
         if adapter.is_connected() {
             adapter.tell_all_users();
         }
@@ -786,6 +808,10 @@ impl Adapter for RedisAdapter {
 
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn nodes_expired(&self) -> u64 {
+        self.nodes_expired.load(Ordering::Relaxed)
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {

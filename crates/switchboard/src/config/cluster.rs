@@ -18,6 +18,9 @@ pub struct ClusterSettings {
     pub key: String,
     /// How long the API waits for the other nodes' answers to a cluster-wide read.
     pub request_timeout: HumanDuration,
+    /// A node not heard from for this long is taken for dead (killed, cut off): its users go
+    /// offline on the others. Nodes say who is online every third of it (at most every 10 s).
+    pub node_timeout: HumanDuration,
 }
 
 impl Default for ClusterSettings {
@@ -26,6 +29,7 @@ impl Default for ClusterSettings {
             redis_url: None,
             key: "socket.io".into(),
             request_timeout: HumanDuration(Duration::from_secs(5)),
+            node_timeout: HumanDuration(Duration::from_secs(35)),
         }
     }
 }

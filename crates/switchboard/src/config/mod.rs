@@ -289,6 +289,12 @@ impl Config {
                 format!("not a Redis URL: {error}"),
             ));
         }
+        if self.cluster.node_timeout.0 < std::time::Duration::from_millis(300) {
+            return Err(invalid(
+                "cluster.node_timeout",
+                "must be at least 300ms (nodes speak every third of it)".into(),
+            ));
+        }
         if self.cluster.key.is_empty() || self.cluster.key.contains('#') {
             return Err(invalid(
                 "cluster.key",

@@ -64,6 +64,11 @@ pub trait Adapter: Send + Sync {
     /// Messages for the other nodes dropped since start.
     fn dropped(&self) -> u64;
 
+    /// Other nodes taken for dead since start (silent past the node timeout).
+    fn nodes_expired(&self) -> u64 {
+        0
+    }
+
     /// This node is shutting down: tells the others (its users are gone with it) and waits,
     /// briefly, until what it said before has been sent.
     fn leave(&self) -> BoxFuture<'_, ()>;

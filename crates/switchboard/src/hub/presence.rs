@@ -253,9 +253,17 @@ impl Presence {
     }
 
     /// Forgets nodes not heard from for `silence` (gone without a word), with their users.
-    pub fn forget_nodes_silent_for(&self, silence: Duration) {
+    /// Forgets the nodes not heard from for `silence` (their users go offline here, announced
+    /// once); answers how many.
+    pub fn forget_nodes_silent_for(&self, silence: Duration) -> usize {
         let now = Instant::now();
         let silent = |node: &NodeUsers| now.duration_since(node.heard) >= silence;
+        let forgotten = self
+            .elsewhere
+            .lock()
+            .values()
+            .filter(|node| silent(node))
+            .count();
         let touched: Vec<String> = self
             .elsewhere
             .lock()
@@ -266,6 +274,7 @@ impl Presence {
         self.update_elsewhere(touched, false, |elsewhere| {
             elsewhere.retain(|_, node| !silent(node));
         });
+        forgotten
     }
 
     /// Users online on this node or on another.
