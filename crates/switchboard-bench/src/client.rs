@@ -91,6 +91,24 @@ pub struct Outcome {
     duplicates: u64,
 }
 
+impl Outcome {
+    /// One delivery: its latency from the publisher's `ts`, and, with the publisher's `id`,
+    /// what it says of losses and repeats.
+    fn record(&mut self, counters: &Counters, ts: u64, id: Option<u64>) {
+        self.histogram
+            .saturating_record(now_micros().saturating_sub(ts).max(1));
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = id {
+            if id >= self.next_id {
+                self.lost += id - self.next_id;
+                self.next_id = id + 1;
+            } else {
+                self.duplicates += 1;
+            }
+        }
+    }
+}
+
 pub struct Client {
     handle: JoinHandle<Outcome>,
 }
@@ -251,8 +269,8 @@ fn msgpack_number(value: &rmpv::Value, key: &str) -> Option<u64> {
     }
 }
 
-/// WebSocket-only with socket.io-msgpack-parser's format: open packet, then CONNECT to `/`.
-async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
+/// A WebSocket-only Engine.IO session, its open packet read.
+async fn open_engine_websocket(target: &Target) -> anyhow::Result<Ws> {
     let host = target.server.to_string();
     let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
     let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
@@ -260,6 +278,12 @@ async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
     if !open.starts_with('0') {
         bail!("expected the open packet, got {open:?}");
     }
+    Ok(ws)
+}
+
+/// WebSocket-only with socket.io-msgpack-parser's format: open packet, then CONNECT to `/`.
+async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
+    let mut ws = open_engine_websocket(target).await?;
     ws.send(Message::binary(msgpack_connect())).await?;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
@@ -277,13 +301,7 @@ async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
 
 /// WebSocket-only: open packet, then CONNECT to `/`.
 pub async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
-    let host = target.server.to_string();
-    let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
-    let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        bail!("expected the open packet, got {open:?}");
-    }
+    let mut ws = open_engine_websocket(target).await?;
     ws.send(Message::text(CONNECT)).await?;
     loop {
         let reply = next_text(&mut ws).await?;
@@ -415,16 +433,7 @@ impl Client {
                                     continue;
                                 }
                                 let Some(ts) = msgpack_number(&data, "ts") else { continue };
-                                outcome.histogram.saturating_record(now_micros().saturating_sub(ts).max(1));
-                                counters.received.fetch_add(1, Ordering::Relaxed);
-                                if let Some(id) = msgpack_number(&data, "id") {
-                                    if id >= outcome.next_id {
-                                        outcome.lost += id - outcome.next_id;
-                                        outcome.next_id = id + 1;
-                                    } else {
-                                        outcome.duplicates += 1;
-                                    }
-                                }
+                                outcome.record(&counters, ts, msgpack_number(&data, "id"));
                                 continue;
                             }
                             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -436,16 +445,9 @@ impl Client {
                         }
                         if let Some(prefix) = &event_prefix && text.starts_with(prefix.as_str()) {
                             let Some(ts) = number_after(&text, "\"ts\":") else { continue };
-                            outcome.histogram.saturating_record(now_micros().saturating_sub(ts).max(1));
-                            counters.received.fetch_add(1, Ordering::Relaxed);
-                            if chat.is_none() && let Some(id) = number_after(&text, "\"id\":") {
-                                if id >= outcome.next_id {
-                                    outcome.lost += id - outcome.next_id;
-                                    outcome.next_id = id + 1;
-                                } else {
-                                    outcome.duplicates += 1;
-                                }
-                            }
+                            // Chat messages carry no publisher id.
+                            let id = if chat.is_none() { number_after(&text, "\"id\":") } else { None };
+                            outcome.record(&counters, ts, id);
                         }
                     }
                     changed = phase.changed() => {

@@ -296,12 +296,7 @@ impl EngineHandler for Arc<Hub> {
                             return protocol_error(conn, "binary first packet (msgpack is off)");
                         }
                     };
-                    state.parser = Some(parser);
-                    self.parsers
-                        .get_or_create(&ParserLabel {
-                            parser: parser.as_str(),
-                        })
-                        .inc();
+                    self.settle_parser(&mut state, parser);
                     parser
                 }
             };
@@ -367,12 +362,7 @@ impl EngineHandler for Arc<Hub> {
         if !conn.eio3() {
             return;
         }
-        client.state.lock().parser = Some(Parser::Legacy);
-        self.parsers
-            .get_or_create(&ParserLabel {
-                parser: Parser::Legacy.as_str(),
-            })
-            .inc();
+        self.settle_parser(&mut client.state.lock(), Parser::Legacy);
         let connect = SocketPacket {
             kind: PacketKind::Connect,
             namespace: "/".into(),
@@ -396,6 +386,18 @@ impl EngineHandler for Arc<Hub> {
                 .clone()
                 .remove_socket(&socket, DisconnectReason::Engine(reason));
         }
+    }
+}
+
+impl Hub {
+    /// The parser a client speaks from now on, counted once per session.
+    fn settle_parser(&self, state: &mut ClientState, parser: Parser) {
+        state.parser = Some(parser);
+        self.parsers
+            .get_or_create(&ParserLabel {
+                parser: parser.as_str(),
+            })
+            .inc();
     }
 }
 

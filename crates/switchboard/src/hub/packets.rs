@@ -157,8 +157,9 @@ pub fn json_frames_as_msgpack(frames: &[Frame]) -> Option<PacketFrames> {
         .iter()
         .map(|frame| Bytes::copy_from_slice(frame.payload()))
         .collect();
-    let bytes = msgpack::from_json_packet(packet, &attachments)?;
-    Some(vec![Frame::binary_message(|out| {
-        out.extend_from_slice(&bytes)
-    })])
+    let mut converted = None;
+    let frame = Frame::binary_message(|out| {
+        converted = msgpack::from_json_packet(out, packet, &attachments);
+    });
+    converted.map(|()| vec![frame])
 }

@@ -224,11 +224,11 @@ pub fn encode_disconnect(out: &mut Vec<u8>, namespace: &str) {
     write_nsp(out, namespace);
 }
 
-/// A JSON packet of the hub's model (`2["event",...]`, placeholders, and its attachments) in
-/// MessagePack: for events stored as JSON frames and replayed to a MessagePack client.
-pub fn from_json_packet(text: &str, attachments: &[Bytes]) -> Option<Vec<u8>> {
+/// Appends to `out` a JSON packet of the hub's model (`2["event",...]`, placeholders, and its
+/// attachments) in MessagePack: for events stored as JSON frames and replayed to a MessagePack
+/// client. `None` (nothing written) for what is not such an event.
+pub fn from_json_packet(out: &mut Vec<u8>, text: &str, attachments: &[Bytes]) -> Option<()> {
     let packet = super::socket::decode_packet(text).ok()?;
-    let mut out = Vec::new();
     match packet.kind {
         PacketKind::Event | PacketKind::BinaryEvent => {
             let Some(Value::Array(items)) = packet.data else {
@@ -236,7 +236,7 @@ pub fn from_json_packet(text: &str, attachments: &[Bytes]) -> Option<Vec<u8>> {
             };
             let (event, args) = items.split_first()?;
             encode_event(
-                &mut out,
+                out,
                 &packet.namespace,
                 packet.ack_id,
                 event.as_str()?,
@@ -247,7 +247,7 @@ pub fn from_json_packet(text: &str, attachments: &[Bytes]) -> Option<Vec<u8>> {
         }
         _ => return None,
     }
-    Some(out)
+    Some(())
 }
 
 fn write_kind(out: &mut Vec<u8>, kind: PacketKind) {
@@ -431,7 +431,8 @@ mod tests {
     #[test]
     fn a_stored_json_event_converts_for_a_msgpack_client() {
         let text = "51-/n,[\"e\",{\"_placeholder\":true,\"num\":0},\"9\"]";
-        let out = from_json_packet(text, &[Bytes::from_static(b"b")]).unwrap();
+        let mut out = Vec::new();
+        from_json_packet(&mut out, text, &[Bytes::from_static(b"b")]).unwrap();
         let (packet, attachments) = decode(&out).unwrap();
         assert_eq!(packet.namespace, "/n");
         assert_eq!(packet.data.unwrap()[2], json!("9"));

@@ -49,10 +49,6 @@ impl Socket {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if let Some(tls) = &self.tls
             && tls.input_buffered.load(Ordering::Acquire)
