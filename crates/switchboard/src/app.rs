@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
 use crate::backend::{self, Backend, TOKEN_EXPIRY_KEY};
-use crate::cluster::redis::{RedisAdapter, RedisSettings};
+use crate::cluster::redis::{RedisAdapter, RedisSettings, StreamSettings};
 use crate::config::{AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
@@ -126,6 +126,13 @@ impl App {
                 key: config.cluster.key.clone(),
                 request_timeout: config.cluster.request_timeout.0,
                 node_timeout: config.cluster.node_timeout.0,
+                streams: (config.cluster.adapter == crate::config::AdapterKind::Streams).then(
+                    || StreamSettings {
+                        name: config.cluster.stream_name.clone(),
+                        max_len: config.cluster.stream_max_len,
+                        session_prefix: config.cluster.session_key_prefix.clone(),
+                    },
+                ),
             };
             // The URL was validated when the config loaded.
             let adapter = RedisAdapter::start(settings, &hub)

@@ -84,6 +84,8 @@ pub struct Metrics {
     cluster_dropped: Gauge,
     /// On a node of a cluster: other nodes taken for dead (silent past node_timeout).
     cluster_nodes_expired: Gauge,
+    /// On the streams adapter: sessions this node took from Redis (saved by another node).
+    cluster_shared_sessions_taken: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
     pub proxy_calls: Family<ProxyLabel, Counter>,
     pub proxy_latency: Family<KindLabel, Histogram, fn() -> Histogram>,
@@ -120,6 +122,7 @@ impl Metrics {
         let cluster_connected = Gauge::default();
         let cluster_dropped = Gauge::default();
         let cluster_nodes_expired = Gauge::default();
+        let cluster_shared_sessions_taken = Gauge::default();
         let proxy_calls = Family::<ProxyLabel, Counter>::default();
         let proxy_latency =
             Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(call_histogram);
@@ -202,6 +205,11 @@ impl Metrics {
                 "cluster_nodes_expired",
                 "Other nodes taken for dead since start: silent past cluster.node_timeout (killed or cut off), their users set offline",
                 cluster_nodes_expired.clone(),
+            );
+            registry.register(
+                "cluster_shared_sessions_taken",
+                "Sessions this node took from Redis to recover a client another node had (cluster.adapter = \"streams\"), its node killed or the client sent elsewhere",
+                cluster_shared_sessions_taken.clone(),
             );
         }
         registry.register(
@@ -290,6 +298,7 @@ impl Metrics {
             cluster_connected,
             cluster_dropped,
             cluster_nodes_expired,
+            cluster_shared_sessions_taken,
             proxy_calls,
             proxy_latency,
             webhook_events_sent,
@@ -386,6 +395,8 @@ impl Metrics {
                 .set(i64::try_from(cluster.dropped()).unwrap_or(i64::MAX));
             self.cluster_nodes_expired
                 .set(i64::try_from(cluster.nodes_expired()).unwrap_or(i64::MAX));
+            self.cluster_shared_sessions_taken
+                .set(i64::try_from(cluster.shared_sessions_taken()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

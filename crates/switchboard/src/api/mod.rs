@@ -385,10 +385,10 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
     let since = match query.since.as_deref() {
         None | Some("") => 0,
-        Some(text) => text.parse::<u64>().map_err(|_| {
+        Some(text) => crate::hub::parse_offset(text).ok_or_else(|| {
             ApiError::field(
                 "since",
-                "an offset is the string of a number, as events carry it",
+                "an offset is a number or a stream entry id (<ms>-<n>), as events carry it",
             )
         })?,
     };
@@ -409,7 +409,7 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
         "room": room,
         "events": events,
         "complete": page.complete,
-        "latest_offset": page.latest_seq.to_string(),
+        "latest_offset": crate::hub::offset_text(page.latest_seq),
     })))
 }
 

@@ -142,7 +142,7 @@ pub fn decode_ack_broadcast(bytes: &[u8]) -> Result<RemoteBroadcast, MessageErro
     broadcast_from_parts(uid, packet, opts)
 }
 
-fn broadcast_from_parts(
+pub(crate) fn broadcast_from_parts(
     uid: &str,
     packet: &Pack,
     opts: &Pack,
@@ -240,14 +240,14 @@ pub fn selection_request(
     request.to_string().into_bytes()
 }
 
-fn field<'a>(map: &'a Pack, key: &str) -> Option<&'a Pack> {
+pub(crate) fn field<'a>(map: &'a Pack, key: &str) -> Option<&'a Pack> {
     map.as_map()?
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))
         .map(|(_, v)| v)
 }
 
-fn room_list(value: Option<&Pack>) -> Vec<String> {
+pub(crate) fn room_list(value: Option<&Pack>) -> Vec<String> {
     let Some(Pack::Array(rooms)) = value else {
         return Vec::new();
     };
@@ -263,7 +263,7 @@ fn room_list(value: Option<&Pack>) -> Vec<String> {
 }
 
 /// JSON to MessagePack, putting each attachment back where its placeholder is.
-fn json_to_pack(value: &Value, attachments: &[Bytes]) -> Pack {
+pub(crate) fn json_to_pack(value: &Value, attachments: &[Bytes]) -> Pack {
     match value {
         Value::Null => Pack::Nil,
         Value::Bool(b) => Pack::Boolean(*b),
@@ -305,7 +305,7 @@ fn placeholder(map: &Map<String, Value>) -> Option<usize> {
 }
 
 /// MessagePack to JSON, taking binary values out as attachments behind placeholders.
-fn pack_to_json(value: &Pack, attachments: &mut Vec<Bytes>) -> Value {
+pub(crate) fn pack_to_json(value: &Pack, attachments: &mut Vec<Bytes>) -> Value {
     match value {
         Pack::Nil | Pack::Ext(..) => Value::Null,
         Pack::Boolean(b) => Value::Bool(*b),

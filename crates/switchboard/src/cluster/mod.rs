@@ -15,3 +15,4 @@
 
 pub mod message;
 pub mod redis;
+pub mod stream_message;

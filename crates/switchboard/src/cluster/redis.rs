@@ -1,6 +1,10 @@
 //! The Redis adapter: nodes share broadcasts, room operations and questions through Redis
 //! pub/sub, in the Socket.IO Redis adapter's shapes (`message.rs`).
 //!
+//! With `adapter = "streams"` (see `streams.rs`) broadcasts and room operations go to one Redis
+//! stream instead, read back by every node in the stream's order, and sessions are kept in
+//! Redis; Switchboard's own channels (user operations, questions, presence) stay on pub/sub.
+//!
 //! Two tasks own the two connections. The publisher sends what this node says, in the order it
 //! said it (several messages in one pipeline when they queue up); the subscriber receives the
 //! broadcast channels (one pattern), the request channel of each namespace and Switchboard's own
@@ -22,8 +26,12 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::message::{self, request_type};
+use super::stream_message;
+
+mod streams;
 use crate::hub::adapter::{Adapter, BoxFuture, UserOp};
 use crate::hub::{Hub, Namespace, Target};
+pub use streams::StreamSettings;
 
 /// What messages wait for the publisher at most; past it a message is dropped (and logged).
 const OUTBOX_CAPACITY: usize = 65_536;
@@ -52,6 +60,8 @@ pub struct RedisSettings {
     pub request_timeout: Duration,
     /// A node silent this long is taken for dead (its users go offline here).
     pub node_timeout: Duration,
+    /// Broadcasts through a stream (`adapter = "streams"`) rather than pub/sub.
+    pub streams: Option<StreamSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +72,8 @@ pub enum RedisAdapterError {
 
 /// What the publisher task is given.
 enum Outgoing {
-    /// A message for a channel.
-    Publish(String, Vec<u8>),
+    /// A command (a PUBLISH, an XADD, a session write), sent in order with the others.
+    Command(redis::Cmd),
     /// Told once everything given before it has been sent (or dropped).
     Sent(oneshot::Sender<()>),
 }
@@ -95,6 +105,8 @@ pub struct RedisAdapter {
     dropped: AtomicU64,
     /// Nodes forgotten for their silence (killed or cut off without saying goodbye).
     nodes_expired: AtomicU64,
+    /// Sessions taken from Redis (streams adapter).
+    shared_sessions_taken: AtomicU64,
     /// When this node last heard one of its own messages back (see [`SELF_SILENCE`]).
     heard_self: Mutex<Instant>,
     /// Shutting down: said goodbye, says nothing more of its users.
@@ -127,6 +139,7 @@ impl RedisAdapter {
             connection: Mutex::new(None),
             dropped: AtomicU64::new(0),
             nodes_expired: AtomicU64::new(0),
+            shared_sessions_taken: AtomicU64::new(0),
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
         });
@@ -144,6 +157,11 @@ impl RedisAdapter {
                 );
             }
         }));
+        if adapter.settings.streams.is_some() {
+            tokio::spawn(streams::read_loop(Arc::downgrade(&adapter)));
+            hub.observe(Arc::new(streams::SessionWriter::new(&adapter)));
+            tokio::spawn(streams::refresh_sessions_loop(Arc::downgrade(&adapter)));
+        }
         tokio::spawn(adapter.clone().publish_loop(outgoing));
         tokio::spawn(adapter.clone().subscribe_loop(new_channels));
         tokio::spawn(presence_loop(Arc::downgrade(&adapter)));
@@ -161,11 +179,13 @@ impl RedisAdapter {
     }
 
     fn send(&self, channel: String, payload: Vec<u8>) {
-        if self
-            .outbox
-            .try_send(Outgoing::Publish(channel, payload))
-            .is_err()
-        {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(payload);
+        self.send_command(publish);
+    }
+
+    fn send_command(&self, command: redis::Cmd) {
+        if self.outbox.try_send(Outgoing::Command(command)).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::error!(
@@ -201,8 +221,8 @@ impl RedisAdapter {
             let mut waiting = Vec::new();
             for item in batch.drain(..) {
                 match item {
-                    Outgoing::Publish(channel, payload) => {
-                        pipe.publish(channel, payload).ignore();
+                    Outgoing::Command(command) => {
+                        pipe.add_command(command).ignore();
                         messages += 1;
                     }
                     Outgoing::Sent(done) => waiting.push(done),
@@ -270,7 +290,9 @@ impl RedisAdapter {
         new_channels: &mut mpsc::UnboundedReceiver<String>,
     ) -> redis::RedisResult<()> {
         let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
-        sink.psubscribe(format!("{}#*", self.settings.key)).await?;
+        if self.settings.streams.is_none() {
+            sink.psubscribe(format!("{}#*", self.settings.key)).await?;
+        }
         sink.subscribe(&self.own_channel).await?;
         sink.subscribe(&self.reply_channel).await?;
         let namespaces = self
@@ -279,11 +301,9 @@ impl RedisAdapter {
             .map(|hub| hub.namespaces())
             .unwrap_or_default();
         for namespace in namespaces {
-            sink.subscribe(message::request_channel(
-                &self.settings.key,
-                namespace.name(),
-            ))
-            .await?;
+            for channel in self.namespace_channels(namespace.name()) {
+                sink.subscribe(channel).await?;
+            }
         }
         self.connected.store(true, Ordering::Release);
         *self.heard_self.lock() = Instant::now();
@@ -319,10 +339,12 @@ impl RedisAdapter {
             return;
         };
         let key = &self.settings.key;
-        if channel
+        let under_key = channel
             .strip_prefix(key.as_str())
-            .is_some_and(|rest| rest.starts_with('#'))
-        {
+            .is_some_and(|rest| rest.starts_with('#'));
+        if under_key && self.settings.streams.is_some() {
+            self.on_cluster_message(&hub, payload);
+        } else if under_key {
             self.on_broadcast(&hub, payload);
         } else if channel == self.own_channel {
             self.on_switchboard(&hub, payload);
@@ -579,6 +601,19 @@ impl RedisAdapter {
         }
     }
 
+    /// The channels this node listens to for a namespace: the Redis adapter's request channel,
+    /// or the Streams adapter's namespace channel and this node's own under it.
+    fn namespace_channels(&self, namespace: &str) -> Vec<String> {
+        let key = &self.settings.key;
+        match self.settings.streams {
+            Some(_) => vec![
+                stream_message::namespace_channel(key, namespace, None),
+                stream_message::namespace_channel(key, namespace, Some(&self.uid)),
+            ],
+            None => vec![message::request_channel(key, namespace)],
+        }
+    }
+
     /// Asks the other servers to act on the sockets `selection` picks (a Socket.IO adapter
     /// request, with one field of its own).
     fn send_selection_request(
@@ -739,6 +774,18 @@ impl Adapter for RedisAdapter {
     ) {
         let rooms = strings(&target.rooms);
         let except = excluded(target);
+        if self.settings.streams.is_some() {
+            let entry = stream_message::broadcast_entry(
+                &self.uid,
+                namespace,
+                event,
+                args,
+                attachments,
+                &rooms,
+                &except,
+            );
+            return self.append(entry);
+        }
         let payload = message::encode_broadcast(
             &self.uid,
             namespace,
@@ -755,6 +802,13 @@ impl Adapter for RedisAdapter {
     }
 
     fn membership(&self, namespace: &str, selection: &Target, rooms: &[String], join: bool) {
+        if self.settings.streams.is_some() {
+            let (selected, except) = (strings(&selection.rooms), excluded(selection));
+            let entry = stream_message::membership_entry(
+                &self.uid, namespace, &selected, &except, rooms, join,
+            );
+            return self.append(entry);
+        }
         let kind = if join {
             request_type::REMOTE_JOIN
         } else {
@@ -764,6 +818,12 @@ impl Adapter for RedisAdapter {
     }
 
     fn disconnect(&self, namespace: &str, selection: &Target, close: bool) {
+        if self.settings.streams.is_some() {
+            let (selected, except) = (strings(&selection.rooms), excluded(selection));
+            let entry =
+                stream_message::disconnect_entry(&self.uid, namespace, &selected, &except, close);
+            return self.append(entry);
+        }
         let kind = request_type::REMOTE_DISCONNECT;
         self.send_selection_request(namespace, kind, selection, ("close", json!(close)));
     }
@@ -793,9 +853,36 @@ impl Adapter for RedisAdapter {
     }
 
     fn namespace_added(&self, namespace: &str) {
-        let _ = self
-            .subscriptions
-            .send(message::request_channel(&self.settings.key, namespace));
+        for channel in self.namespace_channels(namespace) {
+            let _ = self.subscriptions.send(channel);
+        }
+    }
+
+    fn shared_sessions_taken(&self) -> u64 {
+        self.shared_sessions_taken.load(Ordering::Relaxed)
+    }
+
+    fn orders_broadcasts(&self) -> bool {
+        self.settings.streams.is_some()
+    }
+
+    fn shares_sessions(&self) -> bool {
+        self.settings.streams.is_some()
+    }
+
+    fn take_session(&self, pid: &str) -> BoxFuture<'_, Option<crate::hub::adapter::SharedSession>> {
+        let pid = pid.to_owned();
+        Box::pin(async move { self.take_shared_session(&pid).await })
+    }
+
+    fn logged_events(
+        &self,
+        namespace: &str,
+        after: u64,
+        through: u64,
+    ) -> BoxFuture<'_, Option<Vec<crate::hub::adapter::LoggedEvent>>> {
+        let namespace = namespace.to_owned();
+        Box::pin(async move { self.read_logged(&namespace, after, through).await })
     }
 
     fn query(&self, question: Value) -> BoxFuture<'_, Vec<Value>> {

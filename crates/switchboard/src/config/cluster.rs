@@ -21,6 +21,25 @@ pub struct ClusterSettings {
     /// A node not heard from for this long is taken for dead (killed, cut off): its users go
     /// offline on the others. Nodes say who is online every third of it (at most every 10 s).
     pub node_timeout: HumanDuration,
+    /// How nodes share broadcasts: "pubsub" (the Socket.IO Redis adapter's channels; what is
+    /// published while a node is away is gone) or "streams" (the Socket.IO Redis Streams
+    /// adapter's stream: one ordered log whose entry ids are the clients' offsets, with sessions
+    /// in Redis, so a client recovers on any node, even after its node was killed).
+    pub adapter: AdapterKind,
+    /// `adapter = "streams"`: the stream's key (the Streams adapter's `streamName`).
+    pub stream_name: String,
+    /// `adapter = "streams"`: the stream is trimmed to about this many entries (`maxLen`).
+    pub stream_max_len: usize,
+    /// `adapter = "streams"`: where sessions are kept, `<prefix><pid>` (`sessionKeyPrefix`).
+    pub session_key_prefix: String,
+}
+
+/// `[cluster] adapter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    Pubsub,
+    Streams,
 }
 
 impl Default for ClusterSettings {
@@ -30,6 +49,10 @@ impl Default for ClusterSettings {
             key: "socket.io".into(),
             request_timeout: HumanDuration(Duration::from_secs(5)),
             node_timeout: HumanDuration(Duration::from_secs(35)),
+            adapter: AdapterKind::Pubsub,
+            stream_name: "socket.io".into(),
+            stream_max_len: 10_000,
+            session_key_prefix: "sio:session:".into(),
         }
     }
 }

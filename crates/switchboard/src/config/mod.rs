@@ -36,7 +36,7 @@ pub use backend::{
     ConnectProxySettings, EventProxySettings, ProxySettings, RefreshProxySettings, WEBHOOK_EVENTS,
     WebhookSettings,
 };
-pub use cluster::ClusterSettings;
+pub use cluster::{AdapterKind, ClusterSettings};
 pub use namespaces::{AuthMode, NamespaceConfig, RoomPermission};
 pub use plain_ws::PlainWsSettings;
 pub use presence::PresenceSettings;
@@ -293,6 +293,18 @@ impl Config {
             return Err(invalid(
                 "cluster.node_timeout",
                 "must be at least 300ms (nodes speak every third of it)".into(),
+            ));
+        }
+        if self.cluster.stream_name.is_empty() {
+            return Err(invalid(
+                "cluster.stream_name",
+                "a stream key is not empty".into(),
+            ));
+        }
+        if self.cluster.stream_max_len < 100 {
+            return Err(invalid(
+                "cluster.stream_max_len",
+                "at least 100 entries (the stream is what clients recover from)".into(),
             ));
         }
         if self.cluster.key.is_empty() || self.cluster.key.contains('#') {

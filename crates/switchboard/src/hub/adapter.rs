@@ -30,6 +30,30 @@ pub enum UserOp {
     Disconnect { close: bool },
 }
 
+/// A session another node saved in the shared store (its node may since have been killed).
+#[derive(Debug, Clone)]
+pub struct SharedSession {
+    pub sid: String,
+    pub pid: String,
+    /// Its rooms, its own id among them.
+    pub rooms: Vec<String>,
+    pub data: serde_json::Map<String, Value>,
+    /// Where the log stood when it first connected (a client that received nothing sends no
+    /// offset).
+    pub connected_seq: Option<u64>,
+}
+
+/// An event read back from the shared log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub event: String,
+    pub args: Vec<Value>,
+    pub attachments: Vec<Bytes>,
+}
+
 /// Carries this node's operations to the other nodes of a cluster.
 pub trait Adapter: Send + Sync {
     /// A broadcast made on this node.
@@ -67,6 +91,39 @@ pub trait Adapter: Send + Sync {
     /// Other nodes taken for dead since start (silent past the node timeout).
     fn nodes_expired(&self) -> u64 {
         0
+    }
+
+    /// Sessions taken from the shared store since start.
+    fn shared_sessions_taken(&self) -> u64 {
+        0
+    }
+
+    /// Whether broadcasts go through a shared, ordered log that brings this node's own back to
+    /// it: the hub then leaves their delivery here to the adapter (in the log's order, with the
+    /// log's offsets) instead of delivering them at once.
+    fn orders_broadcasts(&self) -> bool {
+        false
+    }
+
+    /// Whether sessions saved for recovery are shared (any node can restore them).
+    fn shares_sessions(&self) -> bool {
+        false
+    }
+
+    /// Takes a session saved by any node out of the shared store.
+    fn take_session(&self, _pid: &str) -> BoxFuture<'_, Option<SharedSession>> {
+        Box::pin(async { None })
+    }
+
+    /// The events of `namespace` the shared log holds after `after` up to `through`, in order;
+    /// None when the log no longer reaches back to `after`.
+    fn logged_events(
+        &self,
+        _namespace: &str,
+        _after: u64,
+        _through: u64,
+    ) -> BoxFuture<'_, Option<Vec<LoggedEvent>>> {
+        Box::pin(async { None })
     }
 
     /// This node is shutting down: tells the others (its users are gone with it) and waits,

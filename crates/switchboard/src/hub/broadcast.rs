@@ -157,6 +157,29 @@ impl Broadcast {
         self.namespace
             .publish_local(&self.target, event, args, attachments)
     }
+
+    /// Emits to this node's targeted sockets an event of the shared log, with its offset.
+    pub fn local_publish_logged(
+        &self,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+        seq: u64,
+    ) -> Published {
+        self.namespace
+            .publish_logged(&self.target, event, args, attachments, seq)
+    }
+}
+
+/// Where an event's offset comes from.
+#[derive(Clone, Copy)]
+enum OffsetFrom {
+    /// The namespace's next number.
+    Counter,
+    /// The shared log's entry (its sequence number).
+    Log(u64),
+    /// None: the event is not stored.
+    Nowhere,
 }
 
 /// What an emit did.
@@ -169,7 +192,9 @@ pub struct Published {
 }
 
 impl Namespace {
-    /// Publishes an event here and, when clustered, on the other nodes.
+    /// Publishes an event here and, when clustered, on the other nodes. With an adapter that
+    /// orders broadcasts (a shared log), this node's sockets get it when the log brings it back,
+    /// in the log's order and with its offset, like every other node's.
     pub(crate) fn publish(
         &self,
         target: &Target,
@@ -177,17 +202,28 @@ impl Namespace {
         args: &[Value],
         attachments: &[Bytes],
     ) -> Published {
-        let published = self.publish_local(target, event, args, attachments);
-        if let Some(cluster) = self.cluster.get() {
+        let Some(cluster) = self.cluster.get() else {
+            return self.publish_local(target, event, args, attachments);
+        };
+        if cluster.orders_broadcasts() {
+            let mut reached = 0;
+            self.for_each_target(target, |_| reached += 1);
             cluster.broadcast(self.name(), target, event, args, attachments);
+            return Published {
+                reached,
+                offset: None,
+            };
         }
+        let published = self.publish_local(target, event, args, attachments);
+        cluster.broadcast(self.name(), target, event, args, attachments);
         published
     }
 
     /// Encodes an event once per form its recipients read and queues it on every targeted socket
     /// of this node; with recovery on, gives it the next offset and stores it (in the JSON form
     /// with its offset), all under the history lock so offsets reach every client in order and
-    /// a restore never misses or repeats one.
+    /// a restore never misses or repeats one. On a shared log, offsets are the log's: an event
+    /// that does not come from it (an emit to a user's sockets) carries none.
     pub(crate) fn publish_local(
         &self,
         target: &Target,
@@ -195,21 +231,56 @@ impl Namespace {
         args: &[Value],
         attachments: &[Bytes],
     ) -> Published {
+        let offsets_from_log = self.cluster.get().is_some_and(|c| c.orders_broadcasts());
+        let offset = if offsets_from_log {
+            OffsetFrom::Nowhere
+        } else {
+            OffsetFrom::Counter
+        };
+        self.publish_here(target, event, args, attachments, offset)
+    }
+
+    /// Delivers an event of the shared log here, with its offset `seq`.
+    pub(crate) fn publish_logged(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+        seq: u64,
+    ) -> Published {
+        self.publish_here(target, event, args, attachments, OffsetFrom::Log(seq))
+    }
+
+    fn publish_here(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+        offset: OffsetFrom,
+    ) -> Published {
         let name = self.name();
         let encode = |parser: Parser, offset: Option<&str>| {
             packets::event_with_offset(parser, name, None, event, args, attachments, offset)
         };
         let binary = !attachments.is_empty();
-        let Some(recovery) = self.recovery.get() else {
-            let frames = encode(Parser::Json, None);
-            return Published {
-                reached: self.deliver(target, &frames, None, binary, &encode),
-                offset: None,
-            };
+        let recovery = match (self.recovery.get(), offset) {
+            (Some(recovery), OffsetFrom::Counter | OffsetFrom::Log(_)) => recovery,
+            _ => {
+                let frames = encode(Parser::Json, None);
+                return Published {
+                    reached: self.deliver(target, &frames, None, binary, &encode),
+                    offset: None,
+                };
+            }
         };
         let mut history = recovery.lock();
-        let seq = history.next_seq();
-        let offset = seq.to_string();
+        let seq = match offset {
+            OffsetFrom::Log(seq) => seq,
+            _ => history.next_seq(),
+        };
+        let offset = super::recovery::offset_text(seq);
         let frames = encode(Parser::Json, Some(&offset));
         let reached = self.deliver(target, &frames, Some(&offset), binary, &encode);
         history.store(

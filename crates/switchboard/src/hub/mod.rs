@@ -40,7 +40,10 @@ pub use event::{
 };
 pub use namespace::Namespace;
 pub use presence::{Presence, PresenceListener, user_id};
-pub use recovery::{HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent};
+pub use recovery::{
+    HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent, log_seq, offset_text, parse_offset,
+    worth_saving,
+};
 pub use socket::{Room, Socket};
 
 use crate::engine::{CloseReason, Engine, EngineConn, EngineHandler, Message};
@@ -577,24 +580,83 @@ impl Hub {
                 return refuse(error);
             }
             restored = namespace.restore(conn, handshake.clone(), pid, offset.as_deref());
-        }
-        let socket = match (restored, namespace.connect_gate()) {
-            (Some(socket), _) => socket,
-            (None, None) => match namespace.admit(conn, handshake) {
-                Ok(socket) => socket,
-                Err(error) => return refuse(error),
-            },
-            (None, Some(gate)) => {
-                let data = match namespace.check_middleware(conn, &handshake) {
-                    Ok(data) => data,
-                    Err(error) => return refuse(error),
-                };
-                return admit_through_gate(client, conn, &namespace, handshake, data, gate);
+            if restored.is_none() && namespace.shares_sessions() {
+                let returning = (pid.clone(), offset.clone());
+                let rerun_on_connect = recovery.rerun_on_connect;
+                return restore_shared(
+                    client,
+                    conn,
+                    &namespace,
+                    handshake,
+                    returning,
+                    rerun_on_connect,
+                );
             }
-        };
+        }
         let rerun_on_connect = recovery.is_some_and(|r| r.rerun_on_connect);
-        finish_connect(client, conn, &namespace, socket, rerun_on_connect);
+        match restored {
+            Some(socket) => finish_connect(client, conn, &namespace, socket, rerun_on_connect),
+            None => connect_fresh(client, conn, &namespace, handshake),
+        }
     }
+}
+
+/// Runs the namespace's middleware and connect gate for a socket that starts afresh.
+fn connect_fresh(
+    client: &Arc<Client>,
+    conn: &Arc<EngineConn>,
+    namespace: &Arc<Namespace>,
+    handshake: Handshake,
+) {
+    let parser = handshake.parser;
+    let refuse = |error: ConnectError| {
+        let _ = conn.send(packets::connect_error(
+            parser,
+            namespace.name(),
+            &error.message,
+            error.data.as_ref(),
+        ));
+    };
+    match namespace.connect_gate() {
+        None => match namespace.admit(conn, handshake) {
+            Ok(socket) => finish_connect(client, conn, namespace, socket, false),
+            Err(error) => refuse(error),
+        },
+        Some(gate) => {
+            let data = match namespace.check_middleware(conn, &handshake) {
+                Ok(data) => data,
+                Err(error) => return refuse(error),
+            };
+            admit_through_gate(client, conn, namespace, handshake, data, gate);
+        }
+    }
+}
+
+/// Restores, on a task of its own, a session another node saved (the shared store and log are
+/// asked); a client whose session is not found there connects afresh.
+fn restore_shared(
+    client: &Arc<Client>,
+    conn: &Arc<EngineConn>,
+    namespace: &Arc<Namespace>,
+    handshake: Handshake,
+    (pid, offset): (String, Option<String>),
+    rerun_on_connect: bool,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return connect_fresh(client, conn, namespace, handshake);
+    };
+    let (client, conn, namespace) = (client.clone(), conn.clone(), namespace.clone());
+    runtime.spawn(async move {
+        let restored = namespace
+            .clone()
+            .restore_shared(conn.clone(), handshake.clone(), pid, offset)
+            .await;
+        match restored {
+            Some(socket) => finish_connect(&client, &conn, &namespace, socket, rerun_on_connect),
+            None if client.state.lock().closed => {}
+            None => connect_fresh(&client, &conn, &namespace, handshake),
+        }
+    });
 }
 
 /// Asks the namespace's connect gate on a task of its own (the session's other packets go on

@@ -33,6 +33,8 @@ type Middleware = Arc<
         + Send
         + Sync,
 >;
+/// The rooms a socket started in, each with whether it created the room here.
+type JoinedRooms = Vec<(Room, bool)>;
 type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
 type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
@@ -65,6 +67,8 @@ pub struct Namespace {
     pub(crate) recovery: OnceLock<Mutex<Recovery>>,
     /// Recovery only for clients that ask (`RecoveryConfig::on_request`).
     recovery_on_request: std::sync::atomic::AtomicBool,
+    /// The recovery window (`max_disconnection`), readable without the history lock.
+    recovery_window: OnceLock<Duration>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) observers: Arc<super::Observers>,
     /// The other nodes, when clustered.
@@ -99,6 +103,7 @@ impl Namespace {
             fanout,
             recovery: OnceLock::new(),
             recovery_on_request: std::sync::atomic::AtomicBool::new(false),
+            recovery_window: OnceLock::new(),
             presence,
             observers,
             cluster,
@@ -234,6 +239,7 @@ impl Namespace {
     /// sessions are swept every few seconds.
     pub fn enable_recovery(self: &Arc<Self>, config: RecoveryConfig) {
         let on_request = config.on_request;
+        let _ = self.recovery_window.set(config.max_disconnection);
         if self
             .recovery
             .set(Mutex::new(Recovery::new(config)))
@@ -269,6 +275,11 @@ impl Namespace {
     /// Whether events are stored for recovery.
     pub fn recovers(&self) -> bool {
         self.recovery.get().is_some()
+    }
+
+    /// How long a disconnected session can be recovered (recovery on).
+    pub fn recovery_window(&self) -> Option<Duration> {
+        self.recovery_window.get().copied()
     }
 
     pub(crate) fn recovery_config(&self) -> Option<RecoveryConfig> {
@@ -648,13 +659,33 @@ impl Namespace {
         let mut history = recovery.lock();
         let session = history.take(pid)?;
         let after = match offset {
-            Some(offset) => offset.parse::<u64>().ok()?,
+            Some(offset) => super::recovery::parse_offset(offset)?,
             None => session.connected_seq,
         };
+        let (socket, joined) =
+            self.restore_with(&mut history, conn, handshake, session, after, Vec::new())?;
+        drop(history);
+        self.announce_joined(&socket, &joined);
+        Some(socket)
+    }
+
+    /// Restores `session`: `earlier` (events read back from the shared log), then what this
+    /// node's history holds after `after`, all under the history lock (`history`). Answers the
+    /// socket and the rooms it joined, for the caller to announce once the lock is released.
+    fn restore_with(
+        self: &Arc<Self>,
+        history: &mut Recovery,
+        conn: &Arc<EngineConn>,
+        handshake: Handshake,
+        session: SavedSession,
+        after: u64,
+        earlier: Vec<Arc<StoredEvent>>,
+    ) -> Option<(Arc<Socket>, JoinedRooms)> {
         if self.socket(&session.sid).is_some() {
             return None;
         }
-        let missed = history.missed(&session.sid, &session.rooms, after)?;
+        let mut missed = earlier;
+        missed.extend(history.missed(&session.sid, &session.rooms, after)?);
         let socket = Arc::new(Socket::new(
             SocketStart {
                 id: session.sid.clone(),
@@ -668,9 +699,83 @@ impl Namespace {
             handshake,
         ));
         let joined = self.index_new(&socket, session.rooms.into_iter(), &missed);
+        tracing::debug!(nsp = %self.name, socket = %socket.id(), missed = missed.len(), "session recovered");
+        Some((socket, joined))
+    }
+
+    /// Whether a session this node does not hold may be in the cluster's shared store.
+    pub(crate) fn shares_sessions(&self) -> bool {
+        self.recovers() && self.cluster.get().is_some_and(|c| c.shares_sessions())
+    }
+
+    /// Restores a session saved by another node (which may have been killed since): takes it
+    /// from the shared store, waits until this node's copy of the log has caught up with the
+    /// client's offset, and replays what the client missed. This node's history holds every
+    /// event of the log since it started; what came before is read back from the log.
+    pub(crate) async fn restore_shared(
+        self: Arc<Self>,
+        conn: Arc<EngineConn>,
+        handshake: Handshake,
+        pid: String,
+        offset: Option<String>,
+    ) -> Option<Arc<Socket>> {
+        let cluster = self.cluster.get()?.clone();
+        let recovery = self.recovery.get()?;
+        let shared = cluster.take_session(&pid).await?;
+        let after = match offset.as_deref() {
+            Some(offset) => super::recovery::parse_offset(offset)?,
+            None => shared.connected_seq?,
+        };
+        let session = SavedSession {
+            sid: Arc::from(shared.sid),
+            pid: Arc::from(shared.pid),
+            rooms: shared.rooms.into_iter().map(Room::from).collect(),
+            data: shared.data,
+            connected_seq: after,
+            saved_at: std::time::Instant::now(),
+        };
+        // The client may have got further in the log than this node has read so far.
+        let caught_up = tokio::time::Instant::now() + Duration::from_secs(2);
+        while recovery.lock().last_seq() < after && tokio::time::Instant::now() < caught_up {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let through = {
+            let mut history = recovery.lock();
+            if history
+                .missed(&session.sid, &session.rooms, after)
+                .is_some()
+            {
+                let (socket, joined) =
+                    self.restore_with(&mut history, &conn, handshake, session, after, Vec::new())?;
+                drop(history);
+                self.announce_joined(&socket, &joined);
+                return Some(socket);
+            }
+            history.last_seq()
+        };
+        let logged = cluster.logged_events(self.name(), after, through).await?;
+        let earlier = logged
+            .into_iter()
+            .filter(|event| reached(&session.rooms, &event.rooms, &event.except))
+            .map(|event| {
+                let offset = super::recovery::offset_text(event.seq);
+                let frames = super::packets::event_with_offset(
+                    Parser::Json,
+                    self.name(),
+                    None,
+                    &event.event,
+                    &event.args,
+                    &event.attachments,
+                    Some(&offset),
+                );
+                StoredEvent::replayed(event.seq, frames)
+            })
+            .collect();
+        let mut history = recovery.lock();
+        let (socket, joined) =
+            self.restore_with(&mut history, &conn, handshake, session, through, earlier)?;
         drop(history);
         self.announce_joined(&socket, &joined);
-        tracing::debug!(nsp = %self.name, socket = %socket.id(), missed = missed.len(), "session recovered");
         Some(socket)
     }
 
@@ -753,4 +858,11 @@ impl Namespace {
         self.observers
             .each(|o| o.socket_disconnected(socket, reason));
     }
+}
+
+/// Whether an event sent to `rooms` (none: everyone) minus `except` reached a socket in
+/// `socket_rooms` (its own id among them).
+fn reached(socket_rooms: &super::socket::RoomSet, rooms: &[String], except: &[String]) -> bool {
+    let included = rooms.is_empty() || rooms.iter().any(|room| socket_rooms.contains(room));
+    included && !except.iter().any(|room| socket_rooms.contains(room))
 }

@@ -417,7 +417,7 @@ impl Prepared {
                     Some(offset) => json!({
                         "op": "emit",
                         "reached": published.reached,
-                        "offset": offset.to_string(),
+                        "offset": super::offset_text(offset),
                     }),
                     None => json!({ "op": "emit", "reached": published.reached }),
                 }
@@ -446,7 +446,7 @@ impl Prepared {
                     Some(offset) => json!({
                         "op": "emit",
                         "reached": reached,
-                        "offset": offset.to_string(),
+                        "offset": super::offset_text(offset),
                     }),
                     None => json!({ "op": "emit", "reached": reached }),
                 }

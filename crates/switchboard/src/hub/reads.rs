@@ -191,7 +191,7 @@ pub fn history_events(page: &HistoryPage) -> Vec<Value> {
             let name = args.first().cloned()?;
             args.remove(0);
             Some(json!({
-                "offset": event.seq.to_string(),
+                "offset": super::offset_text(event.seq),
                 "event": name,
                 "args": args,
                 "timestamp": page.wall_ms(event),

@@ -23,6 +23,45 @@ use crate::config::{HistorySettings, RecoverySettings};
 use crate::engine::Frame;
 use crate::pattern::glob_match;
 
+/// Offsets as clients see them. A node on its own, or on the pub/sub adapter, numbers its events
+/// 1, 2, 3… and an offset is that number. On the streams adapter an event's offset is the id of
+/// its entry in the shared Redis stream, `<ms>-<n>`, so that any node (or a Node.js server on the
+/// same stream) knows where a client got to; here it is kept as the one number `ms << 20 | n`.
+/// Stream ids increase, and so do these; a counter never reaches [`LOG_OFFSET_BASE`].
+pub const LOG_OFFSET_BASE: u64 = 1 << 40;
+const LOG_SEQUENCE_BITS: u32 = 20;
+
+/// The sequence number of a stream entry id (`<ms>-<n>`); None for anything else.
+pub fn log_seq(id: &str) -> Option<u64> {
+    let (ms, n) = id.split_once('-')?;
+    let (ms, n) = (ms.parse::<u64>().ok()?, n.parse::<u64>().ok()?);
+    let seq = ms.checked_shl(LOG_SEQUENCE_BITS)? | n;
+    (n < 1 << LOG_SEQUENCE_BITS && ms < 1 << (64 - LOG_SEQUENCE_BITS) && seq >= LOG_OFFSET_BASE)
+        .then_some(seq)
+}
+
+/// An offset as clients read it: the counter, or the stream entry id.
+pub fn offset_text(seq: u64) -> String {
+    if seq >= LOG_OFFSET_BASE {
+        format!(
+            "{}-{}",
+            seq >> LOG_SEQUENCE_BITS,
+            seq & ((1 << LOG_SEQUENCE_BITS) - 1)
+        )
+    } else {
+        seq.to_string()
+    }
+}
+
+/// An offset a client (or a backend) gave back: a counter or a stream entry id.
+pub fn parse_offset(text: &str) -> Option<u64> {
+    if text.contains('-') {
+        log_seq(text)
+    } else {
+        text.parse::<u64>().ok()
+    }
+}
+
 /// History limits for the rooms matching `pattern` (`*` wildcards); the first match wins.
 #[derive(Debug, Clone)]
 pub struct HistoryLimit {
@@ -139,6 +178,20 @@ struct Exclusions {
 }
 
 impl StoredEvent {
+    /// An event read back from the shared log to replay to one client (not kept).
+    pub fn replayed(seq: u64, mut frames: Vec<Frame>) -> Arc<Self> {
+        let frames = match frames.len() {
+            1 => StoredFrames::One(frames.remove(0)),
+            _ => StoredFrames::Many(frames.into_boxed_slice()),
+        };
+        Arc::new(Self {
+            seq,
+            stored_ms: 0,
+            frames,
+            excluded: None,
+        })
+    }
+
     /// The event's frames: the packet, then its binary attachments.
     pub fn frames(&self) -> &[Frame] {
         match &self.frames {
@@ -212,6 +265,9 @@ pub struct Recovery {
     epoch: Instant,
     epoch_wall_ms: u64,
     last_seq: u64,
+    /// The first sequence number stored (0: none yet): on a shared log, what came before it
+    /// is not here (the node started later) and is read from the log.
+    first_seq: u64,
     everyone: RoomLog,
     rooms: HashMap<Room, RoomLog>,
     /// The highest sequence number of any room log dropped whole (to stay under `max_rooms`).
@@ -255,6 +311,7 @@ impl Recovery {
             epoch: Instant::now(),
             epoch_wall_ms: wall_ms(),
             last_seq: 0,
+            first_seq: 0,
             everyone,
             rooms: HashMap::new(),
             dropped_through: 0,
@@ -286,6 +343,9 @@ impl Recovery {
         except_sockets: Vec<Arc<str>>,
     ) {
         self.last_seq = seq;
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+        }
         let now_ms = self.now_ms();
         let frames = match (frames.pop(), frames.is_empty()) {
             (Some(frame), true) => StoredFrames::One(frame),
@@ -409,6 +469,15 @@ impl Recovery {
     /// when some of them were already dropped (the client then starts afresh).
     pub fn missed(&self, sid: &str, rooms: &RoomSet, after: u64) -> Option<Vec<Arc<StoredEvent>>> {
         if after > self.last_seq {
+            return None;
+        }
+        // What this history holds all of: everything after the counter's 0, or, on a shared
+        // log, after its first entry (the entries before it came before this node).
+        let complete_after = match self.first_seq {
+            seq if seq >= LOG_OFFSET_BASE => seq,
+            _ => 0,
+        };
+        if after < complete_after {
             return None;
         }
         let mut found: Vec<Arc<StoredEvent>> = Vec::new();

@@ -1,0 +1,385 @@
+//! What nodes write to the shared Redis stream and say over pub/sub with the streams adapter,
+//! encoded and decoded with no I/O, in the shapes of `@socket.io/redis-streams-adapter` 0.3 (and
+//! `socket.io-adapter`'s cluster messages), so Node.js servers on that adapter share the stream:
+//! - a stream entry has the fields `uid`, `nsp`, `type` (a cluster message type, as a decimal
+//!   string) and `data`: JSON, or, when it holds binary, base64 of its MessagePack;
+//! - broadcasts (3), joins (4), leaves (5) and disconnects (6) go to the stream; broadcasts with
+//!   acks, fetches of sockets and server-side emits are MessagePack `{uid, nsp, type, data}` on
+//!   `<prefix>#<nsp>#`, answered on `<prefix>#<nsp>#<uid>#`;
+//! - a session is base64 of the MessagePack of `{sid, pid, rooms, data}` under
+//!   `<session prefix><pid>`; Switchboard adds `connectedOffset` (where the log stood when the
+//!   socket connected), which Node ignores.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use rmpv::Value as Pack;
+use serde_json::{Map, Value, json};
+
+use super::message::{
+    MessageError, RemoteBroadcast, broadcast_from_parts, field, json_to_pack, pack_to_json,
+};
+
+/// `socket.io-adapter`'s cluster message types.
+pub mod kind {
+    pub const BROADCAST: u64 = 3;
+    pub const SOCKETS_JOIN: u64 = 4;
+    pub const SOCKETS_LEAVE: u64 = 5;
+    pub const DISCONNECT_SOCKETS: u64 = 6;
+    pub const FETCH_SOCKETS: u64 = 7;
+    pub const FETCH_SOCKETS_RESPONSE: u64 = 8;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 11;
+}
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The fields of one stream entry, ready for XADD.
+pub type EntryFields = [(&'static str, Vec<u8>); 4];
+
+/// One entry read from the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEntry {
+    Broadcast(RemoteBroadcast),
+    /// Sockets selected by rooms join (true) or leave `rooms`.
+    Membership {
+        uid: String,
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        change: Vec<String>,
+        join: bool,
+    },
+    Disconnect {
+        uid: String,
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        close: bool,
+    },
+    /// Anything else (heartbeats of adapters that send them, types to come).
+    Other,
+}
+
+fn entry(uid: &str, namespace: &str, kind: u64, data: Vec<u8>) -> EntryFields {
+    [
+        ("uid", uid.as_bytes().to_vec()),
+        ("nsp", namespace.as_bytes().to_vec()),
+        ("type", kind.to_string().into_bytes()),
+        ("data", data),
+    ]
+}
+
+fn opts(rooms: &[String], except: &[String]) -> Value {
+    json!({ "rooms": rooms, "except": except, "flags": {} })
+}
+
+/// A broadcast as a stream entry: JSON data, or MessagePack (base64) when it has binary.
+pub fn broadcast_entry(
+    uid: &str,
+    namespace: &str,
+    event: &str,
+    args: &[Value],
+    attachments: &[Bytes],
+    rooms: &[String],
+    except: &[String],
+) -> EntryFields {
+    let mut data = Vec::with_capacity(args.len() + 1);
+    data.push(Value::from(event));
+    data.extend(args.iter().cloned());
+    let message = json!({
+        "packet": { "type": 2, "data": data, "nsp": namespace },
+        "opts": opts(rooms, except),
+    });
+    let data = if attachments.is_empty() {
+        message.to_string().into_bytes()
+    } else {
+        let mut packed = Vec::with_capacity(64);
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut packed, &json_to_pack(&message, attachments));
+        BASE64.encode(packed).into_bytes()
+    };
+    entry(uid, namespace, kind::BROADCAST, data)
+}
+
+/// A join (or leave) of the sockets `rooms`/`except` select, as a stream entry.
+pub fn membership_entry(
+    uid: &str,
+    namespace: &str,
+    rooms: &[String],
+    except: &[String],
+    change: &[String],
+    join: bool,
+) -> EntryFields {
+    let data = json!({ "opts": opts(rooms, except), "rooms": change });
+    let kind = if join {
+        kind::SOCKETS_JOIN
+    } else {
+        kind::SOCKETS_LEAVE
+    };
+    entry(uid, namespace, kind, data.to_string().into_bytes())
+}
+
+/// A disconnect of the sockets `rooms`/`except` select, as a stream entry.
+pub fn disconnect_entry(
+    uid: &str,
+    namespace: &str,
+    rooms: &[String],
+    except: &[String],
+    close: bool,
+) -> EntryFields {
+    let data = json!({ "opts": opts(rooms, except), "close": close });
+    entry(
+        uid,
+        namespace,
+        kind::DISCONNECT_SOCKETS,
+        data.to_string().into_bytes(),
+    )
+}
+
+/// Reads an entry's `data`: JSON when it starts with `{`, base64 MessagePack otherwise.
+fn entry_data(data: &[u8]) -> Result<Pack, MessageError> {
+    if data.first() == Some(&b'{') {
+        let json: Value =
+            serde_json::from_slice(data).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        return Ok(json_to_pack(&json, &[]));
+    }
+    let packed = BASE64
+        .decode(data)
+        .map_err(|_| MessageError::Shape("data is JSON or base64"))?;
+    rmpv::decode::read_value(&mut &packed[..])
+        .map_err(|e| MessageError::NotMessagePack(e.to_string()))
+}
+
+fn strings(value: Option<&Pack>) -> Vec<String> {
+    super::message::room_list(value)
+}
+
+/// Decodes one stream entry from its fields.
+pub fn decode_entry(fields: &[(String, Vec<u8>)]) -> Result<StreamEntry, MessageError> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_slice())
+    };
+    let text = |name: &str| get(name).and_then(|v| std::str::from_utf8(v).ok());
+    let uid = text("uid").unwrap_or_default().to_owned();
+    let namespace = text("nsp")
+        .ok_or(MessageError::Shape("an entry has nsp"))?
+        .to_owned();
+    let kind = text("type")
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or(MessageError::Shape("an entry has a numeric type"))?;
+    let data = match get("data") {
+        Some(data) => entry_data(data)?,
+        None => Pack::Nil,
+    };
+    let opts = field(&data, "opts");
+    let selected = || {
+        (
+            strings(opts.and_then(|o| field(o, "rooms"))),
+            strings(opts.and_then(|o| field(o, "except"))),
+        )
+    };
+    Ok(match kind {
+        kind::BROADCAST => {
+            let (Some(packet), Some(opts)) = (field(&data, "packet"), opts) else {
+                return Err(MessageError::Shape("a broadcast has packet and opts"));
+            };
+            let mut broadcast = broadcast_from_parts(&uid, packet, opts)?;
+            broadcast.namespace = namespace;
+            StreamEntry::Broadcast(broadcast)
+        }
+        kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE => {
+            let (rooms, except) = selected();
+            StreamEntry::Membership {
+                uid,
+                namespace,
+                rooms,
+                except,
+                change: strings(field(&data, "rooms")),
+                join: kind == kind::SOCKETS_JOIN,
+            }
+        }
+        kind::DISCONNECT_SOCKETS => {
+            let (rooms, except) = selected();
+            StreamEntry::Disconnect {
+                uid,
+                namespace,
+                rooms,
+                except,
+                close: field(&data, "close").and_then(Pack::as_bool) == Some(true),
+            }
+        }
+        _ => StreamEntry::Other,
+    })
+}
+
+/// A pub/sub cluster message (MessagePack `{uid, nsp, type, data}`), its binary values behind
+/// placeholders in `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterMessage {
+    pub uid: String,
+    pub namespace: String,
+    pub kind: u64,
+    pub data: Value,
+    pub attachments: Vec<Bytes>,
+}
+
+pub fn decode_cluster_message(bytes: &[u8]) -> Result<ClusterMessage, MessageError> {
+    let message = rmpv::decode::read_value(&mut &bytes[..])
+        .map_err(|e| MessageError::NotMessagePack(e.to_string()))?;
+    let text = |name: &str| {
+        field(&message, name)
+            .and_then(Pack::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kind = field(&message, "type")
+        .and_then(Pack::as_u64)
+        .ok_or(MessageError::Shape("a cluster message has a type"))?;
+    let mut attachments = Vec::new();
+    let data = field(&message, "data").map_or(Value::Null, |d| pack_to_json(d, &mut attachments));
+    Ok(ClusterMessage {
+        uid: text("uid"),
+        namespace: text("nsp"),
+        kind,
+        data,
+        attachments,
+    })
+}
+
+/// A response to a cluster message, MessagePack `{uid, nsp, type, data}`.
+pub fn encode_response(uid: &str, namespace: &str, kind: u64, data: &Value) -> Vec<u8> {
+    let message = Pack::Map(vec![
+        (Pack::from("uid"), Pack::from(uid)),
+        (Pack::from("nsp"), Pack::from(namespace)),
+        (Pack::from("type"), Pack::from(kind)),
+        (Pack::from("data"), json_to_pack(data, &[])),
+    ]);
+    let mut out = Vec::with_capacity(64);
+    let _ = rmpv::encode::write_value(&mut out, &message);
+    out
+}
+
+/// The channel a namespace's cluster messages go out on, and (with `uid`) a node's answers.
+pub fn namespace_channel(prefix: &str, namespace: &str, uid: Option<&str>) -> String {
+    match uid {
+        Some(uid) => format!("{prefix}#{namespace}#{uid}#"),
+        None => format!("{prefix}#{namespace}#"),
+    }
+}
+
+/// A session for the shared store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub sid: String,
+    pub pid: String,
+    pub rooms: Vec<String>,
+    pub data: Map<String, Value>,
+    /// Where the log stood when the socket connected (Switchboard's own field).
+    pub connected_offset: Option<String>,
+}
+
+pub fn encode_session(session: &StoredSession) -> String {
+    let mut value = json!({
+        "sid": session.sid,
+        "pid": session.pid,
+        "rooms": session.rooms,
+        "data": session.data,
+    });
+    if let Some(offset) = &session.connected_offset {
+        value["connectedOffset"] = json!(offset);
+    }
+    let mut packed = Vec::with_capacity(64);
+    let _ = rmpv::encode::write_value(&mut packed, &json_to_pack(&value, &[]));
+    BASE64.encode(packed)
+}
+
+pub fn decode_session(text: &[u8]) -> Result<StoredSession, MessageError> {
+    let packed = BASE64
+        .decode(text)
+        .map_err(|_| MessageError::Shape("a session is base64"))?;
+    let value = rmpv::decode::read_value(&mut &packed[..])
+        .map_err(|e| MessageError::NotMessagePack(e.to_string()))?;
+    let value = pack_to_json(&value, &mut Vec::new());
+    let (Some(sid), Some(pid)) = (value["sid"].as_str(), value["pid"].as_str()) else {
+        return Err(MessageError::Shape("a session has sid and pid"));
+    };
+    Ok(StoredSession {
+        sid: sid.to_owned(),
+        pid: pid.to_owned(),
+        rooms: value["rooms"]
+            .as_array()
+            .map(|rooms| {
+                rooms
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        data: value["data"].as_object().cloned().unwrap_or_default(),
+        connected_offset: value["connectedOffset"].as_str().map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(entry: EntryFields) -> Vec<(String, Vec<u8>)> {
+        entry.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    #[test]
+    fn a_broadcast_entry_reads_back() {
+        let rooms = vec!["orders".to_owned()];
+        let entry = broadcast_entry("n1", "/", "order", &[json!({"id": 7})], &[], &rooms, &[]);
+        assert_eq!(entry[2].1, b"3");
+        assert!(entry[3].1.starts_with(b"{\"opts\"") || entry[3].1.starts_with(b"{\"packet\""));
+        let StreamEntry::Broadcast(b) = decode_entry(&fields(entry)).unwrap() else {
+            panic!("not a broadcast");
+        };
+        assert_eq!(
+            (b.event.as_str(), b.rooms.as_slice()),
+            ("order", &rooms[..])
+        );
+        assert_eq!(b.args, vec![json!({"id": 7})]);
+    }
+
+    #[test]
+    fn binary_goes_as_base64_messagepack() {
+        let attachment = Bytes::from_static(b"\x00\x01\x02");
+        let args = [json!({"_placeholder": true, "num": 0})];
+        let entry = broadcast_entry(
+            "n1",
+            "/",
+            "blob",
+            &args,
+            std::slice::from_ref(&attachment),
+            &[],
+            &[],
+        );
+        assert!(!entry[3].1.starts_with(b"{"));
+        let StreamEntry::Broadcast(b) = decode_entry(&fields(entry)).unwrap() else {
+            panic!("not a broadcast");
+        };
+        assert_eq!(b.attachments, vec![attachment]);
+    }
+
+    #[test]
+    fn a_session_reads_back_and_garbage_is_an_error() {
+        let session = StoredSession {
+            sid: "s".into(),
+            pid: "p".into(),
+            rooms: vec!["s".into(), "r".into()],
+            data: Map::from_iter([("user".to_owned(), json!("ana"))]),
+            connected_offset: Some("1-0".into()),
+        };
+        assert_eq!(
+            decode_session(encode_session(&session).as_bytes()).unwrap(),
+            session
+        );
+        assert!(decode_session(b"!!").is_err());
+        assert!(decode_entry(&[("nsp".into(), b"/".to_vec())]).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+// A cluster that loses nothing, with real parts: three Switchboard nodes running the chat
+// example on the Redis Streams adapter ([cluster] adapter = "streams", a real redis-server), a
+// round-robin TCP proxy in front of them as a plain load balancer, and the official
+// socket.io-client. A node is killed with SIGKILL under a steady stream of room events: its
+// clients come back through the proxy on another node and recover (same id, rooms, every event
+// once and in order). A Node.js socket.io server on @socket.io/redis-streams-adapter shares the
+// stream with them.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createTcpServer, connect } from "node:net";
+import path from "node:path";
+import { io } from "socket.io-client";
+import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-streams-adapter";
+import { createClient } from "redis";
+import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
+import { startRedis } from "./lib/redis.mjs";
+
+async function untilReady(server, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while ((await call(server.url + "/ready")).status !== 200) {
+    if (Date.now() > deadline) throw new Error(`${server.url} never got ready`);
+    await sleep(50);
+  }
+}
+async function until(check, what, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A round-robin TCP proxy: each new connection goes to the next port; a port that refuses is
+ * skipped (what a load balancer with health checks does once a node is gone). */
+async function roundRobinProxy(ports) {
+  let next = 0;
+  const open = new Set();
+  const server = createTcpServer((client) => {
+    open.add(client);
+    client.on("close", () => open.delete(client));
+    const tryPort = (left) => {
+      const port = ports[next++ % ports.length];
+      const upstream = connect({ port, host: "127.0.0.1" });
+      upstream.once("connect", () => {
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+      upstream.once("error", () => {
+        if (left > 1 && !upstream.bytesRead && client.bytesRead === 0) return tryPort(left - 1);
+        client.destroy();
+      });
+      upstream.on("close", () => client.destroy());
+      client.on("close", () => upstream.destroy());
+      client.on("error", () => upstream.destroy());
+    };
+    tryPort(ports.length);
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      open.forEach((c) => c.destroy());
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+const clients = [];
+function client(url, opts = {}) {
+  const socket = io(url, {
+    forceNew: true,
+    transports: ["websocket"],
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 200,
+    ...opts,
+  });
+  clients.push(socket);
+  return socket;
+}
+
+function streamsNode(redis) {
+  return startServer("switchboard", {
+    args: ["--config", path.join(ROOT, "examples/chat.toml")],
+    env: {
+      SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+      SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+      SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s",
+      SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
+    },
+  });
+}
+
+describe("three nodes on the Redis Streams adapter", () => {
+  let redis, nodes, proxy, nodeServer, nodeHttp, redisClient;
+  before(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all([streamsNode(redis), streamsNode(redis), streamsNode(redis)]);
+    await Promise.all(nodes.map((n) => untilReady(n)));
+    proxy = await roundRobinProxy(nodes.map((n) => n.port));
+  });
+  after(async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    nodeServer?.close();
+    nodeHttp?.close();
+    await redisClient?.quit().catch(() => {});
+    await proxy?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("a node killed with SIGKILL under a stream of room events: its clients recover elsewhere with every event once, in order", async () => {
+    const [a, , c] = nodes;
+    // Six clients through the round-robin proxy: two on each node, in turn.
+    const watchers = [];
+    for (let i = 0; i < 6; i++) {
+      const socket = client(proxy.url);
+      await once(socket, "connect");
+      const got = [];
+      socket.on("tick", (n) => got.push(n));
+      socket.emit("join-room", "feed");
+      watchers.push({ socket, got, id: socket.id, node: nodes[i % 3] });
+    }
+    await until(async () => {
+      const { body } = await call(`${a.url}/api/rooms/feed`);
+      return body.sockets?.length === 6;
+    }, "six members of feed, cluster-wide");
+
+    const total = 200;
+    let killedAt = 0;
+    for (let n = 1; n <= total; n++) {
+      const { status } = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["feed"], data: n } });
+      assert.equal(status, 200);
+      if (n === 60) {
+        c.child.kill("SIGKILL");
+        killedAt = n;
+      }
+      await sleep(10);
+    }
+    assert.equal(killedAt, 60);
+    await until(() => watchers.every((w) => w.got.length >= total), "every event at every client", 10000);
+    await sleep(300);
+    const expected = Array.from({ length: total }, (_, i) => i + 1);
+    for (const w of watchers) {
+      assert.deepEqual(w.got, expected, `client on port ${w.node.port}: every event once, in order`);
+      assert.equal(w.socket.id, w.id, "the same socket id");
+    }
+    const moved = watchers.filter((w) => w.node === c);
+    assert.equal(moved.length, 2);
+    for (const w of moved) assert.equal(w.socket.recovered, true, "recovered on another node");
+    const taken = await Promise.all(nodes.filter((n) => n !== c).map(async (n) => {
+      const text = (await call(`${n.url}/metrics`)).body;
+      return Number(/^switchboard_cluster_shared_sessions_taken (\d+)$/m.exec(text)?.[1] ?? "NaN");
+    }));
+    assert.equal(taken[0] + taken[1], 2, "two sessions taken from Redis by the survivors");
+    // Their rooms came with them: a later event still reaches them.
+    await call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["feed"], data: total + 1 } });
+    await until(() => moved.every((w) => w.got.at(-1) === total + 1), "an event after the recovery");
+    // History is the stream's: the offsets clients got are its entry ids.
+    const { body: history } = await call(`${a.url}/api/history/feed?limit=1000`);
+    assert.match(history.latest_offset, /^\d+-\d+$/);
+    const entries = await (async () => {
+      const r = createClient({ url: redis.url });
+      await r.connect();
+      const range = await r.xRange("socket.io", "-", "+");
+      await r.quit();
+      return range;
+    })();
+    assert.equal(entries.filter((e) => e.message.type === "3").length >= total + 1, true);
+    nodes = nodes.filter((n) => n !== c);
+  });
+
+  test("a Node.js server on @socket.io/redis-streams-adapter exchanges broadcasts with the nodes, both ways", async () => {
+    const [a, b] = nodes;
+    redisClient = createClient({ url: redis.url });
+    await redisClient.connect();
+    nodeHttp = createHttpServer();
+    nodeServer = new Server(nodeHttp, { adapter: createAdapter(redisClient), connectionStateRecovery: {} });
+    const port = await freePort();
+    await new Promise((resolve) => nodeHttp.listen(port, "127.0.0.1", resolve));
+    nodeServer.on("connection", (socket) => socket.join("feed"));
+    await sleep(300);
+
+    const onNode = client(`http://127.0.0.1:${port}`);
+    await once(onNode, "connect");
+    const onSwitchboard = client(b.url);
+    await once(onSwitchboard, "connect");
+    onSwitchboard.emit("join-room", "feed");
+    await until(async () => (await call(`${a.url}/api/rooms/feed`)).body.sockets?.some((s) => s.id === onSwitchboard.id), "joined");
+
+    const atNode = [];
+    onNode.on("news", (m) => atNode.push(m));
+    const atSwitchboard = [];
+    onSwitchboard.on("news", (m) => atSwitchboard.push(m));
+
+    // Switchboard → Node.js: through the HTTP API, into the stream.
+    await call(`${a.url}/api/emit`, { method: "POST", body: { event: "news", rooms: ["feed"], data: { from: "switchboard" } } });
+    // Node.js → Switchboard: a broadcast on the Node server.
+    nodeServer.to("feed").emit("news", { from: "node" });
+    // And a client event turned into a room broadcast by the chat example's rules.
+    onSwitchboard.emit("room-message", { room: "feed", message: "hi" });
+    const fromRule = [];
+    onNode.on("room-broadcast", (m) => fromRule.push(m));
+
+    await until(() => atNode.length === 2 && atSwitchboard.length === 2 && fromRule.length === 1, "both ways");
+    assert.deepEqual(atNode.map((m) => m.from).sort(), ["node", "switchboard"]);
+    assert.deepEqual(atSwitchboard.map((m) => m.from).sort(), ["node", "switchboard"]);
+    assert.equal(fromRule[0].message, "hi");
+    // The Node server sees Switchboard's sockets (fetchSockets is answered over pub/sub).
+    const sockets = await nodeServer.in("feed").fetchSockets();
+    assert.ok(sockets.some((s) => s.id === onSwitchboard.id), "Switchboard's socket in fetchSockets");
+    // Joins made by the Node server reach Switchboard's sockets through the stream.
+    nodeServer.in(onSwitchboard.id).socketsJoin("from-node");
+    await until(async () => (await call(`${b.url}/api/rooms/from-node`)).body.sockets?.some((s) => s.id === onSwitchboard.id), "joined by the Node server");
+  });
+});
