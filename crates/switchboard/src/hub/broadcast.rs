@@ -194,7 +194,8 @@ pub struct Published {
 impl Namespace {
     /// Publishes an event here and, when clustered, on the other nodes. With an adapter that
     /// orders broadcasts (a shared log), this node's sockets get it when the log brings it back,
-    /// in the log's order and with its offset, like every other node's.
+    /// in the log's order and with its offset, like every other node's; while the log is out of
+    /// reach, they get it at once, with no offset.
     pub(crate) fn publish(
         &self,
         target: &Target,
@@ -205,7 +206,7 @@ impl Namespace {
         let Some(cluster) = self.cluster.get() else {
             return self.publish_local(target, event, args, attachments);
         };
-        if cluster.orders_broadcasts() {
+        if cluster.orders_broadcasts() && cluster.is_connected() {
             let mut reached = 0;
             self.for_each_target(target, |_| reached += 1);
             cluster.broadcast(self.name(), target, event, args, attachments);
@@ -215,7 +216,9 @@ impl Namespace {
             };
         }
         let published = self.publish_local(target, event, args, attachments);
-        cluster.broadcast(self.name(), target, event, args, attachments);
+        if !cluster.orders_broadcasts() {
+            cluster.broadcast(self.name(), target, event, args, attachments);
+        }
         published
     }
 
