@@ -739,6 +739,11 @@ impl Namespace {
         while recovery.lock().last_seq() < after && tokio::time::Instant::now() < caught_up {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if recovery.lock().last_seq() < after {
+            // Replaying now would send again what the client has: it starts afresh.
+            tracing::warn!(nsp = %self.name, "recovery: this node's copy of the log is behind the client's offset");
+            return None;
+        }
         let through = {
             let mut history = recovery.lock();
             if history

@@ -477,7 +477,8 @@ impl Recovery {
             seq if seq >= LOG_OFFSET_BASE => seq,
             _ => 0,
         };
-        if after < complete_after {
+        // 0: the socket connected before this namespace had any event, so all of them count.
+        if after != 0 && after < complete_after {
             return None;
         }
         let mut found: Vec<Arc<StoredEvent>> = Vec::new();
