@@ -123,7 +123,10 @@ fn to_json(value: Msg, attachments: &mut Vec<Bytes>) -> Result<Value, SocketDeco
                     Msg::Integer(n) => n.to_string(),
                     _ => return Err(SocketDecodeError::InvalidPayload),
                 };
-                object.insert(key, to_json(value, attachments)?);
+                // A key twice is malformed (and the first value, binary perhaps, would vanish).
+                if object.insert(key, to_json(value, attachments)?).is_some() {
+                    return Err(SocketDecodeError::InvalidPayload);
+                }
             }
             Value::Object(object)
         }
