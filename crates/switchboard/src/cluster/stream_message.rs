@@ -295,6 +295,19 @@ pub fn encode_session(session: &StoredSession) -> String {
     BASE64.encode(packed)
 }
 
+/// The strings of a JSON array (none when it is not one).
+pub fn string_list(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn decode_session(text: &[u8]) -> Result<StoredSession, MessageError> {
     let packed = BASE64
         .decode(text)
@@ -308,15 +321,7 @@ pub fn decode_session(text: &[u8]) -> Result<StoredSession, MessageError> {
     Ok(StoredSession {
         sid: sid.to_owned(),
         pid: pid.to_owned(),
-        rooms: value["rooms"]
-            .as_array()
-            .map(|rooms| {
-                rooms
-                    .iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        rooms: string_list(&value["rooms"]),
         data: value["data"].as_object().cloned().unwrap_or_default(),
         connected_offset: value["connectedOffset"].as_str().map(str::to_owned),
     })

@@ -80,18 +80,10 @@ impl RedisAdapter {
         };
         let request_id = message.data["requestId"].clone();
         let opts = &message.data["opts"];
-        let list = |value: &Value| -> Vec<String> {
-            value
-                .as_array()
-                .map(|rooms| {
-                    rooms
-                        .iter()
-                        .filter_map(|r| r.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let selection = namespace.select(&list(&opts["rooms"]), &list(&opts["except"]));
+        let selection = namespace.select(
+            &stream_message::string_list(&opts["rooms"]),
+            &stream_message::string_list(&opts["except"]),
+        );
         let answer = |kind: u64, data: Value| {
             let channel = stream_message::namespace_channel(
                 &self.settings.key,
