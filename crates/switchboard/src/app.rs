@@ -23,6 +23,7 @@ use crate::cluster::redis::{RedisAdapter, RedisSettings, StreamSettings};
 use crate::config::{AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
+use crate::forward::{NodeLookup, SessionForwarder};
 use crate::hub::limits::HubLimits;
 use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine, reads};
 use crate::metrics::Metrics;
@@ -70,6 +71,8 @@ pub struct App {
     /// Serving TLS: the certificate (reloaded on SIGHUP), or why it could not be loaded (the
     /// server then refuses to start rather than serve in the clear).
     tls: Result<Option<Arc<Tls>>, String>,
+    /// The Redis adapter, told where this node listens once it does.
+    cluster: Option<Arc<RedisAdapter>>,
 }
 
 impl App {
@@ -144,6 +147,17 @@ impl App {
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
         engine_config.extra_kept_headers = backend::forwarded_headers(&config);
+        // In a cluster a session id says which node holds it, so that any node can pass a
+        // request for it on (no sticky sessions); not over TLS, whose peers are not plain HTTP.
+        let forwarding = cluster.as_ref().filter(|_| !config.tls.configured());
+        if let Some(cluster) = forwarding {
+            engine_config.sid_prefix = Some(cluster.uid().into());
+        } else if cluster.is_some() {
+            tracing::warn!(
+                "cluster: with [tls] on the nodes, requests are not passed between nodes; \
+                 polling clients need sticky sessions (or end TLS at the load balancer)"
+            );
+        }
         // The plain endpoint keeps its own per-address counts under the same limits.
         let address_limits = engine_config.address_limits.clone();
         let engine = Engine::new(engine_config, hub.clone());
@@ -198,8 +212,27 @@ impl App {
         };
         let mut server = Server::new()
             .cors(CorsPolicy::from_settings(&config.cors))
-            .header_read_timeout(config.server.header_read_timeout.0)
-            .route(&config.server.path, engine.clone());
+            .header_read_timeout(config.server.header_read_timeout.0);
+        server = match forwarding {
+            Some(cluster) => {
+                let finding = Arc::downgrade(cluster);
+                let lookup: NodeLookup = Arc::new(move |node| {
+                    let finding = finding.clone();
+                    Box::pin(async move { finding.upgrade()?.node_address(&node).await })
+                });
+                server.route(
+                    &config.server.path,
+                    SessionForwarder::new(
+                        engine.clone(),
+                        cluster.uid(),
+                        crate::engine::ID_LEN,
+                        lookup,
+                        state.metrics.forward_counters(),
+                    ),
+                )
+            }
+            None => server.route(&config.server.path, engine.clone()),
+        };
         if let Some(path) = &config.plain_ws.path {
             let require_auth = config
                 .plain_ws
@@ -229,6 +262,7 @@ impl App {
             server,
             _backend: backend,
             tls,
+            cluster,
         }
     }
 
@@ -248,6 +282,11 @@ impl App {
                 "no API key configured: the HTTP API answers loopback callers only \
                  (set [api] keys or SWITCHBOARD_API_KEYS)"
             );
+        }
+        if let (Some(cluster), Ok(listening)) = (&self.cluster, listener.local_addr()) {
+            cluster
+                .advertise(config.cluster.advertise_address.as_deref(), listening)
+                .await;
         }
         let stats = tokio::spawn(log_stats(
             state.clone(),

@@ -5,7 +5,7 @@
 //! HTTP types, [`pattern`], [`clock`]); the transports ([`websocket`], [`engine`] Engine.IO
 //! sessions, [`cors`]); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and the
 //! operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
-//! [`metrics`], [`rules`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the listener and
+//! [`metrics`], [`forward`] (passing requests for another node's sessions on), [`rules`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the listener and
 //! HTTP routing, over [`tls`] when configured); and [`app`], which builds them all from a config.
 
 pub mod admin_ui;
@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod engine;
+pub mod forward;
 pub mod http;
 pub mod hub;
 pub mod metrics;

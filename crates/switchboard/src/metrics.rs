@@ -103,6 +103,8 @@ pub struct Metrics {
     /// TLS handshakes by outcome, and certificate reloads by outcome.
     pub tls_handshakes: Family<OutcomeLabel, Counter>,
     pub tls_reloads: Family<OutcomeLabel, Counter>,
+    /// Requests for another node's sessions, by outcome.
+    pub cluster_forwarded: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -143,6 +145,13 @@ impl Metrics {
             "tls_reloads",
             "TLS certificate reloads (SIGHUP), by outcome (ok, failed: the old pair stays)",
             tls_reloads.clone(),
+        );
+        let cluster_forwarded = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "cluster_forwarded_requests",
+            "Requests for a session another node holds, by outcome (polling, websocket: passed \
+             on; unknown_node: no such node, answered 400; unreachable: answered 502)",
+            cluster_forwarded.clone(),
         );
         let tasks = Gauge::default();
         registry.register(
@@ -310,6 +319,7 @@ impl Metrics {
             tasks,
             tls_handshakes,
             tls_reloads,
+            cluster_forwarded,
         })
     }
 
@@ -351,6 +361,21 @@ impl Metrics {
             handshake_failures: handshakes("failed"),
             reloads: reloads("ok"),
             reload_failures: reloads("failed"),
+        }
+    }
+
+    /// The counters request forwarding increments (shared with this family).
+    pub fn forward_counters(&self) -> crate::forward::ForwardCounters {
+        let counter = |outcome| {
+            self.cluster_forwarded
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone()
+        };
+        crate::forward::ForwardCounters {
+            polling: counter("polling"),
+            upgrades: counter("websocket"),
+            unknown_node: counter("unknown_node"),
+            unreachable: counter("unreachable"),
         }
     }
 

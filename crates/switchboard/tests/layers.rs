@@ -30,7 +30,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("cluster", &["hub", "config", "protocol"]),
     ("auth", &["config", "http", "hub"]),
-    ("metrics", &["engine", "hub", "tls"]),
+    ("forward", &["http", "engine"]),
+    ("metrics", &["engine", "hub", "tls", "forward"]),
     (
         "rules",
         &["config", "hub", "protocol", "pattern", "clock", "metrics"],

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::message::{self, request_type};
 use super::stream_message;
 
+mod node_address;
 mod streams;
 use crate::hub::adapter::{Adapter, BoxFuture, UserOp};
 use crate::hub::{Hub, Namespace, Target};
@@ -111,6 +112,10 @@ pub struct RedisAdapter {
     heard_self: Mutex<Instant>,
     /// Shutting down: said goodbye, says nothing more of its users.
     leaving: AtomicBool,
+    /// Where this node serves, as the others reach it (see `node_address.rs`).
+    advertised: OnceLock<String>,
+    /// Other nodes' addresses, as read from Redis, and when.
+    node_addresses: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl RedisAdapter {
@@ -142,6 +147,8 @@ impl RedisAdapter {
             shared_sessions_taken: AtomicU64::new(0),
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
+            advertised: OnceLock::new(),
+            node_addresses: Mutex::new(HashMap::new()),
         });
         hub.presence().set_node_id(&adapter.uid);
         let telling = Arc::downgrade(&adapter);
@@ -310,6 +317,7 @@ impl RedisAdapter {
         tracing::info!(node = %self.uid, "cluster: subscribed to Redis");
         // Who is online where: ours to them, theirs to us.
         self.tell_all_users();
+        self.say_where();
         let sync = json!({ "kind": "presence_sync", "uid": self.uid });
         self.send(self.own_channel.clone(), sync.to_string().into_bytes());
         let mut check = tokio::time::interval(Duration::from_secs(5));
@@ -742,6 +750,7 @@ async fn presence_loop(adapter: Weak<RedisAdapter>) {
         }
         if adapter.is_connected() {
             adapter.tell_all_users();
+            adapter.say_where();
         }
     }
 }
@@ -906,6 +915,7 @@ impl Adapter for RedisAdapter {
             self.leaving.store(true, Ordering::Release);
             let bye = json!({ "kind": "bye", "uid": self.uid });
             self.send(self.own_channel.clone(), bye.to_string().into_bytes());
+            self.say_gone();
             let (done, sent) = oneshot::channel();
             if self.outbox.try_send(Outgoing::Sent(done)).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;

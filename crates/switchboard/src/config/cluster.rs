@@ -30,6 +30,10 @@ pub struct ClusterSettings {
     pub stream_name: String,
     /// `adapter = "streams"`: the stream is trimmed to about this many entries (`maxLen`).
     pub stream_max_len: usize,
+    /// `host:port` where the other nodes reach this one, to pass on requests for its sessions
+    /// (a round-robin load balancer needs no sticky sessions). None: the listening address, or
+    /// when that is a wildcard, this machine's address on the route to Redis.
+    pub advertise_address: Option<String>,
     /// `adapter = "streams"`: where sessions are kept, `<prefix><pid>` (`sessionKeyPrefix`).
     pub session_key_prefix: String,
 }
@@ -53,6 +57,7 @@ impl Default for ClusterSettings {
             stream_name: "socket.io".into(),
             stream_max_len: 10_000,
             session_key_prefix: "sio:session:".into(),
+            advertise_address: None,
         }
     }
 }

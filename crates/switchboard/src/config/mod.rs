@@ -307,6 +307,19 @@ impl Config {
                 "at least 100 entries (the stream is what clients recover from)".into(),
             ));
         }
+        if let Some(address) = &self.cluster.advertise_address {
+            let port = address
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(port))) if !host.is_empty() && port > 0)
+                || address.contains('/')
+            {
+                return Err(invalid(
+                    "cluster.advertise_address",
+                    format!("{address:?} is not host:port (like \"10.0.0.5:3000\")"),
+                ));
+            }
+        }
         if self.cluster.key.is_empty() || self.cluster.key.contains('#') {
             return Err(invalid(
                 "cluster.key",

@@ -59,6 +59,29 @@ fn a_cluster_is_configured_by_its_redis_url_and_a_bad_one_is_named() {
 }
 
 #[test]
+fn an_advertised_address_is_host_and_port() {
+    for good in ["10.0.0.5:3000", "node-a.internal:4000", "[::1]:4000"] {
+        let text = format!("[cluster]\nadvertise_address = \"{good}\"\n");
+        let config = load(&text, &[]).unwrap();
+        assert_eq!(config.cluster.advertise_address.as_deref(), Some(good));
+    }
+    for bad in [
+        "10.0.0.5",
+        "http://10.0.0.5:3000",
+        ":3000",
+        "host:0",
+        "host:port",
+    ] {
+        let text = format!("[server]\n[cluster]\nadvertise_address = \"{bad}\"\n");
+        let message = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            message.contains("cluster.advertise_address") && message.contains(":3:"),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
 fn a_wrong_type_names_the_key_and_line() {
     let error = load("[engine]\n\nping_interval = \"soon\"\n", &[]).unwrap_err();
     let message = error.to_string();

@@ -61,6 +61,10 @@ pub struct EngineConfig {
     pub address_limits: AddressLimitSettings,
     /// Engine.IO v3 clients (socket.io v2) are served too.
     pub allow_eio3: bool,
+    /// What every session id starts with (in a cluster, the node's id: another node that is
+    /// sent a request for the session knows where to pass it on). Followed by [`ID_LEN`]
+    /// random characters.
+    pub sid_prefix: Option<Arc<str>>,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
             extra_kept_headers: Vec::new(),
             address_limits: AddressLimitSettings::default(),
             allow_eio3: false,
+            sid_prefix: None,
         }
     }
 }
@@ -96,6 +101,7 @@ impl EngineConfig {
             max_sessions: (limits.max_connections > 0).then_some(limits.max_connections),
             extra_kept_headers: Vec::new(),
             allow_eio3: engine.allow_eio3,
+            sid_prefix: None,
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
                 rate: limits.connect_rate_per_ip,
@@ -372,7 +378,10 @@ impl<H: EngineHandler> Engine<H> {
     ) -> Arc<Session<H>> {
         let opened = tokio::time::Instant::now();
         self.runtime.get_or_init(tokio::runtime::Handle::current);
-        let sid = new_id();
+        let sid = match &self.config.sid_prefix {
+            Some(prefix) => Arc::from(format!("{prefix}{}", new_id())),
+            None => new_id(),
+        };
         let conn = Arc::new(EngineConn::new(
             sid.clone(),
             request,
@@ -464,7 +473,16 @@ impl<H: EngineHandler> Engine<H> {
     }
 }
 
-/// A random, URL-safe identifier (120 bits), used for Engine.IO and Socket.IO ids.
+/// How long a [`new_id`] is.
+pub const ID_LEN: usize = 20;
+
+/// What a request for a session that is not (or no longer) here is answered.
+pub fn unknown_session_response() -> HttpResponse {
+    EngineError::UnknownSid.response()
+}
+
+/// A random, URL-safe identifier (120 bits, [`ID_LEN`] characters), used for Engine.IO and
+/// Socket.IO ids.
 pub fn new_id() -> Arc<str> {
     use base64::Engine as _;
     let bytes: [u8; 15] = rand::random();
