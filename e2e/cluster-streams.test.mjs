@@ -81,8 +81,9 @@ function client(url, opts = {}) {
   return socket;
 }
 
-function streamsNode(redis) {
+function streamsNode(redis, port) {
   return startServer("switchboard", {
+    port,
     args: ["--config", path.join(ROOT, "examples/chat.toml")],
     env: {
       SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
@@ -214,5 +215,32 @@ describe("three nodes on the Redis Streams adapter", () => {
     // Joins made by the Node server reach Switchboard's sockets through the stream.
     nodeServer.in(onSwitchboard.id).socketsJoin("from-node");
     await until(async () => (await call(`${b.url}/api/rooms/from-node`)).body.sockets?.some((s) => s.id === onSwitchboard.id), "joined by the Node server");
+  });
+
+  test("a node killed and started again on its port: its clients recover there, with what the others published meanwhile", async () => {
+    const [a, b] = nodes;
+    const socket = client(b.url);
+    await once(socket, "connect");
+    const id = socket.id;
+    const got = [];
+    socket.on("tick", (n) => got.push(n));
+    socket.emit("join-room", "restart");
+    await until(async () => (await call(`${a.url}/api/rooms/restart`)).body.sockets?.length === 1, "joined restart");
+    const emit = (n) => call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["restart"], data: n } });
+    for (let n = 1; n <= 10; n++) await emit(n);
+    await until(() => got.length === 10, "ten events before the kill");
+    b.child.kill("SIGKILL");
+    await until(() => !socket.connected, "the client sees its node go");
+    for (let n = 11; n <= 30; n++) await emit(n);
+    // The same node comes back: a fresh process, whose copy of the log starts after event 30.
+    const again = await streamsNode(redis, b.port);
+    nodes = [a, again];
+    await once(socket, "connect", 10000);
+    assert.equal(socket.recovered, true, "recovered on the restarted node");
+    assert.equal(socket.id, id, "the same socket id");
+    await emit(31);
+    await until(() => got.length >= 31, "every event");
+    await sleep(200);
+    assert.deepEqual(got, Array.from({ length: 31 }, (_, i) => i + 1), "every event once, in order");
   });
 });

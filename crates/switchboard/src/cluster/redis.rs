@@ -108,6 +108,9 @@ pub struct RedisAdapter {
     nodes_expired: AtomicU64,
     /// Sessions taken from Redis (streams adapter).
     shared_sessions_taken: AtomicU64,
+    /// Streams adapter: how far this node has read the stream (0 while it has not started).
+    log_start: AtomicU64,
+    log_read: AtomicU64,
     /// When this node last heard one of its own messages back (see [`SELF_SILENCE`]).
     heard_self: Mutex<Instant>,
     /// Shutting down: said goodbye, says nothing more of its users.
@@ -145,6 +148,8 @@ impl RedisAdapter {
             dropped: AtomicU64::new(0),
             nodes_expired: AtomicU64::new(0),
             shared_sessions_taken: AtomicU64::new(0),
+            log_start: AtomicU64::new(0),
+            log_read: AtomicU64::new(0),
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
             advertised: OnceLock::new(),
@@ -882,6 +887,14 @@ impl Adapter for RedisAdapter {
     fn take_session(&self, pid: &str) -> BoxFuture<'_, Option<crate::hub::adapter::SharedSession>> {
         let pid = pid.to_owned();
         Box::pin(async move { self.take_shared_session(&pid).await })
+    }
+
+    fn log_position(&self) -> Option<crate::hub::adapter::LogPosition> {
+        let start = self.log_start.load(Ordering::Acquire);
+        (self.settings.streams.is_some() && start > 0).then(|| crate::hub::adapter::LogPosition {
+            start,
+            read: self.log_read.load(Ordering::Acquire),
+        })
     }
 
     fn logged_events(

@@ -30,6 +30,15 @@ pub enum UserOp {
     Disconnect { close: bool },
 }
 
+/// How far a node has read the shared log (see [`Adapter::log_position`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Every entry after this one has been read and applied here.
+    pub start: u64,
+    /// The last entry read.
+    pub read: u64,
+}
+
 /// A session another node saved in the shared store (its node may since have been killed).
 #[derive(Debug, Clone)]
 pub struct SharedSession {
@@ -113,6 +122,12 @@ pub trait Adapter: Send + Sync {
     /// Takes a session saved by any node out of the shared store.
     fn take_session(&self, _pid: &str) -> BoxFuture<'_, Option<SharedSession>> {
         Box::pin(async { None })
+    }
+
+    /// How far this node has read the shared log: the position it started reading after (what
+    /// came before is only in the log) and the last position it has read (every namespace's).
+    fn log_position(&self) -> Option<LogPosition> {
+        None
     }
 
     /// The events of `namespace` the shared log holds after `after` up to `through`, in order;

@@ -735,16 +735,23 @@ impl Namespace {
             saved_at: std::time::Instant::now(),
         };
         // The client may have got further in the log than this node has read so far.
+        let read = || {
+            let position = cluster.log_position().unwrap_or_default();
+            (position, recovery.lock().last_seq().max(position.read))
+        };
         let caught_up = tokio::time::Instant::now() + Duration::from_secs(2);
-        while recovery.lock().last_seq() < after && tokio::time::Instant::now() < caught_up {
+        while read().1 < after && tokio::time::Instant::now() < caught_up {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if recovery.lock().last_seq() < after {
+        let (position, through) = read();
+        if through < after {
             // Replaying now would send again what the client has: it starts afresh.
             tracing::warn!(nsp = %self.name, "recovery: this node's copy of the log is behind the client's offset");
             return None;
         }
-        let through = {
+        // This node's history holds every event it read, since it started reading: from there
+        // on it can answer alone.
+        if after >= position.start {
             let mut history = recovery.lock();
             if history
                 .missed(&session.sid, &session.rooms, after)
@@ -756,8 +763,9 @@ impl Namespace {
                 self.announce_joined(&socket, &joined);
                 return Some(socket);
             }
-            history.last_seq()
-        };
+        }
+        // What came before (or was evicted here) is read back from the log, up to what this
+        // node has read; what it reads meanwhile is in its history, after that.
         let logged = cluster.logged_events(self.name(), after, through).await?;
         let earlier = logged
             .into_iter()
@@ -777,8 +785,9 @@ impl Namespace {
             })
             .collect();
         let mut history = recovery.lock();
+        let from = through.min(history.last_seq());
         let (socket, joined) =
-            self.restore_with(&mut history, &conn, handshake, session, through, earlier)?;
+            self.restore_with(&mut history, &conn, handshake, session, from, earlier)?;
         drop(history);
         self.announce_joined(&socket, &joined);
         Some(socket)

@@ -14,6 +14,7 @@
 //!   and what it missed from the stream (`read_logged`) when that node's own copy of it does not
 //!   reach back far enough.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -359,11 +360,14 @@ async fn read_some(
             .arg(1)
             .query_async(&mut connection)
             .await?;
-        *last_id = Some(
-            entries(newest)
-                .pop()
-                .map_or_else(|| "0-0".to_owned(), |(id, _)| id),
-        );
+        let newest = entries(newest)
+            .pop()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+        // Everything after it is read and applied here; 1 for an empty stream (0 is "not yet").
+        let start = crate::hub::log_seq(&newest).unwrap_or(0).max(1);
+        adapter.log_start.store(start, Ordering::Release);
+        adapter.log_read.store(start, Ordering::Release);
+        *last_id = Some(newest);
     }
     loop {
         let from = last_id.clone().unwrap_or_else(|| "0-0".to_owned());
@@ -382,6 +386,9 @@ async fn read_some(
         };
         for (id, fields) in read_entries(reply) {
             adapter.apply_entry(&hub, &id, &fields);
+            if let Some(seq) = crate::hub::log_seq(&id) {
+                adapter.log_read.store(seq, Ordering::Release);
+            }
             *last_id = Some(id);
         }
     }
