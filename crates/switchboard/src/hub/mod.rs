@@ -547,6 +547,10 @@ impl Hub {
             ));
             return;
         };
+        if namespace.is_waiting(conn.sid()) {
+            tracing::debug!(sid = %conn.sid(), nsp = %name, "a CONNECT to this namespace is being decided");
+            return;
+        }
         let mut auth = match packet.data {
             Some(Value::Object(auth)) => auth,
             _ => serde_json::Map::new(),
@@ -633,7 +637,8 @@ fn connect_fresh(
 }
 
 /// Restores, on a task of its own, a session another node saved (the shared store and log are
-/// asked); a client whose session is not found there connects afresh.
+/// asked); a client whose session is not found there connects afresh. A second CONNECT to this
+/// namespace while it is restored is dropped.
 fn restore_shared(
     client: &Arc<Client>,
     conn: &Arc<EngineConn>,
@@ -645,12 +650,17 @@ fn restore_shared(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return connect_fresh(client, conn, namespace, handshake);
     };
+    let sid: Arc<str> = conn.sid().clone();
+    if !namespace.begin_waiting(&sid) {
+        return;
+    }
     let (client, conn, namespace) = (client.clone(), conn.clone(), namespace.clone());
     runtime.spawn(async move {
         let restored = namespace
             .clone()
             .restore_shared(conn.clone(), handshake.clone(), pid, offset)
             .await;
+        namespace.end_waiting(&sid);
         match restored {
             Some(socket) => finish_connect(&client, &conn, &namespace, socket, rerun_on_connect),
             None if client.state.lock().closed => {}

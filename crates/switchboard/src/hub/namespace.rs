@@ -75,15 +75,12 @@ pub struct Namespace {
     pub(crate) cluster: Arc<super::adapter::ClusterSlot>,
     /// The values `{online.<key>}` lists, counted over this namespace's sockets.
     pub(crate) online: super::online::OnlineIndex,
-    /// The asynchronous connect decision, when one is set, with the sessions waiting for it.
-    gate: OnceLock<Gate>,
-    limits: Arc<super::limits::HubLimits>,
-}
-
-struct Gate {
-    decide: ConnectGate,
-    /// Engine.IO sessions whose CONNECT is being decided (a second CONNECT meanwhile is dropped).
+    /// The asynchronous connect decision, when one is set.
+    gate: OnceLock<ConnectGate>,
+    /// Engine.IO sessions whose CONNECT is being decided on a task (by the gate, or a restore
+    /// from the shared store): a second CONNECT meanwhile is dropped.
     waiting: Mutex<std::collections::HashSet<Arc<str>>>,
+    limits: Arc<super::limits::HubLimits>,
 }
 
 impl Namespace {
@@ -109,6 +106,7 @@ impl Namespace {
             cluster,
             online: super::online::OnlineIndex::default(),
             gate: OnceLock::new(),
+            waiting: Mutex::new(Default::default()),
             limits,
         }
     }
@@ -134,29 +132,24 @@ impl Namespace {
     /// waits for `gate` before it connects; a recovered session keeps what it was admitted
     /// with. Answers false if one was set already.
     pub fn set_connect_gate(&self, gate: ConnectGate) -> bool {
-        self.gate
-            .set(Gate {
-                decide: gate,
-                waiting: Mutex::new(Default::default()),
-            })
-            .is_ok()
+        self.gate.set(gate).is_ok()
     }
 
     pub(crate) fn connect_gate(&self) -> Option<ConnectGate> {
-        self.gate.get().map(|gate| gate.decide.clone())
+        self.gate.get().cloned()
     }
 
-    /// Marks session `sid` as waiting for the gate; false if it already was.
+    /// Marks session `sid`'s CONNECT as being decided on a task; false if it already was.
     pub(crate) fn begin_waiting(&self, sid: &Arc<str>) -> bool {
-        self.gate
-            .get()
-            .is_some_and(|gate| gate.waiting.lock().insert(sid.clone()))
+        self.waiting.lock().insert(sid.clone())
+    }
+
+    pub(crate) fn is_waiting(&self, sid: &str) -> bool {
+        self.waiting.lock().contains(sid)
     }
 
     pub(crate) fn end_waiting(&self, sid: &str) {
-        if let Some(gate) = self.gate.get() {
-            gate.waiting.lock().remove(sid);
-        }
+        self.waiting.lock().remove(sid);
     }
 
     /// The cluster adapter, when this node is part of a cluster.

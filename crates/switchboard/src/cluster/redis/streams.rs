@@ -274,6 +274,10 @@ impl RedisAdapter {
         let Some(window) = socket.namespace().recovery_window() else {
             return;
         };
+        // A socket gone since it was listed (a refresh) has had its session ended: not again.
+        if !socket.is_connected() {
+            return;
+        }
         let session = StoredSession {
             sid: socket.id().to_string(),
             pid: pid.to_string(),
