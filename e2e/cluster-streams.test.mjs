@@ -244,4 +244,26 @@ describe("three nodes on the Redis Streams adapter", () => {
     await sleep(200);
     assert.deepEqual(got, Array.from({ length: 31 }, (_, i) => i + 1), "every event once, in order");
   });
+
+  test("the API's joins, leaves and disconnects keep their order with its emits on the socket's own node", async () => {
+    const [a] = nodes;
+    const socket = client(a.url);
+    await once(socket, "connect");
+    const seen = [];
+    socket.on("notice", (m) => seen.push(`notice:${m}`));
+    socket.on("disconnect", (reason) => seen.push(`disconnect:${reason}`));
+    // One batch, applied in order on the socket's own node: joined, told, left, then removed.
+    const { status } = await call(`${a.url}/api/batch`, { method: "POST", body: { commands: [
+      { op: "join", sockets: [socket.id], rooms: ["kick"] },
+      { op: "emit", event: "notice", rooms: ["kick"], data: "welcome" },
+      { op: "emit", event: "notice", sockets: [socket.id], data: "you are being removed" },
+      { op: "leave", sockets: [socket.id], rooms: ["kick"] },
+      { op: "emit", event: "notice", rooms: ["kick"], data: "after it left" },
+      { op: "disconnect", sockets: [socket.id] },
+    ] } });
+    assert.equal(status, 200);
+    await until(() => seen.length === 3, "the notices and the disconnect");
+    await sleep(200);
+    assert.deepEqual(seen, ["notice:welcome", "notice:you are being removed", "disconnect:io server disconnect"]);
+  });
 });

@@ -101,8 +101,22 @@ impl Broadcast {
         self.change_rooms(rooms, false)
     }
 
+    /// Whether this node's own room changes and disconnects wait to be read back from a shared,
+    /// ordered log (as its broadcasts do), so that they keep their order with them: an emit to a
+    /// socket then its disconnect reach it in that order.
+    fn waits_for_log(&self) -> bool {
+        self.namespace
+            .cluster
+            .get()
+            .is_some_and(|c| c.orders_broadcasts() && c.is_connected())
+    }
+
     fn change_rooms(&self, rooms: &[String], join: bool) -> usize {
-        let reached = self.local_change_rooms(rooms, join);
+        let reached = if self.waits_for_log() {
+            self.sockets().len()
+        } else {
+            self.local_change_rooms(rooms, join)
+        };
         if let Some(cluster) = self.namespace.cluster.get() {
             cluster.membership(self.namespace.name(), &self.target, rooms, join);
         }
@@ -132,7 +146,11 @@ impl Broadcast {
     /// Disconnects the targeted sockets on every node, or with `close_transport` closes their
     /// connections (their clients reconnect); answers how many of this node's.
     pub fn disconnect_with(&self, close_transport: bool) -> usize {
-        let reached = self.local_disconnect(close_transport);
+        let reached = if self.waits_for_log() {
+            self.sockets().len()
+        } else {
+            self.local_disconnect(close_transport)
+        };
         if let Some(cluster) = self.namespace.cluster.get() {
             cluster.disconnect(self.namespace.name(), &self.target, close_transport);
         }

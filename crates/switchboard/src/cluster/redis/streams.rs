@@ -151,14 +151,16 @@ impl RedisAdapter {
                     None => selection.local_publish(event, args, attachments),
                 };
             }
+            // This node's own room changes and disconnects too: it waited for them to come back
+            // (see `Broadcast::waits_for_log` in the hub), in order with its broadcasts.
             StreamEntry::Membership {
-                uid,
                 namespace,
                 rooms,
                 except,
                 change,
                 join,
-            } if uid != self.uid => {
+                ..
+            } => {
                 if let Some(namespace) = hub.of(&namespace) {
                     namespace
                         .select(&rooms, &except)
@@ -166,12 +168,12 @@ impl RedisAdapter {
                 }
             }
             StreamEntry::Disconnect {
-                uid,
                 namespace,
                 rooms,
                 except,
                 close,
-            } if uid != self.uid => {
+                ..
+            } => {
                 if let Some(namespace) = hub.of(&namespace) {
                     namespace.select(&rooms, &except).local_disconnect(close);
                 }
