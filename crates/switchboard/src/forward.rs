@@ -30,6 +30,11 @@ pub const FORWARDED_HEADER: &str = "x-switchboard-forwarded";
 const ANSWER_MAX: usize = 64 * 1024 * 1024;
 /// Connecting to another node gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// An idle connection to another node is kept this long: less than the time a node waits for
+/// a request's head (10 s by default) before closing a connection.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+/// Once one side of a tunnel has ended, the other has this long to finish.
+const TUNNEL_LINGER: Duration = Duration::from_secs(5);
 
 /// Where a node is: its `host:port` for a node id, or `None` when no live node has that id.
 pub type NodeLookup =
@@ -73,8 +78,9 @@ impl SessionForwarder {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE)
             .build(connector);
         Self {
             engine: Arc::new(engine),
@@ -91,13 +97,21 @@ impl SessionForwarder {
         if request.headers().contains_key(FORWARDED_HEADER) {
             return None;
         }
-        let query = request.uri().query()?;
-        let sid = form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == "sid")
-            .map(|(_, value)| value.into_owned())?;
-        let node = sid.get(..sid.len().checked_sub(self.id_len)?)?;
-        (!node.is_empty() && node != &*self.node_id).then(|| node.to_owned())
+        other_node(request.uri().query()?, &self.node_id, self.id_len)
     }
+}
+
+/// The node id a query's session id starts with (its last `sid`, as the engine reads it), when
+/// it looks like one (as long as `own`, alphanumeric) and is not `own`.
+fn other_node(query: &str, own: &str, id_len: usize) -> Option<String> {
+    let sid = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "sid")
+        .last()
+        .map(|(_, value)| value.into_owned())?;
+    let node = sid.get(..sid.len().checked_sub(id_len)?)?;
+    let looks_like_a_node =
+        node.len() == own.len() && node.bytes().all(|b| b.is_ascii_alphanumeric());
+    (looks_like_a_node && node != own).then(|| node.to_owned())
 }
 
 impl HttpService for SessionForwarder {
@@ -161,9 +175,7 @@ async fn forward(
     let remote = request.extensions().get::<RemoteAddr>().map(|addr| addr.0);
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let headers = request.headers_mut();
-    if !upgrade {
-        strip_hop_by_hop(headers);
-    }
+    strip_hop_by_hop(headers, upgrade);
     headers.remove(header::HOST);
     if let Some(remote) = remote {
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -183,7 +195,7 @@ async fn forward(
     // The CORS headers are this node's to give (the server adds them to every answer).
     let cors: Vec<_> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("access-control-"))
+        .filter(|name| name.as_str().starts_with("access-control-") || *name == header::VARY)
         .cloned()
         .collect();
     for name in cors {
@@ -192,18 +204,13 @@ async fn forward(
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_side)) = (status, client_side) {
         let owner_side = hyper::upgrade::on(&mut answer);
         tokio::spawn(async move {
-            let (Ok(client_side), Ok(owner_side)) = (client_side.await, owner_side.await) else {
-                return;
-            };
-            let _ = tokio::io::copy_bidirectional(
-                &mut TokioIo::new(client_side),
-                &mut TokioIo::new(owner_side),
-            )
-            .await;
+            if let (Ok(client_side), Ok(owner_side)) = (client_side.await, owner_side.await) {
+                splice(client_side, owner_side).await;
+            }
         });
         return Ok(answer_with(status, headers, Bytes::new()));
     }
-    strip_hop_by_hop(&mut headers);
+    strip_hop_by_hop(&mut headers, false);
     headers.remove(header::CONTENT_LENGTH);
     let body = Limited::new(answer.into_body(), ANSWER_MAX)
         .collect()
@@ -227,18 +234,103 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
 }
 
-/// Removes the headers that belong to one connection, not to the request.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-    ] {
+/// Copies both ways between a client's upgraded connection and the owner's until one side
+/// ends; the other then has [`TUNNEL_LINGER`] to finish (a client gone without a word must not
+/// keep the tunnel open once the owner has closed the session).
+async fn splice(client_side: hyper::upgrade::Upgraded, owner_side: hyper::upgrade::Upgraded) {
+    use tokio::io::AsyncWriteExt;
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(client_side));
+    let (mut from_owner, mut to_owner) = tokio::io::split(TokioIo::new(owner_side));
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_owner).await;
+        let _ = to_owner.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut from_owner, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut up => { let _ = tokio::time::timeout(TUNNEL_LINGER, down).await; }
+        () = &mut down => { let _ = tokio::time::timeout(TUNNEL_LINGER, up).await; }
+    }
+}
+
+/// Removes the headers that belong to one connection, not to the request: those `Connection`
+/// names, and the usual ones (but `Connection` and `Upgrade` on an upgrade, which asks for it).
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && *name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [header::TE, header::TRAILER, header::PROXY_AUTHORIZATION] {
         headers.remove(name);
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+    if !upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_names_its_node_when_it_is_another() {
+        let id = "A".repeat(20);
+        let query = |sid: &str| format!("EIO=4&transport=polling&sid={sid}");
+        assert_eq!(
+            other_node(&query(&format!("b2c3d4{id}")), "a1b2c3", 20).as_deref(),
+            Some("b2c3d4")
+        );
+        // Its own, a plain Engine.IO id, a prefix of another length or with other characters.
+        assert_eq!(
+            other_node(&query(&format!("a1b2c3{id}")), "a1b2c3", 20),
+            None
+        );
+        assert_eq!(other_node(&query(&id), "a1b2c3", 20), None);
+        assert_eq!(other_node(&query(&format!("b2c3{id}")), "a1b2c3", 20), None);
+        assert_eq!(
+            other_node(&query(&format!("b2-c3_{id}")), "a1b2c3", 20),
+            None
+        );
+        assert_eq!(other_node("EIO=4&transport=polling", "a1b2c3", 20), None);
+        // Two sids: the last counts, as in the engine.
+        let two = format!("sid=b2c3d4{id}&sid=a1b2c3{id}");
+        assert_eq!(other_node(&two, "a1b2c3", 20), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind_but_an_upgrade_keeps_what_asks_for_it() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-trace, Upgrade"),
+        );
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        let mut upgrade = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["cookie"]
+        );
+        strip_hop_by_hop(&mut upgrade, true);
+        let mut kept: Vec<_> = upgrade.keys().map(|k| k.as_str()).collect();
+        kept.sort();
+        assert_eq!(kept, ["connection", "cookie", "upgrade"]);
+    }
 }

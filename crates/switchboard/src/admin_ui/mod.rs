@@ -50,7 +50,8 @@ fn serialize(socket: &Socket) -> Value {
     rooms.sort();
     json!({
         "id": socket.id().as_ref(),
-        "clientId": conn.sid().chars().take(12).collect::<String>(),
+        // The random end of the session id (in a cluster it starts with the node's id).
+        "clientId": conn.sid().get(conn.sid().len().saturating_sub(12)..).unwrap_or_default(),
         "transport": conn.transport().as_str(),
         "nsp": socket.namespace().name(),
         "data": socket.data(),

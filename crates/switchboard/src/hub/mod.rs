@@ -660,11 +660,17 @@ fn restore_shared(
             .clone()
             .restore_shared(conn.clone(), handshake.clone(), pid, offset)
             .await;
-        namespace.end_waiting(&sid);
         match restored {
-            Some(socket) => finish_connect(&client, &conn, &namespace, socket, rerun_on_connect),
-            None if client.state.lock().closed => {}
-            None => connect_fresh(&client, &conn, &namespace, handshake),
+            Some(socket) => {
+                finish_connect(&client, &conn, &namespace, socket, rerun_on_connect);
+                namespace.end_waiting(&sid);
+            }
+            None if client.state.lock().closed => namespace.end_waiting(&sid),
+            None => {
+                // Its own wait, if the namespace has a connect gate, begins here.
+                namespace.end_waiting(&sid);
+                connect_fresh(&client, &conn, &namespace, handshake);
+            }
         }
     });
 }

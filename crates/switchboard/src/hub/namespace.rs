@@ -746,6 +746,7 @@ impl Namespace {
         // on it can answer alone.
         if after >= position.start {
             let mut history = recovery.lock();
+            history.note_log_start(position.start);
             if history
                 .missed(&session.sid, &session.rooms, after)
                 .is_some()
@@ -778,6 +779,7 @@ impl Namespace {
             })
             .collect();
         let mut history = recovery.lock();
+        history.note_log_start(position.start);
         let from = through.min(history.last_seq());
         let (socket, joined) =
             self.restore_with(&mut history, &conn, handshake, session, from, earlier)?;

@@ -268,6 +268,9 @@ pub struct Recovery {
     /// The first sequence number stored (0: none yet): on a shared log, what came before it
     /// is not here (the node started later) and is read from the log.
     first_seq: u64,
+    /// On a shared log, where this node started reading it (0: unknown): every entry after it
+    /// was read here, so what this history holds is complete from there on.
+    log_start: u64,
     everyone: RoomLog,
     rooms: HashMap<Room, RoomLog>,
     /// The highest sequence number of any room log dropped whole (to stay under `max_rooms`).
@@ -312,6 +315,7 @@ impl Recovery {
             epoch_wall_ms: wall_ms(),
             last_seq: 0,
             first_seq: 0,
+            log_start: 0,
             everyone,
             rooms: HashMap::new(),
             dropped_through: 0,
@@ -465,6 +469,11 @@ impl Recovery {
         (session.saved_at.elapsed() <= self.config.max_disconnection).then_some(session)
     }
 
+    /// Where this node started reading the shared log (see [`Recovery::missed`]).
+    pub fn note_log_start(&mut self, start: u64) {
+        self.log_start = start;
+    }
+
     /// Every stored event after `after` that reached a socket with these rooms, in order; None
     /// when some of them were already dropped (the client then starts afresh).
     pub fn missed(&self, sid: &str, rooms: &RoomSet, after: u64) -> Option<Vec<Arc<StoredEvent>>> {
@@ -474,6 +483,7 @@ impl Recovery {
         // What this history holds all of: everything after the counter's 0, or, on a shared
         // log, after its first entry (the entries before it came before this node).
         let complete_after = match self.first_seq {
+            _ if self.log_start > 0 => self.log_start,
             seq if seq >= LOG_OFFSET_BASE => seq,
             _ => 0,
         };

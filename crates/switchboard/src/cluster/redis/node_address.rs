@@ -45,6 +45,9 @@ impl RedisAdapter {
         let Some(address) = self.advertised.get() else {
             return;
         };
+        if self.leaving.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let mut set = redis::cmd("SET");
         set.arg(self.node_key(&self.uid))
             .arg(address)
@@ -66,19 +69,26 @@ impl RedisAdapter {
         if uid == self.uid {
             return self.advertised.get().cloned();
         }
-        if let Some((address, read)) = self.node_addresses.lock().get(uid)
+        let kept = self.node_addresses.lock().get(uid).cloned();
+        if let Some((address, read)) = &kept
             && read.elapsed() < ADDRESS_KEPT_FOR
         {
             return Some(address.clone());
         }
-        let mut connection = self.connection().await.ok()?;
-        let address: Option<String> = redis::cmd("GET")
+        // Redis cannot say (a blip): the node read last is most likely still there.
+        let stale = || kept.as_ref().map(|(address, _)| address.clone());
+        let Ok(mut connection) = self.connection().await else {
+            return stale();
+        };
+        let Ok(address) = redis::cmd("GET")
             .arg(self.node_key(uid))
-            .query_async(&mut connection)
+            .query_async::<Option<String>>(&mut connection)
             .await
-            .ok()?;
+        else {
+            return stale();
+        };
         let mut kept = self.node_addresses.lock();
-        kept.retain(|_, (_, read)| read.elapsed() < ADDRESS_KEPT_FOR);
+        kept.retain(|_, (_, read)| read.elapsed() < ADDRESS_KEPT_FOR * 12);
         match &address {
             Some(address) => {
                 kept.insert(uid.to_owned(), (address.clone(), Instant::now()));
