@@ -428,7 +428,7 @@ describe("the online-status service on two nodes", () => {
   });
 });
 
-describe("a node killed with SIGKILL leaves no ghost presence", () => {
+for (const adapter of ["pubsub", "streams"]) describe(`a node killed with SIGKILL leaves no ghost presence (${adapter} adapter)`, () => {
   let redis;
   let nodes = [];
   before(async () => {
@@ -438,6 +438,7 @@ describe("a node killed with SIGKILL leaves no ghost presence", () => {
         args: ["--config", path.join(ROOT, "examples/online-status.toml")],
         env: {
           SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+          SWITCHBOARD_CLUSTER_ADAPTER: adapter,
           SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
           SWITCHBOARD_PRESENCE_GRACE: "300ms",
           SWITCHBOARD_PRESENCE_ROOMS: "watchers",
