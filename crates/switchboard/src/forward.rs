@@ -104,10 +104,9 @@ impl SessionForwarder {
 /// The node id a query's session id starts with (its last `sid`, as the engine reads it), when
 /// it looks like one (as long as `own`, alphanumeric) and is not `own`.
 fn other_node(query: &str, own: &str, id_len: usize) -> Option<String> {
-    let sid = form_urlencoded::parse(query.as_bytes())
+    let (_, sid) = form_urlencoded::parse(query.as_bytes())
         .filter(|(key, _)| key == "sid")
-        .last()
-        .map(|(_, value)| value.into_owned())?;
+        .last()?;
     let node = sid.get(..sid.len().checked_sub(id_len)?)?;
     let looks_like_a_node =
         node.len() == own.len() && node.bytes().all(|b| b.is_ascii_alphanumeric());

@@ -660,18 +660,16 @@ fn restore_shared(
             .clone()
             .restore_shared(conn.clone(), handshake.clone(), pid, offset)
             .await;
-        match restored {
-            Some(socket) => {
-                finish_connect(&client, &conn, &namespace, socket, rerun_on_connect);
-                namespace.end_waiting(&sid);
-            }
-            None if client.state.lock().closed => namespace.end_waiting(&sid),
-            None => {
-                // Its own wait, if the namespace has a connect gate, begins here.
-                namespace.end_waiting(&sid);
+        let Some(socket) = restored else {
+            // A fresh connect's own wait, if the namespace has a connect gate, begins after.
+            namespace.end_waiting(&sid);
+            if !client.state.lock().closed {
                 connect_fresh(&client, &conn, &namespace, handshake);
             }
-        }
+            return;
+        };
+        finish_connect(&client, &conn, &namespace, socket, rerun_on_connect);
+        namespace.end_waiting(&sid);
     });
 }
 

@@ -737,6 +737,7 @@ impl Namespace {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (position, through) = read();
+        recovery.lock().note_log_start(position.start);
         if through < after {
             // Replaying now would send again what the client has: it starts afresh.
             tracing::warn!(nsp = %self.name, "recovery: this node's copy of the log is behind the client's offset");
@@ -746,7 +747,6 @@ impl Namespace {
         // on it can answer alone.
         if after >= position.start {
             let mut history = recovery.lock();
-            history.note_log_start(position.start);
             if history
                 .missed(&session.sid, &session.rooms, after)
                 .is_some()
@@ -779,7 +779,6 @@ impl Namespace {
             })
             .collect();
         let mut history = recovery.lock();
-        history.note_log_start(position.start);
         let from = through.min(history.last_seq());
         let (socket, joined) =
             self.restore_with(&mut history, &conn, handshake, session, from, earlier)?;

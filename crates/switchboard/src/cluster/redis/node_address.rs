@@ -10,6 +10,8 @@ use super::{REDIS_TIMEOUT, RedisAdapter};
 
 /// A node's address read from Redis is used this long before it is read again.
 const ADDRESS_KEPT_FOR: Duration = Duration::from_secs(5);
+/// An address read longer ago is still used while Redis cannot be asked, up to this long.
+const STALE_ADDRESS_KEPT_FOR: Duration = Duration::from_secs(60);
 
 impl RedisAdapter {
     fn node_key(&self, uid: &str) -> String {
@@ -88,7 +90,7 @@ impl RedisAdapter {
             return stale();
         };
         let mut kept = self.node_addresses.lock();
-        kept.retain(|_, (_, read)| read.elapsed() < ADDRESS_KEPT_FOR * 12);
+        kept.retain(|_, (_, read)| read.elapsed() < STALE_ADDRESS_KEPT_FOR);
         match &address {
             Some(address) => {
                 kept.insert(uid.to_owned(), (address.clone(), Instant::now()));
