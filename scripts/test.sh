@@ -2,7 +2,8 @@
 # Runs every test, installing what the tests need on a fresh machine:
 #   formatting and lints, Rust unit and integration tests, the end-to-end suites with the
 #   official socket.io-client (node:test), python-socketio, websockets and schemathesis, the
-#   console in Chromium (playwright-core), clustering through a real redis-server, then a small
+#   console in Chromium (playwright-core), clustering through a real redis-server, WebSocket
+#   conformance (the Autobahn|Testsuite against examples/websocket_echo.rs), then a small
 #   side-by-side benchmark run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ cargo test --release
 
 step "fuzzing the decoders on stable (20 s per target; corpus in crates/switchboard/fuzz/corpus)"
 SWITCHBOARD_FUZZ_SECONDS=20 cargo test --release --test fuzz_decoders -- --nocapture
+
+step "WebSocket conformance: the Autobahn|Testsuite (chapters 1-10) against examples/websocket_echo.rs (Python 2.7 from pyenv, in .venv-autobahn)"
+scripts/autobahn/run
 
 step "installing e2e dependencies (Debian's chromium, redis-server and openssl, npm, pip)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then

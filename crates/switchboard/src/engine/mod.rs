@@ -18,6 +18,7 @@ mod polling;
 mod session;
 mod traffic;
 mod websocket;
+pub use websocket::{read_error_reason, websocket_close_code};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -123,7 +123,7 @@ async fn upgrade_session<H: EngineHandler>(
     let probe = async {
         loop {
             match next_message(&socket, &mut reader).await.ok()?? {
-                Incoming::Close => return None,
+                Incoming::Close(_) => return None,
                 Incoming::Text(text) if &text[..] == b"2probe" => break,
                 _ => {}
             }
@@ -145,7 +145,7 @@ async fn upgrade_session<H: EngineHandler>(
             tokio::time::timeout_at(deadline, async {
                 loop {
                     match next_message(&socket, &mut reader).await.ok()?? {
-                        Incoming::Close => return None,
+                        Incoming::Close(_) => return None,
                         Incoming::Text(text) if &text[..] == b"5" => return Some(()),
                         _ => {}
                     }
@@ -357,7 +357,10 @@ impl<H: EngineHandler> Connection<H> {
             engine.remove_session(conn.sid());
         }
         if let Some(socket) = conn.socket() {
-            finish(conn, &socket, reason).await;
+            // The WebSocket layer's own code when it ended the session (the client's close
+            // echoed, 1002 for a protocol error, 1007 for text that is not UTF-8, 1009).
+            let code = self.inner.lock().reader.close_code();
+            finish(conn, &socket, websocket_close_code(reason, code)).await;
         }
         let socket = conn.detach_socket();
         // Flushed: a server shutdown need not wait for the peer's side of the close.
@@ -369,9 +372,29 @@ impl<H: EngineHandler> Connection<H> {
     }
 }
 
+/// The status code of an Engine.IO WebSocket's close frame: the one the WebSocket reader chose
+/// when it ended the session (`from_reader`: the client's close echoed, or its
+/// [`ReadError::close_code`]), else the session's reason's.
+pub fn websocket_close_code(reason: CloseReason, from_reader: Option<u16>) -> u16 {
+    match reason {
+        CloseReason::TransportClose
+        | CloseReason::TransportError
+        | CloseReason::MessageTooLarge => from_reader.unwrap_or(reason.websocket_code()),
+        _ => reason.websocket_code(),
+    }
+}
+
+/// Why a session ends when its WebSocket reader failed.
+pub fn read_error_reason(error: ReadError) -> CloseReason {
+    match error {
+        ReadError::TooLarge => CloseReason::MessageTooLarge,
+        ReadError::InvalidUtf8 | ReadError::Protocol(_) => CloseReason::TransportError,
+    }
+}
+
 /// Writes what is still queued (when the reason keeps it) and the close frame.
-async fn finish(conn: &EngineConn, socket: &Socket, reason: CloseReason) {
-    conn.queue_final(Frame::close(reason.websocket_code()));
+async fn finish(conn: &EngineConn, socket: &Socket, code: u16) {
+    conn.queue_final(Frame::close(code));
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
         loop {
             match conn.write_queued() {
@@ -412,15 +435,12 @@ fn handle_messages<H: EngineHandler>(
             Ok(None) => return,
             Err(error) => {
                 tracing::debug!(sid = %conn.sid(), %error, "WebSocket protocol error; closing the session");
-                conn.close(match error {
-                    ReadError::TooLarge => CloseReason::MessageTooLarge,
-                    ReadError::Protocol(_) => CloseReason::TransportError,
-                });
+                conn.close(read_error_reason(error));
                 return;
             }
         };
         let packet = match message {
-            Incoming::Close => {
+            Incoming::Close(_) => {
                 conn.close(CloseReason::TransportClose);
                 return;
             }

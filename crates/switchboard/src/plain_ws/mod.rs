@@ -32,7 +32,7 @@ use crate::http::{
 };
 use crate::hub::{Presence, user_id};
 use crate::websocket::{
-    Incoming as Received, MessageReader, ReadError, close_gracefully, next_message, write_all,
+    Incoming as Received, MessageReader, close_gracefully, next_message, write_all,
 };
 
 struct Client {
@@ -313,7 +313,7 @@ impl PlainWs {
         self.presence.connection_opened(&user);
 
         let alive = Arc::new(AtomicBool::new(true));
-        // The close code the writer ends with (1009 for an oversized message).
+        // The close code the writer ends with (the reader's when it ended the connection).
         let close_code = Arc::new(std::sync::atomic::AtomicU16::new(1000));
         let ping_interval = self.settings.ping_interval.0;
         let writer_alive = alive.clone();
@@ -350,18 +350,19 @@ impl PlainWs {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(error) => {
-                    let code = if error == ReadError::TooLarge {
-                        1009
-                    } else {
-                        1002
-                    };
-                    close_code.store(code, Ordering::Release);
+                    close_code.store(error.close_code(), Ordering::Release);
                     break;
                 }
             };
             alive.store(true, Ordering::Release);
             match message {
-                Received::Close => break,
+                Received::Close(_) => {
+                    // The client's code echoed (RFC 6455 section 5.5.1).
+                    if let Some(code) = reader.close_code() {
+                        close_code.store(code, Ordering::Release);
+                    }
+                    break;
+                }
                 Received::Ping(payload) => {
                     if sender.try_send(Frame::pong(&payload)).is_err() {
                         break;

@@ -121,12 +121,15 @@ pub fn accept<B>(request: &mut Request<B>) -> Result<Accepted, HandshakeError> {
 /// One complete message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
+    /// A text message, checked to be UTF-8.
     Text(Bytes),
     Binary(Bytes),
     /// A WebSocket ping: answer with a pong carrying the same bytes.
     Ping(Bytes),
     Pong,
-    Close,
+    /// The client's close frame, with its status code when it gave one (checked: a code a peer
+    /// may send, and a UTF-8 reason). Answer with [`MessageReader::close_code`].
+    Close(Option<u16>),
 }
 
 /// The client broke the WebSocket protocol or a limit.
@@ -134,8 +137,29 @@ pub enum Incoming {
 pub enum ReadError {
     #[error("message larger than the limit")]
     TooLarge,
+    #[error("text that is not UTF-8")]
+    InvalidUtf8,
     #[error("{0}")]
     Protocol(&'static str),
+}
+
+impl ReadError {
+    /// The status code the connection is closed with (RFC 6455 section 7.4.1): 1009 for a
+    /// message over the limit, 1007 for text that is not UTF-8, 1002 for a protocol error.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Self::TooLarge => 1009,
+            Self::InvalidUtf8 => 1007,
+            Self::Protocol(_) => 1002,
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4): the codes defined
+/// for use (1000-1003, 1007-1011, and 1012-1014 registered since), and 3000-4999 for libraries
+/// and applications. 1004-1006 and 1015 are reserved and never sent; the rest is undefined.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Turns the bytes a client sends into messages; see the module comment.
@@ -143,10 +167,22 @@ pub enum ReadError {
 pub struct MessageReader {
     /// Bytes received and not yet turned into a message (an incomplete frame).
     pending: BytesMut,
-    /// A fragmented message in progress: whether it is text, and its payload so far (boxed:
-    /// rare, and every connection holds a reader).
-    fragmented: Option<Box<(bool, BytesMut)>>,
-    max_message: usize,
+    /// A fragmented message in progress (boxed: rare, and every connection holds a reader).
+    fragmented: Option<Box<Fragmented>>,
+    /// At most 4 GiB: a `u32` leaves room for `close_code` in what a `usize` took.
+    max_message: u32,
+    /// The status code to close with once the reader returned an error or the client's close.
+    close_code: Option<u16>,
+}
+
+/// A message whose fragments are still arriving.
+#[derive(Debug)]
+struct Fragmented {
+    is_text: bool,
+    data: BytesMut,
+    /// How much of a text message's `data` is known to be UTF-8: each fragment is checked as it
+    /// arrives (a character may straddle two), so bad text fails before the message ends.
+    utf8_checked: usize,
 }
 
 /// How much [`read_available`] takes off the socket at once.
@@ -242,8 +278,16 @@ impl MessageReader {
         Self {
             pending: BytesMut::new(),
             fragmented: None,
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            close_code: None,
         }
+    }
+
+    /// The status code this connection's close frame carries, once the reader has returned an
+    /// error (its [`ReadError::close_code`]) or the client's close (its code echoed, 1000 when it
+    /// gave none, as RFC 6455 section 5.5.1 asks). `None` before either.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Adds bytes received from the client.
@@ -258,6 +302,16 @@ impl MessageReader {
 
     /// The next complete message, if the bytes pushed so far hold one.
     pub fn next_message(&mut self) -> Result<Option<Incoming>, ReadError> {
+        let read = self.read_message();
+        match &read {
+            Err(error) => self.close_code = Some(error.close_code()),
+            Ok(Some(Incoming::Close(code))) => self.close_code = Some(code.unwrap_or(1000)),
+            Ok(_) => {}
+        }
+        read
+    }
+
+    fn read_message(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {
             let mut cursor = Cursor::new(&self.pending[..]);
             let parsed = FrameHeader::parse(&mut cursor)
@@ -282,9 +336,9 @@ impl MessageReader {
             let so_far = self
                 .fragmented
                 .as_ref()
-                .map_or(0, |fragment| fragment.1.len());
+                .map_or(0, |fragment| fragment.data.len());
             let length = usize::try_from(length).map_err(|_| ReadError::TooLarge)?;
-            if !is_control && so_far.saturating_add(length) > self.max_message {
+            if !is_control && so_far.saturating_add(length) > self.max_message as usize {
                 return Err(ReadError::TooLarge);
             }
             if self.pending.len() < header_len + length {
@@ -297,7 +351,9 @@ impl MessageReader {
             let mut payload = self.pending.split_to(length);
             unmask(&mut payload, mask);
             match header.opcode {
-                OpCode::Control(Control::Close) => return Ok(Some(Incoming::Close)),
+                OpCode::Control(Control::Close) => {
+                    return Ok(Some(Incoming::Close(close_status(&payload)?)));
+                }
                 OpCode::Control(Control::Ping) => {
                     return Ok(Some(Incoming::Ping(payload.freeze())));
                 }
@@ -307,21 +363,34 @@ impl MessageReader {
                         return Err(ReadError::Protocol("a new message inside a fragmented one"));
                     }
                     let is_text = data == Data::Text;
+                    let utf8_checked = if is_text {
+                        checked_utf8_prefix(&payload, header.is_final)?
+                    } else {
+                        0
+                    };
                     if header.is_final {
                         return Ok(Some(message(is_text, payload.freeze())));
                     }
-                    self.fragmented = Some(Box::new((is_text, payload)));
+                    self.fragmented = Some(Box::new(Fragmented {
+                        is_text,
+                        data: payload,
+                        utf8_checked,
+                    }));
                 }
                 OpCode::Data(Data::Continue) => {
-                    let Some(fragment) = self.fragmented.take() else {
+                    let Some(mut fragment) = self.fragmented.take() else {
                         return Err(ReadError::Protocol("a continuation without a message"));
                     };
-                    let (is_text, mut data) = *fragment;
-                    data.extend_from_slice(&payload);
-                    if header.is_final {
-                        return Ok(Some(message(is_text, data.freeze())));
+                    fragment.data.extend_from_slice(&payload);
+                    if fragment.is_text {
+                        let from = fragment.utf8_checked;
+                        fragment.utf8_checked +=
+                            checked_utf8_prefix(&fragment.data[from..], header.is_final)?;
                     }
-                    self.fragmented = Some(Box::new((is_text, data)));
+                    if header.is_final {
+                        return Ok(Some(message(fragment.is_text, fragment.data.freeze())));
+                    }
+                    self.fragmented = Some(fragment);
                 }
                 OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                     return Err(ReadError::Protocol("unknown opcode"));
@@ -336,6 +405,34 @@ impl MessageReader {
     fn release_if_empty(&mut self) {
         if self.pending.is_empty() {
             self.pending = BytesMut::new();
+        }
+    }
+}
+
+/// How many leading bytes of `text` are known to be UTF-8. Unless `complete`, a character cut
+/// at the end is left to be checked with the bytes that follow; anything else that is not UTF-8
+/// fails (a text message is checked as it arrives, RFC 6455 section 8.1).
+fn checked_utf8_prefix(text: &[u8], complete: bool) -> Result<usize, ReadError> {
+    match std::str::from_utf8(text) {
+        Ok(_) => Ok(text.len()),
+        Err(error) if error.error_len().is_none() && !complete => Ok(error.valid_up_to()),
+        Err(_) => Err(ReadError::InvalidUtf8),
+    }
+}
+
+/// The status code of a close frame's payload: none, or two bytes (a code a peer may send)
+/// followed by a UTF-8 reason (RFC 6455 section 5.5.1).
+fn close_status(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("a close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !is_valid_close_code(code) {
+                return Err(ReadError::Protocol("a close code a peer may not send"));
+            }
+            std::str::from_utf8(reason).map_err(|_| ReadError::InvalidUtf8)?;
+            Ok(Some(code))
         }
     }
 }
@@ -420,7 +517,74 @@ mod tests {
             reader.next_message(),
             Ok(Some(Incoming::Binary(Bytes::from_static(&[1, 2, 3]))))
         );
-        assert_eq!(reader.next_message(), Ok(Some(Incoming::Close)));
+        assert_eq!(reader.next_message(), Ok(Some(Incoming::Close(Some(1000)))));
+        assert_eq!(reader.close_code(), Some(1000));
+    }
+
+    #[test]
+    fn text_must_be_utf8_and_fails_at_the_fragment_that_breaks_it() {
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x81, &[b'a', 0xff]));
+        assert_eq!(reader.next_message(), Err(ReadError::InvalidUtf8));
+        assert_eq!(reader.close_code(), Some(1007));
+        // A character split across fragments is fine ("é" is C3 A9).
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x01, &[b'a', 0xc3]));
+        reader.push(&client_frame(0x80, &[0xa9]));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Text(Bytes::from("aé"))))
+        );
+        // Fail fast: the first fragment is already invalid, before the message ends.
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(
+            0x01,
+            &[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xf4, 0x90],
+        ));
+        assert_eq!(reader.next_message(), Err(ReadError::InvalidUtf8));
+        // A cut character at the end of the message is invalid.
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x01, b"ok"));
+        reader.push(&client_frame(0x80, &[0xc3]));
+        assert_eq!(reader.next_message(), Err(ReadError::InvalidUtf8));
+        // Binary messages are not text.
+        let mut reader = MessageReader::new(1000);
+        reader.push(&client_frame(0x82, &[0xff]));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Incoming::Binary(Bytes::from_static(&[0xff]))))
+        );
+    }
+
+    #[test]
+    fn close_frames_are_checked_and_their_code_echoed() {
+        let close = |payload: &[u8]| {
+            let mut reader = MessageReader::new(1000);
+            reader.push(&client_frame(0x88, payload));
+            (reader.next_message(), reader.close_code())
+        };
+        assert_eq!(close(&[]), (Ok(Some(Incoming::Close(None))), Some(1000)));
+        let mut with_reason = 4000u16.to_be_bytes().to_vec();
+        with_reason.extend_from_slice("bye ✓".as_bytes());
+        assert_eq!(
+            close(&with_reason),
+            (Ok(Some(Incoming::Close(Some(4000)))), Some(4000))
+        );
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert_eq!(close(&code.to_be_bytes()).1, Some(code), "{code}");
+        }
+        assert_eq!(close(&[0x03]).1, Some(1002), "a one-byte payload");
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+        ] {
+            assert_eq!(close(&code.to_be_bytes()).1, Some(1002), "{code}");
+        }
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(&[0xce, 0xba, 0xff]);
+        assert_eq!(
+            close(&bad_reason),
+            (Err(ReadError::InvalidUtf8), Some(1007))
+        );
     }
 
     #[test]
