@@ -254,6 +254,10 @@ describe("backend in the loop", () => {
     assert.equal(count("member_left"), 2);
     const first = events.find((e) => e.type === "socket_connected");
     assert.equal(first.user, "wendy");
+    // A receiver can tell whose connection closed.
+    for (const closed of events.filter((e) => e.type === "socket_disconnected")) {
+      assert.equal(closed.user, "wendy", "socket_disconnected names the user");
+    }
     assert.equal(first.namespace, "/");
     const clientEvent = events.find((e) => e.type === "client_event");
     assert.deepEqual([clientEvent.event, clientEvent.args], ["message", ["tracked"]]);

@@ -81,10 +81,10 @@ function client(url, opts = {}) {
   return socket;
 }
 
-function streamsNode(redis, port) {
+function streamsNode(redis, port, example = "chat.toml") {
   return startServer("switchboard", {
     port,
-    args: ["--config", path.join(ROOT, "examples/chat.toml")],
+    args: ["--config", path.join(ROOT, "examples", example)],
     env: {
       SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
       SWITCHBOARD_CLUSTER_ADAPTER: "streams",
@@ -265,5 +265,49 @@ describe("three nodes on the Redis Streams adapter", () => {
     await until(() => seen.length === 3, "the notices and the disconnect");
     await sleep(200);
     assert.deepEqual(seen, ["notice:welcome", "notice:you are being removed", "disconnect:io server disconnect"]);
+  });
+});
+
+describe("socket data across a kill on the Redis Streams adapter", () => {
+  let redis, nodes, proxy;
+  before(async () => {
+    redis = await startRedis();
+    // The online-status example: a Socket.IO socket's user is set on connect from its query.
+    nodes = await Promise.all([0, 1, 2].map(() => streamsNode(redis, undefined, "online-status.toml")));
+    await Promise.all(nodes.map((n) => untilReady(n)));
+    proxy = await roundRobinProxy(nodes.map((n) => n.port));
+  });
+  after(async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    await proxy?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("a session recovered on another node keeps the data set on connect: its user is online again everywhere", async () => {
+    const [a, b, c] = nodes;
+    // Three clients through the round-robin proxy, one per node in turn: the third is on c.
+    const users = [];
+    for (let i = 0; i < 3; i++) {
+      const socket = client(proxy.url, { query: { userId: `kept-${i}` } });
+      await once(socket, "connect");
+      users.push({ socket, id: socket.id, user: `kept-${i}` });
+    }
+    const onC = users[2];
+    const online = async (server, user) => (await call(`${server.url}/api/users/${user}`)).body.online;
+    await until(async () => await online(a, onC.user), "the user on c online, seen from a");
+    c.child.kill("SIGKILL");
+    // This client has received no event at all: its offset is "none yet" (0).
+    await until(() => onC.socket.connected && onC.socket.recovered, "c's client recovered elsewhere", 10000);
+    assert.equal(onC.socket.id, onC.id, "the same socket id");
+    // Past the node timeout c's users are taken for gone; the recovered socket brings its user
+    // back, from the session data kept in Redis.
+    await sleep(2500);
+    for (const server of [a, b]) {
+      assert.equal(await online(server, onC.user), true, `${onC.user} online, seen from port ${server.port}`);
+    }
+    const { body: stats } = await call(`${a.url}/api/stats`);
+    assert.equal(stats.cluster.users, 3, "every user online once, cluster-wide");
+    nodes = [a, b];
   });
 });

@@ -171,7 +171,11 @@ describe("limits", () => {
   test("a socket is in at most three rooms", async () => {
     const socket = connect(server.url, { localAddress: "127.0.0.12" });
     await once(socket, "connect");
-    for (const room of ["r1", "r2", "r3", "r4", "r5"]) await socket.timeout(2000).emitWithAck("join", room).catch(() => {});
+    const answers = [];
+    for (const room of ["r1", "r2", "r3", "r4", "r5", "r1"]) answers.push(await socket.timeout(2000).emitWithAck("join", room));
+    assert.deepEqual(answers.slice(0, 3), [{ ok: true }, { ok: true }, { ok: true }]);
+    for (const refused of answers.slice(3, 5)) assert.equal(refused.error?.code, "too_many_rooms", JSON.stringify(refused));
+    assert.deepEqual(answers[5], { ok: true }, "a room it is in already is not one more");
     await sleep(100);
     const rooms = (await call(`${server.url}/api/rooms`, { key: KEY })).body.rooms.map((r) => r.name).filter((n) => n.startsWith("r"));
     assert.deepEqual(rooms.sort(), ["r1", "r2", "r3"]);
@@ -225,7 +229,11 @@ describe("limits", () => {
     await once(raw, "message");
     raw.send("40");
     await once(raw, "message");
-    raw.send(`42["message",${"[".repeat(5000)}${"]".repeat(5000)}]`);
+    // 127 deep, the packet's array counted, is the documented maximum: answered; 128 closes.
+    raw.send(`421["message",${"[".repeat(126)}${"]".repeat(126)}]`);
+    const [deepest] = await once(raw, "message");
+    assert.equal(deepest.toString(), '431["ok"]');
+    raw.send(`42["message",${"[".repeat(127)}${"]".repeat(127)}]`);
     await once(raw, "close", 3000);
     assert.equal(await bystander.timeout(2000).emitWithAck("message", "still here"), "ok");
     [bystander, named].forEach((s) => s.disconnect());
@@ -254,5 +262,65 @@ socket = { rate = 2, burst = 5 }
     for (let i = 0; i < 20; i++) socket.emit("anything", i);
     const [reason] = await gone;
     assert.equal(reason, "io server disconnect");
+  });
+});
+
+describe("limits: request bodies", () => {
+  let server;
+  before(async () => {
+    const config = `
+[server]
+body_read_timeout = "1s"
+
+[api]
+keys = ["${KEY}"]
+
+[[routes]]
+path = "/broadcast/note"
+emit = "note"
+`;
+    server = await startServer("switchboard", { args: ["--config", await tempFile("limits-bodies.toml", config)] });
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  test("a body declared over the limit gets 413 at once, and a body that stalls gets 408: API, routes, polling", async () => {
+    const { createConnection } = await import("node:net");
+    /** Sends a request head declaring `length` bytes and then one byte; resolves with the status and how long it took. */
+    const stalled = (path, length, localAddress) =>
+      new Promise((resolve, reject) => {
+        const socket = createConnection({ port: server.port, host: "127.0.0.1", localAddress });
+        const started = Date.now();
+        let answer = "";
+        socket.on("data", (d) => {
+          answer += d.toString();
+          const status = /^HTTP\/1\.1 (\d{3})/.exec(answer);
+          if (status) {
+            socket.destroy();
+            resolve({ status: Number(status[1]), ms: Date.now() - started, answer });
+          }
+        });
+        socket.on("error", reject);
+        setTimeout(() => reject(new Error(`no answer to ${path} within 5 s`)), 5000).unref();
+        socket.write(
+          `POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\n` +
+            `Content-Type: application/json\r\nContent-Length: ${length}\r\n\r\n{`,
+        );
+      });
+    const sid = (await call(`${server.url}/socket.io/?EIO=4&transport=polling`)).body;
+    const pollingPath = `/socket.io/?EIO=4&transport=polling&sid=${JSON.parse(sid.slice(1)).sid}`;
+    for (const [path, address] of [["/api/emit", "127.0.0.18"], ["/broadcast/note", "127.0.0.19"], [pollingPath, "127.0.0.20"]]) {
+      const huge = await stalled(path, 10_000_000_000, address);
+      assert.equal(huge.status, 413, `${path}: ${huge.answer}`);
+      assert.ok(huge.ms < 500, `${path}: refused before the body, in ${huge.ms} ms`);
+    }
+    const sid2 = (await call(`${server.url}/socket.io/?EIO=4&transport=polling`)).body;
+    const pollingPath2 = `/socket.io/?EIO=4&transport=polling&sid=${JSON.parse(sid2.slice(1)).sid}`;
+    for (const [path, address] of [["/api/emit", "127.0.0.18"], ["/broadcast/note", "127.0.0.19"], [pollingPath2, "127.0.0.20"]]) {
+      const slow = await stalled(path, 100, address);
+      assert.equal(slow.status, 408, `${path}: ${slow.answer}`);
+      assert.ok(slow.ms >= 900 && slow.ms < 3000, `${path}: answered after the 1 s body timeout (${slow.ms} ms)`);
+    }
   });
 });

@@ -146,6 +146,7 @@ impl App {
         });
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
+        engine_config.body_read_timeout = config.server.body_read_timeout.0;
         engine_config.extra_kept_headers = backend::forwarded_headers(&config);
         // In a cluster a session id says which node holds it, so that any node can pass a
         // request for it on (no sticky sessions); not over TLS, whose peers are not plain HTTP.

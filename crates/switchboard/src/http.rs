@@ -1,8 +1,10 @@
 //! The HTTP vocabulary every part shares, owned by the server: the response type, the remote
 //! address the accept loop records, what an opening request carried (kept for a session's life:
 //! auth, templates, a backend's connect proxy), and the service trait routes implement.
-//! It holds no behaviour of its own, so the transports, the API and auth can all speak it
-//! without reaching into one another.
+//! Its one piece of behaviour is [`read_body`], the single way a request body is read (the
+//! polling transport, the API and configured routes), so that every body is bounded in size and
+//! in time alike. The transports, the API and auth all speak it without reaching into one
+//! another.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +33,52 @@ where
 {
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
         Box::pin(self(request))
+    }
+}
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyReadError {
+    /// Over the limit: declared so in `Content-Length` (refused before any byte is read), or
+    /// counted as it arrived.
+    #[error("the request body is over the limit")]
+    TooLarge,
+    /// It did not arrive within the body read timeout.
+    #[error("the request body did not arrive in time")]
+    TimedOut,
+    /// The connection failed or closed before the body ended.
+    #[error("the request body ended early")]
+    Aborted,
+}
+
+/// Reads a request's whole body: at most `limit` bytes (a larger declared `Content-Length` is
+/// refused at once), all of it within `timeout`. Without these a client that declares a huge
+/// length and sends a byte would hold its connection, and a task, for ever.
+pub async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyReadError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyReadError::TooLarge);
+    }
+    let collect = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyReadError::TimedOut),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyReadError::TooLarge)
+        }
+        Ok(Err(_)) => Err(BodyReadError::Aborted),
     }
 }
 

@@ -1,6 +1,7 @@
 //! API errors and the JSON body extractor. Every refusal is a 4xx with
 //! `{"error": {"code", "message", "field"}}`, `field` naming what was wrong (`rooms[2]`,
-//! `commands[1].event`) so a backend developer can fix the call without reading our code.
+//! `commands[1].event`) so a backend developer can fix the call without reading our code; an
+//! operation the cluster could not take is a 503 of the same shape (the caller may retry).
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::http::{BodyReadError, read_body};
+use crate::hub::adapter::NotTaken;
 use crate::hub::operations::{OpError, OpErrorKind};
 
 #[derive(Debug, Clone)]
@@ -45,6 +48,21 @@ impl ApiError {
 }
 
 /// A hub operation's refusal, as the API answers it.
+/// The code and message of a 503 for an operation the cluster could not take.
+pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+pub const NOT_TAKEN_MESSAGE: &str = "Redis did not take the operation in time; nothing was \
+     delivered or changed, retry later";
+
+impl From<NotTaken> for ApiError {
+    fn from(_: NotTaken) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            CLUSTER_UNAVAILABLE,
+            NOT_TAKEN_MESSAGE,
+        )
+    }
+}
+
 impl From<OpError> for ApiError {
     fn from(error: OpError) -> Self {
         let status = match error.kind {
@@ -69,9 +87,51 @@ impl IntoResponse for ApiError {
 /// A JSON body: size-limited, parsed with the path of any bad field reported.
 pub struct ApiJson<T>(pub T);
 
-/// The body limit, put in the request extensions by the router.
+/// How a request body is read: its limit and how long it may take to arrive, put in the
+/// request extensions by the router.
 #[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub max: usize,
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self {
+            max: 1_000_000,
+            read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl BodyLimit {
+    /// Reads a request's body within the limit and the time, or the refusal to answer.
+    pub async fn read(self, request: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+        let (parts, body) = request.into_parts();
+        read_body(&parts.headers, body, self.max, self.read_timeout)
+            .await
+            .map_err(|error| match error {
+                BodyReadError::TooLarge => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body is over the {}-byte limit", self.max),
+                ),
+                BodyReadError::TimedOut => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {:?} (server.body_read_timeout)",
+                        self.read_timeout
+                    ),
+                ),
+                BodyReadError::Aborted => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_aborted",
+                    "the request body ended before its declared length",
+                ),
+            })
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -80,18 +140,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let limit = request
             .extensions()
             .get::<BodyLimit>()
-            .map_or(1_000_000, |l| l.0);
+            .copied()
+            .unwrap_or_default();
         // The body is read as JSON whatever its Content-Type: backends often omit it or send
         // curl's form default.
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the request body is over the {limit}-byte limit"),
-                )
-            })?;
+        let bytes = limit.read(request).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }

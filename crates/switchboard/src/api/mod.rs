@@ -129,9 +129,10 @@ pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
             state.clone(),
             count_requests,
         ))
-        .layer(axum::Extension(BodyLimit(
-            state.config.limits.api_max_body.0,
-        )))
+        .layer(axum::Extension(BodyLimit {
+            max: state.config.limits.api_max_body.0,
+            read_timeout: state.config.server.body_read_timeout.0,
+        }))
         .with_state(state)
 }
 
@@ -265,18 +266,21 @@ async fn not_found() -> ApiError {
 
 type ApiResult = Result<axum::Json<Value>, ApiError>;
 
-fn run_emit(state: &AppState, prepared: Prepared, source: &'static str) -> Value {
-    if prepared.is_emit() {
-        state.metrics.count_emit(source);
+/// Runs an operation and answers once the cluster has taken it (503 when it could not).
+async fn run_taken(state: &AppState, prepared: Prepared) -> Result<Value, ApiError> {
+    let is_emit = prepared.is_emit();
+    let result = prepared.run_taken().await?;
+    if is_emit {
+        state.metrics.count_emit("api");
     }
-    prepared.run()
+    Ok(result)
 }
 
 async fn emit(
     State(state): State<Arc<AppState>>,
     ApiJson(request): ApiJson<EmitRequest>,
 ) -> ApiResult {
-    let mut result = run_emit(&state, request.prepare(&state.hub)?, "api");
+    let mut result = run_taken(&state, request.prepare(&state.hub)?).await?;
     let mut answer = json!({ "reached": result["reached"].take() });
     if let Some(offset) = result.get_mut("offset") {
         answer["offset"] = offset.take();
@@ -289,10 +293,22 @@ async fn batch(
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult {
     let prepared = request.prepare(&state.hub)?;
-    let results: Vec<Value> = prepared
-        .into_iter()
-        .map(|op| run_emit(&state, op, "api"))
-        .collect();
+    let mut results = Vec::with_capacity(prepared.len());
+    // In order, each taken before the next is given: a command the cluster could not take
+    // stops the batch there (the answer names it; the commands before it were carried out).
+    for (index, op) in prepared.into_iter().enumerate() {
+        match run_taken(&state, op).await {
+            Ok(result) => results.push(result),
+            Err(mut error) => {
+                error.field = Some(format!("commands[{index}]"));
+                error.message = format!(
+                    "{} (commands before commands[{index}] were carried out)",
+                    error.message
+                );
+                return Err(error);
+            }
+        }
+    }
     Ok(axum::Json(json!({ "results": results })))
 }
 
@@ -300,7 +316,7 @@ async fn join(
     State(state): State<Arc<AppState>>,
     ApiJson(request): ApiJson<MembershipRequest>,
 ) -> ApiResult {
-    let mut result = request.prepare_join(&state.hub)?.run();
+    let mut result = run_taken(&state, request.prepare_join(&state.hub)?).await?;
     Ok(axum::Json(json!({ "affected": result["affected"].take() })))
 }
 
@@ -308,7 +324,7 @@ async fn leave(
     State(state): State<Arc<AppState>>,
     ApiJson(request): ApiJson<MembershipRequest>,
 ) -> ApiResult {
-    let mut result = request.prepare_leave(&state.hub)?.run();
+    let mut result = run_taken(&state, request.prepare_leave(&state.hub)?).await?;
     Ok(axum::Json(json!({ "affected": result["affected"].take() })))
 }
 
@@ -316,7 +332,7 @@ async fn disconnect(
     State(state): State<Arc<AppState>>,
     ApiJson(request): ApiJson<DisconnectRequest>,
 ) -> ApiResult {
-    let mut result = request.prepare(&state.hub)?.run();
+    let mut result = run_taken(&state, request.prepare(&state.hub)?).await?;
     Ok(axum::Json(
         json!({ "disconnected": result["disconnected"].take() }),
     ))

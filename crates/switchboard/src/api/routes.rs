@@ -35,14 +35,13 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let limit = state.config.limits.api_max_body.0;
-    let Ok(bytes) = axum::body::to_bytes(request.into_body(), limit).await else {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is over the {limit}-byte limit"),
-            None,
-        );
+    let limit = super::BodyLimit {
+        max: state.config.limits.api_max_body.0,
+        read_timeout: state.config.server.body_read_timeout.0,
+    };
+    let bytes = match limit.read(request).await {
+        Ok(bytes) => bytes,
+        Err(error) => return refuse(error.status, error.code, error.message, None),
     };
     let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
@@ -77,38 +76,54 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
             Some("namespace".into()),
         );
     };
-    let online = |key: &str| namespace.online_values(key, None);
-    let context = Context {
-        body: Some(&body),
-        query: &query,
-        online: Some(&online),
-        ..Context::default()
-    };
-    let mut broadcast = namespace.everyone();
-    for room in &route.rooms {
-        match room.render(&context) {
-            Ok(room) if !room.is_empty() && room.len() <= state.config.limits.room_name_max => {
-                broadcast = broadcast.to(room);
+    // The context (its template helpers) is not held across the wait below.
+    let (broadcast, payload) = {
+        let online = |key: &str| namespace.online_values(key, None);
+        let context = Context {
+            body: Some(&body),
+            query: &query,
+            online: Some(&online),
+            ..Context::default()
+        };
+        let mut broadcast = namespace.everyone();
+        for room in &route.rooms {
+            match room.render(&context) {
+                Ok(room) if !room.is_empty() && room.len() <= state.config.limits.room_name_max => {
+                    broadcast = broadcast.to(room);
+                }
+                Ok(_) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_room",
+                        format!(
+                            "a room name is 1 to {} bytes",
+                            state.config.limits.room_name_max
+                        ),
+                        None,
+                    );
+                }
+                Err(error) => {
+                    return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None);
+                }
             }
-            Ok(_) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_room",
-                    format!(
-                        "a room name is 1 to {} bytes",
-                        state.config.limits.room_name_max
-                    ),
-                    None,
-                );
-            }
-            Err(error) => return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None),
         }
-    }
-    let payload = match route.payload.render(&context) {
-        Ok(payload) => payload,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None),
+        let payload = match route.payload.render(&context) {
+            Ok(payload) => payload,
+            Err(error) => return refuse(StatusCode::BAD_REQUEST, error.code, error.message, None),
+        };
+        (broadcast, payload)
     };
-    let reached = broadcast.emit(&route.event, &[payload]);
+    let reached = match broadcast.publish_taken(&route.event, &[payload], &[]).await {
+        Ok(published) => published.reached,
+        Err(_) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                super::error::CLUSTER_UNAVAILABLE,
+                super::error::NOT_TAKEN_MESSAGE.to_owned(),
+                None,
+            );
+        }
+    };
     state.metrics.count_emit("route");
     axum::Json(json!({ "success": true, "event": route.event, "reached": reached })).into_response()
 }

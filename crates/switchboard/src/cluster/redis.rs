@@ -30,7 +30,7 @@ use super::stream_message;
 
 mod node_address;
 mod streams;
-use crate::hub::adapter::{Adapter, BoxFuture, UserOp};
+use crate::hub::adapter::{Adapter, BoxFuture, NotTaken, TakenSender, UserOp};
 use crate::hub::{Hub, Namespace, Target};
 pub use streams::StreamSettings;
 
@@ -47,6 +47,18 @@ const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 const SELF_SILENCE: Duration = Duration::from_secs(25);
 /// Connecting to Redis, and each command, gives up after this long.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The offset of a stream entry from XADD's reply (its id); none for other replies.
+fn stream_entry_offset(reply: &redis::Value) -> Option<u64> {
+    match reply {
+        redis::Value::BulkString(id) => std::str::from_utf8(id)
+            .ok()
+            .filter(|id| id.contains('-'))
+            .and_then(crate::hub::parse_offset),
+        redis::Value::SimpleString(id) if id.contains('-') => crate::hub::parse_offset(id),
+        _ => None,
+    }
+}
 
 /// Answers a cluster question with what this node knows (installed by the app).
 pub type Answerer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
@@ -73,8 +85,9 @@ pub enum RedisAdapterError {
 
 /// What the publisher task is given.
 enum Outgoing {
-    /// A command (a PUBLISH, an XADD, a session write), sent in order with the others.
-    Command(redis::Cmd),
+    /// A command (a PUBLISH, an XADD, a session write), sent in order with the others; its
+    /// sender, when given, is told once Redis has answered it (with the entry id of an XADD).
+    Command(redis::Cmd, Option<TakenSender>),
     /// Told once everything given before it has been sent (or dropped).
     Sent(oneshot::Sender<()>),
 }
@@ -191,13 +204,28 @@ impl RedisAdapter {
     }
 
     fn send(&self, channel: String, payload: Vec<u8>) {
+        self.send_taken(channel, payload, None);
+    }
+
+    /// Publishes on `channel`; `taken` is told once Redis has answered.
+    fn send_taken(&self, channel: String, payload: Vec<u8>, taken: Option<TakenSender>) {
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(channel).arg(payload);
-        self.send_command(publish);
+        self.send_command_taken(publish, taken);
     }
 
     fn send_command(&self, command: redis::Cmd) {
-        if self.outbox.try_send(Outgoing::Command(command)).is_err() {
+        self.send_command_taken(command, None);
+    }
+
+    /// Queues `command` for the publisher. When the queue is full it is dropped (and `taken`
+    /// with it: its waiter learns it was not taken).
+    fn send_command_taken(&self, command: redis::Cmd, taken: Option<TakenSender>) {
+        if self
+            .outbox
+            .try_send(Outgoing::Command(command, taken))
+            .is_err()
+        {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::error!(
@@ -224,24 +252,39 @@ impl RedisAdapter {
     }
 
     /// Publishes what this node says, in order; a batch that cannot be sent after a few tries
-    /// is dropped so that a Redis outage does not hold everything after it.
+    /// is dropped so that a Redis outage does not hold everything after it. A command whose
+    /// waiter has stopped waiting (and answered its caller that it was not taken) is not sent.
     async fn publish_loop(self: Arc<Self>, mut outgoing: mpsc::Receiver<Outgoing>) {
         let mut batch = Vec::with_capacity(PIPELINE_MAX);
         while outgoing.recv_many(&mut batch, PIPELINE_MAX).await > 0 {
             let mut pipe = redis::pipe();
-            let mut messages = 0;
+            let mut waiters = Vec::new();
             let mut waiting = Vec::new();
             for item in batch.drain(..) {
                 match item {
-                    Outgoing::Command(command) => {
-                        pipe.add_command(command).ignore();
-                        messages += 1;
+                    Outgoing::Command(_, Some(taken)) if taken.is_closed() => {}
+                    Outgoing::Command(command, taken) => {
+                        pipe.add_command(command);
+                        waiters.push(taken);
                     }
                     Outgoing::Sent(done) => waiting.push(done),
                 }
             }
-            if messages > 0 {
-                self.send_pipeline(&pipe, messages).await;
+            if !waiters.is_empty() {
+                match self.send_pipeline(&pipe, waiters.len()).await {
+                    Some(replies) => {
+                        for (taken, reply) in waiters.into_iter().zip(replies) {
+                            if let Some(taken) = taken {
+                                let _ = taken.send(Ok(stream_entry_offset(&reply)));
+                            }
+                        }
+                    }
+                    None => {
+                        for taken in waiters.into_iter().flatten() {
+                            let _ = taken.send(Err(NotTaken));
+                        }
+                    }
+                }
             }
             for done in waiting {
                 let _ = done.send(());
@@ -249,17 +292,24 @@ impl RedisAdapter {
         }
     }
 
-    /// Sends one pipeline. A failure to connect is retried a few times; a failure once the
-    /// commands went out is not (Redis may have published some of them, and a second try would
-    /// deliver those twice): the batch is dropped and logged, as the Socket.IO adapter does.
-    async fn send_pipeline(&self, pipe: &redis::Pipeline, messages: usize) {
+    /// Sends one pipeline; answers Redis's replies, one per command. A failure to connect is
+    /// retried a few times; a failure once the commands went out is not (Redis may have
+    /// published some of them, and a second try would deliver those twice): the batch is
+    /// dropped and logged, as the Socket.IO adapter does.
+    async fn send_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+        messages: usize,
+    ) -> Option<Vec<redis::Value>> {
         let mut tries = 0;
         let error = loop {
             match self.connection().await {
-                Ok(mut connection) => match pipe.query_async::<()>(&mut connection).await {
-                    Ok(()) => return,
-                    Err(error) => break error,
-                },
+                Ok(mut connection) => {
+                    match pipe.query_async::<Vec<redis::Value>>(&mut connection).await {
+                        Ok(replies) => return Some(replies),
+                        Err(error) => break error,
+                    }
+                }
                 Err(error) => {
                     tries += 1;
                     if tries == 5 {
@@ -272,6 +322,7 @@ impl RedisAdapter {
         *self.connection.lock() = None;
         self.dropped.fetch_add(messages as u64, Ordering::Relaxed);
         tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
+        None
     }
 
     /// Receives from the other nodes and applies it here; reconnects when Redis goes away.
@@ -290,6 +341,9 @@ impl RedisAdapter {
                 Err(_) => {}
             }
             self.connected.store(false, Ordering::Release);
+            // The publisher's connection most likely went with it: the next publish opens a
+            // new one rather than failing on the dead one first.
+            *self.connection.lock() = None;
             if self.hub.strong_count() == 0 {
                 return;
             }
@@ -635,6 +689,7 @@ impl RedisAdapter {
         kind: u64,
         selection: &Target,
         (field, value): (&str, Value),
+        taken: Option<TakenSender>,
     ) {
         let payload = message::selection_request(
             &self.uid,
@@ -643,9 +698,10 @@ impl RedisAdapter {
             &excluded(selection),
             serde_json::Map::from_iter([(field.to_owned(), value)]),
         );
-        self.send(
+        self.send_taken(
             message::request_channel(&self.settings.key, namespace),
             payload,
+            taken,
         );
     }
 
@@ -785,6 +841,7 @@ impl Adapter for RedisAdapter {
         event: &str,
         args: &[Value],
         attachments: &[Bytes],
+        taken: Option<TakenSender>,
     ) {
         let rooms = strings(&target.rooms);
         let except = excluded(target);
@@ -798,7 +855,7 @@ impl Adapter for RedisAdapter {
                 &rooms,
                 &except,
             );
-            return self.append(entry);
+            return self.append(entry, taken);
         }
         let payload = message::encode_broadcast(
             &self.uid,
@@ -809,40 +866,60 @@ impl Adapter for RedisAdapter {
             &rooms,
             &except,
         );
-        self.send(
+        self.send_taken(
             message::broadcast_channel(&self.settings.key, namespace, &rooms),
             payload,
+            taken,
         );
     }
 
-    fn membership(&self, namespace: &str, selection: &Target, rooms: &[String], join: bool) {
+    fn membership(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        rooms: &[String],
+        join: bool,
+        taken: Option<TakenSender>,
+    ) {
         if self.settings.streams.is_some() {
             let (selected, except) = (strings(&selection.rooms), excluded(selection));
             let entry = stream_message::membership_entry(
                 &self.uid, namespace, &selected, &except, rooms, join,
             );
-            return self.append(entry);
+            return self.append(entry, taken);
         }
         let kind = if join {
             request_type::REMOTE_JOIN
         } else {
             request_type::REMOTE_LEAVE
         };
-        self.send_selection_request(namespace, kind, selection, ("rooms", json!(rooms)));
+        let rooms = ("rooms", json!(rooms));
+        self.send_selection_request(namespace, kind, selection, rooms, taken);
     }
 
-    fn disconnect(&self, namespace: &str, selection: &Target, close: bool) {
+    fn disconnect(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        close: bool,
+        taken: Option<TakenSender>,
+    ) {
         if self.settings.streams.is_some() {
             let (selected, except) = (strings(&selection.rooms), excluded(selection));
             let entry =
                 stream_message::disconnect_entry(&self.uid, namespace, &selected, &except, close);
-            return self.append(entry);
+            return self.append(entry, taken);
         }
         let kind = request_type::REMOTE_DISCONNECT;
-        self.send_selection_request(namespace, kind, selection, ("close", json!(close)));
+        let close = ("close", json!(close));
+        self.send_selection_request(namespace, kind, selection, close, taken);
     }
 
-    fn for_user(&self, namespace: &str, user: &str, op: UserOp) {
+    fn take_timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    fn for_user(&self, namespace: &str, user: &str, op: UserOp, taken: Option<TakenSender>) {
         let mut message =
             json!({ "kind": "user", "uid": self.uid, "nsp": namespace, "user": user });
         match op {
@@ -863,7 +940,11 @@ impl Adapter for RedisAdapter {
                 message["close"] = json!(close);
             }
         }
-        self.send(self.own_channel.clone(), message.to_string().into_bytes());
+        self.send_taken(
+            self.own_channel.clone(),
+            message.to_string().into_bytes(),
+            taken,
+        );
     }
 
     fn namespace_added(&self, namespace: &str) {

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub stats_interval: HumanDuration,
     /// How long a client has to send a request's head (a slowloris client is cut off).
     pub header_read_timeout: HumanDuration,
+    /// How long a client has to send a request's body once its head arrived (polling POSTs,
+    /// the API, configured routes).
+    pub body_read_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Pretty,
             stats_interval: HumanDuration(Duration::from_secs(30)),
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }

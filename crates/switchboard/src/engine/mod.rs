@@ -66,6 +66,8 @@ pub struct EngineConfig {
     /// sent a request for the session knows where to pass it on). Followed by [`ID_LEN`]
     /// random characters.
     pub sid_prefix: Option<Arc<str>>,
+    /// How long a polling POST's body may take to arrive.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +85,7 @@ impl Default for EngineConfig {
             address_limits: AddressLimitSettings::default(),
             allow_eio3: false,
             sid_prefix: None,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -103,6 +106,7 @@ impl EngineConfig {
             extra_kept_headers: Vec::new(),
             allow_eio3: engine.allow_eio3,
             sid_prefix: None,
+            body_read_timeout: Duration::from_secs(10),
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
                 rate: limits.connect_rate_per_ip,

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{Request, StatusCode};
 
 use super::conn::PollingState;
 use super::session::{Session, UpgradeStage};
@@ -18,6 +17,7 @@ use super::{
     request_info, response,
 };
 use super::{Engine, EngineConn, Frame};
+use crate::http::{BodyReadError, read_body};
 use crate::protocol::engine::{
     V3Packet, decode_polling_payload, decode_v3_payload, encode_v3_payload,
 };
@@ -179,11 +179,6 @@ fn encode_v4_payload(frames: &[Frame]) -> Vec<u8> {
     body
 }
 
-enum BodyError {
-    TooLarge,
-    Aborted,
-}
-
 /// Clears the session's POST flag however the POST ends.
 struct PostGuard<'a>(&'a PollingState);
 
@@ -220,27 +215,16 @@ where
     }
     let _guard = PostGuard(polling);
     let max_payload = engine.config().max_payload;
-    let declared_too_large = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|len| len > max_payload);
-    let body = if declared_too_large {
-        Err(BodyError::TooLarge)
-    } else {
-        match Limited::new(request.into_body(), max_payload)
-            .collect()
-            .await
-        {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-            Err(_) => Err(BodyError::Aborted),
-        }
-    };
-    let body = match body {
+    let (parts, body) = request.into_parts();
+    let read = read_body(
+        &parts.headers,
+        body,
+        max_payload,
+        engine.config().body_read_timeout,
+    );
+    let body = match read.await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+        Err(BodyReadError::TooLarge) => {
             tracing::debug!(sid = %conn.sid(), max_payload, "polling POST over maxPayload");
             conn.close(CloseReason::TransportError);
             return response(
@@ -249,7 +233,16 @@ where
                 Bytes::from_static(b"{\"code\":3,\"message\":\"Payload too large\"}"),
             );
         }
-        Err(BodyError::Aborted) => {
+        Err(BodyReadError::TimedOut) => {
+            tracing::debug!(sid = %conn.sid(), "polling POST body not sent in time");
+            conn.close(CloseReason::TransportError);
+            return response(
+                StatusCode::REQUEST_TIMEOUT,
+                "application/json",
+                Bytes::from_static(b"{\"code\":3,\"message\":\"Request body not sent in time\"}"),
+            );
+        }
+        Err(BodyReadError::Aborted) => {
             conn.close(CloseReason::TransportClose);
             return EngineError::BadRequest.response();
         }

@@ -8,12 +8,43 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::Target;
 
-/// A boxed future, for the trait's one async method.
+/// The cluster's engine did not take an operation in time (Redis out of reach, or too slow):
+/// the API answers 503, and the operation reached no one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster could not take the operation in time")]
+pub struct NotTaken;
+
+/// Told once the cluster's engine has taken one operation (Redis answered the PUBLISH or the
+/// XADD): `Ok` with the shared log's offset for an entry appended to it, or [`NotTaken`]. An
+/// adapter that is given one and cannot send its operation drops it (the waiter then learns
+/// [`NotTaken`]), and does not send an operation whose waiter has stopped waiting.
+pub type TakenSender = oneshot::Sender<Result<Option<u64>, NotTaken>>;
+
+/// Hands `send` a [`TakenSender`] for the operation it gives `adapter`, then waits until the
+/// engine has taken it, at most [`Adapter::take_timeout`].
+pub async fn until_taken(
+    adapter: &dyn Adapter,
+    send: impl FnOnce(TakenSender),
+) -> Result<Option<u64>, NotTaken> {
+    let (taken, receipt) = oneshot::channel();
+    send(taken);
+    match tokio::time::timeout(adapter.take_timeout(), receipt).await {
+        Ok(Ok(outcome)) => outcome,
+        // Dropped unsent, or not taken in time (the receipt is dropped here: the adapter then
+        // leaves the operation unsent if it still can).
+        Ok(Err(_)) | Err(_) => Err(NotTaken),
+    }
+}
+
+/// A boxed future, for the trait's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What is done to a user's sockets on the other nodes.
@@ -63,7 +94,9 @@ pub struct LoggedEvent {
     pub attachments: Vec<Bytes>,
 }
 
-/// Carries this node's operations to the other nodes of a cluster.
+/// Carries this node's operations to the other nodes of a cluster. Each operation may come
+/// with a [`TakenSender`], told once the cluster's engine has taken it (the HTTP API answers
+/// then); operations are taken in the order they were given.
 pub trait Adapter: Send + Sync {
     /// A broadcast made on this node.
     fn broadcast(
@@ -73,16 +106,35 @@ pub trait Adapter: Send + Sync {
         event: &str,
         args: &[Value],
         attachments: &[Bytes],
+        taken: Option<TakenSender>,
     );
 
     /// The sockets `selection` picks join (or leave) `rooms`.
-    fn membership(&self, namespace: &str, selection: &Target, rooms: &[String], join: bool);
+    fn membership(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        rooms: &[String],
+        join: bool,
+        taken: Option<TakenSender>,
+    );
 
     /// The sockets `selection` picks are disconnected.
-    fn disconnect(&self, namespace: &str, selection: &Target, close: bool);
+    fn disconnect(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        close: bool,
+        taken: Option<TakenSender>,
+    );
 
     /// An operation on a user's sockets wherever they are connected.
-    fn for_user(&self, namespace: &str, user: &str, op: UserOp);
+    fn for_user(&self, namespace: &str, user: &str, op: UserOp, taken: Option<TakenSender>);
+
+    /// How long a caller waits for the engine to take an operation before it gives up.
+    fn take_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 
     /// A namespace was created on this node (requests about it are listened for).
     fn namespace_added(&self, namespace: &str);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::adapter::{NotTaken, until_taken};
 use super::namespace::Namespace;
 use super::packets::{self, PacketFrames, Parser};
 use super::socket::{Room, Socket};
@@ -74,6 +75,81 @@ impl Broadcast {
             .publish(&self.target, event, args, attachments)
     }
 
+    /// As [`Broadcast::publish`], for a caller that tells someone it is done (the HTTP API):
+    /// resolves once the cluster's engine has taken the event, so that an answer means every
+    /// node delivers it, in the order of the answers. On the pub/sub adapter this node's
+    /// sockets get it only then, so that a caller told [`NotTaken`] may send it again without
+    /// anyone getting it twice; on a shared log they get it from the log, and the offset is the
+    /// log's. On a node of its own, as `publish`.
+    pub async fn publish_taken(
+        &self,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> Result<Published, NotTaken> {
+        let namespace = &self.namespace;
+        let Some(cluster) = namespace.cluster.get() else {
+            return Ok(self.publish(event, args, attachments));
+        };
+        let offset = until_taken(cluster.as_ref(), |taken| {
+            let name = namespace.name();
+            cluster.broadcast(name, &self.target, event, args, attachments, Some(taken));
+        })
+        .await?;
+        if cluster.orders_broadcasts() {
+            return Ok(Published {
+                reached: self.count_here(),
+                offset,
+            });
+        }
+        Ok(namespace.publish_local(&self.target, event, args, attachments))
+    }
+
+    /// As [`Broadcast::join_rooms`] / [`Broadcast::leave_rooms`], resolving once the cluster's
+    /// engine has taken the change (see [`Broadcast::publish_taken`]).
+    pub async fn change_rooms_taken(
+        &self,
+        rooms: &[String],
+        join: bool,
+    ) -> Result<usize, NotTaken> {
+        let namespace = &self.namespace;
+        let Some(cluster) = namespace.cluster.get() else {
+            return Ok(self.local_change_rooms(rooms, join));
+        };
+        until_taken(cluster.as_ref(), |taken| {
+            cluster.membership(namespace.name(), &self.target, rooms, join, Some(taken));
+        })
+        .await?;
+        if cluster.orders_broadcasts() {
+            return Ok(self.count_here());
+        }
+        Ok(self.local_change_rooms(rooms, join))
+    }
+
+    /// As [`Broadcast::disconnect_with`], resolving once the cluster's engine has taken it (see
+    /// [`Broadcast::publish_taken`]).
+    pub async fn disconnect_taken(&self, close_transport: bool) -> Result<usize, NotTaken> {
+        let namespace = &self.namespace;
+        let Some(cluster) = namespace.cluster.get() else {
+            return Ok(self.local_disconnect(close_transport));
+        };
+        until_taken(cluster.as_ref(), |taken| {
+            cluster.disconnect(namespace.name(), &self.target, close_transport, Some(taken));
+        })
+        .await?;
+        if cluster.orders_broadcasts() {
+            return Ok(self.count_here());
+        }
+        Ok(self.local_disconnect(close_transport))
+    }
+
+    /// How many of this node's sockets the target picks.
+    fn count_here(&self) -> usize {
+        let mut count = 0;
+        self.namespace.for_each_target(&self.target, |_| count += 1);
+        count
+    }
+
     /// The targeted sockets on this node (for join/leave/disconnect by room).
     pub fn sockets(&self) -> Vec<Arc<Socket>> {
         let mut found = Vec::new();
@@ -118,7 +194,7 @@ impl Broadcast {
             self.local_change_rooms(rooms, join)
         };
         if let Some(cluster) = self.namespace.cluster.get() {
-            cluster.membership(self.namespace.name(), &self.target, rooms, join);
+            cluster.membership(self.namespace.name(), &self.target, rooms, join, None);
         }
         reached
     }
@@ -152,7 +228,7 @@ impl Broadcast {
             self.local_disconnect(close_transport)
         };
         if let Some(cluster) = self.namespace.cluster.get() {
-            cluster.disconnect(self.namespace.name(), &self.target, close_transport);
+            cluster.disconnect(self.namespace.name(), &self.target, close_transport, None);
         }
         reached
     }
@@ -201,7 +277,7 @@ enum OffsetFrom {
 }
 
 /// What an emit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Published {
     /// Local sockets it was queued for.
     pub reached: usize,
@@ -227,7 +303,7 @@ impl Namespace {
         if cluster.orders_broadcasts() && cluster.is_connected() {
             let mut reached = 0;
             self.for_each_target(target, |_| reached += 1);
-            cluster.broadcast(self.name(), target, event, args, attachments);
+            cluster.broadcast(self.name(), target, event, args, attachments, None);
             return Published {
                 reached,
                 offset: None,
@@ -235,7 +311,7 @@ impl Namespace {
         }
         let published = self.publish_local(target, event, args, attachments);
         if !cluster.orders_broadcasts() {
-            cluster.broadcast(self.name(), target, event, args, attachments);
+            cluster.broadcast(self.name(), target, event, args, attachments, None);
         }
         published
     }

@@ -96,6 +96,8 @@ pub trait HubObserver: Send + Sync {
     fn room_created(&self, _namespace: &str, _room: &str) {}
     /// A room's last member on this node left it (after that member's `room_left`).
     fn room_deleted(&self, _namespace: &str, _room: &str) {}
+    /// A connected socket's data changed (a rule, the connect proxy, a token refresh).
+    fn data_changed(&self, _namespace: &str, _socket: &str) {}
 }
 
 /// The registered observers, shared by the hub and its namespaces.

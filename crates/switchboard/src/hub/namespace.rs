@@ -442,6 +442,25 @@ impl Namespace {
         }
     }
 
+    /// Whether `socket` may join `room` after joining `joining_before` other new rooms
+    /// (`limits.max_rooms_per_socket`, its own room not counted). A refusal is counted, for a
+    /// caller that refuses the client before anything happens (a rule).
+    pub fn may_join(&self, socket: &Socket, room: &str, joining_before: usize) -> bool {
+        let own = socket.rooms.lock();
+        let allowed = own.contains(room)
+            || own.len().saturating_add(joining_before) <= self.limits.max_rooms_per_socket;
+        drop(own);
+        if !allowed {
+            self.limits.hit("rooms_per_socket");
+        }
+        allowed
+    }
+
+    /// `limits.max_rooms_per_socket`.
+    pub fn max_rooms_per_socket(&self) -> usize {
+        self.limits.max_rooms_per_socket
+    }
+
     pub(crate) fn join(&self, socket: &Arc<Socket>, mut room: Room) {
         if !socket.is_connected() {
             return;
@@ -744,8 +763,10 @@ impl Namespace {
             return None;
         }
         // This node's history holds every event it read, since it started reading: from there
-        // on it can answer alone.
-        if after >= position.start {
+        // on it can answer alone; from the start when the stream was empty then (a client that
+        // connected before any event, offset 0, recovers too).
+        let read_it_all = position.start < super::recovery::LOG_OFFSET_BASE;
+        if after >= position.start || read_it_all {
             let mut history = recovery.lock();
             if history
                 .missed(&session.sid, &session.rooms, after)

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::adapter::UserOp;
-use super::{Broadcast, Hub, Namespace};
+use super::adapter::{NotTaken, UserOp, until_taken};
+use super::{Broadcast, Hub, Namespace, Published};
 use crate::protocol::socket::RESERVED_EVENTS;
 
 /// Why an operation was refused: a request field at fault, or something it names that does not
@@ -403,7 +403,8 @@ impl Command {
 }
 
 impl Prepared {
-    /// Runs the operation; answers what the API reports for it.
+    /// Runs the operation; answers what the API reports for it. On a cluster the other nodes'
+    /// part is handed to the adapter and not waited for (see [`Prepared::run_taken`]).
     pub fn run(self) -> Value {
         match self {
             Prepared::Nobody { op, count } => json!({ "op": op, count: 0 }),
@@ -411,17 +412,7 @@ impl Prepared {
                 broadcast,
                 event,
                 args,
-            } => {
-                let published = broadcast.publish(&event, &args, &[]);
-                match published.offset {
-                    Some(offset) => json!({
-                        "op": "emit",
-                        "reached": published.reached,
-                        "offset": super::offset_text(offset),
-                    }),
-                    None => json!({ "op": "emit", "reached": published.reached }),
-                }
-            }
+            } => emit_answer(broadcast.publish(&event, &args, &[])),
             Prepared::EmitToUser {
                 namespace,
                 here,
@@ -439,17 +430,9 @@ impl Prepared {
                         event,
                         args,
                     };
-                    cluster.for_user(namespace.name(), &user, op);
+                    cluster.for_user(namespace.name(), &user, op, None);
                 }
-                let reached = published.map_or(0, |p| p.reached);
-                match published.and_then(|p| p.offset) {
-                    Some(offset) => json!({
-                        "op": "emit",
-                        "reached": reached,
-                        "offset": super::offset_text(offset),
-                    }),
-                    None => json!({ "op": "emit", "reached": reached }),
-                }
+                emit_answer(published.unwrap_or_default())
             }
             Prepared::DisconnectUser {
                 namespace,
@@ -462,7 +445,7 @@ impl Prepared {
                     let op = UserOp::Disconnect {
                         close: close_transport,
                     };
-                    cluster.for_user(namespace.name(), &user, op);
+                    cluster.for_user(namespace.name(), &user, op, None);
                 }
                 json!({ "op": "disconnect", "disconnected": here })
             }
@@ -482,8 +465,96 @@ impl Prepared {
         }
     }
 
+    /// Runs the operation for a caller that relies on the answer (the HTTP API): on a cluster
+    /// it resolves once the cluster's engine has taken the operation (every node then carries
+    /// it out, in the order of the answers), and this node's part is done then too; with
+    /// [`NotTaken`] nothing was done anywhere. On a node of its own, as [`Prepared::run`].
+    pub async fn run_taken(self) -> Result<Value, NotTaken> {
+        Ok(match self {
+            Prepared::Nobody { op, count } => json!({ "op": op, count: 0 }),
+            Prepared::Emit {
+                broadcast,
+                event,
+                args,
+            } => emit_answer(broadcast.publish_taken(&event, &args, &[]).await?),
+            Prepared::EmitToUser {
+                namespace,
+                here,
+                user,
+                rooms,
+                except,
+                event,
+                args,
+            } => {
+                if let Some(cluster) = namespace.cluster() {
+                    let op = UserOp::Emit {
+                        rooms,
+                        except,
+                        event: event.clone(),
+                        args: args.clone(),
+                    };
+                    until_taken(cluster.as_ref(), |taken| {
+                        cluster.for_user(namespace.name(), &user, op, Some(taken));
+                    })
+                    .await?;
+                }
+                let published = here.map(|b| b.local_publish(&event, &args, &[]));
+                emit_answer(published.unwrap_or_default())
+            }
+            Prepared::DisconnectUser {
+                namespace,
+                selection,
+                user,
+                close_transport,
+            } => {
+                if let Some(cluster) = namespace.cluster() {
+                    let op = UserOp::Disconnect {
+                        close: close_transport,
+                    };
+                    until_taken(cluster.as_ref(), |taken| {
+                        cluster.for_user(namespace.name(), &user, op, Some(taken));
+                    })
+                    .await?;
+                }
+                let here = match selection {
+                    Some(selection) => selection.disconnect_taken(close_transport).await?,
+                    None => 0,
+                };
+                json!({ "op": "disconnect", "disconnected": here })
+            }
+            Prepared::Join { selection, rooms } => {
+                let affected = selection.change_rooms_taken(&rooms, true).await?;
+                json!({ "op": "join", "affected": affected })
+            }
+            Prepared::Leave { selection, rooms } => {
+                let affected = selection.change_rooms_taken(&rooms, false).await?;
+                json!({ "op": "leave", "affected": affected })
+            }
+            Prepared::Disconnect {
+                selection,
+                close_transport,
+            } => json!({
+                "op": "disconnect",
+                "disconnected": selection.disconnect_taken(close_transport).await?,
+            }),
+        })
+    }
+
     pub fn is_emit(&self) -> bool {
         matches!(self, Prepared::Emit { .. } | Prepared::EmitToUser { .. })
+    }
+}
+
+/// What the API answers for an emit: how many of this node's sockets it reached, and its
+/// offset when it was stored for recovery.
+fn emit_answer(published: Published) -> Value {
+    match published.offset {
+        Some(offset) => json!({
+            "op": "emit",
+            "reached": published.reached,
+            "offset": super::offset_text(offset),
+        }),
+        None => json!({ "op": "emit", "reached": published.reached }),
     }
 }
 

@@ -174,8 +174,14 @@ impl Socket {
         self.switch_user(user);
     }
 
+    /// Stops counting this socket, now disconnected, for its user. [`Socket::user`] still names
+    /// the user, for whoever is told of the disconnect (webhooks, disconnect rules).
     pub(crate) fn unregister_user(&self) {
-        self.switch_user(None);
+        let user = self.user.lock().clone();
+        if let Some(user) = user {
+            let namespace: Arc<str> = Arc::from(self.namespace.name());
+            (self.namespace.presence()).socket_left(&user, namespace, self.id.clone());
+        }
     }
 
     fn switch_user(&self, user: Option<String>) {
@@ -250,8 +256,12 @@ impl Socket {
             }
             data.insert(key, value);
         }
-        if is_user && self.is_connected() {
-            self.register_user();
+        if self.is_connected() {
+            if is_user {
+                self.register_user();
+            }
+            let namespace = &self.namespace;
+            (namespace.observers).each(|o| o.data_changed(namespace.name(), self.id()));
         }
     }
 

@@ -86,6 +86,10 @@ pub enum SocketDecodeError {
 }
 
 /// Decodes one Socket.IO packet (the text of an Engine.IO message).
+/// How deep a packet's JSON may nest, its own array or object counted (`["e", [[1]]]` is three
+/// deep): serde_json's recursion limit, past which the packet is invalid and closes its session.
+pub const MAX_JSON_DEPTH: usize = 127;
+
 pub fn decode_packet(text: &str) -> Result<SocketPacket, SocketDecodeError> {
     let bytes = text.as_bytes();
     let kind = PacketKind::from_digit(*bytes.first().ok_or(SocketDecodeError::Empty)?)
@@ -338,6 +342,20 @@ mod tests {
         assert_eq!(
             decode_packet("0[1]"),
             Err(SocketDecodeError::InvalidPayload)
+        );
+    }
+
+    #[test]
+    fn json_nests_at_most_max_json_depth() {
+        // The packet's array is one level; the argument brings the rest.
+        let nested = |depth: usize| {
+            let inner = depth - 1;
+            format!("2[\"e\",{}{}]", "[".repeat(inner), "]".repeat(inner))
+        };
+        assert!(decode_packet(&nested(MAX_JSON_DEPTH)).is_ok());
+        assert_eq!(
+            decode_packet(&nested(MAX_JSON_DEPTH + 1)),
+            Err(SocketDecodeError::InvalidJson)
         );
     }
 

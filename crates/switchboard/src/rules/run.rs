@@ -212,6 +212,8 @@ impl RuleSet {
         let query = &socket.conn().request().query;
         let namespace = socket.namespace().clone();
         let mut ready = Vec::with_capacity(actions.len());
+        // Rooms this rule joins that the socket is not in yet (for the rooms-per-socket limit).
+        let mut new_rooms: Vec<String> = Vec::new();
         for action in actions {
             // Templates read the data as the earlier `set` actions of this rule left it.
             let online = |key: &str| namespace.online_values(key, Some((socket, &data)));
@@ -277,10 +279,25 @@ impl RuleSet {
                     }
                 }
             };
-            if let Ready::Set(values) = &step {
-                for (key, value) in values {
-                    data.insert(key.clone(), value.clone());
+            match &step {
+                Ready::Set(values) => {
+                    for (key, value) in values {
+                        data.insert(key.clone(), value.clone());
+                    }
                 }
+                Ready::Join(room) if !new_rooms.contains(room) && !socket.in_room(room) => {
+                    if !namespace.may_join(socket, room, new_rooms.len()) {
+                        return Err(ValueError {
+                            code: "too_many_rooms",
+                            message: format!(
+                                "a socket may be in at most {} rooms",
+                                namespace.max_rooms_per_socket()
+                            ),
+                        });
+                    }
+                    new_rooms.push(room.clone());
+                }
+                _ => {}
             }
             ready.push(step);
         }

@@ -8,7 +8,7 @@
 //!   gets events in the same order, and an event's offset is its entry id, so a client's offset
 //!   means the same on every node.
 //! - A socket's session (id, rooms, data) is written to `<prefix><pid>` when it connects and
-//!   whenever its rooms change, and rewritten every third of the recovery window while it is
+//!   whenever its rooms or its data change, and rewritten every third of the recovery window while it is
 //!   connected, with the window as TTL: when its node is killed, the session is already there.
 //! - A client that comes back on another node takes its session from Redis (`take_shared_session`)
 //!   and what it missed from the stream (`read_logged`) when that node's own copy of it does not
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::RedisAdapter;
 use crate::cluster::stream_message::{self, EntryFields, StoredSession, StreamEntry, kind};
-use crate::hub::adapter::{LoggedEvent, SharedSession};
+use crate::hub::adapter::{LoggedEvent, SharedSession, TakenSender};
 use crate::hub::{DisconnectReason, Hub, HubObserver, Socket, offset_text, parse_offset};
 
 /// Entries read at once at most.
@@ -48,8 +48,9 @@ impl RedisAdapter {
         self.settings.streams.as_ref()
     }
 
-    /// Appends an entry to the stream (in order with everything else this node sends).
-    pub(super) fn append(&self, entry: EntryFields) {
+    /// Appends an entry to the stream (in order with everything else this node sends);
+    /// `taken` is told the entry's offset once Redis has it.
+    pub(super) fn append(&self, entry: EntryFields, taken: Option<TakenSender>) {
         let Some(stream) = self.stream() else {
             return;
         };
@@ -62,7 +63,7 @@ impl RedisAdapter {
         for (field, value) in entry {
             xadd.arg(field).arg(value);
         }
-        self.send_command(xadd);
+        self.send_command_taken(xadd, taken);
     }
 
     /// The Streams adapter's pub/sub messages from Node.js servers: broadcasts that ask for
@@ -496,6 +497,12 @@ impl HubObserver for SessionWriter {
     }
 
     fn room_left(&self, namespace: &str, _room: &str, socket: &str) {
+        self.write(namespace, socket);
+    }
+
+    /// The user set by a rule on connect must survive a kill: without it the recovered socket
+    /// has no user, and that user stays offline everywhere.
+    fn data_changed(&self, namespace: &str, socket: &str) {
         self.write(namespace, socket);
     }
 }
