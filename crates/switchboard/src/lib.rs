@@ -2,11 +2,13 @@
 //!
 //! The parts, from the bottom up (each uses only parts below it; `tests/layers.rs` keeps it so):
 //! plain data and tools ([`protocol`] pure codecs, [`config`] the schema, [`http`] the shared
-//! HTTP types, [`pattern`], [`clock`]); the transports ([`websocket`], [`engine`] Engine.IO
-//! sessions, [`cors`]); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and the
-//! operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
-//! [`metrics`], [`forward`] (passing requests for another node's sessions on), [`rules`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the listener and
-//! HTTP routing, over [`tls`] when configured); and [`app`], which builds them all from a config.
+//! HTTP types and the one body reader, [`pattern`], [`clock`], [`rate`]); the transports
+//! ([`websocket`], [`engine`] Engine.IO sessions, [`cors`], [`forward`]: passing requests for
+//! another node's sessions on); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and
+//! the operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
+//! [`metrics`], [`rules`], [`backend`], [`plain_ws`], [`admin_ui`], [`api`]); [`server`] (the
+//! listener and HTTP routing, over [`tls`] when configured); and [`app`], which builds them
+//! all from a config.
 
 pub mod admin_ui;
 pub mod api;

@@ -11,7 +11,10 @@
 //! presence, stats) are questions every other node answers (`hub::reads`).
 //!
 //! [`redis::RedisAdapter`] is the implementation: Redis pub/sub in the Socket.IO Redis adapter's
-//! message shapes (see `message.rs`).
+//! message shapes (see `message.rs`), or with `adapter = "streams"` one Redis stream in the
+//! Redis Streams adapter's (see `stream_message.rs`, `redis/streams.rs`), sessions kept in Redis
+//! for recovery on any node. An operation may ask to be told once Redis has taken it (the HTTP
+//! API answers then). `redis/node_address.rs` keeps each node's address for `crate::forward`.
 
 pub mod message;
 pub mod redis;
