@@ -16,7 +16,8 @@ pub struct ClusterSettings {
     /// The channel prefix; "socket.io" shares rooms with `@socket.io/redis-adapter` servers and
     /// `@socket.io/redis-emitter` publishers using the default key.
     pub key: String,
-X
+    /// How long the API waits for the other nodes' answers to a cluster-wide read, and for
+    /// Redis to take what an API call publishes (past it: 503).
     pub request_timeout: HumanDuration,
     /// A node not heard from for this long is taken for dead (killed, cut off): its users go
     /// offline on the others. Nodes say who is online every third of it (at most every 10 s).
