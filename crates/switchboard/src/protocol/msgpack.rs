@@ -32,8 +32,24 @@ pub fn decode(bytes: &[u8]) -> Result<(SocketPacket, Vec<Bytes>), SocketDecodeEr
     };
     let (mut kind, mut namespace, mut ack_id, mut data) = (None, None, None, None);
     let mut attachments = Vec::new();
+    let mut seen: Vec<&'static str> = Vec::with_capacity(4);
     for (key, value) in fields {
-        match key.as_str() {
+        // A field twice is malformed, as in a nested map: a first `data` with a binary value
+        // would leave its attachment orphaned behind the second.
+        let field = match key.as_str() {
+            Some("type") => Some("type"),
+            Some("nsp") => Some("nsp"),
+            Some("id") => Some("id"),
+            Some("data") => Some("data"),
+            _ => None,
+        };
+        if let Some(name) = field {
+            if seen.contains(&name) {
+                return Err(SocketDecodeError::InvalidPayload);
+            }
+            seen.push(name);
+        }
+        match field {
             Some("type") => {
                 kind = Some(match value.as_u64() {
                     Some(0) => PacketKind::Connect,
@@ -429,6 +445,25 @@ mod tests {
             rmp::encode::write_bin(&mut out, b"b").unwrap();
         }
         assert_eq!(decode(&out), Err(SocketDecodeError::TooManyAttachments));
+    }
+
+    #[test]
+    fn a_packet_field_twice_is_malformed() {
+        // A first `data` holding a binary value, then a second one: found by the fuzz target.
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, 4).unwrap();
+        rmp::encode::write_str(&mut out, "type").unwrap();
+        rmp::encode::write_uint(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "data").unwrap();
+        rmp::encode::write_array_len(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "e").unwrap();
+        rmp::encode::write_bin(&mut out, b"").unwrap();
+        rmp::encode::write_str(&mut out, "data").unwrap();
+        rmp::encode::write_array_len(&mut out, 1).unwrap();
+        rmp::encode::write_str(&mut out, "e").unwrap();
+        rmp::encode::write_str(&mut out, "nsp").unwrap();
+        rmp::encode::write_str(&mut out, "/").unwrap();
+        assert_eq!(decode(&out), Err(SocketDecodeError::InvalidPayload));
     }
 
     #[test]
