@@ -224,27 +224,24 @@ where
     );
     let body = match read.await {
         Ok(body) => body,
-        Err(BodyReadError::TooLarge) => {
-            tracing::debug!(sid = %conn.sid(), max_payload, "polling POST over maxPayload");
-            conn.close(CloseReason::TransportError);
-            return response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "application/json",
-                Bytes::from_static(b"{\"code\":3,\"message\":\"Payload too large\"}"),
-            );
-        }
-        Err(BodyReadError::TimedOut) => {
-            tracing::debug!(sid = %conn.sid(), "polling POST body not sent in time");
-            conn.close(CloseReason::TransportError);
-            return response(
-                StatusCode::REQUEST_TIMEOUT,
-                "application/json",
-                Bytes::from_static(b"{\"code\":3,\"message\":\"Request body not sent in time\"}"),
-            );
-        }
         Err(BodyReadError::Aborted) => {
             conn.close(CloseReason::TransportClose);
             return EngineError::BadRequest.response();
+        }
+        Err(error) => {
+            tracing::debug!(sid = %conn.sid(), max_payload, %error, "polling POST refused; closing the session");
+            conn.close(CloseReason::TransportError);
+            let (status, body): (_, &'static [u8]) = match error {
+                BodyReadError::TimedOut => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    b"{\"code\":3,\"message\":\"Request body not sent in time\"}",
+                ),
+                _ => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    b"{\"code\":3,\"message\":\"Payload too large\"}",
+                ),
+            };
+            return response(status, "application/json", Bytes::from_static(body));
         }
     };
     engine.traffic().bytes_in.inc_by(body.len() as u64);

@@ -26,7 +26,7 @@ use super::{
     CloseReason, Engine, EngineConn, EngineError, EngineHandler, Frame, HttpResponse,
     TransportKind, request_info,
 };
-use crate::protocol::engine::{EnginePacket, decode_text_packet};
+use crate::protocol::engine::{EnginePacket, decode_utf8_packet};
 use crate::websocket::{
     Incoming, MessageReader, ReadError, ReadOutcome, close_gracefully, next_message,
     read_available, write_all,
@@ -463,7 +463,8 @@ fn handle_messages<H: EngineHandler>(
             }
             Incoming::Text(payload) => {
                 engine.traffic().bytes_in.inc_by(payload.len() as u64);
-                match decode_text_packet(payload) {
+                // The reader checked it is UTF-8.
+                match decode_utf8_packet(payload) {
                     Ok(packet) => packet,
                     Err(error) => {
                         tracing::debug!(sid = %conn.sid(), %error, "invalid packet; closing the session");

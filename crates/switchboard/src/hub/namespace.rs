@@ -446,14 +446,23 @@ impl Namespace {
     /// (`limits.max_rooms_per_socket`, its own room not counted). A refusal is counted, for a
     /// caller that refuses the client before anything happens (a rule).
     pub fn may_join(&self, socket: &Socket, room: &str, joining_before: usize) -> bool {
-        let own = socket.rooms.lock();
-        let allowed = own.contains(room)
-            || own.len().saturating_add(joining_before) <= self.limits.max_rooms_per_socket;
-        drop(own);
+        let allowed = self.room_allowed(&socket.rooms.lock(), room, joining_before);
         if !allowed {
             self.limits.hit("rooms_per_socket");
         }
         allowed
+    }
+
+    /// Whether a socket in `own` rooms may be in `room` too, after `joining_before` other new
+    /// ones: `limits.max_rooms_per_socket`, its own room (always in `own`) not counted.
+    fn room_allowed(
+        &self,
+        own: &super::socket::RoomSet,
+        room: &str,
+        joining_before: usize,
+    ) -> bool {
+        own.contains(room)
+            || own.len().saturating_add(joining_before) <= self.limits.max_rooms_per_socket
     }
 
     /// `limits.max_rooms_per_socket`.
@@ -473,8 +482,7 @@ impl Namespace {
                 room = name.clone();
             }
             let mut own = socket.rooms.lock();
-            // Its own room is not counted.
-            if own.len() > self.limits.max_rooms_per_socket && !own.contains(&room) {
+            if !self.room_allowed(&own, &room, 0) {
                 drop(own);
                 drop(index);
                 self.limits.hit("rooms_per_socket");

@@ -48,12 +48,18 @@ pub enum EngineDecodeError {
 /// Decodes one text packet (a WebSocket text frame, or one record of a polling payload).
 /// `text` is the whole packet, type character included.
 pub fn decode_text_packet(text: Bytes) -> Result<EnginePacket, EngineDecodeError> {
-    let Some(&first) = text.first() else {
-        return Err(EngineDecodeError::Empty);
-    };
     if std::str::from_utf8(&text).is_err() {
         return Err(EngineDecodeError::InvalidUtf8);
     }
+    decode_utf8_packet(text)
+}
+
+/// [`decode_text_packet`] for text already known to be UTF-8 (a WebSocket text message, which
+/// `websocket::MessageReader` checked; a v3 polling body, checked whole): not checked again.
+pub fn decode_utf8_packet(text: Bytes) -> Result<EnginePacket, EngineDecodeError> {
+    let Some(&first) = text.first() else {
+        return Err(EngineDecodeError::Empty);
+    };
     let rest = text.slice(1..);
     Ok(match first {
         b'0' => EnginePacket::Open,
@@ -196,6 +202,7 @@ pub fn decode_v3_payload(body: Bytes) -> Result<Vec<EnginePacket>, EngineDecodeE
                     None => return Err(EngineDecodeError::Empty),
                 }
             } else {
+                std::str::from_utf8(&packet).map_err(|_| EngineDecodeError::InvalidUtf8)?;
                 decode_v3_text_packet(packet)?
             });
         }
@@ -229,7 +236,7 @@ pub fn decode_v3_payload(body: Bytes) -> Result<Vec<EnginePacket>, EngineDecodeE
     Ok(packets)
 }
 
-/// A v3 text packet: as in v4, but a binary one is `b4` + base64.
+/// A v3 text packet, already checked to be UTF-8: as in v4, but a binary one is `b4` + base64.
 fn decode_v3_text_packet(packet: Bytes) -> Result<EnginePacket, EngineDecodeError> {
     if packet.first() == Some(&b'b') {
         let data = packet.get(2..).ok_or(EngineDecodeError::Empty)?;
@@ -239,7 +246,8 @@ fn decode_v3_text_packet(packet: Bytes) -> Result<EnginePacket, EngineDecodeErro
                 .map_err(|_| EngineDecodeError::InvalidBase64)?,
         )));
     }
-    decode_text_packet(packet)
+    // The whole body was checked to be UTF-8.
+    decode_utf8_packet(packet)
 }
 
 /// The open packet's JSON body, with exactly the keys the protocol names, in its order.

@@ -482,6 +482,15 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_reader_stays_small() {
+        // Every WebSocket connection holds one: the limit as a u32 leaves room for the close
+        // code in what a usize took (48 bytes before the close code was kept).
+        let size = std::mem::size_of::<MessageReader>();
+        println!("MessageReader: {size} bytes");
+        assert!(size <= 48, "MessageReader grew to {size} bytes");
+    }
+
+    #[test]
     fn reads_a_message_split_across_reads() {
         let frame = client_frame(0x81, b"4hello world");
         let mut reader = MessageReader::new(1000);
