@@ -6,7 +6,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { startServer, once, sleep, call } from "./lib/server.mjs";
+import { startServer, once, sleep, call, tempFile } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 
 async function untilReady(server, timeoutMs = 10000) {
@@ -17,8 +17,16 @@ async function untilReady(server, timeoutMs = 10000) {
   }
 }
 
-function node(redis, adapter) {
+// The embedded defaults, plus a configured route (its body is the event's payload).
+const CONFIG = `
+[[routes]]
+path = "/broadcast/tick"
+emit = "tick"
+`;
+
+async function node(redis, adapter) {
   return startServer("switchboard", {
+    args: ["--config", await tempFile("durable.toml", CONFIG)],
     env: {
       SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
       SWITCHBOARD_CLUSTER_ADAPTER: adapter,
@@ -143,18 +151,29 @@ for (const adapter of ["streams", "pubsub"]) {
       assert.equal(refused.status, 503);
       assert.equal(refused.body.error.code, "cluster_unavailable");
       assert.ok(Date.now() - started < 3000, "answered within the request timeout, not held");
-      const routeless = await call(a.url + "/api/join", { method: "POST", body: { rooms: ["x"], in: ["y"] } });
-      assert.equal(routeless.status, 503, "a join through the API is refused the same way");
+      const joined = await call(a.url + "/api/join", { method: "POST", body: { rooms: ["x"], in: ["y"] } });
+      assert.equal(joined.status, 503, "a join through the API is refused the same way");
+      const routed = await call(a.url + "/broadcast/tick", { method: "POST", body: { seq: 1002 } });
+      assert.equal(routed.status, 503, "and an emit through a configured route");
+      assert.equal(routed.body.error.code, "cluster_unavailable");
+      const batch = await call(a.url + "/api/batch", {
+        method: "POST",
+        body: { commands: [{ op: "emit", event: "tick", data: { seq: 1003 } }] },
+      });
+      assert.equal(batch.status, 503);
+      assert.equal(batch.body.error.field, "commands[0]", "a batch names the command Redis did not take");
       redis = await startRedis(port);
       await Promise.all(nodes.map((n) => untilReady(n)));
       await sleep(300);
       const accepted = await emit(a, 1001);
       assert.equal(accepted.status, 200);
+      const routedAgain = await call(a.url + "/broadcast/tick", { method: "POST", body: { seq: 1004 } });
+      assert.equal(routedAgain.status, 200);
       const deadline = Date.now() + 3000;
-      while ([onA, onB].some((s) => !s.seqs.includes(1001)) && Date.now() < deadline) await sleep(20);
+      while ([onA, onB].some((s) => !s.seqs.includes(1004)) && Date.now() < deadline) await sleep(20);
       await sleep(200);
       for (const socket of [onA, onB]) {
-        assert.deepEqual(socket.seqs, [1001], "the event answered 503 reached no one");
+        assert.deepEqual(socket.seqs, [1001, 1004], "the calls answered 503 reached no one");
       }
     });
 
