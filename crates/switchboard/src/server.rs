@@ -113,23 +113,42 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let server = server.clone();
-            tokio::spawn(async move {
-                let tls = server.tls.clone();
-                let service = service_fn(move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(RemoteAddr(remote));
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(server.dispatch(request).await) }
-                });
-                match tls {
-                    None => serve_http(TokioIo::new(stream), service, header_read_timeout).await,
-                    Some(tls) => {
+            // Plain and TLS connections are separate tasks: one task holding both would carry
+            // the TLS stream's space on every plain connection while its request is served.
+            match server.tls.clone() {
+                None => {
+                    let service = server.service(remote);
+                    let served = serve_http(TokioIo::new(stream), service, header_read_timeout);
+                    tokio::spawn(served);
+                }
+                Some(tls) => {
+                    let service = server.service(remote);
+                    tokio::spawn(async move {
                         if let Some(stream) = tls.handshake(stream, header_read_timeout).await {
                             serve_http(TokioIo::new(stream), service, header_read_timeout).await;
                         }
-                    }
+                    });
                 }
-            });
+            }
         }
+    }
+
+    /// The hyper service of one connection: routes each request, tagged with the peer's address.
+    fn service(
+        self: Arc<Self>,
+        remote: std::net::SocketAddr,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = HttpResponse,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Send
+    + 'static {
+        service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(RemoteAddr(remote));
+            let server = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(server.dispatch(request).await) }
+        })
     }
 
     async fn dispatch(&self, request: Request<Incoming>) -> HttpResponse {

@@ -33,12 +33,7 @@ fn serialize(socket: &Socket) -> Value {
         .collect();
     query.insert("EIO".into(), json!("4"));
     query.insert("transport".into(), json!(conn.transport().as_str()));
-    let issued = socket
-        .handshake()
-        .issued
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let issued = socket.handshake().issued_ms;
     let address = request
         .headers
         .get("x-forwarded-for")

@@ -528,11 +528,7 @@ impl RedisAdapter {
                     .sockets()
                     .iter()
                     .map(|socket| {
-                        let issued = socket
-                            .handshake()
-                            .issued
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64);
+                        let issued = socket.handshake().issued_ms;
                         json!({
                             "id": socket.id().as_ref(),
                             "handshake": {

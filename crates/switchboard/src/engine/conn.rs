@@ -184,6 +184,9 @@ pub(crate) struct PollingState {
     pub(crate) post_in_flight: AtomicBool,
     /// Signalled when a GET delivered the final close packet.
     pub(crate) final_poll_done: Notify,
+    /// Wakes everyone waiting in [`EngineConn::closed`]: the supervisor and an upgrade under way
+    /// (a session opened on WebSocket is torn down by its connection, which waits for nothing).
+    closed_signal: Notify,
 }
 
 /// One Engine.IO session as the layers above see it.
@@ -195,8 +198,6 @@ pub struct EngineConn {
     max_queued_frames: u32,
     transport: AtomicU8,
     polling: Option<Box<PollingState>>,
-    /// Wakes everyone waiting in [`EngineConn::closed`].
-    closed_signal: Notify,
     protocol: Protocol,
 }
 
@@ -227,7 +228,6 @@ impl EngineConn {
             max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
             transport: AtomicU8::new(transport as u8),
             polling: (transport == TransportKind::Polling).then(Box::default),
-            closed_signal: Notify::new(),
             protocol,
         }
     }
@@ -542,14 +542,23 @@ impl EngineConn {
             }
             self.wake_consumer(&outbox);
         }
-        self.closed_signal.notify_waiters();
+        if let Some(polling) = &self.polling {
+            polling.closed_signal.notify_waiters();
+        }
         true
     }
 
-    /// Resolves once the session is closed, with the reason.
+    /// Resolves once the session is closed, with the reason. Only a session opened on polling
+    /// can be waited for: on one opened on WebSocket this resolves only if it is closed already.
     pub async fn closed(&self) -> CloseReason {
+        let Some(polling) = &self.polling else {
+            return match self.close_reason() {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            };
+        };
         loop {
-            let notified = self.closed_signal.notified();
+            let notified = polling.closed_signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(reason) = self.close_reason() {

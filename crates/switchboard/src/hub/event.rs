@@ -16,7 +16,8 @@ pub struct Handshake {
     /// The CONNECT packet's payload (`auth` in the client); `{}` when it sent none (one shared
     /// empty map: most clients send none, and every socket keeps its handshake).
     pub auth: Arc<Map<String, Value>>,
-    pub issued: SystemTime,
+    /// When the handshake was made, in milliseconds since the Unix epoch.
+    pub issued_ms: u64,
     /// The client asked for connection state recovery (`recover: true` in its auth, taken out
     /// of `auth`), which `[recovery] clients = "on_request"` waits for.
     pub recovery_requested: bool,
@@ -34,7 +35,9 @@ impl Handshake {
         };
         Self {
             auth,
-            issued: SystemTime::now(),
+            issued_ms: SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
             recovery_requested: false,
             parser: super::packets::Parser::Json,
         }

@@ -490,7 +490,7 @@ impl Hub {
         if !limits.rates_events() {
             return Ok(());
         }
-        let verdict = limits.check_event(&mut socket.buckets.lock(), name);
+        let verdict = socket.check_event_rate(limits, name);
         match verdict {
             limits::Verdict::Handle => Ok(()),
             limits::Verdict::Drop => Err(
