@@ -32,3 +32,6 @@ pub mod rules;
 pub mod server;
 pub mod tls;
 pub mod websocket;
+
+#[cfg(test)]
+mod connection_budget;

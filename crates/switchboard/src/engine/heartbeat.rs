@@ -280,3 +280,9 @@ async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats<H>>, engine: Weak<Engi
         }
     }
 }
+
+/// The size of one heartbeat deadline (for the budget in `connection_budget.rs`).
+#[cfg(test)]
+pub(crate) fn due_size<H: EngineHandler>() -> usize {
+    size_of::<Due<H>>()
+}

@@ -505,3 +505,33 @@ fn request_info<B>(
         remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
     }
 }
+
+/// Sizes of what the engine keeps per WebSocket session, each a separate allocation (`Arc`
+/// counts included), as `(what, bytes, how many)`; for the budget in `connection_budget.rs`.
+#[cfg(test)]
+pub(crate) fn session_state_sizes<H: EngineHandler>() -> Vec<(&'static str, usize, usize)> {
+    use crate::connection_budget::ARC_COUNTS;
+    let [connection, socket] = websocket::state_sizes::<H>();
+    vec![
+        (
+            "engine::EngineConn",
+            ARC_COUNTS + size_of::<EngineConn>(),
+            1,
+        ),
+        (
+            "engine::Session",
+            ARC_COUNTS + size_of::<session::Session<H>>(),
+            1,
+        ),
+        ("session id (20 characters)", ARC_COUNTS + 20, 1),
+        (connection.0, ARC_COUNTS + connection.1, 1),
+        (socket.0, ARC_COUNTS + socket.1, 1),
+        // The next ping (and, until it connects, the connect deadline).
+        ("heartbeat deadline", heartbeat::due_size::<H>(), 1),
+        (
+            "engine session map entry",
+            size_of::<(Arc<str>, Arc<session::Session<H>>)>(),
+            1,
+        ),
+    ]
+}

@@ -477,3 +477,12 @@ fn handle_messages<H: EngineHandler>(
         engine.on_packet(session, packet);
     }
 }
+
+/// Sizes of what an open WebSocket connection keeps (for the budget in `connection_budget.rs`).
+#[cfg(test)]
+pub(crate) fn state_sizes<H: EngineHandler>() -> [(&'static str, usize); 2] {
+    [
+        ("engine::websocket::Connection", size_of::<Connection<H>>()),
+        ("websocket::Socket", size_of::<Socket>()),
+    ]
+}

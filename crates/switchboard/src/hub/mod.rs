@@ -775,3 +775,25 @@ fn finish_connect(
     tracing::debug!(sid = %conn.sid(), nsp = %name, socket = %socket.id(), "socket connected");
     namespace.run_connect_handlers(&socket);
 }
+
+/// Sizes of what the hub keeps per client connected to one namespace, each a separate
+/// allocation (`Arc` counts included), as `(what, bytes, how many)`; for the budget in
+/// `connection_budget.rs`.
+#[cfg(test)]
+pub(crate) fn client_state_sizes() -> Vec<(&'static str, usize, usize)> {
+    use crate::connection_budget::ARC_COUNTS;
+    vec![
+        ("hub::Client", ARC_COUNTS + size_of::<Client>(), 1),
+        ("hub::Socket", ARC_COUNTS + size_of::<Socket>(), 1),
+        // Its id and its private id (connection state recovery), 20 characters each.
+        ("socket ids", ARC_COUNTS + 20, 2),
+        // Its own room (its id), in a room list made for two.
+        ("room list", 2 * size_of::<Room>(), 1),
+        ("client's socket list", size_of::<Arc<Socket>>(), 1),
+        (
+            "namespace socket map entry",
+            size_of::<(Arc<str>, Arc<Socket>)>(),
+            1,
+        ),
+    ]
+}
