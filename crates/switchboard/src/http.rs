@@ -159,7 +159,40 @@ pub struct RequestInfo {
     pub query: Box<[(String, String)]>,
     /// Only the headers worth keeping for the session's life (see [`KEPT_HEADERS`]).
     pub headers: KeptHeaders,
-    pub remote_addr: Option<SocketAddr>,
+    pub remote_addr: Option<PeerAddr>,
+}
+
+/// A peer's address as a session keeps it: its IP and port, without what an IPv6
+/// `SocketAddr` adds (flow info, scope id): 20 bytes instead of 32 in every session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr {
+    ip: std::net::IpAddr,
+    port: u16,
+}
+
+impl PeerAddr {
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.ip
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(address: SocketAddr) -> Self {
+        Self {
+            ip: address.ip(),
+            port: address.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
+    }
 }
 
 /// Headers kept from the opening request; the rest are dropped to keep sessions small.

@@ -173,7 +173,12 @@ mod tests {
             headers.insert("x-forwarded-for", value.parse().unwrap());
         }
         RequestInfo {
-            remote_addr: Some(format!("{peer}:5000").parse().unwrap()),
+            remote_addr: Some(
+                format!("{peer}:5000")
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            ),
             headers: KeptHeaders::from_request(&headers),
             ..RequestInfo::default()
         }

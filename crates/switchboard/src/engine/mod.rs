@@ -502,7 +502,7 @@ fn request_info<B>(
     RequestInfo {
         query: query.into_boxed_slice(),
         headers: KeptHeaders::from_request_with(request.headers(), &config.extra_kept_headers),
-        remote_addr: request.extensions().get::<RemoteAddr>().map(|addr| addr.0),
+        remote_addr: (request.extensions().get::<RemoteAddr>()).map(|addr| addr.0.into()),
     }
 }
 

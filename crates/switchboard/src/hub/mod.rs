@@ -787,8 +787,7 @@ pub(crate) fn client_state_sizes() -> Vec<(&'static str, usize, usize)> {
         ("hub::Socket", ARC_COUNTS + size_of::<Socket>(), 1),
         // Its id and its private id (connection state recovery), 20 characters each.
         ("socket ids", ARC_COUNTS + 20, 2),
-        // Its own room (its id), in a room list made for two.
-        ("room list", 2 * size_of::<Room>(), 1),
+        // Its own room (its id) is kept without a list (`RoomSet::One`).
         ("client's socket list", size_of::<Arc<Socket>>(), 1),
         (
             "namespace socket map entry",

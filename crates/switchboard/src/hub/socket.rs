@@ -23,12 +23,31 @@ pub type Room = Arc<str>;
 
 /// The rooms one socket is in, as a sorted list: a socket is in a few rooms (its own and a
 /// handful more), where a hash set would cost several times the memory for the same lookups.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomSet(Vec<Room>);
+/// A socket in its own room only (most of them) keeps it without a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomSet {
+    One(Room),
+    /// Sorted; none, or two and more.
+    Many(Vec<Room>),
+}
+
+impl Default for RoomSet {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
 
 impl RoomSet {
+    fn as_slice(&self) -> &[Room] {
+        match self {
+            Self::One(room) => std::slice::from_ref(room),
+            Self::Many(rooms) => rooms,
+        }
+    }
+
     fn position(&self, room: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|probe| (**probe).cmp(room))
+        self.as_slice()
+            .binary_search_by(|probe| (**probe).cmp(room))
     }
 
     pub fn contains(&self, room: &str) -> bool {
@@ -36,41 +55,51 @@ impl RoomSet {
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// True when it was not in the set yet.
     pub fn insert(&mut self, room: Room) -> bool {
-        match self.position(&room) {
-            Ok(_) => false,
-            Err(at) => {
-                if self.0.capacity() == 0 {
-                    self.0.reserve_exact(2);
-                }
-                self.0.insert(at, room);
-                true
+        let Err(at) = self.position(&room) else {
+            return false;
+        };
+        match self {
+            Self::Many(rooms) if rooms.is_empty() => *self = Self::One(room),
+            Self::Many(rooms) => rooms.insert(at, room),
+            Self::One(first) => {
+                let mut rooms = Vec::with_capacity(2);
+                rooms.push(first.clone());
+                rooms.insert(at, room);
+                *self = Self::Many(rooms);
             }
         }
+        true
     }
 
     /// True when it was in the set.
     pub fn remove(&mut self, room: &str) -> bool {
-        match self.position(room) {
-            Ok(at) => {
-                self.0.remove(at);
-                true
+        let Ok(at) = self.position(room) else {
+            return false;
+        };
+        match self {
+            Self::One(_) => *self = Self::default(),
+            Self::Many(rooms) => {
+                rooms.remove(at);
             }
-            Err(_) => false,
         }
+        true
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Room> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 
     /// Empties the set, handing out its rooms.
     pub fn take(&mut self) -> Vec<Room> {
-        std::mem::take(&mut self.0)
+        match std::mem::take(self) {
+            Self::One(room) => vec![room],
+            Self::Many(rooms) => rooms,
+        }
     }
 }
 
@@ -88,8 +117,8 @@ impl IntoIterator for RoomSet {
     type Item = Room;
     type IntoIter = std::vec::IntoIter<Room>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+    fn into_iter(mut self) -> Self::IntoIter {
+        self.take().into_iter()
     }
 }
 
@@ -474,6 +503,22 @@ impl std::fmt::Debug for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_in_its_own_room_only_keeps_no_list() {
+        let mut rooms = RoomSet::default();
+        assert!(rooms.insert("own".into()));
+        assert!(matches!(rooms, RoomSet::One(_)));
+        assert!(rooms.contains("own") && rooms.len() == 1);
+        assert!(rooms.insert("a".into()));
+        let listed: Vec<&str> = rooms.iter().map(|room| &**room).collect();
+        assert_eq!(listed, ["a", "own"], "sorted once it has two");
+        assert!(rooms.remove("a") && rooms.remove("own"));
+        assert_eq!(rooms.len(), 0);
+        assert!(rooms.insert("z".into()));
+        assert!(rooms.remove("z") && !rooms.contains("z"));
+        assert_eq!(rooms.take(), Vec::<Room>::new());
+    }
 
     #[test]
     fn a_room_set_keeps_each_room_once() {

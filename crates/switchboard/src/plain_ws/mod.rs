@@ -248,7 +248,7 @@ impl PlainWs {
                     .as_ref()
                     .map_or(&[][..], |proxy| proxy.forwarded_headers()),
             ),
-            remote_addr: request.extensions().get::<RemoteAddr>().map(|a| a.0),
+            remote_addr: (request.extensions().get::<RemoteAddr>()).map(|a| a.0.into()),
         };
         let user = match (&self.connect_proxy, self.identify(&info)) {
             (None, Ok(user)) => user,
