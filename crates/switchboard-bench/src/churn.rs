@@ -7,7 +7,6 @@
 //! allocation until they fall due (Switchboard's connect timeout, 45 s by default), and freed
 //! memory is handed back every 10 s.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,8 +50,11 @@ async fn cycle(target: &Target) -> anyhow::Result<()> {
 }
 
 /// The server's live tokio tasks, from its metrics.
-async fn tasks(server: SocketAddr) -> Option<u64> {
-    let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+async fn tasks(target: &Target) -> Option<u64> {
+    let server = target.server;
+    let mut stream = crate::stream::connect(server, None, target.tls.as_ref())
+        .await
+        .ok()?;
     let (_, body) = crate::client::http(&mut stream, &server.to_string(), "GET", "/metrics", b"")
         .await
         .ok()?;
@@ -72,8 +74,7 @@ fn open_fds(pid: u32) -> Option<u64> {
 
 /// The soak; answers its JSON result.
 pub async fn run(
-    server: SocketAddr,
-    path: &str,
+    base: &Target,
     sources: u8,
     workers: usize,
     duration: Duration,
@@ -88,16 +89,12 @@ pub async fn run(
         )
     };
     let (rss_before, fds_before) = level(&probe);
-    let tasks_before = tasks(server).await;
+    let tasks_before = tasks(base).await;
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
     let mut handles = Vec::with_capacity(workers);
     for index in 0..workers {
-        let target = Target {
-            server,
-            source: crate::source_address(index, sources),
-            path: path.to_owned(),
-        };
+        let target = base.with_source(crate::source_address(index, sources));
         let counts = counts.clone();
         handles.push(tokio::spawn(async move {
             while started.elapsed() < duration {
@@ -128,7 +125,7 @@ pub async fn run(
     let settle_started = Instant::now();
     while settle_started.elapsed() < Duration::from_secs(15) {
         let fds = pid.and_then(open_fds);
-        let now_tasks = tasks(server).await;
+        let now_tasks = tasks(base).await;
         if fds <= fds_before && now_tasks <= tasks_before {
             break;
         }
@@ -136,7 +133,7 @@ pub async fn run(
     }
     tokio::time::sleep(settle.saturating_sub(settle_started.elapsed())).await;
     let (rss_after, fds_after) = level(&probe);
-    let tasks_after = tasks(server).await;
+    let tasks_after = tasks(base).await;
     let cycles = counts.cycles.load(Ordering::Relaxed);
     Ok(json!({
         "scenario": "churn", "workers": workers, "seconds": churned,

@@ -1,9 +1,10 @@
 //! One simulated client: the Engine.IO/Socket.IO client handshake (WebSocket-only, or polling
 //! then upgrade), heartbeat answers, and what it measures (latency, loss); plus the HTTP
-//! publisher that plays the backend.
+//! publisher that plays the backend. Every connection goes through `stream::connect`, plain or
+//! TLS as the run was asked.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -11,12 +12,13 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::stream::{Stream, Tls};
 
 /// The CONNECT to `/`, asking for connection state recovery as socket.io-client 4.6+ can
 /// (`auth: { recover: true }`): with `examples/orders.toml` (`[recovery] clients =
@@ -30,11 +32,30 @@ pub fn now_micros() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
+/// Where and how a client connects.
 #[derive(Clone)]
 pub struct Target {
     pub server: SocketAddr,
     pub source: Ipv4Addr,
     pub path: String,
+    /// TLS to the server (`--tls-ca`), or plain TCP.
+    pub tls: Option<Tls>,
+}
+
+impl Target {
+    /// The same server, from another source address.
+    pub fn with_source(&self, source: Ipv4Addr) -> Self {
+        Self {
+            source,
+            ..self.clone()
+        }
+    }
+
+    /// `ws://` or `wss://` and the server's address, for the upgrade request.
+    fn ws_base(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.server)
+    }
 }
 
 /// What a client listens for.
@@ -113,14 +134,10 @@ pub struct Client {
     handle: JoinHandle<Outcome>,
 }
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
 
-async fn tcp(target: &Target) -> anyhow::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(target.source.into(), 0))?;
-    let stream = socket.connect(target.server).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+async fn tcp(target: &Target) -> std::io::Result<Stream> {
+    crate::stream::connect(target.server, Some(target.source), target.tls.as_ref()).await
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -129,7 +146,7 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-async fn read_more(stream: &mut TcpStream, rest: &mut Vec<u8>) -> anyhow::Result<()> {
+async fn read_more(stream: &mut Stream, rest: &mut Vec<u8>) -> anyhow::Result<()> {
     let mut chunk = [0u8; 4096];
     let n = stream.read(&mut chunk).await?;
     if n == 0 {
@@ -141,7 +158,7 @@ async fn read_more(stream: &mut TcpStream, rest: &mut Vec<u8>) -> anyhow::Result
 
 /// A minimal HTTP/1.1 exchange on a kept-alive stream (Content-Length or chunked answers).
 pub async fn http(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     host: &str,
     method: &str,
     path: &str,
@@ -271,8 +288,11 @@ fn msgpack_number(value: &rmpv::Value, key: &str) -> Option<u64> {
 
 /// A WebSocket-only Engine.IO session, its open packet read.
 async fn open_engine_websocket(target: &Target) -> anyhow::Result<Ws> {
-    let host = target.server.to_string();
-    let url = format!("ws://{host}{}?EIO=4&transport=websocket", target.path);
+    let url = format!(
+        "{}{}?EIO=4&transport=websocket",
+        target.ws_base(),
+        target.path
+    );
     let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
     let open = next_text(&mut ws).await?;
     if !open.starts_with('0') {
@@ -301,12 +321,19 @@ async fn open_websocket_msgpack(target: &Target) -> anyhow::Result<Ws> {
 
 /// WebSocket-only: open packet, then CONNECT to `/`.
 pub async fn open_websocket(target: &Target) -> anyhow::Result<Ws> {
+    Ok(open_websocket_with(target, CONNECT).await?.0)
+}
+
+/// WebSocket-only: open packet, then `connect` (a CONNECT packet to `/`); answers the socket and
+/// the server's CONNECT reply (`40{"sid":..}`, with `"pid"` when it keeps the session for
+/// recovery).
+pub async fn open_websocket_with(target: &Target, connect: &str) -> anyhow::Result<(Ws, String)> {
     let mut ws = open_engine_websocket(target).await?;
-    ws.send(Message::text(CONNECT)).await?;
+    ws.send(Message::text(connect)).await?;
     loop {
         let reply = next_text(&mut ws).await?;
         if reply.starts_with("40") {
-            return Ok(ws);
+            return Ok((ws, reply));
         }
         if reply.starts_with("44") {
             bail!("refused: {reply}");
@@ -334,7 +361,8 @@ async fn open_polling_then_upgrade(target: &Target) -> anyhow::Result<Ws> {
         bail!("no CONNECT reply on polling");
     }
     let url = format!(
-        "ws://{host}{}?EIO=4&transport=websocket&sid={sid}",
+        "{}{}?EIO=4&transport=websocket&sid={sid}",
+        target.ws_base(),
         target.path
     );
     let (mut ws, _) = client_async_with_config(url, tcp(target).await?, Some(ws_config())).await?;
@@ -350,7 +378,7 @@ async fn open_polling_then_upgrade(target: &Target) -> anyhow::Result<Ws> {
 }
 
 /// The number after `"key":` in `text`.
-fn number_after(text: &str, key: &str) -> Option<u64> {
+pub fn number_after(text: &str, key: &str) -> Option<u64> {
     let at = text.find(key)? + key.len();
     let digits: String = text[at..]
         .chars()
@@ -517,8 +545,6 @@ pub async fn finish(clients: Vec<Client>, published: u64) -> (Histogram<u64>, u6
 /// The phase channel of the run, so `finish` can stop the clients.
 pub static STOP: OnceLock<watch::Sender<u8>> = OnceLock::new();
 
-/// Plays the backend: POSTs `{"order":{"id","ts"}}` at `rate` per second, `total` times, on one
-/// kept-alive connection. Returns how many calls failed.
 /// What the publisher saw.
 pub struct Published {
     /// Publishes that failed.
@@ -527,45 +553,60 @@ pub struct Published {
     /// so a server slower than the rate holds it back, and that wait is not in the latency
     /// (each message carries the time it was actually sent).
     pub most_behind: Duration,
+    /// Which ids the server accepted (answered 200), by id.
+    pub accepted: Vec<bool>,
 }
 
-pub async fn publish(server: SocketAddr, path: &str, rate: u32, total: u64) -> Published {
+/// Plays the backend: POSTs `{"order":{"id","ts"}}` at `rate` per second, up to `total` times,
+/// on one kept-alive connection (TLS when `tls` is given). Without `stop` it gives up when it
+/// cannot connect again after a failure (the fan-out's server is gone); with `stop` it goes on
+/// failing and reconnecting (a storm's server comes back) until `stop` is set.
+pub async fn publish(
+    server: SocketAddr,
+    tls: Option<&Tls>,
+    path: &str,
+    rate: u32,
+    total: u64,
+    stop: Option<&AtomicBool>,
+) -> Published {
     let host = server.to_string();
-    let Ok(mut stream) = TcpStream::connect(server).await else {
-        return Published {
-            errors: total,
-            most_behind: Duration::ZERO,
-        };
+    let mut published = Published {
+        errors: 0,
+        most_behind: Duration::ZERO,
+        accepted: Vec::new(),
     };
-    let _ = stream.set_nodelay(true);
+    let mut stream = crate::stream::connect(server, None, tls).await.ok();
+    if stream.is_none() && stop.is_none() {
+        published.errors = total;
+        return published;
+    }
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut errors = 0;
-    let mut most_behind = Duration::ZERO;
     for id in 0..total {
-        let due = started + interval * id as u32;
+        let due = started + interval.mul_f64(id as f64);
         tokio::time::sleep_until(due.into()).await;
-        most_behind = most_behind.max(due.elapsed());
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
+        }
+        published.most_behind = published.most_behind.max(due.elapsed());
         let body = format!("{{\"order\":{{\"id\":{id},\"ts\":{}}}}}", now_micros());
-        match http(&mut stream, &host, "POST", path, body.as_bytes()).await {
+        let outcome = match stream.as_mut() {
+            Some(stream) => http(stream, &host, "POST", path, body.as_bytes()).await,
+            None => Err(anyhow::anyhow!("not connected")),
+        };
+        published.accepted.push(matches!(outcome, Ok((200, _))));
+        match outcome {
             Ok((200, _)) => {}
-            Ok(_) => errors += 1,
+            Ok(_) => published.errors += 1,
             Err(_) => {
-                errors += 1;
-                match TcpStream::connect(server).await {
-                    Ok(fresh) => stream = fresh,
-                    Err(_) => {
-                        return Published {
-                            errors: errors + (total - id - 1),
-                            most_behind,
-                        };
-                    }
+                published.errors += 1;
+                stream = crate::stream::connect(server, None, tls).await.ok();
+                if stream.is_none() && stop.is_none() {
+                    published.errors += total - id - 1;
+                    return published;
                 }
             }
         }
     }
-    Published {
-        errors,
-        most_behind,
-    }
+    published
 }

@@ -14,8 +14,13 @@
 //!   descriptors and tasks before and after (they should return to their level).
 //! - `rpc`: every client sends an event with an ack at r/s; ack latency and rate, server CPU per
 //!   event (against a rule's answer or the event proxy's, with `backend` as the backend).
+//! - `storm`: N clients lose their connections at once (cut by the generator, or the server
+//!   restarted) and reconnect, asking for recovery as socket.io-client does; how long until all
+//!   are back, how many recovered, the server's peak memory and CPU, and the latency a group of
+//!   observers sees meanwhile (see `storm.rs`).
 //!
-//! Prints a table, and with `--json` one JSON line for `bench/compare`.
+//! With `--tls-ca` every connection to the server is TLS (`stream.rs`). Prints a table, and with
+//! `--json` one JSON line for `bench/compare`; each carries `"tls"`.
 //!
 //! `floor` is not a scenario but a server: the bare minimum this rig allows (see `floor.rs`),
 //! measured beside the real servers.
@@ -25,8 +30,11 @@ mod client;
 mod floor;
 mod probe;
 mod rpc;
+mod storm;
+mod stream;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +63,12 @@ struct Cli {
     /// Print one JSON line of results.
     #[arg(long, global = true)]
     json: bool,
+    /// Speak TLS to the server, trusting the certificates of this PEM file as roots.
+    #[arg(long, global = true, value_name = "PEM file")]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate is checked for (with `--tls-ca`).
+    #[arg(long, global = true, default_value = "localhost")]
+    tls_name: String,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -131,6 +145,9 @@ enum Scenario {
         #[arg(long, default_value = "rpc")]
         event: String,
     },
+    /// N clients lose their connections at once and reconnect (recovering when the server can):
+    /// time until all are back, server peak memory and CPU, observers' latency meanwhile.
+    Storm(storm::StormArgs),
     /// Runs the minimal HTTP backend the event proxy is measured against.
     Backend {
         #[arg(long, default_value = "127.0.0.1:4100")]
@@ -147,9 +164,22 @@ fn source_address(index: usize, sources: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + (index % usize::from(sources.max(1))) as u8)
 }
 
+impl Cli {
+    /// Where client `index` connects from and to.
+    fn target(&self, index: usize, tls: Option<&stream::Tls>) -> Target {
+        Target {
+            server: self.server,
+            source: source_address(index, self.sources),
+            path: self.path.clone(),
+            tls: tls.cloned(),
+        }
+    }
+}
+
 /// Opens `count` clients (WebSocket, in the room the server puts them in), `concurrency` at once.
 async fn open_clients(
     cli: &Cli,
+    tls: Option<&stream::Tls>,
     count: usize,
     expect: Expect,
     counters: &Arc<client::Counters>,
@@ -160,11 +190,7 @@ async fn open_clients(
     let started = Instant::now();
     for index in 0..count {
         let permit = semaphore.clone().acquire_owned().await?;
-        let target = Target {
-            server: cli.server,
-            source: source_address(index, cli.sources),
-            path: cli.path.clone(),
-        };
+        let target = cli.target(index, tls);
         let counters = counters.clone();
         let expect = expect.clone();
         handles.push(tokio::spawn(async move {
@@ -230,20 +256,25 @@ fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let tls = match &cli.tls_ca {
+        Some(ca) => Some(stream::Tls::load(ca, &cli.tls_name)?),
+        None => None,
+    };
+    let tls = tls.as_ref();
     let probe = cli.server_pid.map(probe::Process::new);
     let counters = Arc::new(client::Counters::default());
     let _ = client::STOP.set(counters.phase.clone());
     let result = match cli.scenario.clone() {
         Scenario::Floor { listen } => return floor::run(listen).await,
         Scenario::Backend { listen } => return rpc::backend(listen).await,
+        Scenario::Storm(args) => storm::run(&cli, tls, &args).await?,
         Scenario::Churn {
             workers,
             duration_secs,
             settle_secs,
         } => {
             churn::run(
-                cli.server,
-                &cli.path,
+                &cli.target(0, tls),
                 cli.sources,
                 workers,
                 Duration::from_secs(duration_secs),
@@ -264,11 +295,7 @@ async fn main() -> anyhow::Result<()> {
             let start = Arc::new(tokio::sync::Barrier::new(clients + 1));
             let mut handles = Vec::with_capacity(clients);
             for index in 0..clients {
-                let target = Target {
-                    server: cli.server,
-                    source: source_address(index, cli.sources),
-                    path: cli.path.clone(),
-                };
+                let target = cli.target(index, tls);
                 // Each client starts at its own point of the period (golden-ratio spread).
                 let offset = period.mul_f64((index as f64 * 0.618_033_988_75).fract());
                 handles.push(tokio::spawn(rpc::client(
@@ -310,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Idle { clients, hold_secs } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
-            let open = open_clients(&cli, clients, Expect::Nothing, &counters, 0.0).await?;
+            let open = open_clients(&cli, tls, clients, Expect::Nothing, &counters, 0.0).await?;
             tokio::time::sleep(Duration::from_secs(hold_secs)).await;
             let after = probe.as_ref().and_then(|p| p.rss_kib());
             let per_connection = match (before, after) {
@@ -335,14 +362,21 @@ async fn main() -> anyhow::Result<()> {
             msgpack_share,
         } => {
             let expect = Expect::Event("order_created".into());
-            let open = open_clients(&cli, clients, expect, &counters, msgpack_share).await?;
+            let open = open_clients(&cli, tls, clients, expect, &counters, msgpack_share).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let total = u64::from(rate) * duration_secs;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
             let publisher = publish_to.unwrap_or(cli.server);
-            let published =
-                client::publish(publisher, "/broadcast/order-created", rate, total).await;
+            let published = client::publish(
+                publisher,
+                tls,
+                "/broadcast/order-created",
+                rate,
+                total,
+                None,
+            )
+            .await;
             let expected = total * open.len() as u64;
             let (elapsed, cpu) =
                 drain(&counters, expected, started, probe.as_ref(), cpu_before).await;
@@ -372,7 +406,7 @@ async fn main() -> anyhow::Result<()> {
                 burst,
                 duration: Duration::from_secs(duration_secs),
             };
-            let open = open_clients(&cli, clients, expect, &counters, 0.0).await?;
+            let open = open_clients(&cli, tls, clients, expect, &counters, 0.0).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
@@ -405,11 +439,7 @@ async fn main() -> anyhow::Result<()> {
             let mut handles = Vec::with_capacity(clients);
             for index in 0..clients {
                 let permit = semaphore.clone().acquire_owned().await?;
-                let target = Target {
-                    server: cli.server,
-                    source: source_address(index, cli.sources),
-                    path: cli.path.clone(),
-                };
+                let target = cli.target(index, tls);
                 let counters = counters.clone();
                 let errors = errors.clone();
                 handles.push(tokio::spawn(async move {
@@ -446,6 +476,10 @@ async fn main() -> anyhow::Result<()> {
             })
         }
     };
+    let mut result = result;
+    if let Some(fields) = result.as_object_mut() {
+        fields.insert("tls".into(), json!(tls.is_some()));
+    }
     if cli.json {
         println!("{result}");
     } else {
