@@ -207,11 +207,13 @@ impl Session {
         let Some(pid) = &self.pid else {
             return r#"40{"recover":true}"#.to_owned();
         };
+        // Inserted in key order: the same text whether or not serde_json keeps insertion order
+        // (it does when built with the server's `preserve_order` in the workspace).
         let mut auth = serde_json::Map::new();
-        auth.insert("pid".into(), pid.clone().into());
         if let Some(offset) = last_string_argument(&self.last_event) {
             auth.insert("offset".into(), offset.into());
         }
+        auth.insert("pid".into(), pid.clone().into());
         auth.insert("recover".into(), true.into());
         format!("40{}", Value::Object(auth))
     }

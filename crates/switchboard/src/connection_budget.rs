@@ -8,9 +8,6 @@
 use crate::hub::Hub;
 use std::sync::Arc;
 
-/// Bytes an `Arc` adds to its value: the two counts.
-pub(crate) const ARC_COUNTS: usize = 16;
-
 /// The recorded budget of each per-connection allocation, in bytes (x86_64), `Arc` counts
 /// included.
 const BUDGET: &[(&str, usize)] = &[

@@ -585,11 +585,15 @@ impl Namespace {
         };
         let socket = Arc::new(Socket::new(
             SocketStart {
-                // Random for every client. A socket.io v2 client derives an id of its own from
-                // the session id (`sid`, `/nsp#sid`), as the reference server leaves it: using
-                // it here would publish the session id, which is all it takes to speak for the
-                // session, wherever a socket id is shown.
-                id: crate::engine::new_id(),
+                // Random for every client (derived from its random pid when it has one). A
+                // socket.io v2 client derives an id of its own from the session id (`sid`,
+                // `/nsp#sid`), as the reference server leaves it: using it here would publish
+                // the session id, which is all it takes to speak for the session, wherever a
+                // socket id is shown.
+                id: match &pid {
+                    Some(pid) => super::recovery::socket_id_for(pid),
+                    None => crate::engine::new_id(),
+                },
                 pid,
                 recovered: false,
                 connected_seq,
@@ -676,6 +680,7 @@ impl Namespace {
         offset: Option<&str>,
     ) -> Option<Arc<Socket>> {
         let recovery = self.recovery.get()?;
+        self.end_stale_transport(conn, pid);
         let mut history = recovery.lock();
         let session = history.take(pid)?;
         let after = match offset {
@@ -687,6 +692,28 @@ impl Namespace {
         drop(history);
         self.announce_joined(&socket, &joined);
         Some(socket)
+    }
+
+    /// A client back with its pid before this node noticed its old transport end (thousands
+    /// reconnecting at once, a half-open connection): the socket still connected under that pid
+    /// is disconnected as if its transport had closed, which saves its session for the restore
+    /// that follows, and the stale transport is closed. Only the holder of the pid, a secret
+    /// given to that client alone, can do this; socket.io-client sends it only once it has lost
+    /// its connection.
+    fn end_stale_transport(&self, conn: &Arc<EngineConn>, pid: &str) {
+        let Some(stale) = self.socket(&super::recovery::socket_id_for(pid)) else {
+            return;
+        };
+        let presented = stale
+            .pid()
+            .is_some_and(|own| super::recovery::same_secret(own, pid));
+        if !presented || Arc::ptr_eq(stale.conn(), conn) {
+            return;
+        }
+        tracing::debug!(nsp = %self.name, socket = %stale.id(), "its client is back on a new transport; closing the old one");
+        let closed = crate::engine::CloseReason::TransportClose;
+        self.remove_socket(&stale, DisconnectReason::Engine(closed));
+        stale.conn().close(closed);
     }
 
     /// Restores `session`: `earlier` (events read back from the shared log), then what this

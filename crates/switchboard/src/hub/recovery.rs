@@ -54,6 +54,26 @@ pub fn offset_text(seq: u64) -> String {
 }
 
 /// An offset a client (or a backend) gave back: a counter or a stream entry id.
+/// The socket id of a socket with private id `pid`: derived from it (the first 15 bytes of its
+/// SHA-256, base64url, 20 characters, as random as a fresh id), so that a client presenting its
+/// pid names the socket it had, and the socket can be found even while its old transport is
+/// still open; the pid cannot be derived from the id, which is public.
+pub fn socket_id_for(pid: &str) -> Arc<str> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(pid.as_bytes());
+    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..15]))
+}
+
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
+            == 0
+}
+
 pub fn parse_offset(text: &str) -> Option<u64> {
     if text.contains('-') {
         log_seq(text)
