@@ -144,6 +144,8 @@ describe("recovery", () => {
     assert.equal(after.status, 200);
     await sleep(100);
     assert.deepEqual(gotBack.map((g) => g.n), ["meanwhile", "after"]);
+    const metrics = (await call(`${srv.url}/metrics`)).body;
+    assert.match(metrics, /switchboard_recovery_stale_transports_closed_total\{namespace="\/"\} 1\b/);
     back.disconnect();
   });
 

@@ -75,6 +75,8 @@ pub struct Metrics {
     rooms: Family<NamespaceLabel, Gauge>,
     /// Sessions kept for connection state recovery, by namespace.
     recovery_sessions: Family<NamespaceLabel, Gauge>,
+    /// Clients back with their pid before their old transport's end was noticed, by namespace.
+    recovery_stale_transports: Family<NamespaceLabel, Counter>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
     /// On a node of a cluster: linked to Redis now (1) or not (0).
@@ -118,6 +120,12 @@ impl Metrics {
             "recovery_sessions_saved",
             "Sessions kept for connection state recovery (dropped clients that may come back), by namespace",
             recovery_sessions.clone(),
+        );
+        let recovery_stale_transports = Family::<NamespaceLabel, Counter>::default();
+        registry.register(
+            "recovery_stale_transports_closed",
+            "Clients back with their session id before their old transport's end was noticed: the old transport closed, the session recovered; by namespace",
+            recovery_stale_transports.clone(),
         );
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
@@ -302,6 +310,7 @@ impl Metrics {
             sockets,
             rooms,
             recovery_sessions,
+            recovery_stale_transports,
             emits,
             api_requests,
             cluster_connected,
@@ -408,6 +417,12 @@ impl Metrics {
                 self.recovery_sessions
                     .get_or_create(&label)
                     .set(namespace.saved_sessions() as i64);
+                let closed = self.recovery_stale_transports.get_or_create(&label);
+                closed.inc_by(
+                    namespace
+                        .stale_transports_closed()
+                        .saturating_sub(closed.get()),
+                );
             }
             self.rooms
                 .get_or_create(&label)

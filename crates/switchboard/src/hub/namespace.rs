@@ -81,6 +81,9 @@ pub struct Namespace {
     /// from the shared store): a second CONNECT meanwhile is dropped.
     waiting: Mutex<std::collections::HashSet<Arc<str>>>,
     limits: Arc<super::limits::HubLimits>,
+    /// Clients back with their pid before their old transport's end was noticed (see
+    /// [`Namespace::end_stale_transport`]).
+    stale_transports_closed: std::sync::atomic::AtomicU64,
 }
 
 impl Namespace {
@@ -108,6 +111,7 @@ impl Namespace {
             gate: OnceLock::new(),
             waiting: Mutex::new(Default::default()),
             limits,
+            stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -277,6 +281,11 @@ impl Namespace {
 
     pub(crate) fn recovery_config(&self) -> Option<RecoveryConfig> {
         self.recovery.get().map(|r| r.lock().config.clone())
+    }
+
+    /// How many clients came back with their pid before their old transport's end was noticed.
+    pub fn stale_transports_closed(&self) -> u64 {
+        (self.stale_transports_closed).load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sessions saved for recovery right now.
@@ -712,6 +721,7 @@ impl Namespace {
         }
         tracing::debug!(nsp = %self.name, socket = %stale.id(), "its client is back on a new transport; closing the old one");
         let closed = crate::engine::CloseReason::TransportClose;
+        (self.stale_transports_closed).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.remove_socket(&stale, DisconnectReason::Engine(closed));
         stale.conn().close(closed);
     }
