@@ -521,7 +521,11 @@ mod tests {
         let listed: Vec<&str> = rooms.iter().map(|room| &**room).collect();
         assert_eq!(listed, ["a", "own"], "sorted once it has two");
         assert!(rooms.remove("a"));
-        assert_eq!(rooms, RoomSet::One("own".into()), "the same set, kept either way");
+        assert_eq!(
+            rooms,
+            RoomSet::One("own".into()),
+            "the same set, kept either way"
+        );
         assert!(rooms.remove("own"));
         assert_eq!(rooms.len(), 0);
         assert!(rooms.insert("z".into()));
