@@ -152,6 +152,17 @@ impl KeptHeaders {
     }
 }
 
+/// Whether a secret a request presented (an API key, a session's private id) is the expected
+/// one, in a time that does not depend on where they differ.
+pub fn same_secret(expected: &str, presented: &str) -> bool {
+    expected.len() == presented.len()
+        && expected
+            .bytes()
+            .zip(presented.bytes())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+}
+
 /// The parts of the opening HTTP request that the layers above may need (auth, templates).
 #[derive(Debug, Default)]
 pub struct RequestInfo {

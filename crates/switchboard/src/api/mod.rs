@@ -158,16 +158,6 @@ impl HttpService for ApiService {
     }
 }
 
-fn key_matches(expected: &str, presented: &str) -> bool {
-    // Compare in time independent of where the first difference is.
-    expected.len() == presented.len()
-        && expected
-            .bytes()
-            .zip(presented.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// The API key a request presents (`Authorization: Bearer <key>`), or "".
 fn presented_key(request: &Request) -> &str {
     request
@@ -224,7 +214,10 @@ pub async fn authorize(
         }
     } else {
         let presented = presented_key(&request);
-        if !keys.iter().any(|key| key_matches(key, presented)) {
+        if !keys
+            .iter()
+            .any(|key| crate::http::same_secret(key, presented))
+        {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

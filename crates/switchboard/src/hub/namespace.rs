@@ -715,7 +715,7 @@ impl Namespace {
         };
         let presented = stale
             .pid()
-            .is_some_and(|own| super::recovery::same_secret(own, pid));
+            .is_some_and(|own| crate::http::same_secret(own, pid));
         if !presented || Arc::ptr_eq(stale.conn(), conn) {
             return;
         }

@@ -65,15 +65,6 @@ pub fn socket_id_for(pid: &str) -> Arc<str> {
     Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..15]))
 }
 
-/// Whether two secrets are equal, in a time that does not depend on where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
-            == 0
-}
-
 pub fn parse_offset(text: &str) -> Option<u64> {
     if text.contains('-') {
         log_seq(text)
