@@ -115,14 +115,14 @@ impl Server {
             let server = server.clone();
             // Plain and TLS connections are separate tasks: one task holding both would carry
             // the TLS stream's space on every plain connection while its request is served.
-            match server.tls.clone() {
+            let tls = server.tls.clone();
+            let service = server.service(remote);
+            match tls {
                 None => {
-                    let service = server.service(remote);
                     let served = serve_http(TokioIo::new(stream), service, header_read_timeout);
                     tokio::spawn(served);
                 }
                 Some(tls) => {
-                    let service = server.service(remote);
                     tokio::spawn(async move {
                         if let Some(stream) = tls.handshake(stream, header_read_timeout).await {
                             serve_http(TokioIo::new(stream), service, header_read_timeout).await;
