@@ -6,7 +6,10 @@
 //! Shutdown, in order: `/ready` turns false and new Socket.IO sessions are refused (503); every
 //! client transport is closed as "server shutting down" (queued packets flushed first), which
 //! official clients treat as a transport close and reconnect from (to another node when there is
-//! one); we wait for that flush up to `server.shutdown_timeout`; then stop accepting and return.
+//! one); we wait for that flush up to `server.shutdown_timeout`; the cluster is told this node
+//! leaves (or, on a node of its own, users whose last connection closed go offline at once);
+//! then the one shutdown signal ends every long-lived task, the webhook sender after sending
+//! what is queued (within what is left of the timeout); then stop accepting and return.
 
 use std::future::Future;
 use std::path::Path;
@@ -15,17 +18,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
 use crate::backend::{self, Backend, TOKEN_EXPIRY_KEY};
-use crate::cluster::redis::{RedisAdapter, RedisSettings, StreamSettings};
+use crate::cluster::driver::Driver;
+use crate::cluster::node::{ClusterNode, NodeSettings};
+use crate::cluster::redis::{RedisDriver, StreamSettings};
 use crate::config::{AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
 use crate::forward::{NodeLookup, SessionForwarder};
 use crate::hub::limits::HubLimits;
-use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine, reads};
+use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine};
 use crate::metrics::Metrics;
 use crate::plain_ws::PlainWs;
 use crate::rules;
@@ -67,12 +73,14 @@ pub struct App {
     engine: Arc<SocketEngine>,
     server: Server,
     /// The backend's proxies, webhooks and token watch, kept for the server's life.
-    _backend: Backend,
+    backend: Backend,
     /// Serving TLS: the certificate (reloaded on SIGHUP), or why it could not be loaded (the
     /// server then refuses to start rather than serve in the clear).
     tls: Result<Option<Arc<Tls>>, String>,
-    /// The Redis adapter, told where this node listens once it does.
-    cluster: Option<Arc<RedisAdapter>>,
+    /// This node's side of the cluster, told where this node listens once it does.
+    cluster: Option<Arc<ClusterNode>>,
+    /// The one shutdown signal every long-lived task of the server ends on.
+    shutdown: CancellationToken,
 }
 
 impl App {
@@ -123,26 +131,30 @@ impl App {
                 namespace.on(event.clone(), presence::answer_room_query);
             }
         }
+        let shutdown = CancellationToken::new();
         let cluster = config.cluster.redis_url.as_ref().and_then(|url| {
-            let settings = RedisSettings {
-                url: url.clone(),
+            let settings = NodeSettings {
                 key: config.cluster.key.clone(),
                 request_timeout: config.cluster.request_timeout.0,
                 node_timeout: config.cluster.node_timeout.0,
-                streams: (config.cluster.adapter == crate::config::AdapterKind::Streams).then(
-                    || StreamSettings {
+                session_prefix: config.cluster.session_key_prefix.clone(),
+            };
+            let stream =
+                (config.cluster.adapter == crate::config::AdapterKind::Streams).then(|| {
+                    StreamSettings {
                         name: config.cluster.stream_name.clone(),
                         max_len: config.cluster.stream_max_len,
-                        session_prefix: config.cluster.session_key_prefix.clone(),
-                    },
-                ),
-            };
+                    }
+                });
             // The URL was validated when the config loaded.
-            let adapter = RedisAdapter::start(settings, &hub)
-                .map_err(|e| tracing::error!("cluster: {e}"))
-                .ok()?;
-            let _ = hub.join_cluster(adapter.clone());
-            Some(adapter)
+            let node = ClusterNode::start(settings, &hub, shutdown.clone(), |incoming| {
+                RedisDriver::start(url, stream, incoming, shutdown.clone())
+                    .map(|driver| driver as Arc<dyn Driver>)
+            })
+            .map_err(|e| tracing::error!("cluster: {e}"))
+            .ok()?;
+            let _ = hub.join_cluster(node.clone());
+            Some(node)
         });
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
@@ -169,11 +181,11 @@ impl App {
         let state = AppState::new(hub, metrics, config.clone());
         if let Some(cluster) = &cluster {
             let answering = Arc::downgrade(&state);
-            cluster.answer_with(Arc::new(move |question| {
+            cluster.stats_from(Arc::new(move || {
                 answering
                     .upgrade()
                     .map_or(serde_json::Value::Null, |state| {
-                        reads::answer(&state.hub, question, || state.metrics.stats_snapshot())
+                        state.metrics.stats_snapshot()
                     })
             }));
         }
@@ -198,11 +210,17 @@ impl App {
         };
         // The config was checked when it loaded; a hand-built one the backend part cannot start
         // from runs without it.
-        let backend = Backend::start(&config, &state.hub, &state.metrics, verifier.as_ref())
-            .unwrap_or_else(|error| {
-                tracing::error!("backend: {error}");
-                Backend::default()
-            });
+        let backend = Backend::start(
+            &config,
+            &state.hub,
+            &state.metrics,
+            verifier.as_ref(),
+            &shutdown,
+        )
+        .unwrap_or_else(|error| {
+            tracing::error!("backend: {error}");
+            Backend::default()
+        });
         let router = api::router(state.clone(), &routes);
         let tls = if config.tls.configured() {
             Tls::load(&config.tls, state.metrics.tls_counters())
@@ -261,9 +279,10 @@ impl App {
             state,
             engine,
             server,
-            _backend: backend,
+            backend,
             tls,
             cluster,
+            shutdown,
         }
     }
 
@@ -277,7 +296,10 @@ impl App {
         let engine = self.engine;
         let config = state.config.clone();
         let tls = self.tls.map_err(std::io::Error::other)?;
-        let reloading = tls.map(|tls| tokio::spawn(reload_on_hangup(tls)));
+        let shutdown_signal = self.shutdown.clone();
+        if let Some(tls) = tls {
+            spawn_until(&shutdown_signal, reload_on_hangup(tls));
+        }
         if config.api.enabled && config.api.keys.is_empty() {
             tracing::warn!(
                 "no API key configured: the HTTP API answers loopback callers only \
@@ -289,11 +311,14 @@ impl App {
                 .advertise(config.cluster.advertise_address.as_deref(), listening)
                 .await;
         }
-        let stats = tokio::spawn(log_stats(
-            state.clone(),
-            engine.clone(),
-            config.server.stats_interval.0,
-        ));
+        spawn_until(
+            &shutdown_signal,
+            log_stats(
+                state.clone(),
+                engine.clone(),
+                config.server.stats_interval.0,
+            ),
+        );
         let (stop_accepting, accept_stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(self.server.serve(listener, async {
             let _ = accept_stopped.await;
@@ -305,6 +330,7 @@ impl App {
         engine.begin_drain();
         engine.close_all(CloseReason::ServerShutdown);
         let timeout = config.server.shutdown_timeout.0;
+        let began = tokio::time::Instant::now();
         let drained = tokio::time::timeout(timeout, async {
             while !engine.is_drained() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -318,19 +344,47 @@ impl App {
                 "shutdown timeout reached with messages still queued"
             );
         }
-        if let Some(cluster) = state.hub.cluster() {
-            // The other nodes forget this one's users now, not when it has been silent a while.
-            cluster.leave().await;
+        match state.hub.cluster() {
+            // The other nodes forget this one's users now, not when it has been silent a while
+            // (and announce them offline unless they came back elsewhere).
+            Some(cluster) => cluster.leave().await,
+            // On a node of its own no one else will say its users went offline: now, not after
+            // the grace period.
+            None => state.hub.presence().end_grace(),
         }
-        stats.abort();
-        if let Some(reloading) = reloading {
-            reloading.abort();
+        // The one signal: every long-lived task ends on it; the webhook sender first sends
+        // what is queued (the events of this shutdown included), within the shutdown timeout.
+        shutdown_signal.cancel();
+        if let Some(webhooks) = &self.backend.webhooks {
+            let left = timeout
+                .saturating_sub(began.elapsed())
+                .max(Duration::from_secs(1));
+            if tokio::time::timeout(left, webhooks.finished())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    ?timeout,
+                    "shutdown timeout reached with webhooks still queued"
+                );
+            }
         }
         let _ = stop_accepting.send(());
         serving.await.map_err(std::io::Error::other)??;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Runs `task` until it ends or the shutdown signal comes.
+fn spawn_until(shutdown: &CancellationToken, task: impl Future<Output = ()> + Send + 'static) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = task => {}
+        }
+    });
 }
 
 /// Presence wired into Socket.IO: events to presence rooms, and the room query event.

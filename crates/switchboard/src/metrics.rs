@@ -86,6 +86,8 @@ pub struct Metrics {
     cluster_dropped: Gauge,
     /// On a node of a cluster: other nodes taken for dead (silent past node_timeout).
     cluster_nodes_expired: Gauge,
+    /// On a node of a cluster: other nodes it knows to be up (heard within node_timeout).
+    cluster_nodes_up: Gauge,
     /// On the streams adapter: sessions this node took from Redis (saved by another node).
     cluster_shared_sessions_taken: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
@@ -132,6 +134,7 @@ impl Metrics {
         let cluster_connected = Gauge::default();
         let cluster_dropped = Gauge::default();
         let cluster_nodes_expired = Gauge::default();
+        let cluster_nodes_up = Gauge::default();
         let cluster_shared_sessions_taken = Gauge::default();
         let proxy_calls = Family::<ProxyLabel, Counter>::default();
         let proxy_latency =
@@ -210,7 +213,7 @@ impl Metrics {
         if hub.cluster().is_some() {
             registry.register(
                 "cluster_connected",
-                "1 while this node is linked to the cluster's Redis, 0 while it is not",
+                "1 while this node is linked to the cluster's engine (Redis), 0 while it is not",
                 cluster_connected.clone(),
             );
             registry.register(
@@ -222,6 +225,11 @@ impl Metrics {
                 "cluster_nodes_expired",
                 "Other nodes taken for dead since start: silent past cluster.node_timeout (killed or cut off), their users set offline",
                 cluster_nodes_expired.clone(),
+            );
+            registry.register(
+                "cluster_nodes_up",
+                "Other nodes this node knows to be up: heard from within cluster.node_timeout",
+                cluster_nodes_up.clone(),
             );
             registry.register(
                 "cluster_shared_sessions_taken",
@@ -316,6 +324,7 @@ impl Metrics {
             cluster_connected,
             cluster_dropped,
             cluster_nodes_expired,
+            cluster_nodes_up,
             cluster_shared_sessions_taken,
             proxy_calls,
             proxy_latency,
@@ -431,12 +440,14 @@ impl Metrics {
         if let Some(cluster) = hub.cluster() {
             self.cluster_connected
                 .set(i64::from(cluster.is_connected()));
-            self.cluster_dropped
-                .set(i64::try_from(cluster.dropped()).unwrap_or(i64::MAX));
+            let counters = cluster.counters();
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.cluster_dropped.set(gauge(counters.dropped));
             self.cluster_nodes_expired
-                .set(i64::try_from(cluster.nodes_expired()).unwrap_or(i64::MAX));
+                .set(gauge(counters.nodes_expired));
+            self.cluster_nodes_up.set(gauge(counters.nodes_up));
             self.cluster_shared_sessions_taken
-                .set(i64::try_from(cluster.shared_sessions_taken()).unwrap_or(i64::MAX));
+                .set(gauge(counters.shared_sessions_taken));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

@@ -32,10 +32,11 @@ pub use error::{ApiError, ApiJson, BodyLimit, parse_json};
 
 use crate::config::Config;
 use crate::http::{HttpResponse, HttpService, RemoteAddr, ResponseFuture};
+use crate::hub::Hub;
 use crate::hub::operations::{
     self, BatchRequest, DisconnectRequest, EmitRequest, MembershipRequest, Prepared,
 };
-use crate::hub::{Hub, reads};
+use crate::hub::reads::{self, Question};
 use crate::metrics::{Metrics, StatusLabel};
 use crate::rate::{Rate, Tokens};
 use crate::rules::CompiledRoute;
@@ -342,7 +343,9 @@ async fn rooms(
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
     let mine = reads::local_rooms(&namespace);
-    let question = json!({ "kind": "rooms", "namespace": namespace.name() });
+    let question = Question::Rooms {
+        namespace: namespace.name().to_owned(),
+    };
     let rooms = reads::merge_rooms(mine, &reads::others(&state.hub, question).await);
     Ok(axum::Json(
         json!({ "namespace": namespace.name(), "rooms": rooms }),
@@ -356,7 +359,10 @@ async fn room(
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
     let mine = reads::local_room_members(&namespace, &room);
-    let question = json!({ "kind": "room", "namespace": namespace.name(), "room": room });
+    let question = Question::Room {
+        namespace: namespace.name().to_owned(),
+        room: room.clone(),
+    };
     let sockets = reads::merge_members(mine, &reads::others(&state.hub, question).await);
     Ok(axum::Json(json!({
         "namespace": namespace.name(),
@@ -424,7 +430,8 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
 
 async fn user(State(state): State<Arc<AppState>>, Path(user): Path<String>) -> axum::Json<Value> {
     let (online, connections) = state.hub.presence().user(&user);
-    let answers = reads::others(&state.hub, json!({ "kind": "user", "user": user })).await;
+    let question = Question::User { user: user.clone() };
+    let answers = reads::others(&state.hub, question).await;
     let (online, connections) = reads::merge_user(online, connections, &answers);
     axum::Json(json!({ "user": user, "online": online, "connections": connections }))
 }
@@ -436,7 +443,10 @@ async fn room_presence(
 ) -> ApiResult {
     let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
     let mine = reads::room_users(&namespace, &room);
-    let question = json!({ "kind": "room_users", "namespace": namespace.name(), "room": room });
+    let question = Question::RoomUsers {
+        namespace: namespace.name().to_owned(),
+        room: room.clone(),
+    };
     let mut answer = reads::merge_room_users(mine, &reads::others(&state.hub, question).await);
     answer["namespace"] = json!(namespace.name());
     Ok(axum::Json(answer))
@@ -445,7 +455,7 @@ async fn room_presence(
 async fn stats(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
     let mut stats = state.metrics.stats_snapshot();
     if state.hub.cluster().is_some() {
-        let answers = reads::others(&state.hub, json!({ "kind": "stats" })).await;
+        let answers = reads::others(&state.hub, Question::Stats).await;
         stats["cluster"] = reads::cluster_totals(&state.hub, &stats, &answers);
     }
     axum::Json(stats)

@@ -76,6 +76,7 @@ impl Backend {
         hub: &Arc<Hub>,
         metrics: &Arc<Metrics>,
         verifier: Option<&Arc<Verifier>>,
+        shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Self, String> {
         let wanted = config.proxy.connect.is_some()
             || !config.proxy.events.is_empty()
@@ -115,7 +116,13 @@ impl Backend {
             }
             backend.events = Some(proxy);
         }
-        backend.webhooks = Webhooks::start(&config.webhooks, client.clone(), hub, metrics.clone())?;
+        backend.webhooks = Webhooks::start(
+            &config.webhooks,
+            client.clone(),
+            hub,
+            metrics.clone(),
+            shutdown.clone(),
+        )?;
         if let (Some(verifier), true) = (verifier, config.auth.enforce_expiry) {
             let namespaces: Vec<String> = config
                 .namespace_names()

@@ -13,6 +13,10 @@
 //! out one at a time, in order. Event ids are unique, so a receiver can drop a batch it got
 //! twice (an answer lost after it was processed).
 //!
+//! On shutdown (the server's one signal) the sender stops waiting to fill a batch and sends what
+//! is queued, the events shutdown itself caused included (`socket_disconnected`, and on a node
+//! of its own `user_offline`); the server waits for that up to `server.shutdown_timeout`.
+//!
 //! In a cluster every event is sent by one node: the one where it happened (a socket lives on
 //! one node) or, for users, the node presence announces the change on. Rooms occupied and
 //! vacated are this node's view of its own members.
@@ -24,7 +28,8 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::client::{BackendClient, CallHeaders};
 use crate::clock::now_millis;
@@ -42,6 +47,8 @@ pub struct Webhooks {
     node: String,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    /// True once the sender has ended (after shutdown, with the queue sent).
+    finished: watch::Receiver<bool>,
 }
 
 /// Which event types are sent.
@@ -80,6 +87,7 @@ impl Webhooks {
         client: BackendClient,
         hub: &Arc<Hub>,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Result<Option<Arc<Self>>, String> {
         let Some(url) = &settings.url else {
             return Ok(None);
@@ -116,7 +124,11 @@ impl Webhooks {
         let (queue, events) = mpsc::channel(settings.queue);
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "webhooks need a tokio runtime".to_owned())?;
-        runtime.spawn(sender.run(events));
+        let (finish, finished) = watch::channel(false);
+        runtime.spawn(async move {
+            sender.run(events, shutdown).await;
+            let _ = finish.send(true);
+        });
         let webhooks = Arc::new(Self {
             queue,
             wanted,
@@ -124,6 +136,7 @@ impl Webhooks {
             node: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(0),
             metrics,
+            finished,
         });
         hub.observe(webhooks.clone());
         if webhooks.wanted.user_online || webhooks.wanted.user_offline {
@@ -162,6 +175,13 @@ impl Webhooks {
             }
         }
         Ok(Some(webhooks))
+    }
+
+    /// Resolves once the sender has ended: after the shutdown signal, with what was queued
+    /// sent (or dropped after its last attempt).
+    pub async fn finished(&self) {
+        let mut finished = self.finished.clone();
+        let _ = finished.wait_for(|done| *done).await;
     }
 
     /// Queues one event; a full queue drops it (counted).
@@ -244,15 +264,44 @@ impl HubObserver for Webhooks {
 }
 
 impl Sender {
-    async fn run(self, mut events: mpsc::Receiver<Value>) {
-        while let Some(first) = events.recv().await {
+    /// Sends batches until the shutdown signal, then what is queued, and ends.
+    async fn run(self, mut events: mpsc::Receiver<Value>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                event = events.recv() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => break,
+            };
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.batch_wait;
             while batch.len() < self.batch_max {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
+                let next = tokio::select! {
+                    biased;
+                    next = tokio::time::timeout_at(deadline, events.recv()) => next,
+                    // Shutting down: no more waiting for a fuller batch.
+                    _ = shutdown.cancelled() => break,
+                };
+                match next {
                     Ok(Some(event)) => batch.push(event),
                     Ok(None) | Err(_) => break,
                 }
+            }
+            self.deliver(batch).await;
+        }
+        // Shutting down: what is queued goes out now, batch after batch.
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < self.batch_max {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
             }
             self.deliver(batch).await;
         }

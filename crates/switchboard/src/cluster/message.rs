@@ -192,6 +192,74 @@ pub fn decode_request(bytes: &[u8]) -> Result<Value, MessageError> {
     Ok(request)
 }
 
+/// A request of the Socket.IO Redis adapter (from another server or the emitter), typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterRequest {
+    /// The asking server.
+    pub uid: String,
+    /// Echoed in the answer, as it came (a string or a number; null when none).
+    pub request_id: Value,
+    /// The one socket it is about, when it names one.
+    pub sid: Option<String>,
+    /// The rooms `opts` selects and excludes; None when it has no `opts`.
+    pub selection: Option<(Vec<String>, Vec<String>)>,
+    pub kind: RequestKind,
+}
+
+/// What an [`AdapterRequest`] asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestKind {
+    /// The selected sockets join these rooms.
+    Join(Vec<String>),
+    /// The selected sockets leave these rooms.
+    Leave(Vec<String>),
+    /// The selected sockets are disconnected (with `close`, their connections closed).
+    Disconnect { close: bool },
+    /// A broadcast that asks for acks.
+    Broadcast(RemoteBroadcast),
+    /// The ids of the sockets in these rooms (all when none).
+    Sockets { rooms: Vec<String> },
+    /// Every room.
+    AllRooms,
+    /// The selected sockets' details.
+    Fetch,
+    /// A type this node does not act on.
+    Other,
+}
+
+/// Decodes a request of the Socket.IO Redis adapter.
+pub fn decode_adapter_request(bytes: &[u8]) -> Result<AdapterRequest, MessageError> {
+    let request = decode_request(bytes)?;
+    let selection = request["opts"].is_object().then(|| selection(&request));
+    let kind = match request["type"].as_u64() {
+        Some(request_type::REMOTE_JOIN) => RequestKind::Join(rooms_of(&request)),
+        Some(request_type::REMOTE_LEAVE) => RequestKind::Leave(rooms_of(&request)),
+        Some(request_type::REMOTE_DISCONNECT) => RequestKind::Disconnect {
+            close: request["close"].as_bool().unwrap_or(false),
+        },
+        Some(request_type::BROADCAST) => RequestKind::Broadcast(decode_ack_broadcast(bytes)?),
+        Some(request_type::SOCKETS) => RequestKind::Sockets {
+            rooms: match request["rooms"].as_array() {
+                Some(_) => rooms_of(&request),
+                None => selection
+                    .clone()
+                    .map(|(rooms, _)| rooms)
+                    .unwrap_or_default(),
+            },
+        },
+        Some(request_type::ALL_ROOMS) => RequestKind::AllRooms,
+        Some(request_type::REMOTE_FETCH) => RequestKind::Fetch,
+        _ => RequestKind::Other,
+    };
+    Ok(AdapterRequest {
+        uid: request["uid"].as_str().unwrap_or_default().to_owned(),
+        request_id: request["requestId"].clone(),
+        sid: request["sid"].as_str().map(str::to_owned),
+        selection,
+        kind,
+    })
+}
+
 /// The rooms a request's `opts` selects and excludes (`opts: {rooms, except}`).
 pub fn selection(request: &Value) -> (Vec<String>, Vec<String>) {
     let list = |key: &str| -> Vec<String> {
@@ -410,6 +478,32 @@ mod tests {
         assert!(decode_broadcast(&[0xc1]).is_err());
         assert!(decode_request(b"{not json").is_err());
         assert!(decode_request(b"[1]").is_err());
+    }
+
+    #[test]
+    fn adapter_requests_decode_to_what_they_ask() {
+        let join = br#"{"uid":"n","type":2,"requestId":"r1","opts":{"rooms":["a"],"except":["b"]},"rooms":["c"]}"#;
+        let request = decode_adapter_request(join).expect("decodes");
+        assert_eq!(request.kind, RequestKind::Join(vec!["c".into()]));
+        assert_eq!(
+            request.selection,
+            Some((vec!["a".into()], vec!["b".into()]))
+        );
+        assert_eq!(request.request_id, json!("r1"));
+        let by_sid = br#"{"uid":"n","type":4,"sid":"s1","close":true}"#;
+        let request = decode_adapter_request(by_sid).expect("decodes");
+        assert_eq!(request.kind, RequestKind::Disconnect { close: true });
+        assert_eq!(
+            (request.sid.as_deref(), request.selection),
+            (Some("s1"), None)
+        );
+        let unknown = br#"{"uid":"n","type":99}"#;
+        assert_eq!(
+            decode_adapter_request(unknown).map(|r| r.kind),
+            Ok(RequestKind::Other)
+        );
+        assert!(decode_adapter_request(br#"{"uid":"n","type":7}"#).is_err());
+        assert!(decode_adapter_request(b"[1]").is_err());
     }
 
     #[test]

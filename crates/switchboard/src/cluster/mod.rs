@@ -1,21 +1,35 @@
-//! Clustering: the implementation of the hub's [`Adapter`](crate::hub::adapter::Adapter), so that
-//! rooms span every node. It sits above the hub: it calls the hub's local operations to apply
-//! what other nodes did, and the hub only knows the trait.
+//! Clustering: rooms that span every node. It sits above the hub: it calls the hub's local
+//! operations to apply what other nodes did, and the hub only knows its
+//! [`Adapter`](crate::hub::adapter::Adapter) trait.
 //!
 //! A node on its own (the default) needs nothing here: the hub's rooms are the whole truth.
-//! With `[cluster]` configured, the hub is given an adapter and calls it after each of its
-//! operations that reach beyond this node's sockets: a broadcast, a join/leave/disconnect of
-//! sockets selected by rooms, an emit or disconnect aimed at a user. The adapter carries them to
-//! the other nodes, which apply them to their own sockets with the hub's local operations (never
-//! sending them on again). Reads the HTTP API answers for the whole cluster (room members,
-//! presence, stats) are questions every other node answers (`hub::reads`).
+//! With `[cluster]` configured, the hub is given a [`node::ClusterNode`] (the core) and calls it
+//! after each of its operations that reach beyond this node's sockets: a broadcast, a
+//! join/leave/disconnect of sockets selected by rooms, an emit or disconnect aimed at a user.
+//! The core carries them to the other nodes, which apply them to their own sockets with the
+//! hub's local operations (never sending them on again). Reads the HTTP API answers for the
+//! whole cluster (room members, presence, stats) are questions every other node answers
+//! (`hub::reads`).
 //!
-//! [`redis::RedisAdapter`] is the implementation: Redis pub/sub in the Socket.IO Redis adapter's
-//! message shapes (see `message.rs`), or with `adapter = "streams"` one Redis stream in the
-//! Redis Streams adapter's (see `stream_message.rs`, `redis/streams.rs`), sessions kept in Redis
-//! for recovery on any node. An operation may ask to be told once Redis has taken it (the HTTP
-//! API answers then). `redis/node_address.rs` keeps each node's address for `crate::forward`.
+//! The layers, top down:
+//! - `node.rs`: the core (node protocol, questions and answers, heartbeats, node expiry and
+//!   addresses), with its two dialects for broadcasts and room operations:
+//!   `socketio_pubsub.rs` (the Socket.IO Redis adapter's messages) and `shared_log.rs` (the
+//!   Redis Streams adapter's log entries, and sessions shared for recovery on any node);
+//! - the codecs, with no I/O: `node_message.rs` (Switchboard's own node protocol),
+//!   `message.rs` and `stream_message.rs` (the Socket.IO adapters' shapes);
+//! - `driver.rs`: the small trait an engine implements (publish, subscribe, keys with TTLs, an
+//!   optional log), and its drivers: `memory.rs` (one process) and `redis/` (pub/sub, with a
+//!   stream as its log).
 
+pub mod driver;
+pub mod memory;
 pub mod message;
+pub mod node;
+pub mod node_message;
+mod nodes;
 pub mod redis;
+mod requests;
+mod shared_log;
+mod socketio_pubsub;
 pub mod stream_message;

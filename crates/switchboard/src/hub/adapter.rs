@@ -1,8 +1,9 @@
 //! What the hub needs from a cluster: the [`Adapter`] it calls after each operation that reaches
 //! beyond this node's sockets (a broadcast, a join/leave/disconnect of sockets selected by rooms,
-//! an emit or disconnect aimed at a user), and the questions cluster-wide reads ask the other
-//! nodes. The hub defines it so that it never depends on an implementation: the Redis adapter
-//! (`crate::cluster`) implements it on top of the hub's local operations.
+//! an emit or disconnect aimed at a user), the questions cluster-wide reads ask the other
+//! nodes, and, when the cluster has one, the [`SharedLog`] every node reads broadcasts from in
+//! one order. The hub defines it so that it never depends on an implementation: the cluster
+//! core (`crate::cluster`) implements it on top of the hub's local operations.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::Target;
+use super::reads::Question;
 
 /// The cluster's engine did not take an operation in time (Redis out of reach, or too slow):
 /// the API answers 503, and the operation reached no one.
@@ -47,8 +49,9 @@ pub async fn until_taken(
 /// A boxed future, for the trait's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What is done to a user's sockets on the other nodes.
-#[derive(Debug, Clone)]
+/// What is done to a user's sockets on the other nodes (tagged `op` on the wire).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
 pub enum UserOp {
     /// Emit to the user's sockets and to `rooms`, minus `except`, as one broadcast.
     Emit {
@@ -61,7 +64,7 @@ pub enum UserOp {
     Disconnect { close: bool },
 }
 
-/// How far a node has read the shared log (see [`Adapter::log_position`]).
+/// How far a node has read the shared log (see [`SharedLog::position`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogPosition {
     /// Every entry after this one has been read and applied here.
@@ -141,61 +144,58 @@ pub trait Adapter: Send + Sync {
 
     /// Asks every other node `question`; answers with what they said (nodes that do not answer
     /// within the configured timeout are left out).
-    fn query(&self, question: Value) -> BoxFuture<'_, Vec<Value>>;
+    fn query(&self, question: Question) -> BoxFuture<'_, Vec<Value>>;
 
     /// Whether the link to the other nodes is up now.
     fn is_connected(&self) -> bool;
 
-    /// Messages for the other nodes dropped since start.
-    fn dropped(&self) -> u64;
+    /// What the cluster has counted since start (for the metrics).
+    fn counters(&self) -> ClusterCounters;
 
-    /// Other nodes taken for dead since start (silent past the node timeout).
-    fn nodes_expired(&self) -> u64 {
-        0
-    }
-
-    /// Sessions taken from the shared store since start.
-    fn shared_sessions_taken(&self) -> u64 {
-        0
-    }
-
-    /// Whether broadcasts go through a shared, ordered log that brings this node's own back to
-    /// it: the hub then leaves their delivery here to the adapter (in the log's order, with the
-    /// log's offsets) instead of delivering them at once.
-    fn orders_broadcasts(&self) -> bool {
-        false
-    }
-
-    /// Whether sessions saved for recovery are shared (any node can restore them).
-    fn shares_sessions(&self) -> bool {
-        false
-    }
-
-    /// Takes a session saved by any node out of the shared store.
-    fn take_session(&self, _pid: &str) -> BoxFuture<'_, Option<SharedSession>> {
-        Box::pin(async { None })
-    }
-
-    /// How far this node has read the shared log: the position it started reading after (what
-    /// came before is only in the log) and the last position it has read (every namespace's).
-    fn log_position(&self) -> Option<LogPosition> {
+    /// The shared log, when broadcasts go through one: it brings this node's own broadcasts
+    /// back to it, and the hub then leaves their delivery here to the log (in its order, with
+    /// its offsets) instead of delivering them at once; sessions are shared through it.
+    fn shared_log(&self) -> Option<&dyn SharedLog> {
         None
-    }
-
-    /// The events of `namespace` the shared log holds after `after` up to `through`, in order;
-    /// None when the log no longer reaches back to `after`.
-    fn logged_events(
-        &self,
-        _namespace: &str,
-        _after: u64,
-        _through: u64,
-    ) -> BoxFuture<'_, Option<Vec<LoggedEvent>>> {
-        Box::pin(async { None })
     }
 
     /// This node is shutting down: tells the others (its users are gone with it) and waits,
     /// briefly, until what it said before has been sent.
     fn leave(&self) -> BoxFuture<'_, ()>;
+}
+
+/// What a cluster has counted since start, and the other nodes up now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    /// Messages for the other nodes dropped.
+    pub dropped: u64,
+    /// Other nodes taken for dead (silent past the node timeout).
+    pub nodes_expired: u64,
+    /// Other nodes up now (heard within the node timeout).
+    pub nodes_up: u64,
+    /// Sessions taken from the shared store.
+    pub shared_sessions_taken: u64,
+}
+
+/// An ordered log every node reads broadcasts and room operations from, and the session store
+/// that goes with it (any node can restore a session another node saved).
+pub trait SharedLog: Send + Sync {
+    /// How far this node has read the log: the position it started reading after (what came
+    /// before is only in the log) and the last position it has read (every namespace's).
+    /// None while it has not started reading.
+    fn position(&self) -> Option<LogPosition>;
+
+    /// Takes a session saved by any node out of the shared store.
+    fn take_session(&self, pid: &str) -> BoxFuture<'_, Option<SharedSession>>;
+
+    /// The events of `namespace` the log holds after `after` up to `through`, in order; None
+    /// when the log no longer reaches back to `after`.
+    fn events(
+        &self,
+        namespace: &str,
+        after: u64,
+        through: u64,
+    ) -> BoxFuture<'_, Option<Vec<LoggedEvent>>>;
 }
 
 /// Where the hub and its namespaces find the adapter: empty on a node of its own.

@@ -96,7 +96,7 @@ impl Broadcast {
             cluster.broadcast(name, &self.target, event, args, attachments, Some(taken));
         })
         .await?;
-        if cluster.orders_broadcasts() {
+        if cluster.shared_log().is_some() {
             return Ok(Published {
                 reached: self.count_here(),
                 offset,
@@ -120,7 +120,7 @@ impl Broadcast {
             cluster.membership(namespace.name(), &self.target, rooms, join, Some(taken));
         })
         .await?;
-        if cluster.orders_broadcasts() {
+        if cluster.shared_log().is_some() {
             return Ok(self.count_here());
         }
         Ok(self.local_change_rooms(rooms, join))
@@ -137,7 +137,7 @@ impl Broadcast {
             cluster.disconnect(namespace.name(), &self.target, close_transport, Some(taken));
         })
         .await?;
-        if cluster.orders_broadcasts() {
+        if cluster.shared_log().is_some() {
             return Ok(self.count_here());
         }
         Ok(self.local_disconnect(close_transport))
@@ -184,7 +184,7 @@ impl Broadcast {
         self.namespace
             .cluster
             .get()
-            .is_some_and(|c| c.orders_broadcasts() && c.is_connected())
+            .is_some_and(|c| c.shared_log().is_some() && c.is_connected())
     }
 
     fn change_rooms(&self, rooms: &[String], join: bool) -> usize {
@@ -300,7 +300,7 @@ impl Namespace {
         let Some(cluster) = self.cluster.get() else {
             return self.publish_local(target, event, args, attachments);
         };
-        if cluster.orders_broadcasts() && cluster.is_connected() {
+        if cluster.shared_log().is_some() && cluster.is_connected() {
             let mut reached = 0;
             self.for_each_target(target, |_| reached += 1);
             cluster.broadcast(self.name(), target, event, args, attachments, None);
@@ -310,7 +310,7 @@ impl Namespace {
             };
         }
         let published = self.publish_local(target, event, args, attachments);
-        if !cluster.orders_broadcasts() {
+        if cluster.shared_log().is_none() {
             cluster.broadcast(self.name(), target, event, args, attachments, None);
         }
         published
@@ -328,7 +328,7 @@ impl Namespace {
         args: &[Value],
         attachments: &[Bytes],
     ) -> Published {
-        let offsets_from_log = self.cluster.get().is_some_and(|c| c.orders_broadcasts());
+        let offsets_from_log = self.cluster.get().is_some_and(|c| c.shared_log().is_some());
         let offset = if offsets_from_log {
             OffsetFrom::Nowhere
         } else {

@@ -39,7 +39,7 @@ pub use event::{
     GateFuture, GateRequest, Handshake,
 };
 pub use namespace::Namespace;
-pub use presence::{Presence, PresenceListener, user_id};
+pub use presence::{Announced, Presence, PresenceListener, UserHere, user_id};
 pub use recovery::{
     HistoryLimit, HistoryPage, RecoveryConfig, StoredEvent, log_seq, offset_text, parse_offset,
     worth_saving,

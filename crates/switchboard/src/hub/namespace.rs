@@ -762,7 +762,7 @@ impl Namespace {
 
     /// Whether a session this node does not hold may be in the cluster's shared store.
     pub(crate) fn shares_sessions(&self) -> bool {
-        self.recovers() && self.cluster.get().is_some_and(|c| c.shares_sessions())
+        self.recovers() && self.cluster.get().is_some_and(|c| c.shared_log().is_some())
     }
 
     /// Restores a session saved by another node (which may have been killed since): takes it
@@ -778,7 +778,8 @@ impl Namespace {
     ) -> Option<Arc<Socket>> {
         let cluster = self.cluster.get()?.clone();
         let recovery = self.recovery.get()?;
-        let shared = cluster.take_session(&pid).await?;
+        let log = cluster.shared_log()?;
+        let shared = log.take_session(&pid).await?;
         let after = match offset.as_deref() {
             Some(offset) => super::recovery::parse_offset(offset)?,
             None => shared.connected_seq?,
@@ -793,7 +794,7 @@ impl Namespace {
         };
         // The client may have got further in the log than this node has read so far.
         let read = || {
-            let position = cluster.log_position().unwrap_or_default();
+            let position = log.position().unwrap_or_default();
             (position, recovery.lock().last_seq().max(position.read))
         };
         let caught_up = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -826,7 +827,7 @@ impl Namespace {
         }
         // What came before (or was evicted here) is read back from the log, up to what this
         // node has read; what it reads meanwhile is in its history, after that.
-        let logged = cluster.logged_events(self.name(), after, through).await?;
+        let logged = log.events(self.name(), after, through).await?;
         let earlier = logged
             .into_iter()
             .filter(|event| reached(&session.rooms, &event.rooms, &event.except))

@@ -4,16 +4,14 @@
 //! go offline after a grace period, so a page reload does not flap. Listeners hear each change
 //! once (the plain WebSocket endpoint, presence rooms).
 //!
-//! In a cluster, each node tells the others how each of its users is connected to it (see
-//! `cluster/redis.rs`) and keeps what they said: a user who is online on another node is not
+//! In a cluster, each node tells the others how each of its users is connected to it (a
+//! [`UserHere`], carried by `cluster/node.rs`) and keeps what they said: a user who is online on another node is not
 //! announced online again here, nor offline when their last connection here closes, and
 //! `{online.<user key>}` lists the users of every node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-use serde_json::{Value, json};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -57,37 +55,33 @@ pub struct Presence {
     node_id: OnceLock<String>,
 }
 
-/// Called with (user id, how they are connected here: `{online, namespaces}`, see `Presence::describe`).
-pub type LocalChange = Arc<dyn Fn(&str, Value) + Send + Sync>;
+/// Called with (user id, how they are connected here) after each change of a user here.
+pub type LocalChange = Arc<dyn Fn(&str, UserHere) + Send + Sync>;
 
-/// One other node's users: how each is connected there, and when the node was last heard.
-struct NodeUsers {
-    users: HashMap<String, UserThere>,
-    heard: Instant,
-}
-
-/// How a user is connected to another node.
-struct UserThere {
-    /// Online there (also during its grace period after their last connection closed).
-    online: bool,
+/// How a user is connected to one node, as nodes tell each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserHere {
+    /// Online there (also during the grace period after their last connection closed).
+    pub online: bool,
     /// Namespaces where they have sockets there.
-    namespaces: Vec<String>,
+    pub namespaces: Vec<String>,
+    /// The node announced this change itself (the others do not announce it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<Announced>,
 }
 
-impl UserThere {
-    fn from_json(here: &Value) -> Self {
-        Self {
-            online: here["online"].as_bool().unwrap_or(false),
-            namespaces: here["namespaces"]
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|n| n.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
+/// What a node announced of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Announced {
+    Online,
+    Offline,
+}
+
+/// One other node's users: how each is connected there.
+#[derive(Default)]
+struct NodeUsers {
+    users: HashMap<String, UserHere>,
 }
 
 /// A user id from socket data: strings as they are, numbers as text.
@@ -144,50 +138,56 @@ impl Presence {
         if let Some(listener) = self.local_change.get() {
             let users = self.users.lock();
             let mut here = Self::describe(users.get(user));
-            if let Some(online) = announced {
-                // This node announced the change itself: the others do not.
-                here["announced"] = json!(if online { "online" } else { "offline" });
-            }
+            // This node announced the change itself: the others do not.
+            here.announced = announced.map(|online| {
+                if online {
+                    Announced::Online
+                } else {
+                    Announced::Offline
+                }
+            });
             listener(user, here);
         }
     }
 
-    /// How a user is connected to this node: `{online, namespaces: [...]}`.
-    fn describe(entry: Option<&UserEntry>) -> Value {
+    /// How a user is connected to this node.
+    fn describe(entry: Option<&UserEntry>) -> UserHere {
         let Some(entry) = entry else {
-            return json!({ "online": false, "namespaces": [] });
+            return UserHere::default();
         };
-        let mut namespaces: Vec<&str> = entry.sockets.iter().map(|(n, _)| &**n).collect();
+        let mut namespaces: Vec<String> =
+            entry.sockets.iter().map(|(n, _)| n.to_string()).collect();
         namespaces.sort_unstable();
         namespaces.dedup();
-        json!({ "online": entry.announced_online, "namespaces": namespaces })
+        UserHere {
+            online: entry.announced_online,
+            namespaces,
+            announced: None,
+        }
     }
 
     /// Calls `tell` with every user of this node, as `Presence::describe` describes them, while
     /// the users are locked (`tell` must not come back into presence).
-    pub fn with_everyone_here(&self, tell: impl FnOnce(Value)) {
+    pub fn with_everyone_here(&self, tell: impl FnOnce(BTreeMap<String, UserHere>)) {
         let users = self.users.lock();
-        tell(Value::Object(
+        tell(
             users
                 .iter()
                 .map(|(user, entry)| (user.clone(), Self::describe(Some(entry))))
                 .collect(),
-        ));
+        );
     }
 
     /// Another node said how `user` is connected to it.
-    pub fn user_elsewhere(&self, node: &str, user: &str, there: &Value) {
-        let announced = there["announced"].is_string();
-        let announced_offline = there["announced"] == "offline";
-        let there = UserThere::from_json(there);
+    pub fn user_elsewhere(&self, node: &str, user: &str, there: &UserHere) {
+        let announced = there.announced.is_some();
+        let announced_offline = there.announced == Some(Announced::Offline);
+        let there = UserHere {
+            announced: None,
+            ..there.clone()
+        };
         self.update_elsewhere(vec![user.to_owned()], announced, |elsewhere| {
-            let node = elsewhere
-                .entry(node.to_owned())
-                .or_insert_with(|| NodeUsers {
-                    users: HashMap::new(),
-                    heard: Instant::now(),
-                });
-            node.heard = Instant::now();
+            let node = elsewhere.entry(node.to_owned()).or_default();
             if there.online {
                 node.users.insert(user.to_owned(), there);
             } else {
@@ -207,17 +207,11 @@ impl Presence {
     }
 
     /// Another node said who all its users are (as [`Presence::with_everyone_here`] gives them).
-    pub fn users_elsewhere(&self, node: &str, users: &Value) {
-        let users: HashMap<String, UserThere> = users
-            .as_object()
-            .map(|users| {
-                users
-                    .iter()
-                    .map(|(user, there)| (user.clone(), UserThere::from_json(there)))
-                    .filter(|(_, there)| there.online)
-                    .collect()
-            })
-            .unwrap_or_default();
+    pub fn users_elsewhere(&self, node: &str, users: BTreeMap<String, UserHere>) {
+        let users: HashMap<String, UserHere> = users
+            .into_iter()
+            .filter(|(_, there)| there.online)
+            .collect();
         let mut touched: Vec<String> = users.keys().cloned().collect();
         if let Some(known) = self.elsewhere.lock().get(node) {
             touched.extend(
@@ -229,17 +223,12 @@ impl Presence {
             );
         }
         self.update_elsewhere(touched, false, |elsewhere| {
-            elsewhere.insert(
-                node.to_owned(),
-                NodeUsers {
-                    users,
-                    heard: Instant::now(),
-                },
-            );
+            elsewhere.insert(node.to_owned(), NodeUsers { users });
         });
     }
 
-    /// Forgets a node that said it is leaving, with its users.
+    /// Forgets a node that said it is leaving, or was taken for dead, with its users (they go
+    /// offline here, announced once).
     pub fn forget_node(&self, node: &str) {
         let touched: Vec<String> = self
             .elsewhere
@@ -250,31 +239,6 @@ impl Presence {
         self.update_elsewhere(touched, false, |elsewhere| {
             elsewhere.remove(node);
         });
-    }
-
-    /// Forgets nodes not heard from for `silence` (gone without a word), with their users.
-    /// Forgets the nodes not heard from for `silence` (their users go offline here, announced
-    /// once); answers how many.
-    pub fn forget_nodes_silent_for(&self, silence: Duration) -> usize {
-        let now = Instant::now();
-        let silent = |node: &NodeUsers| now.duration_since(node.heard) >= silence;
-        let forgotten = self
-            .elsewhere
-            .lock()
-            .values()
-            .filter(|node| silent(node))
-            .count();
-        let touched: Vec<String> = self
-            .elsewhere
-            .lock()
-            .values()
-            .filter(|node| silent(node))
-            .flat_map(|node| node.users.keys().cloned())
-            .collect();
-        self.update_elsewhere(touched, false, |elsewhere| {
-            elsewhere.retain(|_, node| !silent(node));
-        });
-        forgotten
     }
 
     /// Users online on this node or on another.
@@ -463,6 +427,21 @@ impl Presence {
         }
     }
 
+    /// Users in their grace period (no connection left) go offline now: the server is shutting
+    /// down and their grace timers would not fire.
+    pub fn end_grace(&self) {
+        let waiting: Vec<(String, u64)> = self
+            .users
+            .lock()
+            .iter()
+            .filter(|(_, entry)| entry.connections() == 0)
+            .map(|(user, entry)| (user.clone(), entry.generation))
+            .collect();
+        for (user, generation) in waiting {
+            self.go_offline(&user, generation);
+        }
+    }
+
     pub fn socket_joined(&self, user: &str, namespace: Arc<str>, socket: Arc<str>) {
         self.add(user, Change::Socket(namespace, socket));
     }
@@ -534,7 +513,7 @@ mod tests {
         log
     }
 
-    type Outbox = Arc<Mutex<Vec<(String, Value)>>>;
+    type Outbox = Arc<Mutex<Vec<(String, UserHere)>>>;
 
     /// A node of a two-node cluster whose messages wait in an outbox until delivered.
     fn node(id: &str) -> (Arc<Presence>, Outbox) {

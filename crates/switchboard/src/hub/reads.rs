@@ -11,31 +11,54 @@ use serde_json::{Value, json};
 
 use super::{HistoryPage, Hub, Namespace};
 
+/// A question every other node of a cluster answers (tagged `kind` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Question {
+    /// A namespace's shared rooms and their sizes there.
+    Rooms { namespace: String },
+    /// A room's members there.
+    Room { namespace: String, room: String },
+    /// The users in a room there.
+    RoomUsers { namespace: String, room: String },
+    /// A user's connections there.
+    User { user: String },
+    /// The node's figures.
+    Stats,
+    /// A question of a newer node: answered `null`, so the asking node does not wait.
+    #[serde(other)]
+    Unknown,
+}
+
 /// What this node holds about `question` (asked by another node); `stats` gives this node's
-/// figures for a `stats` question (they come from every layer, not only the hub).
-pub fn answer(hub: &Hub, question: &Value, stats: impl FnOnce() -> Value) -> Value {
-    let namespace = question["namespace"].as_str().and_then(|name| hub.of(name));
-    let room = question["room"].as_str().unwrap_or_default();
-    match (question["kind"].as_str(), namespace) {
-        (Some("rooms"), Some(namespace)) => json!(local_rooms(&namespace)),
-        (Some("room"), Some(namespace)) => json!(local_room_members(&namespace, room)),
-        (Some("room_users"), Some(namespace)) => room_users(&namespace, room),
-        (Some("user"), _) => {
-            let user = question["user"].as_str().unwrap_or_default();
+/// figures for a `stats` question (they come from every layer, not only the hub). A namespace
+/// this node does not have answers `null`.
+pub fn answer(hub: &Hub, question: &Question, stats: impl FnOnce() -> Value) -> Value {
+    match question {
+        Question::Rooms { namespace } => hub
+            .of(namespace)
+            .map_or(Value::Null, |namespace| json!(local_rooms(&namespace))),
+        Question::Room { namespace, room } => hub.of(namespace).map_or(Value::Null, |namespace| {
+            json!(local_room_members(&namespace, room))
+        }),
+        Question::RoomUsers { namespace, room } => hub
+            .of(namespace)
+            .map_or(Value::Null, |namespace| room_users(&namespace, room)),
+        Question::User { user } => {
             let (online, connections) = hub.presence().user(user);
             json!({ "online": online, "connections": connections })
         }
-        (Some("stats"), _) => {
+        Question::Stats => {
             let mut stats = stats();
             stats["online_users"] = json!(hub.presence().online_users());
             stats
         }
-        _ => Value::Null,
+        Question::Unknown => Value::Null,
     }
 }
 
 /// The other nodes' answers to `question` (none on a node of its own).
-pub async fn others(hub: &Hub, question: Value) -> Vec<Value> {
+pub async fn others(hub: &Hub, question: Question) -> Vec<Value> {
     match hub.cluster() {
         Some(cluster) => cluster.query(question).await,
         None => Vec::new(),

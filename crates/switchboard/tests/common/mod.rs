@@ -38,10 +38,20 @@ pub fn fast_engine() -> EngineConfig {
 }
 
 pub async fn start(engine: EngineConfig, setup: impl FnOnce(&Arc<Hub>)) -> TestServer {
-    let hub = Hub::new(HubConfig {
+    let hub = HubConfig {
         connect_timeout: Duration::from_millis(1000),
         ..HubConfig::default()
-    });
+    };
+    start_with(hub, engine, setup).await
+}
+
+/// As [`start`], with the hub's settings given.
+pub async fn start_with(
+    hub: HubConfig,
+    engine: EngineConfig,
+    setup: impl FnOnce(&Arc<Hub>),
+) -> TestServer {
+    let hub = Hub::new(hub);
     setup(&hub);
     let server = Server::new()
         .cors(CorsPolicy::AnyOrigin)

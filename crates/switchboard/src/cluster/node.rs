@@ -1,0 +1,599 @@
+//! The cluster core: this node's side of the cluster, over any [`Driver`]. It implements the
+//! hub's [`Adapter`], speaks Switchboard's node protocol (`node_message.rs`: operations on a
+//! user's sockets, presence, questions), matches answers to questions (`requests.rs`), keeps
+//! the other nodes' heartbeats, expiry and addresses (`nodes.rs`), and sends broadcasts and room
+//! operations in one of two dialects, chosen by what the driver can do:
+//! - no log: the Socket.IO Redis adapter's pub/sub messages (`socketio_pubsub.rs`);
+//! - a log: the Socket.IO Redis Streams adapter's entries, read back by every node in the log's
+//!   order, and sessions shared for recovery on any node (`shared_log.rs`).
+//!
+//! One task receives what the driver delivers and applies it here in order; one beats the
+//! heart (every third of the node timeout, at most every 10 s: who this node's users are, where
+//! it serves; nodes silent past the timeout are taken for dead). With a log, one task reads it
+//! and one refreshes the saved sessions. Every task ends on the shutdown signal.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{Driver, Incoming, IncomingSender, Topic};
+use super::node_message::{self, NodeMessage, NodeReply};
+use super::nodes::{NodeRegistry, address_key};
+use super::requests::Requests;
+use super::shared_log::LogReading;
+use crate::hub::adapter::{Adapter, BoxFuture, ClusterCounters, SharedLog, TakenSender, UserOp};
+use crate::hub::reads::Question;
+use crate::hub::{Hub, Target};
+
+/// Heartbeats go out every third of the node timeout, and at least this often.
+const HEARTBEAT_AT_LEAST: Duration = Duration::from_secs(10);
+/// A node hears its own heartbeat back through the engine; not hearing it for this long means
+/// the link is dead though it looks alive (the driver is told to connect again).
+const SELF_SILENCE: Duration = Duration::from_secs(25);
+
+/// This node's figures for a stats question (they come from every layer, not only the hub:
+/// installed by the app).
+pub type StatsSource = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// What the core needs of `[cluster]`.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// The channel prefix (the Socket.IO adapter's `key`, "socket.io" by default).
+    pub key: String,
+    /// How long a question waits for the other nodes' answers, and an operation for the engine
+    /// to take it.
+    pub request_timeout: Duration,
+    /// A node silent this long is taken for dead (its users go offline here).
+    pub node_timeout: Duration,
+    /// With a log: sessions are kept under `<session_prefix><pid>`.
+    pub session_prefix: String,
+}
+
+/// How broadcasts and room operations travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// The Socket.IO Redis adapter's pub/sub messages.
+    PubSub,
+    /// The Socket.IO Redis Streams adapter's log entries.
+    Log,
+}
+
+pub struct ClusterNode {
+    pub(super) uid: String,
+    pub(super) settings: NodeSettings,
+    pub(super) driver: Arc<dyn Driver>,
+    pub(super) hub: Weak<Hub>,
+    dialect: Dialect,
+    node_channel: String,
+    reply_channel: String,
+    stats: OnceLock<StatsSource>,
+    requests: Requests,
+    nodes: NodeRegistry,
+    /// When this node last heard its own heartbeat back.
+    heard_self: Mutex<Instant>,
+    /// Shutting down: said goodbye, says nothing more of its users.
+    leaving: AtomicBool,
+    /// Where this node serves, as the others reach it.
+    advertised: OnceLock<String>,
+    nodes_expired: AtomicU64,
+    /// With a log: how far this node has read it, and the sessions taken from the store.
+    pub(super) log: LogReading,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl ClusterNode {
+    /// Starts this node's side of the cluster for `hub` over the driver `connect` makes (given
+    /// where to send what it receives). Its tasks run on the current Tokio runtime until
+    /// `shutdown` is cancelled.
+    pub fn start<E>(
+        settings: NodeSettings,
+        hub: &Arc<Hub>,
+        shutdown: CancellationToken,
+        connect: impl FnOnce(IncomingSender) -> Result<Arc<dyn Driver>, E>,
+    ) -> Result<Arc<Self>, E> {
+        let (incoming, received) = mpsc::unbounded_channel();
+        let driver = connect(incoming)?;
+        let uid = node_uid();
+        let dialect = match driver.log() {
+            Some(_) => Dialect::Log,
+            None => Dialect::PubSub,
+        };
+        let node = Arc::new(Self {
+            node_channel: node_message::node_channel(&settings.key),
+            reply_channel: node_message::reply_channel(&settings.key, &uid),
+            uid,
+            settings,
+            driver,
+            hub: Arc::downgrade(hub),
+            dialect,
+            stats: OnceLock::new(),
+            requests: Requests::default(),
+            nodes: NodeRegistry::default(),
+            heard_self: Mutex::new(Instant::now()),
+            leaving: AtomicBool::new(false),
+            advertised: OnceLock::new(),
+            nodes_expired: AtomicU64::new(0),
+            log: LogReading::default(),
+            shutdown,
+        });
+        hub.presence().set_node_id(&node.uid);
+        let telling = Arc::downgrade(&node);
+        hub.presence().on_local_change(Arc::new(move |user, here| {
+            if let Some(node) = telling.upgrade()
+                && !node.leaving.load(Ordering::Acquire)
+            {
+                let message = NodeMessage::Presence {
+                    uid: node.uid.clone(),
+                    user: user.to_owned(),
+                    here,
+                };
+                node.say(&message, None);
+            }
+        }));
+        node.driver
+            .subscribe(Topic::Channel(node.node_channel.clone()));
+        node.driver
+            .subscribe(Topic::Channel(node.reply_channel.clone()));
+        if node.dialect == Dialect::PubSub {
+            node.driver.subscribe(node.broadcast_topic());
+        }
+        for namespace in hub.namespaces() {
+            node.namespace_added(namespace.name());
+        }
+        if node.dialect == Dialect::Log {
+            node.start_log_tasks(hub);
+        }
+        tokio::spawn(node.clone().receive_loop(received));
+        tokio::spawn(heartbeat_loop(node.clone()));
+        Ok(node)
+    }
+
+    /// Sets where this node's figures come from when another node asks for its stats.
+    pub fn stats_from(&self, stats: StatsSource) {
+        let _ = self.stats.set(stats);
+    }
+
+    /// This node's id in the cluster.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// How many other nodes this node knows to be up.
+    pub fn nodes_up(&self) -> usize {
+        self.nodes.count()
+    }
+
+    /// Says `message` to every node.
+    fn say(&self, message: &NodeMessage, taken: Option<TakenSender>) {
+        self.driver
+            .publish(self.node_channel.clone(), message.encode(), taken);
+    }
+
+    /// Applies what the driver delivers, in order, until shutdown.
+    async fn receive_loop(self: Arc<Self>, mut received: mpsc::UnboundedReceiver<Incoming>) {
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                next = received.recv() => next,
+            };
+            match next {
+                None => return,
+                Some(Incoming::Up) => self.on_up(),
+                Some(Incoming::Message { channel, payload }) => self.on_message(&channel, &payload),
+            }
+        }
+    }
+
+    /// The link is up (again): who is online where, ours to them and theirs to us.
+    fn on_up(&self) {
+        *self.heard_self.lock() = Instant::now();
+        tracing::info!(node = %self.uid, "cluster: linked to the other nodes");
+        self.tell_all_users();
+        self.say_where();
+        self.say(
+            &NodeMessage::PresenceSync {
+                uid: self.uid.clone(),
+            },
+            None,
+        );
+    }
+
+    fn on_message(&self, channel: &str, payload: &[u8]) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        if channel == self.node_channel {
+            self.on_node_message(&hub, payload);
+        } else if channel == self.reply_channel {
+            match NodeReply::decode(payload) {
+                Ok(reply) => self.requests.answer(&reply.request_id, reply.answer),
+                Err(error) => tracing::debug!(%error, "cluster: ignoring a malformed reply"),
+            }
+        } else {
+            match self.dialect {
+                Dialect::PubSub => self.on_pubsub_message(&hub, channel, payload),
+                Dialect::Log => self.on_log_channel_message(&hub, channel, payload),
+            }
+        }
+    }
+
+    fn on_node_message(&self, hub: &Hub, payload: &[u8]) {
+        let message = match NodeMessage::decode(payload) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(%error, "cluster: ignoring a malformed node message");
+                return;
+            }
+        };
+        let from = message.sender();
+        if from == self.uid {
+            *self.heard_self.lock() = Instant::now();
+            return;
+        }
+        if !matches!(message, NodeMessage::Bye { .. }) {
+            self.nodes.heard(from);
+        }
+        match &message {
+            NodeMessage::User { nsp, user, op, .. } => self.on_user_op(hub, nsp, user, op),
+            NodeMessage::Presence { user, here, .. } => {
+                hub.presence().user_elsewhere(from, user, here)
+            }
+            NodeMessage::PresenceAll { users, .. } => {
+                hub.presence().users_elsewhere(from, users.clone())
+            }
+            NodeMessage::Bye { .. } => {
+                self.nodes.left(from);
+                hub.presence().forget_node(from);
+            }
+            NodeMessage::PresenceSync { .. } => self.tell_all_users(),
+            NodeMessage::Query {
+                request_id,
+                question,
+                ..
+            } => {
+                // Always an answer (null for what this node cannot say): the asking node counts
+                // on one from every node.
+                let stats = || self.stats.get().map_or(Value::Null, |stats| stats());
+                let answer = crate::hub::reads::answer(hub, question, stats);
+                let reply = NodeReply {
+                    request_id: request_id.clone(),
+                    answer,
+                };
+                self.driver.publish(
+                    node_message::reply_channel(&self.settings.key, from),
+                    reply.encode(),
+                    None,
+                );
+            }
+        }
+    }
+
+    /// Another node asked for an operation on a user's sockets here.
+    fn on_user_op(&self, hub: &Hub, namespace: &str, user: &str, op: &UserOp) {
+        let Some(namespace) = hub.of(namespace) else {
+            return;
+        };
+        let of_user = namespace.presence().sockets_of(user, namespace.name());
+        match op {
+            UserOp::Emit {
+                rooms,
+                except,
+                event,
+                args,
+            } => {
+                let mut targets = rooms.clone();
+                targets.extend(of_user.iter().map(|id| id.to_string()));
+                if !targets.is_empty() {
+                    namespace
+                        .select(&targets, except)
+                        .local_publish(event, args, &[]);
+                }
+            }
+            UserOp::Disconnect { close } if !of_user.is_empty() => {
+                let ids: Vec<String> = of_user.iter().map(|id| id.to_string()).collect();
+                namespace.select(&ids, &[]).local_disconnect(*close);
+            }
+            UserOp::Disconnect { .. } => {}
+        }
+    }
+
+    /// Tells the other nodes who all of this node's users are.
+    fn tell_all_users(&self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        // Sent while the users are read, so that no change of a user is sent before it.
+        hub.presence().with_everyone_here(|users| {
+            let message = NodeMessage::PresenceAll {
+                uid: self.uid.clone(),
+                users,
+            };
+            self.say(&message, None);
+        });
+    }
+
+    /// One heartbeat: forgets the nodes silent past the node timeout (their users go offline
+    /// here), says who this node's users are and where it serves, and checks that its own
+    /// heartbeats still come back.
+    fn beat(&self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let silence = self.settings.node_timeout;
+        let gone = self.nodes.expire(silence);
+        for uid in &gone {
+            hub.presence().forget_node(uid);
+        }
+        if !gone.is_empty() {
+            self.nodes_expired
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                nodes = gone.len(),
+                ?silence,
+                "cluster: nodes silent past node_timeout taken for dead; their users are offline"
+            );
+        }
+        if self.driver.is_up() {
+            if self.heard_self.lock().elapsed() > SELF_SILENCE {
+                tracing::warn!("cluster: no heartbeat came back in time; linking again");
+                *self.heard_self.lock() = Instant::now();
+                self.driver.relink();
+            }
+            self.tell_all_users();
+            self.say_where();
+        }
+    }
+
+    /// Tells the cluster where this node serves (once, when it starts listening): `listening`
+    /// unless it is a wildcard address, in which case the address this machine reaches the
+    /// engine from, with its port.
+    pub async fn advertise(&self, configured: Option<&str>, listening: std::net::SocketAddr) {
+        let address = match configured {
+            Some(address) => address.to_owned(),
+            None if !listening.ip().is_unspecified() => listening.to_string(),
+            None => {
+                let ip = self.driver.local_ip().await.unwrap_or_else(|| {
+                    tracing::warn!(
+                        "cluster: cannot tell this node's address from the route to the engine; \
+                         other nodes will reach it at 127.0.0.1 (set cluster.advertise_address)"
+                    );
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                });
+                std::net::SocketAddr::new(ip, listening.port()).to_string()
+            }
+        };
+        tracing::info!(node = %self.uid, %address, "cluster: other nodes pass requests for this node's sessions to it");
+        if self.advertised.set(address).is_ok() {
+            self.say_where();
+        }
+    }
+
+    /// Writes this node's address again (on linking, and with each heartbeat).
+    fn say_where(&self) {
+        let Some(address) = self.advertised.get() else {
+            return;
+        };
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        self.driver.set(
+            address_key(&self.settings.key, &self.uid),
+            address.as_bytes().to_vec(),
+            self.settings.node_timeout,
+        );
+    }
+
+    /// The `host:port` of the node `uid`, or `None` when no live node has that id (or the
+    /// engine cannot say).
+    pub async fn node_address(&self, uid: &str) -> Option<String> {
+        if uid == self.uid {
+            return self.advertised.get().cloned();
+        }
+        if let Some(address) = self.nodes.fresh_address(uid) {
+            return Some(address);
+        }
+        match self.driver.get(address_key(&self.settings.key, uid)).await {
+            Ok(address) => {
+                let address = address.and_then(|bytes| String::from_utf8(bytes).ok());
+                self.nodes.address_read(uid, address.as_deref());
+                address
+            }
+            // The engine cannot say (a blip): the node read last is most likely still there.
+            Err(_) => self.nodes.stale_address(uid),
+        }
+    }
+
+    /// Asks every other node `question`; waits for their answers at most the request
+    /// timeout (counting them included), then answers with those that came.
+    async fn ask(&self, question: Question) -> Vec<Value> {
+        let id = self.requests.next_id(&self.uid);
+        // Removes the waiting entry however this ends (answered, timed out, or the HTTP
+        // request that asked was dropped).
+        let _forget = Forget(&self.requests, &id);
+        let asking = async {
+            // The engine's count when it has one (this node among them while it is linked),
+            // else the nodes heard within the node timeout.
+            let expected = match self.driver.listeners(self.node_channel.clone()).await {
+                Some(listening) => listening.saturating_sub(usize::from(self.driver.is_up())),
+                None => self.nodes.count(),
+            };
+            if expected == 0 {
+                return Vec::new();
+            }
+            let answered = self.requests.wait(&id, expected);
+            let message = NodeMessage::Query {
+                uid: self.uid.clone(),
+                request_id: id.clone(),
+                question,
+            };
+            self.say(&message, None);
+            answered.await.unwrap_or_default()
+        };
+        match tokio::time::timeout(self.settings.request_timeout, asking).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                let (expected, answers) = self.requests.give_up(&id).unwrap_or_default();
+                tracing::warn!(
+                    expected,
+                    answered = answers.len(),
+                    "cluster: not every node answered in time"
+                );
+                answers
+            }
+        }
+    }
+}
+
+/// Stops waiting on a question when its asking ends.
+struct Forget<'a>(&'a Requests, &'a str);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.give_up(self.1);
+    }
+}
+
+/// Beats the heart until shutdown.
+async fn heartbeat_loop(node: Arc<ClusterNode>) {
+    let every = (node.settings.node_timeout / 3)
+        .min(HEARTBEAT_AT_LEAST)
+        .max(Duration::from_millis(50));
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => node.beat(),
+        }
+    }
+}
+
+/// Six random alphanumerics, like the Socket.IO adapter's node ids.
+fn node_uid() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| {
+            let n = rng.random_range(0..36u8);
+            char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+        })
+        .collect()
+}
+
+impl Adapter for ClusterNode {
+    fn broadcast(
+        &self,
+        namespace: &str,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+        taken: Option<TakenSender>,
+    ) {
+        match self.dialect {
+            Dialect::PubSub => {
+                self.publish_broadcast(namespace, target, event, args, attachments, taken)
+            }
+            Dialect::Log => {
+                self.append_broadcast(namespace, target, event, args, attachments, taken)
+            }
+        }
+    }
+
+    fn membership(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        rooms: &[String],
+        join: bool,
+        taken: Option<TakenSender>,
+    ) {
+        match self.dialect {
+            Dialect::PubSub => self.request_membership(namespace, selection, rooms, join, taken),
+            Dialect::Log => self.append_membership(namespace, selection, rooms, join, taken),
+        }
+    }
+
+    fn disconnect(
+        &self,
+        namespace: &str,
+        selection: &Target,
+        close: bool,
+        taken: Option<TakenSender>,
+    ) {
+        match self.dialect {
+            Dialect::PubSub => self.request_disconnect(namespace, selection, close, taken),
+            Dialect::Log => self.append_disconnect(namespace, selection, close, taken),
+        }
+    }
+
+    fn for_user(&self, namespace: &str, user: &str, op: UserOp, taken: Option<TakenSender>) {
+        let message = NodeMessage::User {
+            uid: self.uid.clone(),
+            nsp: namespace.to_owned(),
+            user: user.to_owned(),
+            op,
+        };
+        self.say(&message, taken);
+    }
+
+    fn take_timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    fn namespace_added(&self, namespace: &str) {
+        let topic = match self.dialect {
+            Dialect::PubSub => self.request_topic(namespace),
+            Dialect::Log => {
+                self.driver.subscribe(self.log_reply_topic(namespace));
+                self.log_request_topic(namespace)
+            }
+        };
+        self.driver.subscribe(topic);
+    }
+
+    fn query(&self, question: Question) -> BoxFuture<'_, Vec<Value>> {
+        Box::pin(self.ask(question))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.driver.is_up()
+    }
+
+    fn counters(&self) -> ClusterCounters {
+        ClusterCounters {
+            dropped: self.driver.dropped(),
+            nodes_expired: self.nodes_expired.load(Ordering::Relaxed),
+            nodes_up: self.nodes.count() as u64,
+            shared_sessions_taken: self.log.sessions_taken(),
+        }
+    }
+
+    fn shared_log(&self) -> Option<&dyn SharedLog> {
+        (self.dialect == Dialect::Log).then_some(self as &dyn SharedLog)
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.leaving.store(true, Ordering::Release);
+            self.say(
+                &NodeMessage::Bye {
+                    uid: self.uid.clone(),
+                },
+                None,
+            );
+            self.driver
+                .delete(address_key(&self.settings.key, &self.uid));
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.driver.sent()).await;
+        })
+    }
+}

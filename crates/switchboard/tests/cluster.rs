@@ -1,0 +1,455 @@
+//! Three nodes in one process, each a real server with real WebSocket clients, sharing rooms
+//! through the cluster core over the in-memory driver: broadcasts to rooms with `except`,
+//! join/leave/disconnect by room, cluster-wide reads, a user's presence announced once, a
+//! silent node expiring without ghosts, and a session recovered on another node from the
+//! shared log. Each runs on both dialects where both apply (pub/sub, and a log).
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use switchboard::cluster::driver::Driver;
+use switchboard::cluster::memory::{MemoryBroker, MemoryDriver};
+use switchboard::cluster::node::{ClusterNode, NodeSettings};
+use switchboard::engine::EngineConfig;
+use switchboard::hub::adapter::Adapter;
+use switchboard::hub::operations::Command;
+use switchboard::hub::reads::{self, Question};
+use switchboard::hub::{Hub, HubConfig, RecoveryConfig};
+use tokio_util::sync::CancellationToken;
+
+const NODE_TIMEOUT: Duration = Duration::from_millis(600);
+
+struct Node {
+    server: TestServer,
+    cluster: Arc<ClusterNode>,
+    link: Arc<MemoryDriver>,
+}
+
+impl Node {
+    fn hub(&self) -> &Arc<Hub> {
+        &self.server.hub
+    }
+
+    /// Runs an operation as the HTTP API would (`POST /api/emit`, `/api/join`, ...).
+    async fn run(&self, command: Value) -> Value {
+        let command: Command = serde_json::from_value(command).expect("a valid command");
+        let prepared = command
+            .prepare(self.hub())
+            .expect("a command this hub takes");
+        prepared.run_taken().await.expect("taken by the cluster")
+    }
+}
+
+/// A node on `broker`; sockets join the rooms their CONNECT auth lists and belong to the user
+/// it names.
+async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery: bool) -> Node {
+    let made: Mutex<Option<(Arc<ClusterNode>, Arc<MemoryDriver>)>> = Mutex::new(None);
+    let hub = HubConfig {
+        connect_timeout: Duration::from_secs(1),
+        presence_grace: Duration::ZERO,
+        ..HubConfig::default()
+    };
+    // Heartbeats slower than any test: these clients do not answer pings.
+    let server = start_with(hub, EngineConfig::default(), |hub| {
+        let namespace = hub.namespace("/");
+        if recovery {
+            namespace.enable_recovery(RecoveryConfig::default());
+        }
+        namespace.on_connect(|socket| {
+            let auth = socket.handshake().auth.clone();
+            if let Some(user) = auth.get("user") {
+                socket.set_data("userId", user.clone());
+            }
+            for room in auth
+                .get("rooms")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(room) = room.as_str() {
+                    socket.join(room);
+                }
+            }
+        });
+        let settings = NodeSettings {
+            key: "test".into(),
+            request_timeout: Duration::from_secs(2),
+            node_timeout: NODE_TIMEOUT,
+            session_prefix: "session:".into(),
+        };
+        let mut link = None;
+        let cluster = ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
+            let driver = broker.connect(incoming);
+            link = Some(driver.clone());
+            Ok::<_, Infallible>(driver as Arc<dyn Driver>)
+        })
+        .expect("starts");
+        assert!(hub.join_cluster(cluster.clone()).is_ok());
+        *made.lock() = link.map(|link| (cluster, link));
+    })
+    .await;
+    let (cluster, link) = made.lock().take().expect("a cluster node");
+    Node {
+        server,
+        cluster,
+        link,
+    }
+}
+
+/// Three nodes that know each other.
+async fn cluster(broker: Arc<MemoryBroker>, recovery: bool) -> (Vec<Node>, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&broker, &shutdown, recovery).await);
+    }
+    until("every node knows the two others", || {
+        nodes.iter().all(|n| n.cluster.nodes_up() == 2)
+    })
+    .await;
+    (nodes, shutdown)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 3 s: {what}");
+}
+
+/// A client connected to namespace `/` of `node` with `auth`; answers its socket's handshake.
+async fn client(node: &Node, auth: Value) -> (Ws, Value) {
+    let (ws, reply) = socketio_ws(&node.server, &format!("40{auth}")).await;
+    let handshake = reply
+        .strip_prefix("40")
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("not a CONNECT reply: {reply}"));
+    (ws, handshake)
+}
+
+/// The next event's name and arguments.
+async fn event(ws: &mut Ws) -> (String, Vec<Value>) {
+    let text = next_text(ws).await;
+    let Some(Value::Array(mut packet)) = text
+        .strip_prefix("42")
+        .and_then(|json| serde_json::from_str(json).ok())
+    else {
+        panic!("not an event: {text}");
+    };
+    let name = packet.remove(0);
+    (name.as_str().unwrap_or_default().to_owned(), packet)
+}
+
+fn brokers() -> [(&'static str, Arc<MemoryBroker>); 2] {
+    [
+        ("pub/sub", MemoryBroker::new()),
+        ("log", MemoryBroker::with_log(10_000)),
+    ]
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_its_rooms_on_every_node_minus_except() {
+    for (dialect, broker) in brokers() {
+        let (nodes, shutdown) = cluster(broker, false).await;
+        let (mut on_a, _) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
+        let (mut on_b, _) = client(&nodes[1], json!({ "rooms": ["r", "muted"] })).await;
+        let (mut on_c, _) = client(&nodes[2], json!({ "rooms": ["elsewhere"] })).await;
+        let emit = json!({ "op": "emit", "event": "news", "args": [1], "rooms": ["r"], "except": ["muted"] });
+        assert_eq!(nodes[2].run(emit).await["op"], "emit");
+        let everyone = json!({ "op": "emit", "event": "marker", "args": [] });
+        nodes[2].run(everyone).await;
+        assert_eq!(
+            event(&mut on_a).await,
+            ("news".into(), vec![json!(1)]),
+            "{dialect}"
+        );
+        assert_eq!(event(&mut on_a).await.0, "marker", "{dialect}");
+        // The muted member and the one outside the room got only what came after.
+        assert_eq!(
+            event(&mut on_b).await.0,
+            "marker",
+            "{dialect}: except on another node"
+        );
+        assert_eq!(
+            event(&mut on_c).await.0,
+            "marker",
+            "{dialect}: not in the room"
+        );
+        shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn join_leave_and_disconnect_by_room_reach_sockets_on_every_node() {
+    for (dialect, broker) in brokers() {
+        let (nodes, shutdown) = cluster(broker, false).await;
+        let mut members = Vec::new();
+        for node in &nodes {
+            members.push(client(node, json!({ "rooms": ["team"] })).await.0);
+        }
+        let (mut outsider, _) = client(&nodes[1], json!({})).await;
+        let join = json!({ "op": "join", "in": ["team"], "rooms": ["news"] });
+        nodes[0].run(join).await;
+        // On pub/sub, as documented, another node applies the join when its message arrives,
+        // and its own emit does not wait for that: let it arrive first. A log orders both.
+        if dialect == "pub/sub" {
+            until("every member is in the news room", || {
+                nodes
+                    .iter()
+                    .all(|n| n.hub().namespace("/").room_members("news").len() == 1)
+            })
+            .await;
+        }
+        let emit = json!({ "op": "emit", "event": "headline", "args": ["a"], "rooms": ["news"] });
+        nodes[1].run(emit).await;
+        for (n, member) in members.iter_mut().enumerate() {
+            assert_eq!(
+                event(member).await.0,
+                "headline",
+                "{dialect}: member on node {n}"
+            );
+        }
+        let leave = json!({ "op": "leave", "in": ["team"], "rooms": ["news"] });
+        nodes[2].run(leave).await;
+        if dialect == "pub/sub" {
+            until("the news room is empty", || {
+                nodes
+                    .iter()
+                    .all(|n| n.hub().namespace("/").room_members("news").is_empty())
+            })
+            .await;
+        }
+        let emit = json!({ "op": "emit", "event": "headline", "args": ["b"], "rooms": ["news"] });
+        nodes[0].run(emit).await;
+        nodes[0]
+            .run(json!({ "op": "emit", "event": "marker" }))
+            .await;
+        for member in members.iter_mut() {
+            assert_eq!(event(member).await.0, "marker", "{dialect}: left the room");
+        }
+        assert_eq!(event(&mut outsider).await.0, "marker");
+        nodes[1]
+            .run(json!({ "op": "disconnect", "rooms": ["team"] }))
+            .await;
+        for (n, member) in members.iter_mut().enumerate() {
+            assert_eq!(
+                next_text(member).await,
+                "41",
+                "{dialect}: disconnected on node {n}"
+            );
+        }
+        until("the outsider is the only socket left", || {
+            nodes
+                .iter()
+                .map(|n| n.hub().namespace("/").socket_count())
+                .sum::<usize>()
+                == 1
+        })
+        .await;
+        shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn cluster_wide_reads_add_up_every_node() {
+    let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
+    let _clients = [
+        client(&nodes[0], json!({ "rooms": ["r"], "user": "ada" })).await,
+        client(&nodes[1], json!({ "rooms": ["r"], "user": "ada" })).await,
+        client(&nodes[2], json!({ "rooms": ["r", "s"], "user": "bob" })).await,
+    ];
+    let hub = nodes[0].hub();
+    let namespace = hub.namespace("/");
+    let question = Question::Rooms {
+        namespace: "/".into(),
+    };
+    let rooms = reads::merge_rooms(
+        reads::local_rooms(&namespace),
+        &reads::others(hub, question).await,
+    );
+    assert_eq!(
+        rooms,
+        vec![
+            json!({ "name": "r", "size": 3 }),
+            json!({ "name": "s", "size": 1 })
+        ]
+    );
+    let (online, connections) = hub.presence().user("ada");
+    let answers = reads::others(hub, Question::User { user: "ada".into() }).await;
+    assert_eq!(reads::merge_user(online, connections, &answers), (true, 2));
+    let question = Question::Room {
+        namespace: "/".into(),
+        room: "s".into(),
+    };
+    let members = reads::merge_members(
+        reads::local_room_members(&namespace, "s"),
+        &reads::others(hub, question).await,
+    );
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["data"]["userId"], "bob");
+    shutdown.cancel();
+}
+
+/// Every announcement any node makes, in order.
+fn announcements(nodes: &[Node]) -> Arc<Mutex<Vec<(String, bool)>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    for node in nodes {
+        let heard = heard.clone();
+        node.hub()
+            .presence()
+            .on_change(Arc::new(move |user, online| {
+                heard.lock().push((user.to_owned(), online));
+            }));
+    }
+    heard
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_is_announced_online_once_and_offline_once() {
+    let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
+    let heard = announcements(&nodes);
+    let (tab_one, _) = client(&nodes[0], json!({ "user": "ada" })).await;
+    until("ada is online on every node", || {
+        nodes[2].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    let (tab_two, _) = client(&nodes[1], json!({ "user": "ada" })).await;
+    until("node 0 knows ada is on node 1 too", || {
+        nodes[0].hub().presence().online_elsewhere("ada")
+    })
+    .await;
+    drop(tab_one);
+    until("ada's first tab is gone", || {
+        nodes[0].hub().namespace("/").socket_count() == 0
+    })
+    .await;
+    assert_eq!(*heard.lock(), vec![("ada".to_owned(), true)]);
+    drop(tab_two);
+    until("ada is offline everywhere", || {
+        nodes
+            .iter()
+            .all(|n| n.hub().presence().online_users_everywhere().is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *heard.lock(),
+        vec![("ada".to_owned(), true), ("ada".to_owned(), false)]
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_silent_node_expires_without_ghosts_and_comes_back_when_it_speaks() {
+    let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
+    let heard = announcements(&nodes);
+    let _ada = client(&nodes[2], json!({ "user": "ada", "rooms": ["r"] })).await;
+    until("ada is online on node 0", || {
+        nodes[0].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    // Node 2 hangs: it says nothing more and hears nothing.
+    nodes[2].link.cut();
+    tokio::time::sleep(NODE_TIMEOUT).await;
+    until("nodes 0 and 1 took node 2 for dead", || {
+        nodes[..2].iter().all(|n| n.cluster.nodes_up() == 1)
+    })
+    .await;
+    for node in &nodes[..2] {
+        assert!(node.hub().presence().online_users_everywhere().is_empty());
+        assert_eq!(node.cluster.counters().nodes_expired, 1);
+    }
+    // Announced offline once, by one node.
+    assert_eq!(
+        *heard.lock(),
+        vec![("ada".to_owned(), true), ("ada".to_owned(), false)]
+    );
+    // No room with nobody in it: the dead node is not asked.
+    let hub = nodes[0].hub();
+    let question = Question::Rooms {
+        namespace: "/".into(),
+    };
+    let answers = reads::others(hub, question).await;
+    assert_eq!(answers.len(), 1);
+    let rooms = reads::merge_rooms(reads::local_rooms(&hub.namespace("/")), &answers);
+    assert!(rooms.is_empty(), "{rooms:?}");
+    // It speaks again: known again, with its user.
+    nodes[2].link.heal();
+    until("node 2 is back with ada", || {
+        nodes[0].cluster.nodes_up() == 2
+            && nodes[0].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_node_that_leaves_is_forgotten_at_once() {
+    let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
+    let _ada = client(&nodes[1], json!({ "user": "ada" })).await;
+    until("ada is online on node 0", || {
+        nodes[0].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    nodes[1].cluster.leave().await;
+    until("node 1 is forgotten", || {
+        nodes[0].cluster.nodes_up() == 1 && nodes[2].cluster.nodes_up() == 1
+    })
+    .await;
+    assert!(
+        nodes[0]
+            .hub()
+            .presence()
+            .online_users_everywhere()
+            .is_empty()
+    );
+    assert_eq!(nodes[0].cluster.counters().nodes_expired, 0, "said goodbye");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_session_recovers_on_another_node_with_what_it_missed_from_the_log() {
+    let (nodes, shutdown) = cluster(MemoryBroker::with_log(10_000), true).await;
+    let (mut ws, handshake) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
+    let (sid, pid) = (handshake["sid"].clone(), handshake["pid"].clone());
+    assert!(pid.is_string(), "recovery gives a private id: {handshake}");
+    let emit = |n: u64| json!({ "op": "emit", "event": "tick", "args": [n], "rooms": ["r"] });
+    nodes[2].run(emit(1)).await;
+    let (name, args) = event(&mut ws).await;
+    assert_eq!((name.as_str(), &args[0]), ("tick", &json!(1)));
+    let offset = args[1].clone();
+    // The transport is cut (no close): node 0 saves the session in the shared store.
+    drop(ws);
+    until("node 0 noticed", || {
+        nodes[0].hub().namespace("/").socket_count() == 0
+    })
+    .await;
+    for n in 2..=4 {
+        nodes[2].run(emit(n)).await;
+    }
+    // Back on another node, which never had it.
+    let (mut ws, handshake) = client(&nodes[1], json!({ "pid": pid, "offset": offset })).await;
+    assert_eq!(handshake["sid"], sid, "the same socket: {handshake}");
+    for n in 2..=4 {
+        let (name, args) = event(&mut ws).await;
+        assert_eq!(
+            (name.as_str(), &args[0]),
+            ("tick", &json!(n)),
+            "missed event {n}"
+        );
+    }
+    nodes[0].run(emit(5)).await;
+    assert_eq!(event(&mut ws).await.1[0], json!(5), "still in its room");
+    assert_eq!(nodes[1].cluster.counters().shared_sessions_taken, 1);
+    assert!(nodes[1].cluster.shared_log().is_some());
+    shutdown.cancel();
+}
