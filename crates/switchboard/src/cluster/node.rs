@@ -31,12 +31,6 @@ use crate::hub::adapter::{Adapter, BoxFuture, ClusterCounters, SharedLog, TakenS
 use crate::hub::reads::Question;
 use crate::hub::{Hub, Target};
 
-/// Heartbeats go out every third of the node timeout, and at least this often.
-const HEARTBEAT_AT_LEAST: Duration = Duration::from_secs(10);
-/// A node hears its own heartbeat back through the engine; not hearing it for this long means
-/// the link is dead though it looks alive (the driver is told to connect again).
-const SELF_SILENCE: Duration = Duration::from_secs(25);
-
 /// This node's figures for a stats question (they come from every layer, not only the hub:
 /// installed by the app).
 pub type StatsSource = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -74,14 +68,14 @@ pub struct ClusterNode {
     reply_channel: String,
     stats: OnceLock<StatsSource>,
     requests: Requests,
-    nodes: NodeRegistry,
+    pub(super) nodes: NodeRegistry,
     /// When this node last heard its own heartbeat back.
-    heard_self: Mutex<Instant>,
+    pub(super) heard_self: Mutex<Instant>,
     /// Shutting down: said goodbye, says nothing more of its users.
-    leaving: AtomicBool,
+    pub(super) leaving: AtomicBool,
     /// Where this node serves, as the others reach it.
-    advertised: OnceLock<String>,
-    nodes_expired: AtomicU64,
+    pub(super) advertised: OnceLock<String>,
+    pub(super) nodes_expired: AtomicU64,
     /// With a log: how far this node has read it, and the sessions taken from the store.
     pub(super) log: LogReading,
     pub(super) shutdown: CancellationToken,
@@ -150,7 +144,7 @@ impl ClusterNode {
             node.start_log_tasks(hub);
         }
         tokio::spawn(node.clone().receive_loop(received));
-        tokio::spawn(heartbeat_loop(node.clone()));
+        tokio::spawn(super::nodes::heartbeat_loop(node.clone()));
         Ok(node)
     }
 
@@ -170,7 +164,7 @@ impl ClusterNode {
     }
 
     /// Says `message` to every node.
-    fn say(&self, message: &NodeMessage, taken: Option<TakenSender>) {
+    pub(super) fn say(&self, message: &NodeMessage, taken: Option<TakenSender>) {
         self.driver
             .publish(self.node_channel.clone(), message.encode(), taken);
     }
@@ -304,7 +298,7 @@ impl ClusterNode {
     }
 
     /// Tells the other nodes who all of this node's users are.
-    fn tell_all_users(&self) {
+    pub(super) fn tell_all_users(&self) {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
@@ -319,97 +313,6 @@ impl ClusterNode {
             };
             self.say(&message, None);
         });
-    }
-
-    /// One heartbeat: forgets the nodes silent past the node timeout (their users go offline
-    /// here), says who this node's users are and where it serves, and checks that its own
-    /// heartbeats still come back.
-    fn beat(&self) {
-        let Some(hub) = self.hub.upgrade() else {
-            return;
-        };
-        let silence = self.settings.node_timeout;
-        let gone = self.nodes.expire(silence);
-        for uid in &gone {
-            hub.presence().forget_node(uid);
-        }
-        if !gone.is_empty() {
-            self.nodes_expired
-                .fetch_add(gone.len() as u64, Ordering::Relaxed);
-            tracing::warn!(
-                nodes = gone.len(),
-                ?silence,
-                "cluster: nodes silent past node_timeout taken for dead; their users are offline"
-            );
-        }
-        if self.driver.is_up() {
-            if self.heard_self.lock().elapsed() > SELF_SILENCE {
-                tracing::warn!("cluster: no heartbeat came back in time; linking again");
-                *self.heard_self.lock() = Instant::now();
-                self.driver.relink();
-            }
-            self.tell_all_users();
-            self.say_where();
-        }
-    }
-
-    /// Tells the cluster where this node serves (once, when it starts listening): `listening`
-    /// unless it is a wildcard address, in which case the address this machine reaches the
-    /// engine from, with its port.
-    pub async fn advertise(&self, configured: Option<&str>, listening: std::net::SocketAddr) {
-        let address = match configured {
-            Some(address) => address.to_owned(),
-            None if !listening.ip().is_unspecified() => listening.to_string(),
-            None => {
-                let ip = self.driver.local_ip().await.unwrap_or_else(|| {
-                    tracing::warn!(
-                        "cluster: cannot tell this node's address from the route to the engine; \
-                         other nodes will reach it at 127.0.0.1 (set cluster.advertise_address)"
-                    );
-                    std::net::IpAddr::from([127, 0, 0, 1])
-                });
-                std::net::SocketAddr::new(ip, listening.port()).to_string()
-            }
-        };
-        tracing::info!(node = %self.uid, %address, "cluster: other nodes pass requests for this node's sessions to it");
-        if self.advertised.set(address).is_ok() {
-            self.say_where();
-        }
-    }
-
-    /// Writes this node's address again (on linking, and with each heartbeat).
-    fn say_where(&self) {
-        let Some(address) = self.advertised.get() else {
-            return;
-        };
-        if self.leaving.load(Ordering::Acquire) {
-            return;
-        }
-        self.driver.set(
-            address_key(&self.settings.key, &self.uid),
-            address.as_bytes().to_vec(),
-            self.settings.node_timeout,
-        );
-    }
-
-    /// The `host:port` of the node `uid`, or `None` when no live node has that id (or the
-    /// engine cannot say).
-    pub async fn node_address(&self, uid: &str) -> Option<String> {
-        if uid == self.uid {
-            return self.advertised.get().cloned();
-        }
-        if let Some(address) = self.nodes.fresh_address(uid) {
-            return Some(address);
-        }
-        match self.driver.get(address_key(&self.settings.key, uid)).await {
-            Ok(address) => {
-                let address = address.and_then(|bytes| String::from_utf8(bytes).ok());
-                self.nodes.address_read(uid, address.as_deref());
-                address
-            }
-            // The engine cannot say (a blip): the node read last is most likely still there.
-            Err(_) => self.nodes.stale_address(uid),
-        }
     }
 
     /// Asks every other node `question`; waits for their answers at most the request
@@ -459,21 +362,6 @@ struct Forget<'a>(&'a Requests, &'a str);
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.0.give_up(self.1);
-    }
-}
-
-/// Beats the heart until shutdown.
-async fn heartbeat_loop(node: Arc<ClusterNode>) {
-    let every = (node.settings.node_timeout / 3)
-        .min(HEARTBEAT_AT_LEAST)
-        .max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = ticker.tick() => node.beat(),
-        }
     }
 }
 

@@ -1,14 +1,24 @@
-//! The other nodes as this node knows them: when each was last heard (any message it sent
-//! counts), which are taken for dead after `node_timeout` of silence, how many are up (what a
-//! question waits answers from), and where each can be reached, for passing a request on to the
-//! node holding its session (`crate::forward`). Addresses live in the driver's key-value store,
+//! The other nodes as this node knows them, and this node's heartbeat: when each was last heard
+//! (any message it sent counts), which are taken for dead after `node_timeout` of silence, how
+//! many are up (what a question waits answers from), and where each can be reached, for passing
+//! a request on to the node holding its session (`crate::forward`). Addresses live in the driver's key-value store,
 //! `<key>-switchboard-node#<uid>` = `host:port` with the node timeout as TTL (renewed with each
 //! heartbeat, deleted when the node leaves); a node's address read is kept a few seconds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use super::node::ClusterNode;
+
+/// Heartbeats go out every third of the node timeout, and at least this often.
+const HEARTBEAT_AT_LEAST: Duration = Duration::from_secs(10);
+/// A node hears its own heartbeat back through the engine; not hearing it for this long means
+/// the link is dead though it looks alive (the driver is told to connect again).
+const SELF_SILENCE: Duration = Duration::from_secs(25);
 
 /// A node's address read from the store is used this long before it is read again.
 pub const ADDRESS_KEPT_FOR: Duration = Duration::from_secs(5);
@@ -101,6 +111,114 @@ impl NodeRegistry {
 /// Where the node `uid`'s address is kept.
 pub fn address_key(key: &str, uid: &str) -> String {
     format!("{key}-switchboard-node#{uid}")
+}
+
+impl ClusterNode {
+    /// One heartbeat: forgets the nodes silent past the node timeout (their users go offline
+    /// here), says who this node's users are and where it serves, and checks that its own
+    /// heartbeats still come back.
+    pub(super) fn beat(&self) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let silence = self.settings.node_timeout;
+        let gone = self.nodes.expire(silence);
+        for uid in &gone {
+            hub.presence().forget_node(uid);
+        }
+        if !gone.is_empty() {
+            self.nodes_expired
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                nodes = gone.len(),
+                ?silence,
+                "cluster: nodes silent past node_timeout taken for dead; their users are offline"
+            );
+        }
+        if self.driver.is_up() {
+            if self.heard_self.lock().elapsed() > SELF_SILENCE {
+                tracing::warn!("cluster: no heartbeat came back in time; linking again");
+                *self.heard_self.lock() = Instant::now();
+                self.driver.relink();
+            }
+            self.tell_all_users();
+            self.say_where();
+        }
+    }
+
+    /// Tells the cluster where this node serves (once, when it starts listening): `listening`
+    /// unless it is a wildcard address, in which case the address this machine reaches the
+    /// engine from, with its port.
+    pub async fn advertise(&self, configured: Option<&str>, listening: std::net::SocketAddr) {
+        let address = match configured {
+            Some(address) => address.to_owned(),
+            None if !listening.ip().is_unspecified() => listening.to_string(),
+            None => {
+                let ip = self.driver.local_ip().await.unwrap_or_else(|| {
+                    tracing::warn!(
+                        "cluster: cannot tell this node's address from the route to the engine; \
+                         other nodes will reach it at 127.0.0.1 (set cluster.advertise_address)"
+                    );
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                });
+                std::net::SocketAddr::new(ip, listening.port()).to_string()
+            }
+        };
+        tracing::info!(node = %self.uid, %address, "cluster: other nodes pass requests for this node's sessions to it");
+        if self.advertised.set(address).is_ok() {
+            self.say_where();
+        }
+    }
+
+    /// Writes this node's address again (on linking, and with each heartbeat).
+    pub(super) fn say_where(&self) {
+        let Some(address) = self.advertised.get() else {
+            return;
+        };
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        self.driver.set(
+            address_key(&self.settings.key, &self.uid),
+            address.as_bytes().to_vec(),
+            self.settings.node_timeout,
+        );
+    }
+
+    /// The `host:port` of the node `uid`, or `None` when no live node has that id (or the
+    /// engine cannot say).
+    pub async fn node_address(&self, uid: &str) -> Option<String> {
+        if uid == self.uid {
+            return self.advertised.get().cloned();
+        }
+        if let Some(address) = self.nodes.fresh_address(uid) {
+            return Some(address);
+        }
+        match self.driver.get(address_key(&self.settings.key, uid)).await {
+            Ok(address) => {
+                let address = address.and_then(|bytes| String::from_utf8(bytes).ok());
+                self.nodes.address_read(uid, address.as_deref());
+                address
+            }
+            // The engine cannot say (a blip): the node read last is most likely still there.
+            Err(_) => self.nodes.stale_address(uid),
+        }
+    }
+}
+
+/// Beats the heart until shutdown.
+pub(super) async fn heartbeat_loop(node: Arc<ClusterNode>) {
+    let every = (node.settings.node_timeout / 3)
+        .min(HEARTBEAT_AT_LEAST)
+        .max(Duration::from_millis(50));
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => node.beat(),
+        }
+    }
 }
 
 #[cfg(test)]
