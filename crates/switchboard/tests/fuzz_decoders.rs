@@ -3,7 +3,9 @@
 //! answer (a value or an error) without panicking. Targets: the Engine.IO packet and polling
 //! payload decoders (v4, and v3's two forms), the Socket.IO packet decoder (binary placeholders included), its MessagePack
 //! form (socket.io-msgpack-parser's, with a round trip through the encoder), the WebSocket frame
-//! reader, the config parser and the HTTP API's request bodies.
+//! reader, the config parser, the HTTP API's request bodies, and what other nodes send: the
+//! cluster's node messages, the Socket.IO Redis adapter's broadcasts and requests, the Streams
+//! adapter's cluster messages, sessions and stream entries.
 //!
 //! `SWITCHBOARD_FUZZ_SECONDS` sets the time per target (2 s by default; CI runs longer). The
 //! run is seeded (`SWITCHBOARD_FUZZ_SEED`, printed), so a failure can be replayed. An input that
@@ -279,5 +281,44 @@ fn api_request_bodies() {
     fuzz("api_body", |input| {
         let _ = switchboard::api::parse_json::<EmitRequest>(input);
         let _ = switchboard::api::parse_json::<BatchRequest>(input);
+    });
+}
+
+#[test]
+fn cluster_node_messages() {
+    use switchboard::cluster::node_message::{NodeMessage, NodeReply};
+    fuzz("node_message", |input| {
+        // What decodes re-encodes to the same message.
+        if let Ok(message) = NodeMessage::decode(input) {
+            let again = NodeMessage::decode(&message.encode()).expect("an encoded message decodes");
+            assert_eq!(again, message, "round trip of {input:?}");
+        }
+        let _ = NodeReply::decode(input);
+    });
+}
+
+#[test]
+fn socketio_adapter_messages() {
+    use switchboard::cluster::{message, stream_message};
+    fuzz("adapter_message", |input| {
+        let _ = message::decode_broadcast(input);
+        let _ = message::decode_ack_broadcast(input);
+        let _ = message::decode_adapter_request(input);
+        let _ = stream_message::decode_cluster_message(input);
+        let _ = stream_message::decode_session(input);
+    });
+}
+
+#[test]
+fn stream_entries() {
+    use switchboard::cluster::stream_message;
+    fuzz("stream_entry", |input| {
+        // The entry's fields, in the order the streams adapter writes them, NUL-separated.
+        let fields: Vec<(String, Vec<u8>)> = ["uid", "nsp", "type", "data"]
+            .iter()
+            .zip(input.splitn(4, |b| *b == 0))
+            .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+            .collect();
+        let _ = stream_message::decode_entry(&fields);
     });
 }
