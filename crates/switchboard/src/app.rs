@@ -395,6 +395,7 @@ mod presence {
 
     use crate::clock::iso_now;
     use crate::config::PresenceSettings;
+    use crate::error_code::ErrorCode;
     use crate::hub::{Event, Hub, Socket, reads};
 
     /// Emits `user:online` / `user:offline` `{userId, timestamp}` to the configured rooms.
@@ -432,10 +433,10 @@ mod presence {
         let reply = match event.args.first().and_then(Value::as_str) {
             Some(room) if socket.in_room(room) => reads::room_users(socket.namespace(), room),
             Some(room) => {
-                json!({ "error": { "code": "forbidden_room", "message": format!("you are not in room {room:?}") } })
+                json!({ "error": { "code": ErrorCode::ForbiddenRoom.as_str(), "message": format!("you are not in room {room:?}") } })
             }
             None => {
-                json!({ "error": { "code": "invalid_type", "message": "the event's argument must be a room name" } })
+                json!({ "error": { "code": ErrorCode::InvalidType.as_str(), "message": "the event's argument must be a room name" } })
             }
         };
         ack.send(&[reply]);

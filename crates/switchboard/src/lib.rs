@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod engine;
+pub mod error_code;
 pub mod forward;
 pub mod http;
 pub mod hub;

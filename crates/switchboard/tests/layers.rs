@@ -10,6 +10,7 @@ use std::path::Path;
 /// and `main` may use everything.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
+    ("error_code", &[]),
     ("pattern", &[]),
     ("clock", &[]),
     ("http", &[]),
@@ -25,20 +26,43 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "hub",
         &[
-            "engine", "protocol", "pattern", "config", "http", "clock", "rate",
+            "engine",
+            "protocol",
+            "pattern",
+            "config",
+            "http",
+            "clock",
+            "rate",
+            "error_code",
         ],
     ),
     ("cluster", &["hub", "config", "protocol"]),
-    ("auth", &["config", "http", "hub"]),
+    ("auth", &["config", "http", "hub", "error_code"]),
     ("forward", &["http", "engine"]),
     ("metrics", &["engine", "hub", "tls", "forward"]),
     (
         "rules",
-        &["config", "hub", "protocol", "pattern", "clock", "metrics"],
+        &[
+            "config",
+            "hub",
+            "protocol",
+            "pattern",
+            "clock",
+            "metrics",
+            "error_code",
+        ],
     ),
     (
         "backend",
-        &["config", "hub", "http", "metrics", "auth", "clock"],
+        &[
+            "config",
+            "hub",
+            "http",
+            "metrics",
+            "auth",
+            "clock",
+            "error_code",
+        ],
     ),
     (
         "plain_ws",
@@ -51,12 +75,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "hub",
             "clock",
             "websocket",
+            "error_code",
         ],
     ),
     ("admin_ui", &["config", "engine", "hub", "clock"]),
     (
         "api",
-        &["config", "hub", "http", "metrics", "rules", "rate"],
+        &[
+            "config",
+            "hub",
+            "http",
+            "metrics",
+            "rules",
+            "rate",
+            "error_code",
+        ],
     ),
     ("server", &["http", "cors", "engine", "tls"]),
     // A unit test's module: the memory budget of an idle connection, engine and hub together.

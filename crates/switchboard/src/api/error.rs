@@ -3,6 +3,7 @@
 //! `commands[1].event`) so a backend developer can fix the call without reading our code; an
 //! operation the cluster could not take is a 503 of the same shape (the caller may retry).
 
+use crate::error_code::ErrorCode;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -36,7 +37,7 @@ impl ApiError {
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            code: "invalid_field",
+            code: ErrorCode::InvalidField.as_str(),
             message: message.into(),
             field: Some(field.into()),
         }
@@ -49,7 +50,7 @@ impl ApiError {
 
 /// A hub operation's refusal, as the API answers it.
 /// The code and message of a 503 for an operation the cluster could not take.
-pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+pub const CLUSTER_UNAVAILABLE: &str = ErrorCode::ClusterUnavailable.as_str();
 pub const NOT_TAKEN_MESSAGE: &str = "Redis did not take the operation in time; nothing was \
      delivered or changed, retry later";
 
@@ -113,7 +114,7 @@ impl BodyLimit {
             .map_err(|error| match error {
                 BodyReadError::TooLarge => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge.as_str(),
                     format!("the request body is over the {}-byte limit", self.max),
                 ),
                 BodyReadError::TimedOut => ApiError::new(
@@ -153,17 +154,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
-        Ok(value) => deserializer
-            .end()
-            .map(|()| value)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())),
+        Ok(value) => deserializer.end().map(|()| value).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidJson.as_str(),
+                e.to_string(),
+            )
+        }),
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if inner.is_syntax() || inner.is_eof() {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_json",
+                    ErrorCode::InvalidJson.as_str(),
                     format!("the body is not valid JSON: {inner}"),
                 ));
             }

@@ -9,6 +9,7 @@
 mod error;
 mod routes;
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +191,7 @@ pub async fn authorize(
         state.hub.limits().hit("api_rate");
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited.as_str(),
             "too many API requests for this key; slow down (see Retry-After)",
         )
         .into_response();
@@ -207,7 +208,7 @@ pub async fn authorize(
         if !loopback {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden.as_str(),
                 "no API key is configured, so the API answers loopback callers only \
                  (set [api] keys or SWITCHBOARD_API_KEYS)",
             )
@@ -221,7 +222,7 @@ pub async fn authorize(
         {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized.as_str(),
                 "send a configured API key as 'Authorization: Bearer <key>'",
             )
             .into_response();
@@ -255,7 +256,11 @@ async fn count_requests(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound.as_str(),
+        "no such path",
+    )
 }
 
 type ApiResult = Result<axum::Json<Value>, ApiError>;

@@ -4,6 +4,7 @@
 //! "reached": N}`; a bad body answers 400 with `{"success": false, "error": {code, message,
 //! field}}`. Routes follow the API's key policy unless marked `public`.
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 
 use axum::Router;
@@ -51,7 +52,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
             Err(error) => {
                 return refuse(
                     StatusCode::BAD_REQUEST,
-                    "invalid_json",
+                    ErrorCode::InvalidJson.as_str(),
                     format!("the body is not valid JSON: {error}"),
                     None,
                 );
@@ -62,7 +63,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
         if body.get(field).is_none_or(Value::is_null) {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "missing_field",
+                ErrorCode::MissingField.as_str(),
                 format!("body field `{field}` is required"),
                 Some(field.clone()),
             );
@@ -71,7 +72,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
     let Some(namespace) = state.hub.of(&route.namespace) else {
         return refuse(
             StatusCode::NOT_FOUND,
-            "unknown_namespace",
+            ErrorCode::UnknownNamespace.as_str(),
             format!("no namespace {:?}", route.namespace),
             Some("namespace".into()),
         );
@@ -94,7 +95,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
                 Ok(_) => {
                     return refuse(
                         StatusCode::BAD_REQUEST,
-                        "invalid_room",
+                        ErrorCode::InvalidRoom.as_str(),
                         format!(
                             "a room name is 1 to {} bytes",
                             state.config.limits.room_name_max

@@ -6,6 +6,7 @@
 //! sees in `connect_error`: "Authentication required", "Invalid token", "Token expired", each
 //! with `data.code`.
 
+use crate::error_code::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,12 +42,11 @@ impl AuthError {
     pub fn connect_error(&self) -> ConnectError {
         match self {
             Self::Required => ConnectError::new("Authentication required")
-                .with_data(json!({ "code": "auth_required" })),
+                .with_data(json!({ "code": ErrorCode::AuthRequired.as_str() })),
             Self::Invalid(reason) => ConnectError::new("Invalid token")
-                .with_data(json!({ "code": "invalid_token", "reason": reason })),
-            Self::Expired => {
-                ConnectError::new("Token expired").with_data(json!({ "code": "token_expired" }))
-            }
+                .with_data(json!({ "code": ErrorCode::InvalidToken.as_str(), "reason": reason })),
+            Self::Expired => ConnectError::new("Token expired")
+                .with_data(json!({ "code": ErrorCode::TokenExpired.as_str() })),
         }
     }
 }

@@ -6,9 +6,10 @@
 //! refuses, `{"accept": false, "message": "...", "code": "...", "data": {...}}` (a 4xx with such
 //! a body refuses too); the client sees a refusal's message and `data.code` in `connect_error`.
 //! A backend that is down, slow, failing (5xx) or answering nonsense refuses the connect with
-//! "Backend unavailable" and `data: {code: "backend_unavailable", retryable: true}`: never an
+//! "Backend unavailable" and `data: {code: ErrorCode::BackendUnavailable.as_str(), retryable: true}`: never an
 //! accidental accept. Open sessions are never touched by it.
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,7 +231,7 @@ fn refusal_error(answer: Option<&ConnectAnswer>) -> ConnectError {
     let mut data = answer.and_then(|a| a.data.clone()).unwrap_or_default();
     let code = answer
         .and_then(|a| a.code.clone())
-        .unwrap_or_else(|| "forbidden".to_owned());
+        .unwrap_or_else(|| ErrorCode::Forbidden.as_str().to_owned());
     data.insert("code".into(), json!(code));
     ConnectError::new(message).with_data(Value::Object(data))
 }
@@ -238,5 +239,5 @@ fn refusal_error(answer: Option<&ConnectAnswer>) -> ConnectError {
 /// The refusal when the backend could not decide: the client may try again later.
 pub fn unavailable() -> ConnectError {
     ConnectError::new("Backend unavailable")
-        .with_data(json!({ "code": "backend_unavailable", "retryable": true }))
+        .with_data(json!({ "code": ErrorCode::BackendUnavailable.as_str(), "retryable": true }))
 }

@@ -10,6 +10,7 @@
 //! the client's callback gets `{"error": {"code", "message"}}` at once, so nothing waits without
 //! bound and no event is dropped silently.
 
+use crate::error_code::ErrorCode;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,7 +153,7 @@ impl EventProxy {
             self.metrics.count_proxy("event", "backlog_full");
             return refuse(
                 event.take_ack(),
-                "backend_busy",
+                ErrorCode::BackendBusy.as_str(),
                 "too many events wait for the backend",
             );
         }
@@ -169,7 +170,7 @@ impl EventProxy {
                 let mut event = job.event;
                 refuse(
                     event.take_ack(),
-                    "backend_busy",
+                    ErrorCode::BackendBusy.as_str(),
                     "too many of your events wait for the backend",
                 );
             }
@@ -183,7 +184,7 @@ impl EventProxy {
                     let mut event = job.event;
                     return refuse(
                         event.take_ack(),
-                        "backend_error",
+                        ErrorCode::BackendError.as_str(),
                         "no runtime to call the backend on",
                     );
                 };
@@ -248,7 +249,11 @@ impl EventProxy {
         };
         let answer = {
             let Ok(_permit) = self.in_flight.acquire().await else {
-                return refuse(ack, "backend_error", "the event proxy is shutting down");
+                return refuse(
+                    ack,
+                    ErrorCode::BackendError.as_str(),
+                    "the event proxy is shutting down",
+                );
             };
             self.client
                 .post_json::<EventAnswer>(&route.url, route.timeout, route.headers.fixed(), &body)
@@ -265,15 +270,15 @@ impl EventProxy {
                 tracing::warn!(%error, url = %route.url, event = %route.event, socket = %socket.id(), "event proxy failed");
                 let (code, message) = match &error {
                     CallError::Status { status, .. } if *status < 500 => (
-                        "backend_refused",
+                        ErrorCode::BackendRefused.as_str(),
                         format!("the backend refused the event ({status})"),
                     ),
                     CallError::BadAnswer(_) => (
-                        "backend_error",
+                        ErrorCode::BackendError.as_str(),
                         "the backend's answer was not understood".to_owned(),
                     ),
                     _ => (
-                        "backend_unavailable",
+                        ErrorCode::BackendUnavailable.as_str(),
                         "the backend did not answer; try again".to_owned(),
                     ),
                 };

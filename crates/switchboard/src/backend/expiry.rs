@@ -10,6 +10,7 @@
 //! connection state recovery with the rest of the data. Each socket with one has a sleeping
 //! task, aborted when the socket leaves.
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -118,7 +119,7 @@ impl ExpiryWatch {
         };
         let answer = match token {
             None => {
-                json!({ "error": { "code": "invalid_type", "message": "send the token as the event's argument" } })
+                json!({ "error": { "code": ErrorCode::InvalidType.as_str(), "message": "send the token as the event's argument" } })
             }
             Some(token) => match self.adopt(socket, token) {
                 Ok(expires_at) => json!({ "ok": true, "expiresAt": expires_at }),
@@ -133,14 +134,20 @@ impl ExpiryWatch {
     /// Verifies a fresh token and makes it the socket's; answers its expiry (Unix ms).
     fn adopt(&self, socket: &Socket, token: &str) -> Result<Option<u64>, (&'static str, String)> {
         let claims = self.verifier.verify(token).map_err(|error| match error {
-            AuthError::Expired => ("token_expired", "the token has expired".to_owned()),
-            other => ("invalid_token", format!("the token is not valid: {other}")),
+            AuthError::Expired => (
+                ErrorCode::TokenExpired.as_str(),
+                "the token has expired".to_owned(),
+            ),
+            other => (
+                ErrorCode::InvalidToken.as_str(),
+                format!("the token is not valid: {other}"),
+            ),
         })?;
         let data = self.verifier.socket_data(&claims);
         let current = socket.data().get(&self.user_key).cloned();
         if data.get(&self.user_key) != current.as_ref() {
             return Err((
-                "user_mismatch",
+                ErrorCode::UserMismatch.as_str(),
                 "a fresh token must name the same user".to_owned(),
             ));
         }

@@ -21,6 +21,7 @@ pub mod reads;
 mod recovery;
 mod socket;
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -484,7 +485,7 @@ impl Hub {
         if name.len() > limits.event_name_max {
             limits.hit("event_name");
             return Err(
-                serde_json::json!({ "error": { "code": "invalid_event", "message": format!("event names are at most {} bytes", limits.event_name_max) } }),
+                serde_json::json!({ "error": { "code": ErrorCode::InvalidEvent.as_str(), "message": format!("event names are at most {} bytes", limits.event_name_max) } }),
             );
         }
         if !limits.rates_events() {
@@ -494,12 +495,12 @@ impl Hub {
         match verdict {
             limits::Verdict::Handle => Ok(()),
             limits::Verdict::Drop => Err(
-                serde_json::json!({ "error": { "code": "rate_limited", "message": "too many events; slow down" } }),
+                serde_json::json!({ "error": { "code": ErrorCode::RateLimited.as_str(), "message": "too many events; slow down" } }),
             ),
             limits::Verdict::Disconnect => {
                 socket.disconnect();
                 Err(
-                    serde_json::json!({ "error": { "code": "rate_limited", "message": "too many events" } }),
+                    serde_json::json!({ "error": { "code": ErrorCode::RateLimited.as_str(), "message": "too many events" } }),
                 )
             }
         }
@@ -536,7 +537,7 @@ impl Hub {
                 parser,
                 &name,
                 "Too many namespaces",
-                Some(&serde_json::json!({ "code": "too_many_namespaces" })),
+                Some(&serde_json::json!({ "code": ErrorCode::TooManyNamespaces.as_str() })),
             ));
             return;
         }

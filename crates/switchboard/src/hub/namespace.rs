@@ -8,6 +8,7 @@
 //! every connection for nothing, since the socket map already finds a socket by its id. See
 //! [`Namespace::each_member`], the one place that resolves a room to its members.
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -126,8 +127,9 @@ impl Namespace {
         };
         if self.presence.user(&user).1 >= max {
             self.limits.hit("connections_per_user");
-            return Err(ConnectError::new("Too many connections")
-                .with_data(serde_json::json!({ "code": "too_many_connections", "max": max })));
+            return Err(ConnectError::new("Too many connections").with_data(
+                serde_json::json!({ "code": ErrorCode::TooManyConnections.as_str(), "max": max }),
+            ));
         }
         Ok(())
     }

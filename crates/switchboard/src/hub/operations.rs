@@ -4,6 +4,7 @@
 //! [`Broadcast`] operations client events use, and carried to the other nodes of a cluster.
 //! A refusal is an [`OpError`] naming the request field at fault; the API answers it as a 4xx.
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -39,7 +40,7 @@ impl OpError {
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: OpErrorKind::Invalid,
-            code: "invalid_field",
+            code: ErrorCode::InvalidField.as_str(),
             message: message.into(),
             field: Some(field.into()),
         }
@@ -48,7 +49,7 @@ impl OpError {
     pub fn unknown_namespace(field: impl Into<String>, namespace: &str) -> Self {
         Self {
             kind: OpErrorKind::NotFound,
-            code: "unknown_namespace",
+            code: ErrorCode::UnknownNamespace.as_str(),
             message: format!("no namespace {namespace:?} is configured"),
             field: Some(field.into()),
         }

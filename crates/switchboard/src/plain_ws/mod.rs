@@ -9,6 +9,7 @@
 //! peer that did not answer the previous ping. With auth required, the user comes from the
 //! token in the `token` query parameter, not from the query's user id.
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,7 +134,7 @@ impl PlainWs {
             let Some(verifier) = &self.verifier else {
                 return Err(refused(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "auth_unconfigured",
+                    ErrorCode::AuthUnconfigured.as_str(),
                     "auth is required but not configured",
                 ));
             };
@@ -145,7 +146,7 @@ impl PlainWs {
                         .data
                         .as_ref()
                         .and_then(|d| d["code"].as_str())
-                        .unwrap_or("invalid_token")
+                        .unwrap_or(ErrorCode::InvalidToken.as_str())
                         .to_owned();
                     refused(StatusCode::UNAUTHORIZED, &code, &refusal.message)
                 })?
@@ -157,7 +158,7 @@ impl PlainWs {
                 .ok_or_else(|| {
                     refused(
                         StatusCode::UNAUTHORIZED,
-                        "invalid_token",
+                        ErrorCode::InvalidToken.as_str(),
                         "the token names no user",
                     )
                 });
@@ -169,7 +170,7 @@ impl PlainWs {
             .ok_or_else(|| {
                 refused(
                     StatusCode::BAD_REQUEST,
-                    "missing_user",
+                    ErrorCode::MissingUser.as_str(),
                     &format!(
                         "give the user id as the `{}` query parameter",
                         self.settings.user_param
@@ -207,7 +208,7 @@ impl PlainWs {
                 .ok_or_else(|| {
                     Box::new(refuse(
                         StatusCode::FORBIDDEN,
-                        "missing_user",
+                        ErrorCode::MissingUser.as_str(),
                         "the backend admitted the connection but named no user",
                     ))
                 }),
@@ -216,9 +217,9 @@ impl PlainWs {
                     .data
                     .as_ref()
                     .and_then(|d| d["code"].as_str())
-                    .unwrap_or("forbidden")
+                    .unwrap_or(ErrorCode::Forbidden.as_str())
                     .to_owned();
-                let status = if code == "backend_unavailable" {
+                let status = if code == ErrorCode::BackendUnavailable.as_str() {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
                     StatusCode::FORBIDDEN
@@ -232,7 +233,7 @@ impl PlainWs {
         if !crate::websocket::is_upgrade_request(&request) {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "not_websocket",
+                ErrorCode::NotWebsocket.as_str(),
                 "this endpoint speaks WebSocket",
             );
         }
@@ -261,7 +262,11 @@ impl PlainWs {
         let accepted = match crate::websocket::accept(&mut request) {
             Ok(accepted) => accepted,
             Err(error) => {
-                return refuse(StatusCode::BAD_REQUEST, "bad_upgrade", &error.to_string());
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadUpgrade.as_str(),
+                    &error.to_string(),
+                );
             }
         };
         // Over a per-address cap: the upgrade completes, then closes with 1008 and the reason.

@@ -5,6 +5,7 @@
 //! answered it) or, on a refusal, an error reply: the ack `{"error": {code, message}}` when it
 //! passed a callback, else an `error` event `{event, code, message}`.
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -94,12 +95,12 @@ fn check_type(check: &TypeCheck, value: Option<&Value>, what: &str) -> Result<()
     match value {
         None | Some(Value::Null) if check.optional => Ok(()),
         None => Err(ValueError {
-            code: "missing_field",
+            code: ErrorCode::MissingField.as_str(),
             message: format!("{what} is missing"),
         }),
         Some(value) if check.kinds.iter().any(|kind| kind.matches(value)) => Ok(()),
         Some(_) => Err(ValueError {
-            code: "invalid_type",
+            code: ErrorCode::InvalidType.as_str(),
             message: format!(
                 "{what} must be {}",
                 check
@@ -128,9 +129,9 @@ fn check_args(expect: &[ArgCheck], args: &[Value]) -> Result<(), ValueError> {
                 let Some(Value::Object(object)) = arg else {
                     return Err(ValueError {
                         code: if arg.is_none() {
-                            "missing_field"
+                            ErrorCode::MissingField.as_str()
                         } else {
-                            "invalid_type"
+                            ErrorCode::InvalidType.as_str()
                         },
                         message: format!("{what} must be an object"),
                     });
@@ -169,20 +170,20 @@ impl RuleSet {
         }
         if room.is_empty() {
             return Err(ValueError {
-                code: "invalid_room",
+                code: ErrorCode::InvalidRoom.as_str(),
                 message: "a room name cannot be empty".into(),
             });
         }
         if room.len() > self.max_room_bytes {
             return Err(ValueError {
-                code: "room_name_too_long",
+                code: ErrorCode::RoomNameTooLong.as_str(),
                 message: format!("a room name is at most {} bytes", self.max_room_bytes),
             });
         }
         let namespace = socket.namespace();
         if **socket.id() != *room && namespace.is_private_room(&room) {
             return Err(ValueError {
-                code: "forbidden_room",
+                code: ErrorCode::ForbiddenRoom.as_str(),
                 message: format!("room {room:?} is another socket's own room"),
             });
         }
@@ -191,7 +192,7 @@ impl RuleSet {
             && !patterns.iter().any(|rule| permits(rule, socket, &room))
         {
             return Err(ValueError {
-                code: "forbidden_room",
+                code: ErrorCode::ForbiddenRoom.as_str(),
                 message: format!("room {room:?} is not one you may use"),
             });
         }
@@ -288,7 +289,7 @@ impl RuleSet {
                 Ready::Join(room) if !new_rooms.contains(room) && !socket.in_room(room) => {
                     if !namespace.may_join(socket, room, new_rooms.len()) {
                         return Err(ValueError {
-                            code: "too_many_rooms",
+                            code: ErrorCode::TooManyRooms.as_str(),
                             message: format!(
                                 "a socket may be in at most {} rooms",
                                 namespace.max_rooms_per_socket()

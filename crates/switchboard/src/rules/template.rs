@@ -9,6 +9,7 @@
 //! Substitution is one pass: a value a client sends is never read as a template itself, and it
 //! becomes exactly one room name, so it cannot reach into other rooms.
 
+use crate::error_code::ErrorCode;
 use serde_json::{Map, Value};
 
 /// Where a template is used decides which values it may read.
@@ -84,14 +85,14 @@ pub struct ValueError {
 impl ValueError {
     fn missing(placeholder: &Placeholder) -> Self {
         Self {
-            code: "missing_field",
+            code: ErrorCode::MissingField.as_str(),
             message: format!("{} is missing", describe(placeholder)),
         }
     }
 
     fn wrong_type(placeholder: &Placeholder, expected: &str) -> Self {
         Self {
-            code: "invalid_type",
+            code: ErrorCode::InvalidType.as_str(),
             message: format!("{} must be {expected}", describe(placeholder)),
         }
     }
