@@ -423,3 +423,37 @@ url = "${backend.url}/refresh"
     assert.equal(socket.connected, true);
   });
 });
+
+describe("webhooks on shutdown", () => {
+  test("SIGTERM: the webhook receiver gets every socket_disconnected and user_offline the shutdown caused, before the server exits", async () => {
+    const backend = await startBackend();
+    backend.on("/connect", acceptByAuth);
+    const hooks = await startBackend();
+    hooks.on("/hooks", () => ({ status: 200, body: {} }));
+    // A batch waits long to fill up and users stay online long after their last connection:
+    // neither may hold back what the shutdown has to say.
+    const file = await tempFile(
+      "shutdown-hooks.toml",
+      config(backend, hooks).replace('batch_wait = "50ms"', 'batch_wait = "30s"').replace('grace = "600ms"', 'grace = "60s"'),
+    );
+    const server = await startServer("switchboard", { args: ["--config", file] });
+    try {
+      const sockets = ["sam", "sue", "sam"].map((user) => connect(server.url, { auth: { user } }));
+      await Promise.all(sockets.map((s) => once(s, "connect")));
+      const ids = sockets.map((s) => s.id);
+      await server.stop();
+      const events = webhookEvents(hooks);
+      const gone = events.filter((e) => e.type === "socket_disconnected").map((e) => e.socket);
+      assert.deepEqual(gone.sort(), [...ids].sort(), "every socket's disconnect was sent before the exit");
+      for (const e of events.filter((e) => e.type === "socket_disconnected")) {
+        assert.equal(e.reason, "server shutting down");
+      }
+      const offline = events.filter((e) => e.type === "user_offline").map((e) => e.user);
+      assert.deepEqual(offline.sort(), ["sam", "sue"], "each user offline once, not after the 60 s grace");
+    } finally {
+      await server.stop().catch(() => {});
+      await backend.stop();
+      await hooks.stop();
+    }
+  });
+});
