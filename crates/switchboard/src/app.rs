@@ -86,7 +86,10 @@ pub struct App {
 impl App {
     pub fn build(config: Config) -> Self {
         let config = Arc::new(config);
+        // The one shutdown signal every long-lived task of the server ends on.
+        let shutdown = CancellationToken::new();
         let hub = Hub::new(HubConfig {
+            shutdown: shutdown.clone(),
             connect_timeout: config.engine.connect_timeout.0,
             user_key: config.presence.user_key.clone(),
             presence_grace: config.presence.grace.0,
@@ -131,7 +134,6 @@ impl App {
                 namespace.on(event.clone(), presence::answer_room_query);
             }
         }
-        let shutdown = CancellationToken::new();
         let cluster = config.cluster.redis_url.as_ref().and_then(|url| {
             let settings = NodeSettings {
                 key: config.cluster.key.clone(),
@@ -159,6 +161,7 @@ impl App {
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
         engine_config.body_read_timeout = config.server.body_read_timeout.0;
+        engine_config.shutdown = shutdown.clone();
         engine_config.extra_kept_headers = backend::forwarded_headers(&config);
         // In a cluster a session id says which node holds it, so that any node can pass a
         // request for it on (no sticky sessions); not over TLS, whose peers are not plain HTTP.

@@ -102,11 +102,15 @@ impl AdminUi {
         hub.observe(admin.clone());
         let weak = Arc::downgrade(&admin);
         let engine = Arc::downgrade(engine);
+        let shutdown = hub.shutdown_signal().clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(2));
             let mut last = (0u64, 0u64, 0u64, 0u64);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
                 let (Some(admin), Some(engine)) = (weak.upgrade(), engine.upgrade()) else {
                     return;
                 };

@@ -262,6 +262,9 @@ impl<H: EngineHandler> Heartbeats<H> {
 
 /// The timer task: sleeps until the earliest entry, or until one lands in an empty queue.
 async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats<H>>, engine: Weak<Engine<H>>) {
+    let Some(shutdown) = engine.upgrade().map(|e| e.config().shutdown.clone()) else {
+        return;
+    };
     loop {
         let next = {
             let Some(engine) = engine.upgrade() else {
@@ -269,14 +272,16 @@ async fn run<H: EngineHandler>(heartbeats: Arc<Heartbeats<H>>, engine: Weak<Engi
             };
             heartbeats.fire_due(&engine)
         };
-        match next {
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = heartbeats.wake.notified() => {}
-                }
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
-            None => heartbeats.wake.notified().await,
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = due => {}
+            () = heartbeats.wake.notified() => {}
         }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) const RECORD_SEPARATOR_BYTE: u8 = crate::protocol::engine::RECORD_SEP
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The server's one shutdown signal: the engine's background tasks end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     /// The largest message (WebSocket) or POST body (polling) a client may send, in bytes.
@@ -73,6 +75,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
+            shutdown: tokio_util::sync::CancellationToken::new(),
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
@@ -107,6 +110,7 @@ impl EngineConfig {
             allow_eio3: engine.allow_eio3,
             sid_prefix: None,
             body_read_timeout: Duration::from_secs(10),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
                 rate: limits.connect_rate_per_ip,

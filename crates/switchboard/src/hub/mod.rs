@@ -68,6 +68,8 @@ pub struct HubConfig {
     pub limits: limits::HubLimits,
     /// Whether socket.io-msgpack-parser clients are served (a client's first binary packet).
     pub msgpack: bool,
+    /// The server's one shutdown signal: the hub's background tasks end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Default for HubConfig {
@@ -78,6 +80,7 @@ impl Default for HubConfig {
             presence_grace: Duration::from_secs(5),
             limits: limits::HubLimits::default(),
             msgpack: true,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -158,6 +161,11 @@ impl Hub {
         })
     }
 
+    /// The server's one shutdown signal (from [`HubConfig::shutdown`]).
+    pub fn shutdown_signal(&self) -> &tokio_util::sync::CancellationToken {
+        &self.config.shutdown
+    }
+
     /// Joins this hub to a cluster: its broadcasts and room operations reach the other nodes'
     /// sockets too. Set once, before clients connect; a second adapter is refused.
     pub fn join_cluster(&self, adapter: Arc<dyn Adapter>) -> Result<(), Arc<dyn Adapter>> {
@@ -211,6 +219,7 @@ impl Hub {
                     self.observers.clone(),
                     self.cluster.clone(),
                     self.limits.clone(),
+                    self.config.shutdown.clone(),
                 ))
             })
             .clone();

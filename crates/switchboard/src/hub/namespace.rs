@@ -82,6 +82,8 @@ pub struct Namespace {
     /// from the shared store): a second CONNECT meanwhile is dropped.
     waiting: Mutex<std::collections::HashSet<Arc<str>>>,
     limits: Arc<super::limits::HubLimits>,
+    /// The server's shutdown signal (the history sweep ends on it).
+    shutdown: tokio_util::sync::CancellationToken,
     /// Clients back with their pid before their old transport's end was noticed (see
     /// [`Namespace::end_stale_transport`]).
     stale_transports_closed: std::sync::atomic::AtomicU64,
@@ -95,6 +97,7 @@ impl Namespace {
         observers: Arc<super::Observers>,
         cluster: Arc<super::adapter::ClusterSlot>,
         limits: Arc<super::limits::HubLimits>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         Self {
             name,
@@ -112,6 +115,7 @@ impl Namespace {
             gate: OnceLock::new(),
             waiting: Mutex::new(Default::default()),
             limits,
+            shutdown,
             stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -250,10 +254,14 @@ impl Namespace {
             .store(on_request, std::sync::atomic::Ordering::Release);
         let weak = Arc::downgrade(self);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shutdown = self.shutdown.clone();
             runtime.spawn(async move {
                 let mut ticker = tokio::time::interval(Duration::from_secs(5));
                 loop {
-                    ticker.tick().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = ticker.tick() => {}
+                    }
                     let Some(namespace) = weak.upgrade() else {
                         return;
                     };
