@@ -158,34 +158,16 @@ impl RedisDriver {
             if received == 0 {
                 return;
             }
-            let mut pipe = redis::pipe();
-            let mut waiters = Vec::new();
+            let mut commands = Vec::new();
             let mut waiting = Vec::new();
             for item in batch.drain(..) {
                 match item {
-                    Outgoing::Command(_, Some(taken)) if taken.is_closed() => {}
-                    Outgoing::Command(command, taken) => {
-                        pipe.add_command(command);
-                        waiters.push(taken);
-                    }
+                    Outgoing::Command(command, taken) => commands.push((command, taken)),
                     Outgoing::Sent(done) => waiting.push(done),
                 }
             }
-            if !waiters.is_empty() {
-                match self.send_pipeline(&pipe, waiters.len()).await {
-                    Some(replies) => {
-                        for (taken, reply) in waiters.into_iter().zip(replies) {
-                            if let Some(taken) = taken {
-                                let _ = taken.send(Ok(stream::entry_offset(&reply)));
-                            }
-                        }
-                    }
-                    None => {
-                        for taken in waiters.into_iter().flatten() {
-                            let _ = taken.send(Err(NotTaken));
-                        }
-                    }
-                }
+            if !commands.is_empty() {
+                self.send_pipeline(commands).await;
             }
             for done in waiting {
                 let _ = done.send(());
@@ -193,21 +175,36 @@ impl RedisDriver {
         }
     }
 
-    /// Sends one pipeline; answers Redis's replies, one per command. A failure to connect is
-    /// retried a few times; a failure once the commands went out is not (Redis may have
-    /// published some of them, and a second try would deliver those twice): the batch is
-    /// dropped and logged, as the Socket.IO adapter does.
-    async fn send_pipeline(
-        &self,
-        pipe: &redis::Pipeline,
-        messages: usize,
-    ) -> Option<Vec<redis::Value>> {
+    /// Sends commands in one pipeline and tells each waiter Redis's reply (or that it was not
+    /// taken). A failure to connect is retried a few times; a command whose waiter has stopped
+    /// waiting meanwhile (and answered its caller that it was not taken) is left out, so that
+    /// what a caller was told 503 for is not sent after all. A failure once the commands went
+    /// out is not retried (Redis may have published some of them, and a second try would
+    /// deliver those twice): the batch is dropped and logged, as the Socket.IO adapter does.
+    async fn send_pipeline(&self, mut commands: Vec<(redis::Cmd, Option<TakenSender>)>) {
         let mut tries = 0;
         let error = loop {
-            match self.connection().await {
+            let connected = self.connection().await;
+            // Only now: a waiter may have given up while Redis could not be reached.
+            commands.retain(|(_, taken)| !taken.as_ref().is_some_and(|t| t.is_closed()));
+            if commands.is_empty() {
+                return;
+            }
+            match connected {
                 Ok(mut connection) => {
+                    let mut pipe = redis::pipe();
+                    for (command, _) in &commands {
+                        pipe.add_command(command.clone());
+                    }
                     match pipe.query_async::<Vec<redis::Value>>(&mut connection).await {
-                        Ok(replies) => return Some(replies),
+                        Ok(replies) => {
+                            for ((_, taken), reply) in commands.into_iter().zip(replies) {
+                                if let Some(taken) = taken {
+                                    let _ = taken.send(Ok(stream::entry_offset(&reply)));
+                                }
+                            }
+                            return;
+                        }
                         Err(error) => break error,
                     }
                 }
@@ -221,9 +218,14 @@ impl RedisDriver {
             }
         };
         *self.connection.lock() = None;
+        let messages = commands.len();
         self.dropped.fetch_add(messages as u64, Ordering::Relaxed);
         tracing::error!(%error, messages, "cluster: could not publish to Redis; messages dropped");
-        None
+        for (_, taken) in commands {
+            if let Some(taken) = taken {
+                let _ = taken.send(Err(NotTaken));
+            }
+        }
     }
 
     /// Holds the subscriptions and passes on what arrives; reconnects when Redis goes away.
