@@ -18,14 +18,14 @@ use tokio::sync::oneshot;
 use super::Target;
 use super::reads::Question;
 
-/// The cluster's engine did not take an operation in time (Redis out of reach, or too slow):
+/// The cluster's engine did not take an operation in time (out of reach, or too slow):
 /// the API answers 503, and the operation reached no one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the cluster could not take the operation in time")]
 pub struct NotTaken;
 
-/// Told once the cluster's engine has taken one operation (Redis answered the PUBLISH or the
-/// XADD): `Ok` with the shared log's offset for an entry appended to it, or [`NotTaken`]. An
+/// Told once the cluster's engine has taken one operation (it answered the publish or the
+/// append): `Ok` with the shared log's offset for an entry appended to it, or [`NotTaken`]. An
 /// adapter that is given one and cannot send its operation drops it (the waiter then learns
 /// [`NotTaken`]), and does not send an operation whose waiter has stopped waiting.
 pub type TakenSender = oneshot::Sender<Result<Option<u64>, NotTaken>>;
