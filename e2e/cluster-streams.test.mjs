@@ -8,7 +8,6 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer as createHttpServer } from "node:http";
-import { createServer as createTcpServer, connect } from "node:net";
 import path from "node:path";
 import { io } from "socket.io-client";
 import { Server } from "socket.io";
@@ -16,6 +15,7 @@ import { createAdapter } from "@socket.io/redis-streams-adapter";
 import { createClient } from "redis";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
+import { roundRobinProxy } from "./lib/balancer.mjs";
 
 async function untilReady(server, timeoutMs = 10000) {
   const deadline = Date.now() + timeoutMs;
@@ -30,42 +30,6 @@ async function until(check, what, timeoutMs = 5000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
-}
-
-/** A round-robin TCP proxy: each new connection goes to the next port; a port that refuses is
- * skipped (what a load balancer with health checks does once a node is gone). */
-async function roundRobinProxy(ports) {
-  let next = 0;
-  const open = new Set();
-  const server = createTcpServer((client) => {
-    open.add(client);
-    client.on("close", () => open.delete(client));
-    const tryPort = (left) => {
-      const port = ports[next++ % ports.length];
-      const upstream = connect({ port, host: "127.0.0.1" });
-      upstream.once("connect", () => {
-        client.pipe(upstream);
-        upstream.pipe(client);
-      });
-      upstream.once("error", () => {
-        if (left > 1 && !upstream.bytesRead && client.bytesRead === 0) return tryPort(left - 1);
-        client.destroy();
-      });
-      upstream.on("close", () => client.destroy());
-      client.on("close", () => upstream.destroy());
-      client.on("error", () => upstream.destroy());
-    };
-    tryPort(ports.length);
-  });
-  const port = await freePort();
-  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => {
-      open.forEach((c) => c.destroy());
-      return new Promise((resolve) => server.close(resolve));
-    },
-  };
 }
 
 const clients = [];

@@ -24,9 +24,10 @@ use crate::api::{self, ApiService, AppState};
 use crate::auth::Verifier;
 use crate::backend::{self, Backend, TOKEN_EXPIRY_KEY};
 use crate::cluster::driver::Driver;
-use crate::cluster::node::{ClusterNode, NodeSettings};
+use crate::cluster::node::{ClusterNode, LogPeers, NodeSettings};
+use crate::cluster::postgres::{PostgresDriver, PostgresSettings};
 use crate::cluster::redis::{RedisDriver, StreamSettings};
-use crate::config::{AuthMode, Config, ConfigError, Overrides};
+use crate::config::{AdapterKind, AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
 use crate::forward::{NodeLookup, SessionForwarder};
@@ -134,30 +135,7 @@ impl App {
                 namespace.on(event.clone(), presence::answer_room_query);
             }
         }
-        let cluster = config.cluster.redis_url.as_ref().and_then(|url| {
-            let settings = NodeSettings {
-                key: config.cluster.key.clone(),
-                request_timeout: config.cluster.request_timeout.0,
-                node_timeout: config.cluster.node_timeout.0,
-                session_prefix: config.cluster.session_key_prefix.clone(),
-            };
-            let stream =
-                (config.cluster.adapter == crate::config::AdapterKind::Streams).then(|| {
-                    StreamSettings {
-                        name: config.cluster.stream_name.clone(),
-                        max_len: config.cluster.stream_max_len,
-                    }
-                });
-            // The URL was validated when the config loaded.
-            let node = ClusterNode::start(settings, &hub, shutdown.clone(), |incoming| {
-                RedisDriver::start(url, stream, incoming, shutdown.clone())
-                    .map(|driver| driver as Arc<dyn Driver>)
-            })
-            .map_err(|e| tracing::error!("cluster: {e}"))
-            .ok()?;
-            let _ = hub.join_cluster(node.clone());
-            Some(node)
-        });
+        let cluster = start_cluster(&config, &hub, &shutdown);
         presence::announce_in_rooms(&hub, &config.presence);
         let mut engine_config = EngineConfig::from_settings(&config.engine, &config.limits);
         engine_config.body_read_timeout = config.server.body_read_timeout.0;
@@ -377,6 +355,60 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// This node's side of the cluster `[cluster]` configures (none on a node of its own), over
+/// the driver of its engine, joined to the hub.
+fn start_cluster(
+    config: &Config,
+    hub: &Arc<Hub>,
+    shutdown: &CancellationToken,
+) -> Option<Arc<ClusterNode>> {
+    let cluster = &config.cluster;
+    let postgres = cluster.adapter == AdapterKind::Postgres;
+    let settings = NodeSettings {
+        key: cluster.key.clone(),
+        request_timeout: cluster.request_timeout.0,
+        node_timeout: cluster.node_timeout.0,
+        session_prefix: cluster.session_key_prefix.clone(),
+        log_peers: if postgres {
+            LogPeers::Postgres
+        } else {
+            LogPeers::RedisStreams
+        },
+    };
+    // The URLs were validated when the config loaded.
+    let started = match (&cluster.postgres_url, &cluster.redis_url) {
+        (Some(url), _) if postgres => {
+            let postgres = PostgresSettings {
+                url: url.clone(),
+                prefix: cluster.key.clone(),
+                attachments_table: cluster.attachments_table.clone(),
+                log_max_len: cluster.stream_max_len,
+                log_max_age: config.recovery.max_disconnection_duration.0,
+            };
+            ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
+                PostgresDriver::start(postgres, incoming, shutdown.clone())
+                    .map(|driver| driver as Arc<dyn Driver>)
+                    .map_err(|e| e.to_string())
+            })
+        }
+        (_, Some(url)) => {
+            let stream = (cluster.adapter == AdapterKind::Streams).then(|| StreamSettings {
+                name: cluster.stream_name.clone(),
+                max_len: cluster.stream_max_len,
+            });
+            ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
+                RedisDriver::start(url, stream, incoming, shutdown.clone())
+                    .map(|driver| driver as Arc<dyn Driver>)
+                    .map_err(|e| e.to_string())
+            })
+        }
+        _ => return None,
+    };
+    let node = started.map_err(|e| tracing::error!("cluster: {e}")).ok()?;
+    let _ = hub.join_cluster(node.clone());
+    Some(node)
 }
 
 /// Runs `task` until it ends or the shutdown signal comes.

@@ -82,6 +82,7 @@ async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery
             request_timeout: Duration::from_secs(2),
             node_timeout: NODE_TIMEOUT,
             session_prefix: "session:".into(),
+            log_peers: Default::default(),
         };
         let mut link = None;
         let cluster = ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {

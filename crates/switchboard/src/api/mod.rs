@@ -539,7 +539,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         return not_ready("shutting down");
     }
     if state.hub.cluster().is_some_and(|c| !c.is_connected()) {
-        return not_ready("not connected to the cluster's Redis");
+        return not_ready("not linked to the cluster's engine, or not reading its log yet");
     }
     axum::Json(json!({ "ready": true })).into_response()
 }

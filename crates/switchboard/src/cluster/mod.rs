@@ -19,8 +19,9 @@
 //! - the codecs, with no I/O: `node_message.rs` (Switchboard's own node protocol),
 //!   `message.rs` and `stream_message.rs` (the Socket.IO adapters' shapes);
 //! - `driver.rs`: the small trait an engine implements (publish, subscribe, keys with TTLs, an
-//!   optional log), and its drivers: `memory.rs` (one process) and `redis/` (pub/sub, with a
-//!   stream as its log).
+//!   optional log), and its drivers: `memory.rs` (one process), `redis/` (pub/sub, with a
+//!   stream as its log) and `postgres/` (`LISTEN`/`NOTIFY`, the log and keys in tables; what
+//!   Node.js servers on the PostgreSQL adapter say is applied by `postgres_peers.rs`).
 
 pub mod driver;
 pub mod memory;
@@ -28,6 +29,8 @@ pub mod message;
 pub mod node;
 pub mod node_message;
 mod nodes;
+pub mod postgres;
+mod postgres_peers;
 pub mod redis;
 mod requests;
 mod shared_log;

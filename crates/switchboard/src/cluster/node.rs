@@ -47,6 +47,19 @@ pub struct NodeSettings {
     pub node_timeout: Duration,
     /// With a log: sessions are kept under `<session_prefix><pid>`.
     pub session_prefix: String,
+    /// With a log: the Node.js adapter that shares it, whose messages this node understands.
+    pub log_peers: LogPeers,
+}
+
+/// Which Node.js adapter shares the log with the nodes (how its servers speak on pub/sub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogPeers {
+    /// `@socket.io/redis-streams-adapter`: MessagePack on `<key>#<nsp>#`, answers on
+    /// `<key>#<nsp>#<uid>#`.
+    #[default]
+    RedisStreams,
+    /// `@socket.io/postgres-adapter`: every cluster message on `<key>#<nsp>` (not in the log).
+    Postgres,
 }
 
 /// How broadcasts and room operations travel.
@@ -442,7 +455,9 @@ impl Adapter for ClusterNode {
         let topic = match self.dialect {
             Dialect::PubSub => self.request_topic(namespace),
             Dialect::Log => {
-                self.driver.subscribe(self.log_reply_topic(namespace));
+                if let Some(replies) = self.log_reply_topic(namespace) {
+                    self.driver.subscribe(replies);
+                }
                 self.log_request_topic(namespace)
             }
         };
@@ -453,8 +468,10 @@ impl Adapter for ClusterNode {
         Box::pin(self.ask(question))
     }
 
+    /// Linked, and with a log, reading it (what is appended before this node reads the log is
+    /// history to it: it is not ready before).
     fn is_connected(&self) -> bool {
-        self.driver.is_up()
+        self.driver.is_up() && (self.dialect != Dialect::Log || self.log.started())
     }
 
     fn counters(&self) -> ClusterCounters {

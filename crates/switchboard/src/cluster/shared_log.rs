@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::driver::{DriverError, Topic};
-use super::node::ClusterNode;
+use super::node::{ClusterNode, LogPeers};
 use super::socketio_pubsub::{excluded, strings};
 use super::stream_message::{self, EntryFields, StoredSession, StreamEntry, kind};
 use crate::hub::adapter::{
@@ -48,26 +48,38 @@ pub struct LogReading {
 }
 
 impl LogReading {
+    /// Whether this node has started reading the log.
+    pub fn started(&self) -> bool {
+        self.start.load(Ordering::Acquire) > 0
+    }
+
     pub fn sessions_taken(&self) -> u64 {
         self.sessions_taken.load(Ordering::Relaxed)
     }
 }
 
 impl ClusterNode {
-    /// Where Node.js servers on the Streams adapter ask every node about a namespace.
+    /// Where Node.js servers sharing the log speak to every node about a namespace.
     pub(super) fn log_request_topic(&self, namespace: &str) -> Topic {
         let key = &self.settings.key;
-        Topic::Channel(stream_message::namespace_channel(key, namespace, None))
+        match self.settings.log_peers {
+            LogPeers::RedisStreams => {
+                Topic::Channel(stream_message::namespace_channel(key, namespace, None))
+            }
+            LogPeers::Postgres => Topic::Channel(format!("{key}#{namespace}")),
+        }
     }
 
-    /// Where they answer this node.
-    pub(super) fn log_reply_topic(&self, namespace: &str) -> Topic {
+    /// Where they answer this node (the Streams adapter only).
+    pub(super) fn log_reply_topic(&self, namespace: &str) -> Option<Topic> {
         let key = &self.settings.key;
-        Topic::Channel(stream_message::namespace_channel(
-            key,
-            namespace,
-            Some(&self.uid),
-        ))
+        (self.settings.log_peers == LogPeers::RedisStreams).then(|| {
+            Topic::Channel(stream_message::namespace_channel(
+                key,
+                namespace,
+                Some(&self.uid),
+            ))
+        })
     }
 
     /// Reads the log, keeps sessions in the store as they change, and refreshes them.
@@ -141,6 +153,10 @@ impl ClusterNode {
             .is_some_and(|rest| rest.starts_with('#'));
         if !under_key {
             return;
+        }
+        if self.settings.log_peers == LogPeers::Postgres {
+            let namespace = &channel[self.settings.key.len() + 1..];
+            return self.on_postgres_peer_message(hub, namespace, payload);
         }
         let Ok(message) = stream_message::decode_cluster_message(payload) else {
             tracing::debug!("cluster: ignoring a malformed cluster message");

@@ -214,8 +214,9 @@ pub fn decode_entry(fields: &[(String, Vec<u8>)]) -> Result<StreamEntry, Message
     })
 }
 
-/// A pub/sub cluster message (MessagePack `{uid, nsp, type, data}`), its binary values behind
-/// placeholders in `data`.
+/// A pub/sub cluster message (`{uid, nsp, type, data}`: MessagePack from the Streams adapter,
+/// JSON or MessagePack from the PostgreSQL adapter), its binary values behind placeholders in
+/// `data`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterMessage {
     pub uid: String,
@@ -223,11 +224,20 @@ pub struct ClusterMessage {
     pub kind: u64,
     pub data: Value,
     pub attachments: Vec<Bytes>,
+    /// Set on what a Switchboard node mirrors from its log to the PostgreSQL adapter's channel
+    /// (other Switchboard nodes read it from the log instead).
+    pub offset: Option<String>,
 }
 
 pub fn decode_cluster_message(bytes: &[u8]) -> Result<ClusterMessage, MessageError> {
-    let message = rmpv::decode::read_value(&mut &bytes[..])
-        .map_err(|e| MessageError::NotMessagePack(e.to_string()))?;
+    let message = if bytes.first() == Some(&b'{') {
+        let json: Value =
+            serde_json::from_slice(bytes).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        json_to_pack(&json, &[])
+    } else {
+        rmpv::decode::read_value(&mut &bytes[..])
+            .map_err(|e| MessageError::NotMessagePack(e.to_string()))?
+    };
     let text = |name: &str| {
         field(&message, name)
             .and_then(Pack::as_str)
@@ -245,6 +255,9 @@ pub fn decode_cluster_message(bytes: &[u8]) -> Result<ClusterMessage, MessageErr
         kind,
         data,
         attachments,
+        offset: field(&message, "offset")
+            .and_then(Pack::as_str)
+            .map(str::to_owned),
     })
 }
 

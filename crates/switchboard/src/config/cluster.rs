@@ -1,4 +1,4 @@
-//! `[cluster]`: several nodes sharing rooms through Redis.
+//! `[cluster]`: several nodes sharing rooms through Redis or PostgreSQL.
 
 use std::time::Duration;
 
@@ -11,8 +11,14 @@ use super::HumanDuration;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
-    /// `redis://host:port/db` (or `rediss://`); none: this node stands alone.
+    /// `redis://host:port/db` (or `rediss://`); none: this node stands alone (unless
+    /// `postgres_url` is set).
     pub redis_url: Option<String>,
+    /// `adapter = "postgres"`: `postgres://user:password@host:port/database`.
+    pub postgres_url: Option<String>,
+    /// `adapter = "postgres"`: the table for payloads too large for a notification (the
+    /// Node.js adapter's `tableName`).
+    pub attachments_table: String,
     /// The channel prefix; "socket.io" shares rooms with `@socket.io/redis-adapter` servers and
     /// `@socket.io/redis-emitter` publishers using the default key.
     pub key: String,
@@ -25,7 +31,9 @@ pub struct ClusterSettings {
     /// How nodes share broadcasts: "pubsub" (the Socket.IO Redis adapter's channels; what is
     /// published while a node is away is gone) or "streams" (the Socket.IO Redis Streams
     /// adapter's stream: one ordered log whose entry ids are the clients' offsets, with sessions
-    /// in Redis, so a client recovers on any node, even after its node was killed).
+    /// in Redis, so a client recovers on any node, even after its node was killed), or
+    /// "postgres" (PostgreSQL alone: `LISTEN`/`NOTIFY` as `@socket.io/postgres-adapter` speaks
+    /// it, and the log and sessions in tables, so clients recover on any node there too).
     pub adapter: AdapterKind,
     /// `adapter = "streams"`: the stream's key (the Streams adapter's `streamName`).
     pub stream_name: String,
@@ -45,12 +53,15 @@ pub struct ClusterSettings {
 pub enum AdapterKind {
     Pubsub,
     Streams,
+    Postgres,
 }
 
 impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             redis_url: None,
+            postgres_url: None,
+            attachments_table: "socket_io_attachments".into(),
             key: "socket.io".into(),
             request_timeout: HumanDuration(Duration::from_secs(5)),
             node_timeout: HumanDuration(Duration::from_secs(35)),
@@ -60,5 +71,12 @@ impl Default for ClusterSettings {
             session_key_prefix: "sio:session:".into(),
             advertise_address: None,
         }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether this node is part of a cluster.
+    pub fn configured(&self) -> bool {
+        self.redis_url.is_some() || self.postgres_url.is_some()
     }
 }

@@ -289,6 +289,46 @@ impl Config {
                 format!("not a Redis URL: {error}"),
             ));
         }
+        let postgres = self.cluster.adapter == AdapterKind::Postgres;
+        if let Some(url) = &self.cluster.postgres_url {
+            if let Err(error) = url.parse::<tokio_postgres::Config>() {
+                return Err(invalid(
+                    "cluster.postgres_url",
+                    format!("not a PostgreSQL URL: {error}"),
+                ));
+            }
+            if !postgres {
+                return Err(invalid(
+                    "cluster.postgres_url",
+                    "set adapter = \"postgres\" to cluster through PostgreSQL".into(),
+                ));
+            }
+        }
+        if postgres && self.cluster.postgres_url.is_none() {
+            return Err(invalid(
+                "cluster.adapter",
+                "the postgres adapter needs cluster.postgres_url".into(),
+            ));
+        }
+        if postgres && self.cluster.redis_url.is_some() {
+            return Err(invalid(
+                "cluster.redis_url",
+                "a node clusters through Redis or PostgreSQL, not both".into(),
+            ));
+        }
+        let table = &self.cluster.attachments_table;
+        if table.is_empty()
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || table.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(invalid(
+                "cluster.attachments_table",
+                "a table name is lowercase letters, digits and '_', not starting with a digit"
+                    .into(),
+            ));
+        }
         if self.cluster.node_timeout.0 < std::time::Duration::from_millis(300) {
             return Err(invalid(
                 "cluster.node_timeout",

@@ -39,6 +39,35 @@ fn a_typo_names_the_key_and_line() {
 }
 
 #[test]
+fn a_postgres_cluster_needs_its_url_and_the_adapter_and_bad_keys_are_named() {
+    let config = load(
+        "[cluster]\nadapter = \"postgres\"\npostgres_url = \"postgres://app@10.0.0.5/app\"\n",
+        &[],
+    )
+    .unwrap();
+    assert!(config.cluster.configured());
+    assert_eq!(config.cluster.attachments_table, "socket_io_attachments");
+    for (text, key) in [
+        ("[cluster]\nadapter = \"postgres\"\n", "cluster.adapter"),
+        (
+            "[cluster]\npostgres_url = \"postgres://app@10.0.0.5/app\"\n",
+            "cluster.postgres_url",
+        ),
+        (
+            "[cluster]\nadapter = \"postgres\"\npostgres_url = \"postgres://h/d\"\nredis_url = \"redis://h\"\n",
+            "cluster.redis_url",
+        ),
+        (
+            "[cluster]\nadapter = \"postgres\"\npostgres_url = \"postgres://h/d\"\nattachments_table = \"x; DROP\"\n",
+            "cluster.attachments_table",
+        ),
+    ] {
+        let message = load(text, &[]).unwrap_err().to_string();
+        assert!(message.contains(key), "{text}: {message}");
+    }
+}
+
+#[test]
 fn a_cluster_is_configured_by_its_redis_url_and_a_bad_one_is_named() {
     let config = load(
         "[cluster]\nkey = \"app\"\n",
