@@ -187,6 +187,10 @@ describe("three nodes on PostgreSQL alone", () => {
     await until(() => atNode.length === 2 && atSwitchboard.length === 3, "every broadcast, both ways");
     assert.deepEqual(atNode.map((m) => m.from).sort(), ["node", "switchboard"]);
     assert.deepEqual(atSwitchboard.map((m) => m.from).sort(), ["emitter", "node", "switchboard"]);
+    // The Node server counts the nodes (their heartbeats) and lists their sockets.
+    const sockets = await nodeServer.in("feed").fetchSockets();
+    assert.ok(sockets.some((s) => s.id === onSwitchboard.id), "Switchboard's socket in fetchSockets");
+    assert.ok(sockets.some((s) => s.id === onNode.id), "and the Node server's own");
     // A join made by the Node server reaches a Switchboard socket.
     nodeServer.in(onSwitchboard.id).socketsJoin("from-node");
     await until(async () => (await call(`${b.url}/api/rooms/from-node`)).body.sockets?.some((s) => s.id === onSwitchboard.id), "joined by the Node server");

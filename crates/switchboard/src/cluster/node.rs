@@ -155,6 +155,9 @@ impl ClusterNode {
         }
         if node.dialect == Dialect::Log {
             node.start_log_tasks(hub);
+            if node.settings.log_peers == LogPeers::Postgres {
+                tokio::spawn(super::postgres_peers::heartbeat_loop(node.clone()));
+            }
         }
         tokio::spawn(node.clone().receive_loop(received));
         tokio::spawn(super::nodes::heartbeat_loop(node.clone()));

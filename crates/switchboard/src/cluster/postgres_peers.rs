@@ -3,11 +3,26 @@
 //! of sockets selected by rooms, as `socket.io-adapter`'s cluster messages (JSON, or MessagePack
 //! through the attachments table). They are not in the log, so they carry no offset. What a
 //! Switchboard node mirrors there from its log (marked with its `offset`) is skipped: the log
-//! brings it, in order. Fetches of sockets and server-side emits are not answered.
+//! brings it, in order. Like a Node.js server on that adapter, a node says it is alive on each
+//! namespace's channel every 5 s (so their `fetchSockets()` count it and wait for its answer)
+//! and answers fetches of sockets; server-side emits are not answered (Switchboard has no
+//! server-side handlers), and a broadcast asking for acks is answered "no client will ack".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use super::node::ClusterNode;
 use super::stream_message::{self, kind};
 use crate::hub::Hub;
+
+/// How often a node tells Node.js servers it is alive (their default heartbeat interval; they
+/// forget a server silent for 10 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// An answer at least this large goes as MessagePack (the driver passes it through the
+/// attachments table, which the Node.js adapter reads as MessagePack).
+const JSON_ANSWER_MAX: usize = 7_000;
 
 impl ClusterNode {
     /// A message on `<prefix>#<namespace>` (the namespace taken from the channel when the
@@ -36,7 +51,10 @@ impl ClusterNode {
             &stream_message::string_list(&opts["rooms"]),
             &stream_message::string_list(&opts["except"]),
         );
+        let request_id = message.data["requestId"].clone();
+        let answer = |kind: u64, data: Value| self.answer_peer(namespace.name(), kind, data);
         match message.kind {
+            kind::INITIAL_HEARTBEAT => self.beat_for_peers(namespace.name(), kind::HEARTBEAT),
             kind::BROADCAST => {
                 let data = &message.data["packet"]["data"];
                 let Some((event, args)) = data.as_array().and_then(|d| d.split_first()) else {
@@ -45,6 +63,27 @@ impl ClusterNode {
                 if let Some(event) = event.as_str() {
                     selection.local_publish(event, args, &message.attachments);
                 }
+                // A broadcast that asks for acks: no client here will ack.
+                if !request_id.is_null() {
+                    let data = json!({ "requestId": request_id, "clientCount": 0 });
+                    answer(kind::BROADCAST_CLIENT_COUNT, data);
+                }
+            }
+            kind::FETCH_SOCKETS => {
+                let sockets: Vec<Value> = selection
+                    .sockets()
+                    .iter()
+                    .map(|socket| {
+                        json!({
+                            "id": socket.id().as_ref(),
+                            "handshake": { "auth": &*socket.handshake().auth, "headers": {}, "query": {} },
+                            "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                            "data": socket.data(),
+                        })
+                    })
+                    .collect();
+                let data = json!({ "requestId": request_id, "sockets": sockets });
+                answer(kind::FETCH_SOCKETS_RESPONSE, data);
             }
             kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE => {
                 let rooms = stream_message::string_list(&message.data["rooms"]);
@@ -55,6 +94,51 @@ impl ClusterNode {
                 selection.local_disconnect(close);
             }
             _ => {}
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Says `kind` (a heartbeat) on a namespace's channel.
+    fn beat_for_peers(&self, namespace: &str, kind: u64) {
+        let message = json!({ "uid": self.uid, "nsp": namespace, "type": kind });
+        let channel = format!("{}#{namespace}", self.settings.key);
+        self.driver
+            .publish(channel, message.to_string().into_bytes(), None);
+    }
+
+    /// Answers a Node.js server on a namespace's channel: JSON, or MessagePack when large.
+    fn answer_peer(&self, namespace: &str, kind: u64, data: Value) {
+        let message = json!({ "uid": self.uid, "nsp": namespace, "type": kind, "data": data });
+        let text = message.to_string();
+        let payload = if text.len() < JSON_ANSWER_MAX {
+            text.into_bytes()
+        } else {
+            stream_message::encode_response(&self.uid, namespace, kind, &message["data"])
+        };
+        let channel = format!("{}#{namespace}", self.settings.key);
+        self.driver.publish(channel, payload, None);
+    }
+}
+
+/// Tells Node.js servers on the PostgreSQL adapter that this node is alive, on every namespace,
+/// until shutdown (the first time as their "initial" heartbeat, which they answer).
+pub(super) async fn heartbeat_loop(node: Arc<ClusterNode>) {
+    let mut beat = kind::INITIAL_HEARTBEAT;
+    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(hub) = node.hub.upgrade() else {
+            return;
+        };
+        if node.driver.is_up() {
+            for namespace in hub.namespaces() {
+                node.beat_for_peers(namespace.name(), beat);
+            }
+            beat = kind::HEARTBEAT;
         }
     }
 }

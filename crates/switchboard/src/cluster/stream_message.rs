@@ -21,6 +21,8 @@ use super::message::{
 
 /// `socket.io-adapter`'s cluster message types.
 pub mod kind {
+    pub const INITIAL_HEARTBEAT: u64 = 1;
+    pub const HEARTBEAT: u64 = 2;
     pub const BROADCAST: u64 = 3;
     pub const SOCKETS_JOIN: u64 = 4;
     pub const SOCKETS_LEAVE: u64 = 5;
