@@ -15,6 +15,7 @@ import { createClient } from "redis";
 import WebSocket from "ws";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
+import { startPostgres } from "./lib/postgres.mjs";
 
 async function untilReady(server, expected = 200, timeoutMs = 10000) {
   const deadline = Date.now() + timeoutMs;
@@ -432,16 +433,17 @@ describe("the online-status service on two nodes", () => {
   });
 });
 
-for (const adapter of ["pubsub", "streams"]) describe(`a node killed with SIGKILL leaves no ghost presence (${adapter} adapter)`, () => {
+for (const adapter of ["pubsub", "streams", "postgres"]) describe(`a node killed with SIGKILL leaves no ghost presence (${adapter} adapter)`, () => {
   let redis;
   let nodes = [];
   before(async () => {
-    redis = await startRedis();
+    redis = adapter === "postgres" ? await startPostgres() : await startRedis();
+    const engine = adapter === "postgres" ? { SWITCHBOARD_CLUSTER_POSTGRES_URL: redis.url } : { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url };
     const start = () =>
       startServer("switchboard", {
         args: ["--config", path.join(ROOT, "examples/online-status.toml")],
         env: {
-          SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+          ...engine,
           SWITCHBOARD_CLUSTER_ADAPTER: adapter,
           SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
           SWITCHBOARD_PRESENCE_GRACE: "300ms",

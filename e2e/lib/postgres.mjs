@@ -2,7 +2,7 @@
 // directory under the system's temporary directory, owned by an ordinary user (`postgres` when
 // the tests run as root, which PostgreSQL refuses to be), listening on a free loopback port.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, chmodSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, chmodSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createConnection } from "node:net";
@@ -19,6 +19,16 @@ function binaries() {
 function asOwner(command, args) {
   if (process.getuid?.() === 0) return ["runuser", ["-u", "postgres", "--", command, ...args]];
   return [command, args];
+}
+
+/** The server's process id, from its data directory (none once it has stopped). */
+function postmasterPid(data) {
+  try {
+    const pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+    return pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Starts PostgreSQL; resolves once it takes connections. */
@@ -62,9 +72,15 @@ export async function startPostgres() {
         };
         if (child.exitCode !== null) return done();
         child.once("exit", done);
-        // SIGINT: fast shutdown (clients disconnected, no wait).
-        child.kill("SIGINT");
-        setTimeout(() => child.kill("SIGKILL"), 5000).unref();
+        // SIGINT to the server itself (runuser does not pass it on): a fast shutdown.
+        const pid = postmasterPid(data);
+        if (pid) process.kill(pid, "SIGINT");
+        else child.kill("SIGINT");
+        setTimeout(() => {
+          const left = postmasterPid(data);
+          if (left) process.kill(left, "SIGKILL");
+          child.kill("SIGKILL");
+        }, 5000).unref();
       }),
   };
 }

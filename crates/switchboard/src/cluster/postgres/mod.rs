@@ -34,6 +34,8 @@ const OUTBOX_CAPACITY: usize = 65_536;
 const PG_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often old rows are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Statements sent pipelined at most.
+const PIPELINE_MAX: usize = 64;
 /// Log entries read at once at most.
 const READ_COUNT: i64 = 1000;
 
@@ -66,6 +68,13 @@ enum Outgoing {
     Delete(String),
     Append(Vec<(&'static str, Vec<u8>)>, Option<TakenSender>),
     Sent(oneshot::Sender<()>),
+}
+
+/// The writer's connection and the statements it runs most, prepared once.
+struct Writer {
+    client: Client,
+    append: tokio_postgres::Statement,
+    notify: tokio_postgres::Statement,
 }
 
 pub struct PostgresDriver {
@@ -149,63 +158,100 @@ impl PostgresDriver {
         }
     }
 
-    /// Says what the core gives, in order, on one connection; a statement that fails drops its
-    /// message (its waiter learns it was not taken) and the connection is opened again.
+    /// Says what the core gives, in order, on one connection. What queued up is sent
+    /// pipelined (each statement sent before the previous one's answer came, PostgreSQL still
+    /// running them in order), except a payload that needs two statements (an attachment, then
+    /// its notification), sent alone so that nothing comes between them. A statement that fails
+    /// drops its message (its waiter learns it was not taken) and the connection is opened
+    /// again.
     async fn write_loop(
         self: Arc<Self>,
         mut outgoing: mpsc::Receiver<Outgoing>,
         shutdown: CancellationToken,
     ) {
-        let mut client: Option<Client> = None;
+        let mut client: Option<Writer> = None;
+        let mut batch = Vec::with_capacity(PIPELINE_MAX);
         loop {
-            let next = tokio::select! {
+            let received = tokio::select! {
                 biased;
-                next = outgoing.recv() => next,
+                received = outgoing.recv_many(&mut batch, PIPELINE_MAX) => received,
                 _ = shutdown.cancelled() => return,
             };
-            let Some(next) = next else { return };
-            if let Outgoing::Sent(done) = next {
+            if received == 0 {
+                return;
+            }
+            let mut run = Vec::new();
+            let mut sent = Vec::new();
+            for item in batch.drain(..) {
+                match item {
+                    Outgoing::Sent(done) => sent.push(done),
+                    Outgoing::Notify(_, _, Some(ref taken))
+                    | Outgoing::Append(_, Some(ref taken))
+                        if taken.is_closed() => {}
+                    item if one_statement(&item) => run.push(item),
+                    item => {
+                        self.write_all(&mut client, std::mem::take(&mut run)).await;
+                        self.write_all(&mut client, vec![item]).await;
+                    }
+                }
+            }
+            self.write_all(&mut client, run).await;
+            for done in sent {
                 let _ = done.send(());
-                continue;
-            }
-            let taken_closed = match &next {
-                Outgoing::Notify(_, _, Some(taken)) | Outgoing::Append(_, Some(taken)) => {
-                    taken.is_closed()
-                }
-                _ => false,
-            };
-            if taken_closed {
-                continue;
-            }
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = self.connect_writer().await;
-            }
-            let Some(connected) = &client else {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                refuse(next);
-                continue;
-            };
-            match tokio::time::timeout(PG_TIMEOUT, self.write(connected, next)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, "cluster: a PostgreSQL write failed; message dropped");
-                    client = None;
-                }
-                Err(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("cluster: a PostgreSQL write timed out; message dropped");
-                    client = None;
-                }
             }
         }
     }
 
-    /// The writer's connection, a few tries; none when PostgreSQL cannot be reached.
-    async fn connect_writer(&self) -> Option<Client> {
+    /// Writes `items` pipelined on the writer's connection (opened when needed).
+    async fn write_all(&self, client: &mut Option<Writer>, items: Vec<Outgoing>) {
+        if items.is_empty() {
+            return;
+        }
+        if client.as_ref().is_none_or(|w| w.client.is_closed()) {
+            *client = self.connect_writer().await;
+        }
+        let Some(connected) = client.as_ref() else {
+            self.dropped
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            items.into_iter().for_each(refuse);
+            return;
+        };
+        let writes = items
+            .into_iter()
+            .map(|item| tokio::time::timeout(PG_TIMEOUT, self.write(connected, item)));
+        let failed = futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .filter(|outcome| !matches!(outcome, Ok(Ok(()))))
+            .count();
+        if failed > 0 {
+            self.dropped.fetch_add(failed as u64, Ordering::Relaxed);
+            tracing::error!(
+                failed,
+                "cluster: PostgreSQL writes failed; messages dropped"
+            );
+            *client = None;
+        }
+    }
+
+    /// The writer's connection with its statements prepared, a few tries; none when
+    /// PostgreSQL cannot be reached (or has not got the schema yet).
+    async fn connect_writer(&self) -> Option<Writer> {
         for attempt in 1..=3u64 {
-            match self.connect().await {
-                Ok(client) => return Some(client),
+            let connected = async {
+                let client = self.connect().await?;
+                let append = client
+                    .prepare("SELECT switchboard_append($1, $2, $3, $4)")
+                    .await?;
+                let notify = client.prepare("SELECT pg_notify($1, $2)").await?;
+                Ok::<_, tokio_postgres::Error>(Writer {
+                    client,
+                    append,
+                    notify,
+                })
+            };
+            match connected.await {
+                Ok(writer) => return Some(writer),
                 Err(error) if attempt == 3 => {
                     tracing::warn!(%error, "cluster: cannot reach PostgreSQL to write");
                 }
@@ -217,12 +263,13 @@ impl PostgresDriver {
 
     async fn write(
         &self,
-        client: &Client,
+        writer: &Writer,
         outgoing: Outgoing,
     ) -> Result<(), tokio_postgres::Error> {
+        let client = &writer.client;
         match outgoing {
             Outgoing::Notify(channel, payload, taken) => {
-                self.notify(client, &channel, payload).await?;
+                self.notify(writer, &channel, payload).await?;
                 tell(taken, Ok(None));
             }
             Outgoing::Set(key, value, ttl) => {
@@ -259,7 +306,7 @@ impl PostgresDriver {
                 let kind: i32 = text("type").parse().unwrap_or(0);
                 let row = client
                     .query_one(
-                        "SELECT switchboard_append($1, $2, $3, $4)",
+                        &writer.append,
                         &[&text("uid"), &text("nsp"), &kind, &field("data")],
                     )
                     .await?;
@@ -277,10 +324,11 @@ impl PostgresDriver {
     /// table and its id in the notification.
     async fn notify(
         &self,
-        client: &Client,
+        writer: &Writer,
         channel: &str,
         payload: Vec<u8>,
     ) -> Result<(), tokio_postgres::Error> {
+        let client = &writer.client;
         let text = match String::from_utf8(payload) {
             Ok(text) if text.len() < NOTIFY_MAX => text,
             Ok(text) => {
@@ -294,9 +342,7 @@ impl PostgresDriver {
                     .await;
             }
         };
-        client
-            .execute("SELECT pg_notify($1, $2)", &[&channel, &text])
-            .await?;
+        client.execute(&writer.notify, &[&channel, &text]).await?;
         Ok(())
     }
 
@@ -538,6 +584,16 @@ fn error(error: tokio_postgres::Error) -> DriverError {
 fn tell(taken: Option<TakenSender>, outcome: Result<Option<u64>, NotTaken>) {
     if let Some(taken) = taken {
         let _ = taken.send(outcome);
+    }
+}
+
+/// Whether a message is written with one statement (a notification with a payload that fits).
+fn one_statement(outgoing: &Outgoing) -> bool {
+    match outgoing {
+        Outgoing::Notify(_, payload, _) => {
+            payload.len() < NOTIFY_MAX && std::str::from_utf8(payload).is_ok()
+        }
+        _ => true,
     }
 }
 
