@@ -325,6 +325,22 @@ mod tests {
     }
 
     #[test]
+    fn a_number_a_client_sends_goes_out_as_it_came() {
+        // Found by fuzzing: without exact float parsing, 99999999999949999992 came back as
+        // 9.999999999995001e19 in the broadcast built from it.
+        let p =
+            decode_packet(r#"2["n",99999999999949999992,0.1,1e-7,123456789.123456789]"#).unwrap();
+        let Some(Value::Array(items)) = p.data else {
+            panic!("an event");
+        };
+        let out = encoded(|out| encode_event(out, "/", None, 0, "n", &items[1..]));
+        assert_eq!(
+            out,
+            r#"2["n",9.999999999995e+19,0.1,1e-7,123456789.12345679]"#
+        );
+    }
+
+    #[test]
     fn decodes_connect_with_and_without_namespace_comma() {
         let p = decode_packet("0").unwrap();
         assert_eq!(
