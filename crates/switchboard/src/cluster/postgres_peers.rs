@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::node::ClusterNode;
+use super::shared_log::fetched_sockets;
 use super::stream_message::{self, kind};
 use crate::hub::Hub;
 
@@ -70,19 +71,7 @@ impl ClusterNode {
                 }
             }
             kind::FETCH_SOCKETS => {
-                let sockets: Vec<Value> = selection
-                    .sockets()
-                    .iter()
-                    .map(|socket| {
-                        json!({
-                            "id": socket.id().as_ref(),
-                            "handshake": { "auth": &*socket.handshake().auth, "headers": {}, "query": {} },
-                            "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                            "data": socket.data(),
-                        })
-                    })
-                    .collect();
-                let data = json!({ "requestId": request_id, "sockets": sockets });
+                let data = fetched_sockets(&selection, request_id);
                 answer(kind::FETCH_SOCKETS_RESPONSE, data);
             }
             kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE => {

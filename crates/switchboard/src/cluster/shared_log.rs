@@ -31,7 +31,8 @@ use crate::hub::adapter::{
     BoxFuture, LogPosition, LoggedEvent, SharedLog, SharedSession, TakenSender,
 };
 use crate::hub::{
-    DisconnectReason, Hub, HubObserver, Socket, Target, log_seq, offset_text, parse_offset,
+    Broadcast, DisconnectReason, Hub, HubObserver, Socket, Target, log_seq, offset_text,
+    parse_offset,
 };
 
 /// How long one read waits for new entries.
@@ -199,19 +200,7 @@ impl ClusterNode {
                 answer(kind::BROADCAST_CLIENT_COUNT, data);
             }
             kind::FETCH_SOCKETS => {
-                let sockets: Vec<Value> = selection
-                    .sockets()
-                    .iter()
-                    .map(|socket| {
-                        json!({
-                            "id": socket.id().as_ref(),
-                            "handshake": { "auth": &*socket.handshake().auth, "headers": {}, "query": {} },
-                            "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                            "data": socket.data(),
-                        })
-                    })
-                    .collect();
-                let data = json!({ "requestId": request_id, "sockets": sockets });
+                let data = fetched_sockets(&selection, request_id);
                 answer(kind::FETCH_SOCKETS_RESPONSE, data);
             }
             _ => {}
@@ -399,6 +388,24 @@ impl SharedLog for ClusterNode {
         let namespace = namespace.to_owned();
         Box::pin(async move { self.read_logged(&namespace, after, through).await })
     }
+}
+
+/// The answer to a Node.js server's `fetchSockets()`: the selected sockets of this node as
+/// `socket.io-adapter` describes them.
+pub(super) fn fetched_sockets(selection: &Broadcast, request_id: Value) -> Value {
+    let sockets: Vec<Value> = selection
+        .sockets()
+        .iter()
+        .map(|socket| {
+            json!({
+                "id": socket.id().as_ref(),
+                "handshake": { "auth": &*socket.handshake().auth, "headers": {}, "query": {} },
+                "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                "data": socket.data(),
+            })
+        })
+        .collect();
+    json!({ "requestId": request_id, "sockets": sockets })
 }
 
 /// Reads the log from its end at start, then every entry after, and applies each here; on a
