@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::hub::adapter::{BoxFuture, TakenSender};
+use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 /// What a subscription listens to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -131,4 +131,18 @@ pub trait Log: Send + Sync {
         through: String,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<LogEntry>, DriverError>>;
+}
+
+/// Tells an operation's waiter, when there is one, whether the engine took it.
+pub fn tell_taken(taken: Option<TakenSender>, outcome: Result<Option<u64>, NotTaken>) {
+    if let Some(taken) = taken {
+        let _ = taken.send(outcome);
+    }
+}
+
+/// A log entry id `<ms>-<n>` as its two numbers, ordered as the log orders ids (0-0 for what
+/// is not an id).
+pub fn entry_id_parts(id: &str) -> (i64, i64) {
+    let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
 }

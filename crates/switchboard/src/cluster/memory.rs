@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::driver::{Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic};
+use super::driver::{
+    Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic, entry_id_parts, tell_taken,
+};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 /// What the nodes of one process share.
@@ -126,22 +128,18 @@ impl MemoryBroker {
     }
 
     fn entries_after(&self, after: &str, through: Option<&str>, count: usize) -> Vec<LogEntry> {
-        let (after, through) = (id_key(after), through.map(id_key));
+        let (after, through) = (entry_id_parts(after), through.map(entry_id_parts));
         self.state
             .lock()
             .log
             .iter()
-            .filter(|(id, _)| id_key(id) > after && through.is_none_or(|end| id_key(id) <= end))
+            .filter(|(id, _)| {
+                entry_id_parts(id) > after && through.is_none_or(|end| entry_id_parts(id) <= end)
+            })
             .take(count)
             .cloned()
             .collect()
     }
-}
-
-/// An id as two numbers, ordered as the log orders them.
-fn id_key(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 /// One node's link to a [`MemoryBroker`].
@@ -174,22 +172,16 @@ impl MemoryDriver {
     }
 }
 
-fn tell(taken: Option<TakenSender>, outcome: Result<Option<u64>, NotTaken>) {
-    if let Some(taken) = taken {
-        let _ = taken.send(outcome);
-    }
-}
-
 impl Driver for MemoryDriver {
     fn publish(&self, channel: String, payload: Vec<u8>, taken: Option<TakenSender>) {
         if taken.as_ref().is_some_and(|t| t.is_closed()) {
             return;
         }
         if !self.sending() {
-            return tell(taken, Err(NotTaken));
+            return tell_taken(taken, Err(NotTaken));
         }
         self.broker.publish(&channel, &payload);
-        tell(taken, Ok(None));
+        tell_taken(taken, Ok(None));
     }
 
     fn subscribe(&self, topic: Topic) {
@@ -273,13 +265,13 @@ impl Log for MemoryDriver {
             return;
         }
         if !self.sending() {
-            return tell(taken, Err(NotTaken));
+            return tell_taken(taken, Err(NotTaken));
         }
         let offset = self
             .broker
             .append(fields)
             .and_then(|id| crate::hub::parse_offset(&id));
-        tell(taken, Ok(offset));
+        tell_taken(taken, Ok(offset));
     }
 
     fn newest(&self) -> BoxFuture<'_, Result<Option<String>, DriverError>> {

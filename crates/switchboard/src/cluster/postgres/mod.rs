@@ -21,7 +21,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic};
+use super::driver::{
+    Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic, entry_id_parts, tell_taken,
+};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 mod schema;
@@ -270,7 +272,7 @@ impl PostgresDriver {
         match outgoing {
             Outgoing::Notify(channel, payload, taken) => {
                 self.notify(writer, &channel, payload).await?;
-                tell(taken, Ok(None));
+                tell_taken(taken, Ok(None));
             }
             Outgoing::Set(key, value, ttl) => {
                 client
@@ -311,7 +313,7 @@ impl PostgresDriver {
                     )
                     .await?;
                 let id: String = row.get(0);
-                tell(taken, Ok(crate::hub::parse_offset(&id)));
+                tell_taken(taken, Ok(crate::hub::parse_offset(&id)));
             }
             Outgoing::Sent(done) => {
                 let _ = done.send(());
@@ -581,12 +583,6 @@ fn error(error: tokio_postgres::Error) -> DriverError {
     DriverError(error.to_string())
 }
 
-fn tell(taken: Option<TakenSender>, outcome: Result<Option<u64>, NotTaken>) {
-    if let Some(taken) = taken {
-        let _ = taken.send(outcome);
-    }
-}
-
 /// Whether a message is written with one statement (a notification with a payload that fits).
 fn one_statement(outgoing: &Outgoing) -> bool {
     match outgoing {
@@ -600,7 +596,9 @@ fn one_statement(outgoing: &Outgoing) -> bool {
 /// A message that could not be written: its waiter learns it was not taken.
 fn refuse(outgoing: Outgoing) {
     match outgoing {
-        Outgoing::Notify(_, _, taken) | Outgoing::Append(_, taken) => tell(taken, Err(NotTaken)),
+        Outgoing::Notify(_, _, taken) | Outgoing::Append(_, taken) => {
+            tell_taken(taken, Err(NotTaken))
+        }
         Outgoing::Sent(done) => {
             let _ = done.send(());
         }
@@ -621,12 +619,6 @@ fn entry(row: &tokio_postgres::Row) -> LogEntry {
         ("data".to_owned(), row.get::<_, Vec<u8>>(5)),
     ];
     (format!("{ms}-{n}"), fields)
-}
-
-/// An id `<ms>-<n>` as its two numbers.
-fn id_parts(id: &str) -> (i64, i64) {
-    let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
 }
 
 const ENTRY_COLUMNS: &str = "ms, n, uid, nsp, type, data";
@@ -749,7 +741,7 @@ impl Log for PostgresDriver {
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<LogEntry>, DriverError>> {
         Box::pin(async move {
-            let (ms, n) = id_parts(&after);
+            let (ms, n) = entry_id_parts(&after);
             let deadline = tokio::time::Instant::now() + block;
             loop {
                 // Listening before reading: an append between the two wakes the wait.
@@ -772,7 +764,7 @@ impl Log for PostgresDriver {
 
     fn contains(&self, id: String) -> BoxFuture<'_, Result<bool, DriverError>> {
         Box::pin(async move {
-            let (ms, n) = id_parts(&id);
+            let (ms, n) = entry_id_parts(&id);
             let row = self
                 .read(|client| async move {
                     client
@@ -794,7 +786,7 @@ impl Log for PostgresDriver {
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<LogEntry>, DriverError>> {
         Box::pin(async move {
-            let ((ms, n), (to_ms, to_n)) = (id_parts(&after), id_parts(&through));
+            let ((ms, n), (to_ms, to_n)) = (entry_id_parts(&after), entry_id_parts(&through));
             let count = count as i64;
             let query = format!(
                 "SELECT {ENTRY_COLUMNS} FROM switchboard_log WHERE (ms, n) > ($1, $2) AND (ms, n) <= ($3, $4) \
