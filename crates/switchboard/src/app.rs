@@ -26,7 +26,7 @@ use crate::backend::{self, Backend, TOKEN_EXPIRY_KEY};
 use crate::cluster::driver::Driver;
 use crate::cluster::node::{ClusterNode, LogPeers, NodeSettings};
 use crate::cluster::postgres::{PostgresDriver, PostgresSettings};
-use crate::cluster::redis::{RedisDriver, StreamSettings};
+use crate::cluster::redis::{RedisClusterDriver, RedisDriver, StreamSettings};
 use crate::config::{AdapterKind, AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
@@ -376,6 +376,7 @@ fn start_cluster(
         } else {
             LogPeers::RedisStreams
         },
+        sharding: (cluster.adapter == AdapterKind::Sharded).then_some(cluster.subscription_mode),
     };
     // The URLs were validated when the config loaded.
     let started = match (&cluster.postgres_url, &cluster.redis_url) {
@@ -389,6 +390,13 @@ fn start_cluster(
             };
             ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
                 PostgresDriver::start(postgres, incoming, shutdown.clone())
+                    .map(|driver| driver as Arc<dyn Driver>)
+                    .map_err(|e| e.to_string())
+            })
+        }
+        (_, Some(urls)) if cluster.adapter == AdapterKind::Sharded => {
+            ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
+                RedisClusterDriver::start(urls, incoming, shutdown.clone())
                     .map(|driver| driver as Arc<dyn Driver>)
                     .map_err(|e| e.to_string())
             })

@@ -83,6 +83,7 @@ async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery
             node_timeout: NODE_TIMEOUT,
             session_prefix: "session:".into(),
             log_peers: Default::default(),
+            sharding: None,
         };
         let mut link = None;
         let cluster = ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {

@@ -13,16 +13,20 @@
 //!
 //! The layers, top down:
 //! - `node.rs`: the core (node protocol, questions and answers, heartbeats, node expiry and
-//!   addresses), with its two dialects for broadcasts and room operations:
-//!   `socketio_pubsub.rs` (the Socket.IO Redis adapter's messages) and `shared_log.rs` (the
-//!   Redis Streams adapter's log entries, and sessions shared for recovery on any node);
+//!   addresses), with its three dialects for broadcasts and room operations:
+//!   `socketio_pubsub.rs` (the Socket.IO Redis adapter's messages), `sharded.rs` (the sharded
+//!   Redis adapter's cluster messages, on a namespace's channel or a room's) and `shared_log.rs`
+//!   (the Redis Streams adapter's log entries, and sessions shared for recovery on any node);
+//!   what Node.js servers on `socket.io-adapter`'s cluster adapters say is applied by
+//!   `adapter_peers.rs`;
 //! - the codecs, with no I/O: `node_message.rs` (Switchboard's own node protocol),
 //!   `message.rs` and `stream_message.rs` (the Socket.IO adapters' shapes);
 //! - `driver.rs`: the small trait an engine implements (publish, subscribe, keys with TTLs, an
 //!   optional log), and its drivers: `memory.rs` (one process), `redis/` (pub/sub, with a
-//!   stream as its log) and `postgres/` (`LISTEN`/`NOTIFY`, the log and keys in tables; what
-//!   Node.js servers on the PostgreSQL adapter say is applied by `postgres_peers.rs`).
+//!   stream as its log; and a Redis Cluster through sharded pub/sub) and `postgres/`
+//!   (`LISTEN`/`NOTIFY`, the log and keys in tables).
 
+mod adapter_peers;
 pub mod driver;
 pub mod memory;
 pub mod message;
@@ -30,9 +34,9 @@ pub mod node;
 pub mod node_message;
 mod nodes;
 pub mod postgres;
-mod postgres_peers;
 pub mod redis;
 mod requests;
+mod sharded;
 mod shared_log;
 mod socketio_pubsub;
 pub mod stream_message;

@@ -29,6 +29,7 @@ use super::requests::Requests;
 use super::shared_log::LogReading;
 use crate::hub::adapter::{Adapter, BoxFuture, ClusterCounters, SharedLog, TakenSender, UserOp};
 use crate::hub::reads::Question;
+use crate::config::SubscriptionMode;
 use crate::hub::{Hub, Target};
 
 /// This node's figures for a stats question (they come from every layer, not only the hub:
@@ -49,6 +50,9 @@ pub struct NodeSettings {
     pub session_prefix: String,
     /// With a log: the Node.js adapter that shares it, whose messages this node understands.
     pub log_peers: LogPeers,
+    /// With no log: speak the sharded Redis adapter's dialect, giving rooms channels of their
+    /// own as this mode says (the driver's channels are sharded: no patterns).
+    pub sharding: Option<SubscriptionMode>,
 }
 
 /// Which Node.js adapter shares the log with the nodes (how its servers speak on pub/sub).
@@ -69,6 +73,8 @@ enum Dialect {
     PubSub,
     /// The Socket.IO Redis Streams adapter's log entries.
     Log,
+    /// The sharded Redis adapter's cluster messages, on namespaces' and rooms' channels.
+    Sharded,
 }
 
 pub struct ClusterNode {
@@ -107,9 +113,10 @@ impl ClusterNode {
         let (incoming, received) = mpsc::unbounded_channel();
         let driver = connect(incoming)?;
         let uid = node_uid();
-        let dialect = match driver.log() {
-            Some(_) => Dialect::Log,
-            None => Dialect::PubSub,
+        let dialect = match (driver.log(), settings.sharding) {
+            (Some(_), _) => Dialect::Log,
+            (None, Some(_)) => Dialect::Sharded,
+            (None, None) => Dialect::PubSub,
         };
         let node = Arc::new(Self {
             node_channel: node_message::node_channel(&settings.key),
@@ -147,8 +154,10 @@ impl ClusterNode {
             .subscribe(Topic::Channel(node.node_channel.clone()));
         node.driver
             .subscribe(Topic::Channel(node.reply_channel.clone()));
-        if node.dialect == Dialect::PubSub {
-            node.driver.subscribe(node.broadcast_topic());
+        match node.dialect {
+            Dialect::PubSub => node.driver.subscribe(node.broadcast_topic()),
+            Dialect::Sharded => node.follow_rooms(hub),
+            Dialect::Log => {}
         }
         for namespace in hub.namespaces() {
             node.namespace_added(namespace.name());
@@ -156,7 +165,7 @@ impl ClusterNode {
         if node.dialect == Dialect::Log {
             node.start_log_tasks(hub);
             if node.settings.log_peers == LogPeers::Postgres {
-                tokio::spawn(super::postgres_peers::heartbeat_loop(node.clone()));
+                tokio::spawn(super::adapter_peers::heartbeat_loop(node.clone()));
             }
         }
         tokio::spawn(node.clone().receive_loop(received));
@@ -229,6 +238,7 @@ impl ClusterNode {
             match self.dialect {
                 Dialect::PubSub => self.on_pubsub_message(&hub, channel, payload),
                 Dialect::Log => self.on_log_channel_message(&hub, channel, payload),
+                Dialect::Sharded => self.on_sharded_message(&hub, payload),
             }
         }
     }
@@ -410,6 +420,9 @@ impl Adapter for ClusterNode {
             Dialect::Log => {
                 self.append_broadcast(namespace, target, event, args, attachments, taken)
             }
+            Dialect::Sharded => {
+                self.sharded_broadcast(namespace, target, event, args, attachments, taken)
+            }
         }
     }
 
@@ -424,6 +437,7 @@ impl Adapter for ClusterNode {
         match self.dialect {
             Dialect::PubSub => self.request_membership(namespace, selection, rooms, join, taken),
             Dialect::Log => self.append_membership(namespace, selection, rooms, join, taken),
+            Dialect::Sharded => self.sharded_membership(namespace, selection, rooms, join, taken),
         }
     }
 
@@ -437,6 +451,7 @@ impl Adapter for ClusterNode {
         match self.dialect {
             Dialect::PubSub => self.request_disconnect(namespace, selection, close, taken),
             Dialect::Log => self.append_disconnect(namespace, selection, close, taken),
+            Dialect::Sharded => self.sharded_disconnect(namespace, selection, close, taken),
         }
     }
 
@@ -463,6 +478,7 @@ impl Adapter for ClusterNode {
                 }
                 self.log_request_topic(namespace)
             }
+            Dialect::Sharded => self.sharded_namespace_topic(namespace),
         };
         self.driver.subscribe(topic);
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::adapter_peers::Peers;
 use super::driver::{DriverError, Topic};
 use super::node::{ClusterNode, LogPeers};
 use super::socketio_pubsub::{excluded, strings};
@@ -157,7 +158,7 @@ impl ClusterNode {
         }
         if self.settings.log_peers == LogPeers::Postgres {
             let namespace = &channel[self.settings.key.len() + 1..];
-            return self.on_postgres_peer_message(hub, namespace, payload);
+            return self.on_peer_message(hub, namespace, payload, Peers::Postgres);
         }
         let Ok(message) = stream_message::decode_cluster_message(payload) else {
             tracing::debug!("cluster: ignoring a malformed cluster message");

@@ -74,6 +74,49 @@ fn opts(rooms: &[String], except: &[String]) -> Value {
     json!({ "rooms": rooms, "except": except, "flags": {} })
 }
 
+/// A broadcast's `data`: the packet and the options that select its recipients.
+pub fn broadcast_data(
+    namespace: &str,
+    event: &str,
+    args: &[Value],
+    rooms: &[String],
+    except: &[String],
+) -> Value {
+    let mut data = Vec::with_capacity(args.len() + 1);
+    data.push(Value::from(event));
+    data.extend(args.iter().cloned());
+    json!({
+        "packet": { "type": 2, "data": data, "nsp": namespace },
+        "opts": opts(rooms, except),
+    })
+}
+
+/// A join's (or leave's) `data`: the sockets `rooms`/`except` select join `change`.
+pub fn membership_data(rooms: &[String], except: &[String], change: &[String]) -> Value {
+    json!({ "opts": opts(rooms, except), "rooms": change })
+}
+
+/// A disconnect's `data`.
+pub fn disconnect_data(rooms: &[String], except: &[String], close: bool) -> Value {
+    json!({ "opts": opts(rooms, except), "close": close })
+}
+
+fn membership_kind(join: bool) -> u64 {
+    if join {
+        kind::SOCKETS_JOIN
+    } else {
+        kind::SOCKETS_LEAVE
+    }
+}
+
+/// MessagePack of `value`, the attachments' placeholders in it as binary.
+fn packed(value: &Value, attachments: &[Bytes]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(64);
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut packed, &json_to_pack(value, attachments));
+    packed
+}
+
 /// A broadcast as a stream entry: JSON data, or MessagePack (base64) when it has binary.
 pub fn broadcast_entry(
     uid: &str,
@@ -84,20 +127,11 @@ pub fn broadcast_entry(
     rooms: &[String],
     except: &[String],
 ) -> EntryFields {
-    let mut data = Vec::with_capacity(args.len() + 1);
-    data.push(Value::from(event));
-    data.extend(args.iter().cloned());
-    let message = json!({
-        "packet": { "type": 2, "data": data, "nsp": namespace },
-        "opts": opts(rooms, except),
-    });
+    let message = broadcast_data(namespace, event, args, rooms, except);
     let data = if attachments.is_empty() {
         message.to_string().into_bytes()
     } else {
-        let mut packed = Vec::with_capacity(64);
-        // Writing into a Vec cannot fail.
-        let _ = rmpv::encode::write_value(&mut packed, &json_to_pack(&message, attachments));
-        BASE64.encode(packed).into_bytes()
+        BASE64.encode(packed(&message, attachments)).into_bytes()
     };
     entry(uid, namespace, kind::BROADCAST, data)
 }
@@ -111,13 +145,8 @@ pub fn membership_entry(
     change: &[String],
     join: bool,
 ) -> EntryFields {
-    let data = json!({ "opts": opts(rooms, except), "rooms": change });
-    let kind = if join {
-        kind::SOCKETS_JOIN
-    } else {
-        kind::SOCKETS_LEAVE
-    };
-    entry(uid, namespace, kind, data.to_string().into_bytes())
+    let data = membership_data(rooms, except, change);
+    entry(uid, namespace, membership_kind(join), data.to_string().into_bytes())
 }
 
 /// A disconnect of the sockets `rooms`/`except` select, as a stream entry.
@@ -128,13 +157,43 @@ pub fn disconnect_entry(
     except: &[String],
     close: bool,
 ) -> EntryFields {
-    let data = json!({ "opts": opts(rooms, except), "close": close });
+    let data = disconnect_data(rooms, except, close);
     entry(
         uid,
         namespace,
         kind::DISCONNECT_SOCKETS,
         data.to_string().into_bytes(),
     )
+}
+
+/// A whole cluster message `{uid, nsp, type, data}` for pub/sub, as `socket.io-adapter`'s
+/// sharded Redis adapter writes it: JSON, or MessagePack when `data` holds binary.
+pub fn cluster_message(
+    uid: &str,
+    namespace: &str,
+    kind: u64,
+    data: Value,
+    attachments: &[Bytes],
+) -> Vec<u8> {
+    let message = json!({ "uid": uid, "nsp": namespace, "type": kind, "data": data });
+    if attachments.is_empty() {
+        message.to_string().into_bytes()
+    } else {
+        packed(&message, attachments)
+    }
+}
+
+/// A join (or leave) as a whole cluster message.
+pub fn membership_message(
+    uid: &str,
+    namespace: &str,
+    rooms: &[String],
+    except: &[String],
+    change: &[String],
+    join: bool,
+) -> Vec<u8> {
+    let data = membership_data(rooms, except, change);
+    cluster_message(uid, namespace, membership_kind(join), data, &[])
 }
 
 /// Reads an entry's `data`: JSON when it starts with `{`, base64 MessagePack otherwise.

@@ -12,8 +12,14 @@ use super::HumanDuration;
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// `redis://host:port/db` (or `rediss://`); none: this node stands alone (unless
-    /// `postgres_url` is set).
+    /// `postgres_url` is set). With `adapter = "sharded"`: one or more servers of the Redis
+    /// Cluster, comma-separated (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
     pub redis_url: Option<String>,
+    /// `adapter = "sharded"`: which rooms get a channel of their own, as `createShardedAdapter`'s
+    /// `subscriptionMode`: "dynamic" (every room but a socket's own: a node hears a room's
+    /// broadcasts only while it has members there), "dynamic-private" (a socket's own room too)
+    /// or "static" (none: every broadcast on the namespace's channel).
+    pub subscription_mode: SubscriptionMode,
     /// `adapter = "postgres"`: `postgres://user:password@host:port/database`.
     pub postgres_url: Option<String>,
     /// `adapter = "postgres"`: the table for payloads too large for a notification (the
@@ -33,7 +39,9 @@ pub struct ClusterSettings {
     /// adapter's stream: one ordered log whose entry ids are the clients' offsets, with sessions
     /// in Redis, so a client recovers on any node, even after its node was killed), or
     /// "postgres" (PostgreSQL alone: `LISTEN`/`NOTIFY` as `@socket.io/postgres-adapter` speaks
-    /// it, and the log and sessions in tables, so clients recover on any node there too).
+    /// it, and the log and sessions in tables, so clients recover on any node there too), or
+    /// "sharded" (a Redis Cluster's sharded pub/sub, as `createShardedAdapter` of
+    /// `@socket.io/redis-adapter` speaks it: a node hears the rooms it has members in).
     pub adapter: AdapterKind,
     /// `adapter = "streams"`: the stream's key (the Streams adapter's `streamName`).
     pub stream_name: String,
@@ -54,6 +62,17 @@ pub enum AdapterKind {
     Pubsub,
     Streams,
     Postgres,
+    Sharded,
+}
+
+/// `[cluster] subscription_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionMode {
+    Static,
+    #[default]
+    Dynamic,
+    DynamicPrivate,
 }
 
 impl Default for ClusterSettings {
@@ -61,6 +80,7 @@ impl Default for ClusterSettings {
         Self {
             redis_url: None,
             postgres_url: None,
+            subscription_mode: SubscriptionMode::Dynamic,
             attachments_table: "socket_io_attachments".into(),
             key: "socket.io".into(),
             request_timeout: HumanDuration(Duration::from_secs(5)),

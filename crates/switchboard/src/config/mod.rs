@@ -36,7 +36,7 @@ pub use backend::{
     ConnectProxySettings, EventProxySettings, ProxySettings, RefreshProxySettings, WEBHOOK_EVENTS,
     WebhookSettings,
 };
-pub use cluster::{AdapterKind, ClusterSettings};
+pub use cluster::{AdapterKind, ClusterSettings, SubscriptionMode};
 pub use namespaces::{AuthMode, NamespaceConfig, RoomPermission};
 pub use plain_ws::PlainWsSettings;
 pub use presence::PresenceSettings;
@@ -281,12 +281,33 @@ impl Config {
                 "ping_interval and ping_timeout must be above zero".into(),
             ));
         }
-        if let Some(url) = &self.cluster.redis_url
-            && let Err(error) = redis::Client::open(url.as_str())
-        {
+        if let Some(urls) = &self.cluster.redis_url {
+            // The sharded adapter takes several servers of one Redis Cluster.
+            let sharded = self.cluster.adapter == AdapterKind::Sharded;
+            let urls: Vec<&str> = match sharded {
+                true => urls.split(',').map(str::trim).collect(),
+                false => vec![urls.as_str()],
+            };
+            for url in urls {
+                if let Err(error) = redis::Client::open(url) {
+                    return Err(invalid(
+                        "cluster.redis_url",
+                        format!("not a Redis URL: {url}: {error}"),
+                    ));
+                }
+                if sharded && !url.starts_with("redis://") {
+                    return Err(invalid(
+                        "cluster.redis_url",
+                        format!("the sharded adapter connects with redis://host:port, not {url}"),
+                    ));
+                }
+            }
+        }
+        if self.cluster.adapter == AdapterKind::Sharded && self.cluster.redis_url.is_none() {
             return Err(invalid(
-                "cluster.redis_url",
-                format!("not a Redis URL: {error}"),
+                "cluster.adapter",
+                "the sharded adapter needs cluster.redis_url (servers of the Redis Cluster)"
+                    .into(),
             ));
         }
         let postgres = self.cluster.adapter == AdapterKind::Postgres;

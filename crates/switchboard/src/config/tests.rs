@@ -39,6 +39,34 @@ fn a_typo_names_the_key_and_line() {
 }
 
 #[test]
+fn a_sharded_cluster_takes_several_servers_and_a_subscription_mode() {
+    let config = load(
+        "[cluster]\nadapter = \"sharded\"\nredis_url = \"redis://10.0.0.1:7000, redis://10.0.0.2:7000\"\nsubscription_mode = \"dynamic-private\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.cluster.adapter, AdapterKind::Sharded);
+    assert_eq!(
+        config.cluster.subscription_mode,
+        super::SubscriptionMode::DynamicPrivate
+    );
+    for (text, key) in [
+        ("[cluster]\nadapter = \"sharded\"\n", "cluster.adapter"),
+        (
+            "[cluster]\nadapter = \"sharded\"\nredis_url = \"redis://h:1,nope\"\n",
+            "cluster.redis_url",
+        ),
+        (
+            "[cluster]\nadapter = \"sharded\"\nredis_url = \"redis://h:1\"\nsubscription_mode = \"sometimes\"\n",
+            "subscription_mode",
+        ),
+    ] {
+        let message = load(text, &[]).unwrap_err().to_string();
+        assert!(message.contains(key), "{text}: {message}");
+    }
+}
+
+#[test]
 fn a_postgres_cluster_needs_its_url_and_the_adapter_and_bad_keys_are_named() {
     let config = load(
         "[cluster]\nadapter = \"postgres\"\npostgres_url = \"postgres://app@10.0.0.5/app\"\n",

@@ -1,5 +1,6 @@
 //! The Redis driver: channels through Redis pub/sub, keys through SET/GET with PX, and, with
-//! `adapter = "streams"`, one Redis stream as the log (`stream.rs`).
+//! `adapter = "streams"`, one Redis stream as the log (`stream.rs`). A Redis Cluster has a
+//! driver of its own (`cluster.rs`, sharded pub/sub: `adapter = "sharded"`).
 //!
 //! Two tasks own the two connections. The publisher sends what the core gives it, in order
 //! (several commands in one pipeline when they queue up): PUBLISH, SET, PEXPIRE, DEL, XADD. The
@@ -23,7 +24,12 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{Driver, DriverError, Incoming, IncomingSender, Log, Topic};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
+mod cluster;
+mod resp;
+mod sharded_subscriber;
+mod slots;
 mod stream;
+pub use cluster::RedisClusterDriver;
 pub use stream::StreamSettings;
 
 /// What commands wait for the publisher at most; past it a command is dropped (and logged).

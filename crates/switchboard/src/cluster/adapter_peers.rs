@@ -1,12 +1,19 @@
-//! What Node.js servers on `@socket.io/postgres-adapter` (and `@socket.io/postgres-emitter`
-//! publishers) say on `<prefix>#<nsp>`, applied here: broadcasts, joins, leaves and disconnects
-//! of sockets selected by rooms, as `socket.io-adapter`'s cluster messages (JSON, or MessagePack
-//! through the attachments table). They are not in the log, so they carry no offset. What a
-//! Switchboard node mirrors there from its log (marked with its `offset`) is skipped: the log
-//! brings it, in order. Like a Node.js server on that adapter, a node says it is alive on each
-//! namespace's channel every 5 s (so their `fetchSockets()` count it and wait for its answer)
-//! and answers fetches of sockets; server-side emits are not answered (Switchboard has no
-//! server-side handlers), and a broadcast asking for acks is answered "no client will ack".
+//! What Node.js servers on `socket.io-adapter`'s cluster adapters say, applied here:
+//! broadcasts, joins, leaves and disconnects of sockets selected by rooms, and fetches of
+//! sockets, as its cluster messages `{uid, nsp, type, data}` (JSON, or MessagePack when they
+//! hold binary). Two adapters speak them on pub/sub:
+//! - `@socket.io/postgres-adapter` (and `@socket.io/postgres-emitter` publishers) on
+//!   `<prefix>#<nsp>`, large ones through the attachments table. They are not in the log, so they
+//!   carry no offset; what a Switchboard node mirrors there from its log (marked with its
+//!   `offset`) is skipped: the log brings it, in order. Like a Node.js server on that adapter, a
+//!   node says it is alive on each namespace's channel every 5 s (so their `fetchSockets()`
+//!   count it and wait for its answer);
+//! - `createShardedAdapter` of `@socket.io/redis-adapter` on `<prefix>#<nsp>#` and its room
+//!   channels, answered on `<prefix>#<nsp>#<uid>#` (it counts servers with `SHARDNUMSUB`, no
+//!   heartbeat).
+//!
+//! Server-side emits are not answered (Switchboard has no server-side handlers), and a
+//! broadcast asking for acks is answered "no client will ack".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +32,21 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// attachments table, which the Node.js adapter reads as MessagePack).
 const JSON_ANSWER_MAX: usize = 7_000;
 
+/// Which adapter the Node.js servers are on (where and how they are answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Peers {
+    Postgres,
+    ShardedRedis,
+}
+
 impl ClusterNode {
-    /// A message on `<prefix>#<namespace>` (the namespace taken from the channel when the
+    /// A cluster message from a Node.js server (the namespace taken from the channel when the
     /// message does not say it: `@socket.io/postgres-emitter` 0.1 leaves `nsp` out).
-    pub(super) fn on_postgres_peer_message(&self, hub: &Hub, namespace: &str, payload: &[u8]) {
+    pub(super) fn on_peer_message(&self, hub: &Hub, namespace: &str, payload: &[u8], peers: Peers) {
         let message = match stream_message::decode_cluster_message(payload) {
             Ok(message) => message,
             Err(error) => {
-                tracing::debug!(%error, "cluster: ignoring a malformed PostgreSQL adapter message");
+                tracing::debug!(%error, "cluster: ignoring a malformed cluster adapter message");
                 return;
             }
         };
@@ -53,9 +67,23 @@ impl ClusterNode {
             &stream_message::string_list(&opts["except"]),
         );
         let request_id = message.data["requestId"].clone();
-        let answer = |kind: u64, data: Value| self.answer_peer(namespace.name(), kind, data);
+        let answer = |kind: u64, data: Value| match peers {
+            Peers::Postgres => self.answer_postgres_peer(namespace.name(), kind, data),
+            Peers::ShardedRedis => {
+                let channel = stream_message::namespace_channel(
+                    &self.settings.key,
+                    namespace.name(),
+                    Some(&message.uid),
+                );
+                let payload =
+                    stream_message::cluster_message(&self.uid, namespace.name(), kind, data, &[]);
+                self.driver.publish(channel, payload, None);
+            }
+        };
         match message.kind {
-            kind::INITIAL_HEARTBEAT => self.beat_for_peers(namespace.name(), kind::HEARTBEAT),
+            kind::INITIAL_HEARTBEAT if peers == Peers::Postgres => {
+                self.beat_for_peers(namespace.name(), kind::HEARTBEAT)
+            }
             kind::BROADCAST => {
                 let data = &message.data["packet"]["data"];
                 let Some((event, args)) = data.as_array().and_then(|d| d.split_first()) else {
@@ -97,7 +125,7 @@ impl ClusterNode {
     }
 
     /// Answers a Node.js server on a namespace's channel: JSON, or MessagePack when large.
-    fn answer_peer(&self, namespace: &str, kind: u64, data: Value) {
+    fn answer_postgres_peer(&self, namespace: &str, kind: u64, data: Value) {
         let message = json!({ "uid": self.uid, "nsp": namespace, "type": kind, "data": data });
         let text = message.to_string();
         let payload = if text.len() < JSON_ANSWER_MAX {

@@ -1,0 +1,559 @@
+//! The Redis Cluster driver (`[cluster] adapter = "sharded"`): channels through sharded
+//! pub/sub (Redis 7 `SPUBLISH`/`SSUBSCRIBE`), keys through SET/GET with PX, each sent to the
+//! master that serves its hash slot (`slots.rs`). A Redis that is not a cluster works too (it
+//! serves every slot).
+//!
+//! The publisher task sends what the core gives it in order, one pipeline per master at a time;
+//! a command answered `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`, or whose master cannot be
+//! reached, is sent again once the slot map is read anew (a master failing over, a slot
+//! migrating), until its waiter stops waiting. The subscriber (`sharded_subscriber.rs`) holds
+//! one connection per master and follows the slots the same way. Both end on the shutdown
+//! signal.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::slots::SlotMap;
+use super::{REDIS_TIMEOUT, RedisDriverError, millis};
+use crate::cluster::driver::{Driver, DriverError, IncomingSender, Topic, tell_taken};
+use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
+
+/// What commands wait for the publisher at most; past it a command is dropped (and logged).
+const OUTBOX_CAPACITY: usize = 65_536;
+/// Commands taken from the queue at once at most.
+const BATCH_MAX: usize = 256;
+/// The slot map is read again at most this often.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(100);
+/// A command the cluster could not take is tried again this many times at most (about ten
+/// seconds: longer than a master's failover with a short `cluster-node-timeout`) unless its
+/// waiter gives up first.
+const TRIES: u32 = 20;
+
+/// One Redis server of the cluster, and how to log in to it.
+#[derive(Debug, Clone)]
+pub(super) struct Login {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// What the publisher task is given.
+enum Outgoing {
+    /// A command for the master of `route`'s slot (a key or a channel).
+    Command {
+        route: Vec<u8>,
+        command: redis::Cmd,
+        taken: Option<TakenSender>,
+    },
+    Sent(oneshot::Sender<()>),
+}
+
+pub struct RedisClusterDriver {
+    /// The servers given in the config (`host:port`), asked for the slot map first.
+    seeds: Vec<String>,
+    pub(super) login: Login,
+    pub(super) slots: RwLock<SlotMap>,
+    refreshed: tokio::sync::Mutex<Instant>,
+    connections: Mutex<HashMap<String, MultiplexedConnection>>,
+    outbox: mpsc::Sender<Outgoing>,
+    pub(super) channels: Mutex<std::collections::HashSet<String>>,
+    changes: mpsc::UnboundedSender<(String, bool)>,
+    pub(super) up: AtomicBool,
+    pub(super) relink: Notify,
+    dropped: AtomicU64,
+}
+
+impl RedisClusterDriver {
+    /// Starts the driver's tasks on the current Tokio runtime, for the cluster one of `urls`
+    /// (comma-separated `redis://` URLs of any of its servers) belongs to.
+    pub fn start(
+        urls: &str,
+        incoming: IncomingSender,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, RedisDriverError> {
+        let (seeds, login) = parse_seeds(urls)?;
+        let (outbox, outgoing) = mpsc::channel(OUTBOX_CAPACITY);
+        let (changes, changed) = mpsc::unbounded_channel();
+        let driver = Arc::new(Self {
+            seeds,
+            login,
+            slots: RwLock::new(SlotMap::default()),
+            refreshed: tokio::sync::Mutex::new(Instant::now()),
+            connections: Mutex::new(HashMap::new()),
+            outbox,
+            channels: Mutex::new(Default::default()),
+            changes,
+            up: AtomicBool::new(false),
+            relink: Notify::new(),
+            dropped: AtomicU64::new(0),
+        });
+        tokio::spawn(driver.clone().publish_loop(outgoing, shutdown.clone()));
+        tokio::spawn(super::sharded_subscriber::run(
+            driver.clone(),
+            changed,
+            incoming,
+            shutdown,
+        ));
+        Ok(driver)
+    }
+
+    fn send(&self, route: Vec<u8>, command: redis::Cmd, taken: Option<TakenSender>) {
+        let outgoing = Outgoing::Command {
+            route,
+            command,
+            taken,
+        };
+        if self.outbox.try_send(outgoing).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "cluster: the Redis Cluster publisher is too far behind; messages dropped"
+                );
+            }
+        }
+    }
+
+    /// The master serving `route`'s slot, reading the slot map first when there is none.
+    pub(super) async fn master_for(&self, route: &[u8]) -> Option<String> {
+        if self.slots.read().is_empty() {
+            self.refresh_slots(false).await;
+        }
+        self.slots.read().master_for(route).map(str::to_owned)
+    }
+
+    /// Reads the slot map again from any server that answers (the masters known, then the
+    /// seeds), at most every [`REFRESH_AT_MOST_EVERY`] unless `now` (the cluster said a slot
+    /// moved). A Redis that is not a cluster serves every slot.
+    pub(super) async fn refresh_slots(&self, now: bool) {
+        let mut last = self.refreshed.lock().await;
+        let known = !self.slots.read().is_empty();
+        if known && !now && last.elapsed() < REFRESH_AT_MOST_EVERY {
+            return;
+        }
+        let mut candidates = self.slots.read().masters();
+        candidates.extend(self.seeds.iter().cloned());
+        candidates.dedup();
+        for address in candidates {
+            let Ok(mut connection) = self.connection(&address).await else {
+                continue;
+            };
+            let answer = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<redis::Value>(&mut connection)
+                .await;
+            let host = address
+                .rsplit_once(':')
+                .map_or("", |(host, _)| host)
+                .trim_matches(['[', ']']);
+            let map = match answer {
+                Ok(reply) => SlotMap::from_cluster_slots(&reply, host),
+                Err(error) if error.to_string().contains("cluster support disabled") => {
+                    Some(SlotMap::single(&address))
+                }
+                Err(_) => {
+                    self.forget(&address);
+                    None
+                }
+            };
+            if let Some(map) = map.filter(|map| !map.is_empty()) {
+                *self.slots.write() = map;
+                break;
+            }
+        }
+        *last = Instant::now();
+    }
+
+    /// A connection for commands to the server at `address` (kept for the next ones).
+    async fn connection(&self, address: &str) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.connections.lock().get(address).cloned() {
+            return Ok(connection);
+        }
+        let client = redis::Client::open(self.connection_info(address)?)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT);
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.connections
+            .lock()
+            .insert(address.to_owned(), connection.clone());
+        Ok(connection)
+    }
+
+    fn connection_info(&self, address: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+        let (host, port) = split_address(address).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not host:port"))
+        })?;
+        Ok(redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(host, port),
+            redis: redis::RedisConnectionInfo {
+                db: 0,
+                username: self.login.username.clone(),
+                password: self.login.password.clone(),
+                protocol: redis::ProtocolVersion::RESP2,
+            },
+        })
+    }
+
+    fn forget(&self, address: &str) {
+        self.connections.lock().remove(address);
+    }
+
+    /// Runs one command on the master of `route`'s slot, following the cluster when it moved.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        route: &[u8],
+        command: &redis::Cmd,
+    ) -> Result<T, DriverError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let address = self
+                .master_for(route)
+                .await
+                .ok_or_else(|| DriverError("no Redis Cluster master serves the slot".into()))?;
+            let answer = match self.connection(&address).await {
+                Ok(mut connection) => command.query_async::<T>(&mut connection).await,
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok(value) => return Ok(value),
+                Err(error) if tries < 3 && follows_cluster(&error) => {
+                    if error.is_io_error() || error.is_connection_dropped() {
+                        self.forget(&address);
+                    }
+                    self.refresh_slots(true).await;
+                }
+                Err(error) => {
+                    if error.is_io_error() || error.is_connection_dropped() {
+                        self.forget(&address);
+                    }
+                    return Err(DriverError(error.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn publish_loop(
+        self: Arc<Self>,
+        mut outgoing: mpsc::Receiver<Outgoing>,
+        shutdown: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        loop {
+            let received = tokio::select! {
+                biased;
+                received = outgoing.recv_many(&mut batch, BATCH_MAX) => received,
+                _ = shutdown.cancelled() => return,
+            };
+            if received == 0 {
+                return;
+            }
+            let mut commands = Vec::new();
+            let mut waiting = Vec::new();
+            for item in batch.drain(..) {
+                match item {
+                    Outgoing::Command {
+                        route,
+                        command,
+                        taken,
+                    } => commands.push(Pending {
+                        route,
+                        command,
+                        taken,
+                    }),
+                    Outgoing::Sent(done) => waiting.push(done),
+                }
+            }
+            if !commands.is_empty() {
+                self.send_batch(commands).await;
+            }
+            for done in waiting {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Sends commands to their masters, one pipeline per master (in the order given); what the
+    /// cluster redirects or cannot take now is sent again once the slot map is read anew,
+    /// until it is taken, its waiter gives up, or [`TRIES`] runs out.
+    async fn send_batch(&self, mut pending: Vec<Pending>) {
+        let mut tries = 0;
+        loop {
+            // A waiter may have given up meanwhile (and answered its caller 503).
+            pending.retain(|p| !p.taken.as_ref().is_some_and(|t| t.is_closed()));
+            if pending.is_empty() {
+                return;
+            }
+            let mut by_master: Vec<(String, Vec<Pending>)> = Vec::new();
+            let mut unrouted = Vec::new();
+            for command in pending.drain(..) {
+                match self.master_for(&command.route).await {
+                    Some(master) => match by_master.iter_mut().find(|(m, _)| *m == master) {
+                        Some((_, group)) => group.push(command),
+                        None => by_master.push((master, vec![command])),
+                    },
+                    None => unrouted.push(command),
+                }
+            }
+            let sent = futures_util::future::join_all(
+                by_master
+                    .into_iter()
+                    .map(|(master, group)| self.send_to(master, group)),
+            )
+            .await;
+            pending = unrouted;
+            for again in sent {
+                pending.extend(again);
+            }
+            if pending.is_empty() {
+                return;
+            }
+            tries += 1;
+            if tries >= TRIES {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(tries.min(5)))).await;
+            self.refresh_slots(true).await;
+        }
+        let messages = pending.len();
+        self.dropped.fetch_add(messages as u64, Ordering::Relaxed);
+        tracing::error!(
+            messages,
+            "cluster: the Redis Cluster did not take messages; dropped"
+        );
+        for command in pending {
+            tell_taken(command.taken, Err(NotTaken));
+        }
+    }
+
+    /// Sends a group of commands to one master in a pipeline; answers what it did not take.
+    async fn send_to(&self, master: String, group: Vec<Pending>) -> Vec<Pending> {
+        let mut connection = match self.connection(&master).await {
+            Ok(connection) => connection,
+            Err(_) => return group,
+        };
+        let mut pipe = redis::pipe();
+        for command in &group {
+            pipe.add_command(command.command.clone());
+        }
+        match connection.send_packed_commands(&pipe, 0, group.len()).await {
+            Ok(replies) => {
+                let mut again = Vec::new();
+                for (command, reply) in group.into_iter().zip(replies) {
+                    match reply {
+                        redis::Value::ServerError(error) if redirected(error.code()) => {
+                            again.push(command)
+                        }
+                        redis::Value::ServerError(error) => {
+                            tracing::warn!(error = %error.code(), "cluster: Redis refused a command");
+                            tell_taken(command.taken, Err(NotTaken));
+                        }
+                        _ => tell_taken(command.taken, Ok(None)),
+                    }
+                }
+                again
+            }
+            Err(_) => {
+                self.forget(&master);
+                group
+            }
+        }
+    }
+
+    /// The local address on the route to the first seed.
+    async fn ip_toward_redis(&self) -> Option<IpAddr> {
+        let (host, port) = split_address(self.seeds.first()?)?;
+        let probe = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+        tokio::time::timeout(REDIS_TIMEOUT, probe.connect((host.as_str(), port)))
+            .await
+            .ok()?
+            .ok()?;
+        probe.local_addr().ok().map(|local| local.ip())
+    }
+}
+
+struct Pending {
+    route: Vec<u8>,
+    command: redis::Cmd,
+    taken: Option<TakenSender>,
+}
+
+/// Errors that mean "ask the cluster again": the slot moved, is moving, or has no master yet.
+fn redirected(code: &str) -> bool {
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+}
+
+fn follows_cluster(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Moved
+            | redis::ErrorKind::Ask
+            | redis::ErrorKind::TryAgain
+            | redis::ErrorKind::ClusterDown
+    ) || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+}
+
+/// `host:port` (brackets around an IPv6 host) as its parts.
+pub(super) fn split_address(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// The servers of comma-separated `redis://` URLs, and the login they share.
+pub(super) fn parse_seeds(urls: &str) -> Result<(Vec<String>, Login), RedisDriverError> {
+    let mut seeds = Vec::new();
+    let mut login = Login {
+        username: None,
+        password: None,
+    };
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let info: redis::ConnectionInfo = url
+            .parse()
+            .map_err(|e: redis::RedisError| RedisDriverError::Url(e.to_string()))?;
+        match info.addr {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                seeds.push(super::slots::address(&host, port))
+            }
+            _ => {
+                return Err(RedisDriverError::Url(format!(
+                    "{url}: the sharded adapter connects over plain TCP (redis://host:port)"
+                )));
+            }
+        }
+        if info.redis.password.is_some() {
+            login = Login {
+                username: info.redis.username,
+                password: info.redis.password,
+            };
+        }
+    }
+    if seeds.is_empty() {
+        return Err(RedisDriverError::Url("no Redis URL given".into()));
+    }
+    Ok((seeds, login))
+}
+
+impl Driver for RedisClusterDriver {
+    fn publish(&self, channel: String, payload: Vec<u8>, taken: Option<TakenSender>) {
+        let mut publish = redis::cmd("SPUBLISH");
+        publish.arg(&channel).arg(payload);
+        self.send(channel.into_bytes(), publish, taken);
+    }
+
+    fn subscribe(&self, topic: Topic) {
+        let Topic::Channel(channel) = topic else {
+            tracing::error!(?topic, "cluster: sharded pub/sub has no patterns");
+            return;
+        };
+        if self.channels.lock().insert(channel.clone()) {
+            let _ = self.changes.send((channel, true));
+        }
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        let Topic::Channel(channel) = topic else {
+            return;
+        };
+        if self.channels.lock().remove(&channel) {
+            let _ = self.changes.send((channel, false));
+        }
+    }
+
+    fn set(&self, key: String, value: Vec<u8>, ttl: Duration) {
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(value).arg("PX").arg(millis(ttl));
+        self.send(key.into_bytes(), set, None);
+    }
+
+    fn expire(&self, key: String, ttl: Duration) {
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&key).arg(millis(ttl));
+        self.send(key.into_bytes(), expire, None);
+    }
+
+    fn delete(&self, key: String) {
+        let mut delete = redis::cmd("DEL");
+        delete.arg(&key);
+        self.send(key.into_bytes(), delete, None);
+    }
+
+    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
+        Box::pin(async move {
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            self.query(key.as_bytes(), &get).await
+        })
+    }
+
+    fn take(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
+        Box::pin(async move {
+            // GETDEL: one key, one slot, atomic.
+            let mut take = redis::cmd("GETDEL");
+            take.arg(&key);
+            self.query(key.as_bytes(), &take).await
+        })
+    }
+
+    fn listeners(&self, channel: String) -> BoxFuture<'_, Option<usize>> {
+        Box::pin(async move {
+            let mut numsub = redis::cmd("PUBSUB");
+            numsub.arg("SHARDNUMSUB").arg(&channel);
+            let (_, count): (String, usize) = self.query(channel.as_bytes(), &numsub).await.ok()?;
+            Some(count)
+        })
+    }
+
+    fn sent(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, sent) = oneshot::channel();
+            if self.outbox.try_send(Outgoing::Sent(done)).is_ok() {
+                let _ = sent.await;
+            }
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn relink(&self) {
+        self.relink.notify_one();
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn local_ip(&self) -> BoxFuture<'_, Option<IpAddr>> {
+        Box::pin(self.ip_toward_redis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_come_from_comma_separated_urls() {
+        let (seeds, login) =
+            parse_seeds("redis://:secret@127.0.0.1:7000, redis://[::1]:7001").unwrap();
+        assert_eq!(seeds, vec!["127.0.0.1:7000", "[::1]:7001"]);
+        assert_eq!(login.password.as_deref(), Some("secret"));
+        assert_eq!(split_address("[::1]:7001"), Some(("::1".into(), 7001)));
+        assert!(parse_seeds("").is_err());
+        assert!(parse_seeds("http://x").is_err());
+    }
+}
