@@ -88,6 +88,7 @@ pub struct Metrics {
     cluster_nodes_expired: Gauge,
     /// On a node of a cluster: other nodes it knows to be up (heard within node_timeout).
     cluster_nodes_up: Gauge,
+    cluster_received: Gauge,
     /// On the streams adapter: sessions this node took from Redis (saved by another node).
     cluster_shared_sessions_taken: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
@@ -135,6 +136,7 @@ impl Metrics {
         let cluster_dropped = Gauge::default();
         let cluster_nodes_expired = Gauge::default();
         let cluster_nodes_up = Gauge::default();
+        let cluster_received = Gauge::default();
         let cluster_shared_sessions_taken = Gauge::default();
         let proxy_calls = Family::<ProxyLabel, Counter>::default();
         let proxy_latency =
@@ -232,6 +234,11 @@ impl Metrics {
                 cluster_nodes_up.clone(),
             );
             registry.register(
+                "cluster_messages_received",
+                "Messages from the cluster's engine this node received since start (its inbound cluster traffic: with adapter = \"sharded\" and a dynamic subscription mode, only its rooms' share)",
+                cluster_received.clone(),
+            );
+            registry.register(
                 "cluster_shared_sessions_taken",
                 "Sessions this node took from Redis to recover a client another node had (cluster.adapter = \"streams\"), its node killed or the client sent elsewhere",
                 cluster_shared_sessions_taken.clone(),
@@ -325,6 +332,7 @@ impl Metrics {
             cluster_dropped,
             cluster_nodes_expired,
             cluster_nodes_up,
+            cluster_received,
             cluster_shared_sessions_taken,
             proxy_calls,
             proxy_latency,
@@ -446,6 +454,7 @@ impl Metrics {
             self.cluster_nodes_expired
                 .set(gauge(counters.nodes_expired));
             self.cluster_nodes_up.set(gauge(counters.nodes_up));
+            self.cluster_received.set(gauge(counters.received));
             self.cluster_shared_sessions_taken
                 .set(gauge(counters.shared_sessions_taken));
         }

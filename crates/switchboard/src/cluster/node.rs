@@ -95,6 +95,8 @@ pub struct ClusterNode {
     /// Where this node serves, as the others reach it.
     pub(super) advertised: OnceLock<String>,
     pub(super) nodes_expired: AtomicU64,
+    /// Messages the driver delivered.
+    received: AtomicU64,
     /// With a log: how far this node has read it, and the sessions taken from the store.
     pub(super) log: LogReading,
     pub(super) shutdown: CancellationToken,
@@ -133,6 +135,7 @@ impl ClusterNode {
             leaving: AtomicBool::new(false),
             advertised: OnceLock::new(),
             nodes_expired: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             log: LogReading::default(),
             shutdown,
         });
@@ -204,7 +207,10 @@ impl ClusterNode {
             match next {
                 None => return,
                 Some(Incoming::Up) => self.on_up(),
-                Some(Incoming::Message { channel, payload }) => self.on_message(&channel, &payload),
+                Some(Incoming::Message { channel, payload }) => {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                    self.on_message(&channel, &payload)
+                }
             }
         }
     }
@@ -498,6 +504,7 @@ impl Adapter for ClusterNode {
             dropped: self.driver.dropped(),
             nodes_expired: self.nodes_expired.load(Ordering::Relaxed),
             nodes_up: self.nodes.count() as u64,
+            received: self.received.load(Ordering::Relaxed),
             shared_sessions_taken: self.log.sessions_taken(),
         }
     }

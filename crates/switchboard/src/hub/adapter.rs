@@ -173,6 +173,8 @@ pub struct ClusterCounters {
     pub nodes_expired: u64,
     /// Other nodes up now (heard within the node timeout).
     pub nodes_up: u64,
+    /// Messages received from the cluster's engine.
+    pub received: u64,
     /// Sessions taken from the shared store.
     pub shared_sessions_taken: u64,
 }

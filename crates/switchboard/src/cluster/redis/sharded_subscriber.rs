@@ -27,7 +27,7 @@ use crate::cluster::driver::{Incoming, IncomingSender};
 /// Channels subscribed in one command at most.
 const CHANNELS_PER_COMMAND: usize = 100;
 /// How often channels not held are placed again.
-const RETRY_EVERY: Duration = Duration::from_millis(250);
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// What a connection to one master tells the subscriber.
 #[derive(Debug)]
