@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use switchboard::cluster::driver::Driver;
 use switchboard::cluster::memory::{MemoryBroker, MemoryDriver};
 use switchboard::cluster::node::{ClusterNode, NodeSettings};
+use switchboard::config::SubscriptionMode;
 use switchboard::engine::EngineConfig;
 use switchboard::hub::adapter::Adapter;
 use switchboard::hub::operations::Command;
@@ -48,7 +49,8 @@ impl Node {
 
 /// A node on `broker`; sockets join the rooms their CONNECT auth lists and belong to the user
 /// it names.
-async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery: bool) -> Node {
+async fn node(engine: &Engine, shutdown: &CancellationToken, recovery: bool) -> Node {
+    let broker = &engine.broker;
     let made: Mutex<Option<(Arc<ClusterNode>, Arc<MemoryDriver>)>> = Mutex::new(None);
     let hub = HubConfig {
         connect_timeout: Duration::from_secs(1),
@@ -83,7 +85,7 @@ async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery
             node_timeout: NODE_TIMEOUT,
             session_prefix: "session:".into(),
             log_peers: Default::default(),
-            sharding: None,
+            sharding: engine.sharding,
         };
         let mut link = None;
         let cluster = ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
@@ -105,11 +107,12 @@ async fn node(broker: &Arc<MemoryBroker>, shutdown: &CancellationToken, recovery
 }
 
 /// Three nodes that know each other.
-async fn cluster(broker: Arc<MemoryBroker>, recovery: bool) -> (Vec<Node>, CancellationToken) {
+async fn cluster(engine: impl Into<Engine>, recovery: bool) -> (Vec<Node>, CancellationToken) {
+    let engine = engine.into();
     let shutdown = CancellationToken::new();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(node(&broker, &shutdown, recovery).await);
+        nodes.push(node(&engine, &shutdown, recovery).await);
     }
     until("every node knows the two others", || {
         nodes.iter().all(|n| n.cluster.nodes_up() == 2)
@@ -151,10 +154,33 @@ async fn event(ws: &mut Ws) -> (String, Vec<Value>) {
     (name.as_str().unwrap_or_default().to_owned(), packet)
 }
 
-fn brokers() -> [(&'static str, Arc<MemoryBroker>); 2] {
+/// What the nodes share: a broker, and the sharded dialect or not.
+struct Engine {
+    broker: Arc<MemoryBroker>,
+    sharding: Option<SubscriptionMode>,
+}
+
+impl From<Arc<MemoryBroker>> for Engine {
+    fn from(broker: Arc<MemoryBroker>) -> Self {
+        Engine {
+            broker,
+            sharding: None,
+        }
+    }
+}
+
+/// Each dialect of the core: the Socket.IO Redis adapter's pub/sub, the shared log, and the
+/// sharded adapter's namespace and room channels (rooms' channels followed as they are used).
+fn brokers() -> [(&'static str, Engine); 4] {
+    let sharded = |mode| Engine {
+        broker: MemoryBroker::new(),
+        sharding: Some(mode),
+    };
     [
-        ("pub/sub", MemoryBroker::new()),
-        ("log", MemoryBroker::with_log(10_000)),
+        ("pub/sub", MemoryBroker::new().into()),
+        ("log", MemoryBroker::with_log(10_000).into()),
+        ("sharded", sharded(SubscriptionMode::Dynamic)),
+        ("sharded static", sharded(SubscriptionMode::Static)),
     ]
 }
 
@@ -201,9 +227,10 @@ async fn join_leave_and_disconnect_by_room_reach_sockets_on_every_node() {
         let (mut outsider, _) = client(&nodes[1], json!({})).await;
         let join = json!({ "op": "join", "in": ["team"], "rooms": ["news"] });
         nodes[0].run(join).await;
-        // On pub/sub, as documented, another node applies the join when its message arrives,
-        // and its own emit does not wait for that: let it arrive first. A log orders both.
-        if dialect == "pub/sub" {
+        // On pub/sub (sharded too), as documented, another node applies the join when its
+        // message arrives, and its own emit does not wait for that: let it arrive first. A log
+        // orders both.
+        if dialect != "log" {
             until("every member is in the news room", || {
                 nodes
                     .iter()
@@ -222,7 +249,7 @@ async fn join_leave_and_disconnect_by_room_reach_sockets_on_every_node() {
         }
         let leave = json!({ "op": "leave", "in": ["team"], "rooms": ["news"] });
         nodes[2].run(leave).await;
-        if dialect == "pub/sub" {
+        if dialect != "log" {
             until("the news room is empty", || {
                 nodes
                     .iter()

@@ -5,7 +5,8 @@
 //! form (socket.io-msgpack-parser's, with a round trip through the encoder), the WebSocket frame
 //! reader, the config parser, the HTTP API's request bodies, and what other nodes send: the
 //! cluster's node messages, the Socket.IO Redis adapter's broadcasts and requests, the Streams
-//! adapter's cluster messages, sessions and stream entries.
+//! adapter's cluster messages, sessions and stream entries, and the replies of a Redis Cluster's
+//! masters to the sharded subscriber.
 //!
 //! `SWITCHBOARD_FUZZ_SECONDS` sets the time per target (2 s by default; CI runs longer). The
 //! run is seeded (`SWITCHBOARD_FUZZ_SEED`, printed), so a failure can be replayed. An input that
@@ -306,6 +307,21 @@ fn socketio_adapter_messages() {
         let _ = message::decode_adapter_request(input);
         let _ = stream_message::decode_cluster_message(input);
         let _ = stream_message::decode_session(input);
+    });
+}
+
+#[test]
+fn redis_cluster_replies() {
+    use switchboard::cluster::redis::resp::{self, Push};
+    fuzz("redis_reply", |input| {
+        // What a Redis Cluster master sends a subscribed connection: read reply by reply as
+        // the bytes come, never past what was given.
+        let mut at = 0;
+        while let Ok(Some((reply, used))) = resp::parse(&input[at..]) {
+            assert!(used > 0 && at + used <= input.len(), "{input:?}");
+            at += used;
+            let _ = Push::from_reply(reply);
+        }
     });
 }
 

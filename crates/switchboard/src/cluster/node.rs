@@ -27,9 +27,9 @@ use super::node_message::{self, NodeMessage, NodeReply};
 use super::nodes::{NodeRegistry, address_key};
 use super::requests::Requests;
 use super::shared_log::LogReading;
+use crate::config::SubscriptionMode;
 use crate::hub::adapter::{Adapter, BoxFuture, ClusterCounters, SharedLog, TakenSender, UserOp};
 use crate::hub::reads::Question;
-use crate::config::SubscriptionMode;
 use crate::hub::{Hub, Target};
 
 /// This node's figures for a stats question (they come from every layer, not only the hub:

@@ -78,8 +78,13 @@ impl ClusterNode {
             _ => stream_message::namespace_channel(&self.settings.key, namespace, None),
         };
         let data = stream_message::broadcast_data(namespace, event, args, &rooms, &except);
-        let payload =
-            stream_message::cluster_message(&self.uid, namespace, kind::BROADCAST, data, attachments);
+        let payload = stream_message::cluster_message(
+            &self.uid,
+            namespace,
+            kind::BROADCAST,
+            data,
+            attachments,
+        );
         self.driver.publish(channel, payload, taken);
     }
 

@@ -146,7 +146,12 @@ pub fn membership_entry(
     join: bool,
 ) -> EntryFields {
     let data = membership_data(rooms, except, change);
-    entry(uid, namespace, membership_kind(join), data.to_string().into_bytes())
+    entry(
+        uid,
+        namespace,
+        membership_kind(join),
+        data.to_string().into_bytes(),
+    )
 }
 
 /// A disconnect of the sockets `rooms`/`except` select, as a stream entry.

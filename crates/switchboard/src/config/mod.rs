@@ -306,8 +306,7 @@ impl Config {
         if self.cluster.adapter == AdapterKind::Sharded && self.cluster.redis_url.is_none() {
             return Err(invalid(
                 "cluster.adapter",
-                "the sharded adapter needs cluster.redis_url (servers of the Redis Cluster)"
-                    .into(),
+                "the sharded adapter needs cluster.redis_url (servers of the Redis Cluster)".into(),
             ));
         }
         let postgres = self.cluster.adapter == AdapterKind::Postgres;

@@ -44,7 +44,8 @@ pub struct RespError(&'static str);
 
 /// A command as Redis reads it.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for arg in args {
         let arg = arg.as_ref();
@@ -71,7 +72,9 @@ fn parse_at(buffer: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usi
     let (&kind, rest) = line.split_first().ok_or(RespError("an empty line"))?;
     let text = || std::str::from_utf8(rest).map_err(|_| RespError("a line is not UTF-8"));
     let length = || -> Result<Option<usize>, RespError> {
-        let n: i64 = text()?.parse().map_err(|_| RespError("a length is not a number"))?;
+        let n: i64 = text()?
+            .parse()
+            .map_err(|_| RespError("a length is not a number"))?;
         match n {
             -1 => Ok(None),
             n if n < 0 => Err(RespError("a negative length")),
@@ -99,7 +102,10 @@ fn parse_at(buffer: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usi
             if &buffer[end..end + 2] != b"\r\n" {
                 return Err(RespError("a bulk string not ended by CRLF"));
             }
-            Ok(Some((Reply::Bulk(Some(buffer[after..end].to_vec())), end + 2)))
+            Ok(Some((
+                Reply::Bulk(Some(buffer[after..end].to_vec())),
+                end + 2,
+            )))
         }
         b'*' => {
             let Some(count) = length()? else {
@@ -208,7 +214,10 @@ mod tests {
                 payload: b"he\r\no".to_vec()
             }
         );
-        assert_eq!(parse(&wire[used..]), Ok(Some((Reply::Simple("OK".into()), 5))));
+        assert_eq!(
+            parse(&wire[used..]),
+            Ok(Some((Reply::Simple("OK".into()), 5)))
+        );
     }
 
     #[test]
@@ -222,10 +231,7 @@ mod tests {
             Push::from_reply(reply),
             Push::Error("MOVED 3999 127.0.0.1:7001".into())
         );
-        assert_eq!(
-            parse(b"*-1\r\n").unwrap().unwrap().0,
-            Reply::Array(None)
-        );
+        assert_eq!(parse(b"*-1\r\n").unwrap().unwrap().0, Reply::Array(None));
     }
 
     #[test]

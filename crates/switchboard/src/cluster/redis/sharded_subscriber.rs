@@ -149,7 +149,8 @@ impl Subscriptions {
 
     /// Subscribes the channels not held, each on its slot's master, in batches of one slot.
     async fn place(&mut self) {
-        self.unplaced.retain(|channel| self.wanted.contains(channel));
+        self.unplaced
+            .retain(|channel| self.wanted.contains(channel));
         if self.unplaced.is_empty() {
             return;
         }
