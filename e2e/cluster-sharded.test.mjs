@@ -183,6 +183,35 @@ describe("three nodes on a Redis Cluster (sharded pub/sub)", () => {
     await until(async () => nodeServer.sockets.adapter.rooms.get("from-switchboard")?.has(onNode.id), "joined through the API");
   });
 
+  test("a room channel's slot migrating to another master under a steady stream: the stream goes on, each event once, in order", async () => {
+    const [a, b] = nodes;
+    const watcher = client(b.url);
+    await once(watcher, "connect");
+    watcher.emit("join-room", "moving");
+    await until(async () => (await call(`${a.url}/api/rooms/moving`)).body.sockets?.length === 1, "joined");
+    await sleep(200);
+    const got = [];
+    watcher.on("tick", (n) => got.push(n));
+    const channel = "socket.io#/#moving#";
+    const from = await redis.masterOf(channel);
+    const to = (await redis.masters()).find((port) => port !== from);
+    const total = 120;
+    for (let n = 1; n <= total; n++) {
+      const { status } = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["moving"], data: n } });
+      assert.equal(status, 200, `event ${n} taken`);
+      if (n === 40) await redis.migrateSlot(channel, to);
+      await sleep(15);
+    }
+    assert.equal(await redis.masterOf(channel), to, "the slot moved");
+    await until(() => got.at(-1) === total, "the last event", 8000);
+    assert.deepEqual(got, [...got].sort((x, y) => x - y), "in order");
+    assert.equal(new Set(got).size, got.length, "each once");
+    for (let i = 1; i <= 40; i++) assert.ok(got.includes(i), `event ${i}, before the move`);
+    for (let i = 61; i <= total; i++) assert.ok(got.includes(i), `event ${i}, after the move`);
+    console.log(`slot migration: ${total - got.length} of ${total} events missed while the subscription moved`);
+    watcher.disconnect();
+  });
+
   test("a master killed under a steady stream of room events fails over; the stream goes on, in order", async () => {
     const [a, b] = nodes;
     const watcher = client(b.url);

@@ -2,7 +2,8 @@
 # Runs every test, installing what the tests need on a fresh machine:
 #   formatting and lints, Rust unit and integration tests, the end-to-end suites with the
 #   official socket.io-client (node:test), python-socketio, websockets and schemathesis, the
-#   console in Chromium (playwright-core), clustering through a real redis-server and a real
+#   console in Chromium (playwright-core), clustering through a real redis-server, a Redis
+#   Cluster and a real
 #   PostgreSQL, WebSocket
 #   conformance (the Autobahn|Testsuite against examples/websocket_echo.rs), then a small
 #   side-by-side benchmark run.
@@ -28,10 +29,10 @@ step "WebSocket conformance: the Autobahn|Testsuite (chapters 1-10) against exam
 scripts/autobahn/run
 
 step "installing e2e dependencies (Debian's chromium, redis-server, postgresql and openssl, npm, pip)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -q
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server postgresql openssl
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server redis-tools postgresql openssl
 fi
 (cd e2e && npm ci --no-audit --no-fund)
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

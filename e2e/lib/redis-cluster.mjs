@@ -107,6 +107,40 @@ export async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeout
       }
       throw new Error(`no master serves ${key}`);
     },
+    /**
+     * Moves `key`'s slot to the master on `toPort`, as `redis-cli --cluster reshard` does for
+     * a slot with no keys: IMPORTING on the target, MIGRATING on the source, then the new owner
+     * told to every master.
+     */
+    async migrateSlot(key, toPort) {
+      const fromPort = await cluster.masterOf(key);
+      const slot = await redisCli(fromPort, "CLUSTER", "KEYSLOT", key);
+      const fromId = await redisCli(fromPort, "CLUSTER", "MYID");
+      const toId = await redisCli(toPort, "CLUSTER", "MYID");
+      await redisCli(toPort, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromId);
+      await redisCli(fromPort, "CLUSTER", "SETSLOT", slot, "MIGRATING", toId);
+      for (const port of [toPort, fromPort]) await redisCli(port, "CLUSTER", "SETSLOT", slot, "NODE", toId);
+      for (const [port, child] of servers) {
+        if (port === toPort || port === fromPort || child.exitCode !== null || child.signalCode !== null) continue;
+        await redisCli(port, "CLUSTER", "SETSLOT", slot, "NODE", toId).catch(() => {});
+      }
+      return { fromPort, toPort, slot: Number(slot) };
+    },
+    /** The ports of the masters now. */
+    async masters() {
+      const ports = new Set();
+      for (const [port, child] of servers) {
+        if (child.exitCode !== null || child.signalCode !== null) continue;
+        for (const line of (await redisCli(port, "CLUSTER", "NODES")).split("\n")) {
+          const fields = line.split(" ");
+          if ((fields[2] ?? "").includes("master") && !fields[2].includes("fail") && fields.length > 8) {
+            ports.add(Number(fields[1].split("@")[0].split(":")[1]));
+          }
+        }
+        return [...ports];
+      }
+      return [];
+    },
     /** Kills one server at once (SIGKILL). */
     kill(port) {
       servers.get(port)?.kill("SIGKILL");
