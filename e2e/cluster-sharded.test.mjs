@@ -4,7 +4,9 @@
 // presence; with the dynamic subscription mode a node hears only the rooms it has members in;
 // a Node.js socket.io server on createShardedAdapter of @socket.io/redis-adapter shares rooms
 // with the nodes both ways; a backend publishes with one SPUBLISH; a master killed under a
-// steady stream of room events fails over and the stream goes on.
+// steady stream of room events fails over and the stream goes on. And the streams adapter on a
+// Redis Cluster (redis_cluster = true): a node killed with SIGKILL behind a round-robin balancer
+// leaves its clients to recover on another node with every event once, in order.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer as createHttpServer } from "node:http";
@@ -15,6 +17,7 @@ import { createShardedAdapter } from "@socket.io/redis-adapter";
 import { createCluster } from "redis";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
+import { roundRobinProxy } from "./lib/balancer.mjs";
 
 async function untilReady(server, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;
@@ -251,5 +254,63 @@ describe("three nodes on a Redis Cluster (sharded pub/sub)", () => {
     const lost = answered.filter((x) => x.status === 200 && !got.includes(x.n)).map((x) => x.n);
     console.log(`failover: ${answered.length} published, ${answered.filter((x) => x.status !== 200).length} answered 503, ${lost.length} answered 200 and lost (${lost.join(",")})`);
     watcher.disconnect();
+  });
+});
+
+describe("three nodes on the streams adapter over a Redis Cluster", () => {
+  let redis, nodes, proxy;
+  const watchersClients = [];
+  before(async () => {
+    redis = await startRedisCluster();
+    const env = {
+      SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+      SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+      SWITCHBOARD_CLUSTER_REDIS_CLUSTER: "true",
+      SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "3s",
+      SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
+    };
+    nodes = await Promise.all([0, 1, 2].map(() => startServer("switchboard", { args: ["--config", path.join(ROOT, "examples", "chat.toml")], env })));
+    await Promise.all(nodes.map((n) => untilReady(n)));
+    proxy = await roundRobinProxy(nodes.map((n) => n.port));
+  });
+  after(async () => {
+    watchersClients.splice(0).forEach((s) => s.disconnect());
+    await proxy?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("a node killed with SIGKILL under a stream of room events: its clients recover elsewhere with every event once, in order", async () => {
+    const [a, , c] = nodes;
+    const watchers = [];
+    for (let i = 0; i < 6; i++) {
+      const socket = client(proxy.url);
+      watchersClients.push(socket);
+      await once(socket, "connect");
+      const got = [];
+      socket.on("tick", (n) => got.push(n));
+      socket.emit("join-room", "feed");
+      watchers.push({ socket, got, id: socket.id, node: nodes[i % 3] });
+    }
+    await until(async () => (await call(`${a.url}/api/rooms/feed`)).body.sockets?.length === 6, "six members of feed, cluster-wide");
+    const total = 150;
+    for (let n = 1; n <= total; n++) {
+      const { status, body } = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["feed"], data: n } });
+      assert.equal(status, 200);
+      if (n === 1) assert.match(body.offset, /^\d+-\d+$/, "the offset is the stream entry's id");
+      if (n === 50) c.child.kill("SIGKILL");
+      await sleep(10);
+    }
+    await until(() => watchers.every((w) => w.got.length >= total), "every event at every client", 15000);
+    await sleep(300);
+    const expected = Array.from({ length: total }, (_, i) => i + 1);
+    for (const w of watchers) {
+      assert.deepEqual(w.got, expected, `client on port ${w.node.port}: every event once, in order`);
+      assert.equal(w.socket.id, w.id, "the same socket id");
+    }
+    const moved = watchers.filter((w) => w.node === c);
+    assert.equal(moved.length, 2);
+    for (const w of moved) assert.equal(w.socket.recovered, true, "recovered on another node");
+    nodes = nodes.filter((n) => n !== c);
   });
 });

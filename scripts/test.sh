@@ -28,11 +28,11 @@ SWITCHBOARD_FUZZ_SECONDS=20 cargo test --release --test fuzz_decoders -- --nocap
 step "WebSocket conformance: the Autobahn|Testsuite (chapters 1-10) against examples/websocket_echo.rs (Python 2.7 from pyenv, in .venv-autobahn)"
 scripts/autobahn/run
 
-step "installing e2e dependencies (Debian's chromium, redis-server, postgresql and openssl, npm, pip)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+step "installing e2e dependencies (Debian's chromium, redis-server, postgresql, prometheus and openssl, npm, pip)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -q
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server redis-tools postgresql openssl
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium redis-server redis-tools postgresql prometheus openssl
 fi
 (cd e2e && npm ci --no-audit --no-fund)
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

@@ -29,6 +29,7 @@ mod churn;
 mod client;
 mod floor;
 mod probe;
+mod roll;
 mod rpc;
 mod storm;
 mod stream;
@@ -148,6 +149,10 @@ enum Scenario {
     /// N clients lose their connections at once and reconnect (recovering when the server can):
     /// time until all are back, server peak memory and CPU, observers' latency meanwhile.
     Storm(storm::StormArgs),
+    /// A rolling restart: clients spread over a cluster's nodes (round robin, no stickiness)
+    /// while the caller restarts the nodes one by one; connections per second, latency, and
+    /// events lost, repeated or out of order.
+    Roll(roll::RollArgs),
     /// Runs the minimal HTTP backend the event proxy is measured against.
     Backend {
         #[arg(long, default_value = "127.0.0.1:4100")]
@@ -268,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Floor { listen } => return floor::run(listen).await,
         Scenario::Backend { listen } => return rpc::backend(listen).await,
         Scenario::Storm(args) => storm::run(&cli, tls, &args).await?,
+        Scenario::Roll(args) => roll::run(cli.sources, &cli.path, &args).await?,
         Scenario::Churn {
             workers,
             duration_secs,

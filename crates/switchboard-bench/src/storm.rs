@@ -191,19 +191,19 @@ impl Shared {
 
 /// What socket.io-client keeps across reconnections.
 #[derive(Default)]
-struct Session {
+pub(crate) struct Session {
     /// The private id of the server's last CONNECT reply.
     pid: Option<String>,
     /// The last event whose last argument is a string (the offset, read out on reconnection);
     /// the text is kept rather than parsed, as most events are followed by another.
-    last_event: String,
+    pub(crate) last_event: String,
 }
 
 impl Session {
     /// The CONNECT packet: `{"recover":true}` (what the application passes as `auth`), with
     /// the pid and offset once the server gave a pid, as socket.io-client's
     /// `Object.assign({ pid, offset }, auth)`.
-    fn connect_packet(&self) -> String {
+    pub(crate) fn connect_packet(&self) -> String {
         let Some(pid) = &self.pid else {
             return r#"40{"recover":true}"#.to_owned();
         };
@@ -219,7 +219,7 @@ impl Session {
     }
 
     /// Takes the CONNECT reply's pid; answers whether the session was recovered.
-    fn connected(&mut self, reply: &str) -> bool {
+    pub(crate) fn connected(&mut self, reply: &str) -> bool {
         let pid = reply
             .get(2..)
             .and_then(|body| serde_json::from_str::<Value>(body).ok())
@@ -240,14 +240,14 @@ fn last_string_argument(text: &str) -> Option<String> {
 }
 
 /// splitmix64: each client's own random waits, no shared state.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(index: usize) -> Self {
+    pub(crate) fn new(index: usize) -> Self {
         Self((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ now_micros())
     }
 
-    fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -257,7 +257,7 @@ impl Rng {
 }
 
 /// socket.io-client's backoff: `base · 2^attempt`, ±50% at random, at most 5 s.
-fn backoff(base_ms: u64, attempt: u32, rng: &mut Rng) -> Duration {
+pub(crate) fn backoff(base_ms: u64, attempt: u32, rng: &mut Rng) -> Duration {
     let ms = base_ms.saturating_mul(1 << attempt.min(16)) as f64;
     let ms = (ms * (0.5 + rng.next_f64())).min(MAX_BACKOFF_MS as f64);
     Duration::from_millis(ms as u64)
@@ -365,7 +365,7 @@ async fn wait_phase(phase: &mut watch::Receiver<u8>, at_least: u8) -> bool {
 }
 
 /// One attempt: connect, handshake, CONNECT with what the session holds.
-async fn attempt(target: &Target, session: &Session) -> anyhow::Result<(Ws, String)> {
+pub(crate) async fn attempt(target: &Target, session: &Session) -> anyhow::Result<(Ws, String)> {
     let packet = session.connect_packet();
     tokio::time::timeout(
         ATTEMPT_TIMEOUT,

@@ -3,10 +3,11 @@
 //! adapter, HTTP API and endpoints from it, runs them, logs a stats line, and shuts down
 //! gracefully.
 //!
-//! Shutdown, in order: `/ready` turns false and new Socket.IO sessions are refused (503); every
-//! client transport is closed as "server shutting down" (queued packets flushed first), which
-//! official clients treat as a transport close and reconnect from (to another node when there is
-//! one); we wait for that flush up to `server.shutdown_timeout`; the cluster is told this node
+//! Shutdown, in order: `/ready` turns false and new Socket.IO sessions are refused (503); the
+//! client transports are closed as "server shutting down" (queued packets flushed first) in
+//! batches spread over `server.drain_period` (a staged drain), which official clients treat as a
+//! transport close and reconnect from (to another node when there is one, a few at a time); we
+//! wait for the flush up to `server.shutdown_timeout`; the cluster is told this node
 //! leaves (or, on a node of its own, users whose last connection closed go offline at once);
 //! then the one shutdown signal ends every long-lived task, the webhook sender after sending
 //! what is queued (within what is left of the timeout); then stop accepting and return.
@@ -306,10 +307,17 @@ impl App {
         }));
 
         shutdown.await;
-        tracing::info!("shutting down: closing client transports so clients reconnect");
+        let drain_period = config.server.drain_period.0;
+        tracing::info!(
+            sessions = engine.session_count(),
+            ?drain_period,
+            "shutting down: closing client transports in batches so clients reconnect elsewhere"
+        );
         state.ready.store(false, Ordering::Release);
         engine.begin_drain();
-        engine.close_all(CloseReason::ServerShutdown);
+        engine
+            .close_all_over(CloseReason::ServerShutdown, drain_period)
+            .await;
         let timeout = config.server.shutdown_timeout.0;
         let began = tokio::time::Instant::now();
         let drained = tokio::time::timeout(timeout, async {
@@ -394,9 +402,13 @@ fn start_cluster(
                     .map_err(|e| e.to_string())
             })
         }
-        (_, Some(urls)) if cluster.adapter == AdapterKind::Sharded => {
+        (_, Some(urls)) if cluster.on_redis_cluster() => {
+            let stream = (cluster.adapter == AdapterKind::Streams).then(|| StreamSettings {
+                name: cluster.stream_name.clone(),
+                max_len: cluster.stream_max_len,
+            });
             ClusterNode::start(settings, hub, shutdown.clone(), |incoming| {
-                RedisClusterDriver::start(urls, incoming, shutdown.clone())
+                RedisClusterDriver::start(urls, stream, incoming, shutdown.clone())
                     .map(|driver| driver as Arc<dyn Driver>)
                     .map_err(|e| e.to_string())
             })

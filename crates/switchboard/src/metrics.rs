@@ -25,6 +25,13 @@ pub struct TransportLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryLabel {
+    pub namespace: String,
+    /// `recovered` or `missed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabel {
     pub namespace: String,
 }
@@ -77,6 +84,8 @@ pub struct Metrics {
     recovery_sessions: Family<NamespaceLabel, Gauge>,
     /// Clients back with their pid before their old transport's end was noticed, by namespace.
     recovery_stale_transports: Family<NamespaceLabel, Counter>,
+    /// Clients that came back with their session id, by namespace and outcome.
+    recovery_attempts: Family<RecoveryLabel, Counter>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
     /// On a node of a cluster: linked to Redis now (1) or not (0).
@@ -89,6 +98,9 @@ pub struct Metrics {
     /// On a node of a cluster: other nodes it knows to be up (heard within node_timeout).
     cluster_nodes_up: Gauge,
     cluster_received: Gauge,
+    /// While shutting down: 1, and the sessions the staged drain has still to close.
+    draining: Gauge,
+    drain_left: Gauge,
     /// On the streams adapter: sessions this node took from Redis (saved by another node).
     cluster_shared_sessions_taken: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
@@ -130,6 +142,12 @@ impl Metrics {
             "Clients back with their session id before their old transport's end was noticed: the old transport closed, the session recovered; by namespace",
             recovery_stale_transports.clone(),
         );
+        let recovery_attempts = Family::<RecoveryLabel, Counter>::default();
+        registry.register(
+            "recovery_attempts",
+            "Clients that came back with their session id asking to recover, by namespace and outcome (recovered: same socket and every missed event; missed: the session was gone, the client started afresh)",
+            recovery_attempts.clone(),
+        );
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
         let cluster_connected = Gauge::default();
@@ -165,6 +183,18 @@ impl Metrics {
             "Requests for a session another node holds, by outcome (polling, websocket: passed \
              on; unknown_node: no such node, answered 400; unreachable: answered 502)",
             cluster_forwarded.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while this node shuts down: /ready answers 503, new sessions are refused and the clients are closed in batches over server.drain_period",
+            draining.clone(),
+        );
+        let drain_left = Gauge::default();
+        registry.register(
+            "drain_sessions_left",
+            "Sessions the staged drain has still to close (0 once every client was told to reconnect elsewhere)",
+            drain_left.clone(),
         );
         let tasks = Gauge::default();
         registry.register(
@@ -326,6 +356,7 @@ impl Metrics {
             rooms,
             recovery_sessions,
             recovery_stale_transports,
+            recovery_attempts,
             emits,
             api_requests,
             cluster_connected,
@@ -333,6 +364,8 @@ impl Metrics {
             cluster_nodes_expired,
             cluster_nodes_up,
             cluster_received,
+            draining,
+            drain_left,
             cluster_shared_sessions_taken,
             proxy_calls,
             proxy_latency,
@@ -413,6 +446,8 @@ impl Metrics {
             self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
         }
         let (polling, websocket) = self.engine.sessions_by_transport();
+        self.draining.set(i64::from(self.engine.is_draining()));
+        self.drain_left.set(self.engine.drain_left() as i64);
         self.connections
             .get_or_create(&TransportLabel {
                 transport: "polling",
@@ -440,6 +475,14 @@ impl Metrics {
                         .stale_transports_closed()
                         .saturating_sub(closed.get()),
                 );
+                let (recovered, missed) = namespace.recoveries();
+                for (outcome, count) in [("recovered", recovered), ("missed", missed)] {
+                    let counter = self.recovery_attempts.get_or_create(&RecoveryLabel {
+                        namespace: namespace.name().to_owned(),
+                        outcome,
+                    });
+                    counter.inc_by(count.saturating_sub(counter.get()));
+                }
             }
             self.rooms
                 .get_or_create(&label)

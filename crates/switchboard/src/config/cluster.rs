@@ -15,6 +15,10 @@ pub struct ClusterSettings {
     /// `postgres_url` is set). With `adapter = "sharded"`: one or more servers of the Redis
     /// Cluster, comma-separated (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
     pub redis_url: Option<String>,
+    /// `redis_url` names servers of a Redis Cluster (implied by `adapter = "sharded"`): with
+    /// `adapter = "streams"`, the stream and the keys go to the masters serving their slots and
+    /// the nodes speak to each other with sharded pub/sub.
+    pub redis_cluster: bool,
     /// `adapter = "sharded"`: which rooms get a channel of their own, as `createShardedAdapter`'s
     /// `subscriptionMode`: "dynamic" (every room but a socket's own: a node hears a room's
     /// broadcasts only while it has members there), "dynamic-private" (a socket's own room too)
@@ -81,6 +85,7 @@ impl Default for ClusterSettings {
             redis_url: None,
             postgres_url: None,
             subscription_mode: SubscriptionMode::Dynamic,
+            redis_cluster: false,
             attachments_table: "socket_io_attachments".into(),
             key: "socket.io".into(),
             request_timeout: HumanDuration(Duration::from_secs(5)),
@@ -95,6 +100,11 @@ impl Default for ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// Whether `redis_url` names servers of a Redis Cluster.
+    pub fn on_redis_cluster(&self) -> bool {
+        self.redis_cluster || self.adapter == AdapterKind::Sharded
+    }
+
     /// Whether this node is part of a cluster.
     pub fn configured(&self) -> bool {
         self.redis_url.is_some() || self.postgres_url.is_some()

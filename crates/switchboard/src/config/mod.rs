@@ -282,8 +282,8 @@ impl Config {
             ));
         }
         if let Some(urls) = &self.cluster.redis_url {
-            // The sharded adapter takes several servers of one Redis Cluster.
-            let sharded = self.cluster.adapter == AdapterKind::Sharded;
+            // A Redis Cluster is named by several of its servers.
+            let sharded = self.cluster.on_redis_cluster();
             let urls: Vec<&str> = match sharded {
                 true => urls.split(',').map(str::trim).collect(),
                 false => vec![urls.as_str()],
@@ -298,10 +298,16 @@ impl Config {
                 if sharded && !url.starts_with("redis://") {
                     return Err(invalid(
                         "cluster.redis_url",
-                        format!("the sharded adapter connects with redis://host:port, not {url}"),
+                        format!("a Redis Cluster is reached with redis://host:port, not {url}"),
                     ));
                 }
             }
+        }
+        if self.cluster.redis_cluster && self.cluster.adapter == AdapterKind::Pubsub {
+            return Err(invalid(
+                "cluster.redis_cluster",
+                "on a Redis Cluster, use adapter = \"sharded\" (or \"streams\")".into(),
+            ));
         }
         if self.cluster.adapter == AdapterKind::Sharded && self.cluster.redis_url.is_none() {
             return Err(invalid(

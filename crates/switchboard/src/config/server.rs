@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ByteSize, HumanDuration};
 
+/// `server.drain_period` by default: long enough that the survivors of a rolling restart take
+/// the clients a few hundred per second, short enough for an orchestrator's default 30 s grace
+/// (see BENCHMARKS.md, "Deploys without reconnect storms").
+pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -25,6 +30,9 @@ pub struct ServerConfig {
     pub path: String,
     /// How long a shutdown waits for queued messages to reach clients.
     pub shutdown_timeout: HumanDuration,
+    /// Over how long a shutdown closes its clients, in batches (a staged drain, so that they
+    /// reconnect to the other nodes a few at a time); "0s" closes them all at once.
+    pub drain_period: HumanDuration,
     pub log_format: LogFormat,
     /// How often the stats line is logged; "0s" turns it off.
     pub stats_interval: HumanDuration,
@@ -42,6 +50,7 @@ impl Default for ServerConfig {
             port: 4000,
             path: "/socket.io/".into(),
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            drain_period: HumanDuration(DEFAULT_DRAIN_PERIOD),
             log_format: LogFormat::Pretty,
             stats_interval: HumanDuration(Duration::from_secs(30)),
             header_read_timeout: HumanDuration(Duration::from_secs(10)),

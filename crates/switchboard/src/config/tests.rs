@@ -60,6 +60,10 @@ fn a_sharded_cluster_takes_several_servers_and_a_subscription_mode() {
             "[cluster]\nadapter = \"sharded\"\nredis_url = \"redis://h:1\"\nsubscription_mode = \"sometimes\"\n",
             "subscription_mode",
         ),
+        (
+            "[cluster]\nredis_url = \"redis://h:1\"\nredis_cluster = true\n",
+            "cluster.redis_cluster",
+        ),
     ] {
         let message = load(text, &[]).unwrap_err().to_string();
         assert!(message.contains(key), "{text}: {message}");

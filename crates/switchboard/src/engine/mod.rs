@@ -213,6 +213,12 @@ impl EngineError {
     }
 }
 
+/// How often a staged drain closes its next batch of sessions.
+pub const DRAIN_TICK: Duration = Duration::from_millis(100);
+/// A staged drain closes at least this many sessions a tick: a node with few clients is done
+/// sooner than the period (a few hundred reconnects a second are no storm).
+pub const DRAIN_BATCH_MIN: usize = 20;
+
 /// The Engine.IO server. Share it in an `Arc`; mount [`Engine::handle`] at a path.
 pub struct Engine<H: EngineHandler> {
     config: EngineConfig,
@@ -225,6 +231,8 @@ pub struct Engine<H: EngineHandler> {
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Set while the server shuts down: no new sessions.
     draining: std::sync::atomic::AtomicBool,
+    /// Sessions a staged drain has still to close.
+    drain_left: std::sync::atomic::AtomicUsize,
     /// Sessions counted by client address.
     addresses: admission::AddressLimits,
 }
@@ -275,6 +283,7 @@ impl<H: EngineHandler> Engine<H> {
             heartbeats: Arc::default(),
             runtime: std::sync::OnceLock::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            drain_left: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -323,6 +332,46 @@ impl<H: EngineHandler> Engine<H> {
         for session in sessions {
             session.conn.close(reason);
         }
+    }
+
+    /// Closes every session in batches spread over `period` (a staged drain): the sessions in
+    /// a random order, a batch every [`DRAIN_TICK`] or so (each wait jittered by ±50%; at least
+    /// [`DRAIN_BATCH_MIN`] a batch, so few sessions take less), so that their clients reconnect
+    /// elsewhere a few at a time rather than all in the same second.
+    /// Each close flushes what the session has queued first. Sessions left at the end (there
+    /// should be none: new ones are refused while draining) are closed at once.
+    pub async fn close_all_over(&self, reason: CloseReason, period: Duration) {
+        use rand::seq::SliceRandom;
+        let mut sessions: Vec<_> = self.sessions.read().values().cloned().collect();
+        sessions.shuffle(&mut rand::rng());
+        let ticks = (period.as_millis() / DRAIN_TICK.as_millis()).max(1) as usize;
+        let per_tick = sessions.len().div_ceil(ticks).max(DRAIN_BATCH_MIN);
+        let mut remaining = sessions.len();
+        for batch in sessions.chunks(per_tick) {
+            self.drain_left
+                .store(remaining, std::sync::atomic::Ordering::Relaxed);
+            for session in batch {
+                session.conn.close(reason);
+            }
+            remaining -= batch.len();
+            if remaining > 0 && !period.is_zero() {
+                let jitter: f64 = rand::Rng::random_range(&mut rand::rng(), 0.5..1.5);
+                tokio::time::sleep(DRAIN_TICK.mul_f64(jitter)).await;
+            }
+        }
+        self.drain_left
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.close_all(reason);
+    }
+
+    /// Sessions a staged drain has still to close.
+    pub fn drain_left(&self) -> usize {
+        self.drain_left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the server is shutting down (new sessions refused).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Answers one HTTP request addressed to the engine's path.

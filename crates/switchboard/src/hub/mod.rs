@@ -609,6 +609,9 @@ impl Hub {
                 );
             }
         }
+        if returning.is_some() && recovery.is_some() {
+            namespace.count_recovery(restored.is_some());
+        }
         let rerun_on_connect = recovery.is_some_and(|r| r.rerun_on_connect);
         match restored {
             Some(socket) => finish_connect(client, conn, &namespace, socket, rerun_on_connect),
@@ -672,6 +675,7 @@ fn restore_shared(
             .clone()
             .restore_shared(conn.clone(), handshake.clone(), pid, offset)
             .await;
+        namespace.count_recovery(restored.is_some());
         let Some(socket) = restored else {
             // A fresh connect's own wait, if the namespace has a connect gate, begins after.
             namespace.end_waiting(&sid);

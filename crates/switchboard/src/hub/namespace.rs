@@ -87,6 +87,8 @@ pub struct Namespace {
     /// Clients back with their pid before their old transport's end was noticed (see
     /// [`Namespace::end_stale_transport`]).
     stale_transports_closed: std::sync::atomic::AtomicU64,
+    /// Clients that asked to recover: their sessions restored, and those that started afresh.
+    recoveries: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Namespace {
@@ -117,6 +119,7 @@ impl Namespace {
             limits,
             shutdown,
             stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
+            recoveries: Default::default(),
         }
     }
 
@@ -296,6 +299,17 @@ impl Namespace {
     /// How many clients came back with their pid before their old transport's end was noticed.
     pub fn stale_transports_closed(&self) -> u64 {
         (self.stale_transports_closed).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a client that came back with its session id: recovered, or started afresh.
+    pub(crate) fn count_recovery(&self, recovered: bool) {
+        self.recoveries[usize::from(!recovered)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Clients that came back with their session id since start: (recovered, started afresh).
+    pub fn recoveries(&self) -> (u64, u64) {
+        let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        (count(&self.recoveries[0]), count(&self.recoveries[1]))
     }
 
     /// Sessions saved for recovery right now.

@@ -1,7 +1,8 @@
-//! The Redis Cluster driver (`[cluster] adapter = "sharded"`): channels through sharded
-//! pub/sub (Redis 7 `SPUBLISH`/`SSUBSCRIBE`), keys through SET/GET with PX, each sent to the
-//! master that serves its hash slot (`slots.rs`). A Redis that is not a cluster works too (it
-//! serves every slot).
+//! The Redis Cluster driver (`[cluster] adapter = "sharded"`, or `"streams"` with
+//! `redis_cluster = true`): channels through sharded pub/sub (Redis 7 `SPUBLISH`/`SSUBSCRIBE`),
+//! keys through SET/GET with PX, and, with a stream, the log (`cluster_log.rs`), each sent to
+//! the master that serves its hash slot (`slots.rs`). A Redis that is not a cluster works too
+//! (it serves every slot).
 //!
 //! The publisher task sends what the core gives it in order, one pipeline per master at a time;
 //! a command answered `MOVED`/`ASK`/`TRYAGAIN`/`CLUSTERDOWN`, or whose master cannot be
@@ -22,8 +23,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::slots::SlotMap;
+use super::stream::{StreamSettings, entry_offset};
 use super::{REDIS_TIMEOUT, RedisDriverError, millis};
-use crate::cluster::driver::{Driver, DriverError, IncomingSender, Topic, tell_taken};
+use crate::cluster::driver::{Driver, DriverError, IncomingSender, Log, Topic, tell_taken};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 /// What commands wait for the publisher at most; past it a command is dropped (and logged).
@@ -68,13 +70,19 @@ pub struct RedisClusterDriver {
     pub(super) up: AtomicBool,
     pub(super) relink: Notify,
     dropped: AtomicU64,
+    /// With `adapter = "streams"`: the stream, on the master of its key's slot.
+    pub(super) stream: Option<StreamSettings>,
+    /// The log reader's connection (its reads block), and the master it is to.
+    pub(super) reader: tokio::sync::Mutex<Option<(String, MultiplexedConnection)>>,
 }
 
 impl RedisClusterDriver {
     /// Starts the driver's tasks on the current Tokio runtime, for the cluster one of `urls`
-    /// (comma-separated `redis://` URLs of any of its servers) belongs to.
+    /// (comma-separated `redis://` URLs of any of its servers) belongs to. With `stream`, the
+    /// driver has a log.
     pub fn start(
         urls: &str,
+        stream: Option<StreamSettings>,
         incoming: IncomingSender,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RedisDriverError> {
@@ -93,6 +101,8 @@ impl RedisClusterDriver {
             up: AtomicBool::new(false),
             relink: Notify::new(),
             dropped: AtomicU64::new(0),
+            stream,
+            reader: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(driver.clone().publish_loop(outgoing, shutdown.clone()));
         tokio::spawn(super::sharded_subscriber::run(
@@ -104,7 +114,7 @@ impl RedisClusterDriver {
         Ok(driver)
     }
 
-    fn send(&self, route: Vec<u8>, command: redis::Cmd, taken: Option<TakenSender>) {
+    pub(super) fn send(&self, route: Vec<u8>, command: redis::Cmd, taken: Option<TakenSender>) {
         let outgoing = Outgoing::Command {
             route,
             command,
@@ -189,7 +199,10 @@ impl RedisClusterDriver {
         Ok(connection)
     }
 
-    fn connection_info(&self, address: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    pub(super) fn connection_info(
+        &self,
+        address: &str,
+    ) -> redis::RedisResult<redis::ConnectionInfo> {
         let (host, port) = split_address(address).ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not host:port"))
         })?;
@@ -204,12 +217,12 @@ impl RedisClusterDriver {
         })
     }
 
-    fn forget(&self, address: &str) {
+    pub(super) fn forget(&self, address: &str) {
         self.connections.lock().remove(address);
     }
 
     /// Runs one command on the master of `route`'s slot, following the cluster when it moved.
-    async fn query<T: redis::FromRedisValue>(
+    pub(super) async fn query<T: redis::FromRedisValue>(
         &self,
         route: &[u8],
         command: &redis::Cmd,
@@ -358,7 +371,8 @@ impl RedisClusterDriver {
                             tracing::warn!(error = %error.code(), "cluster: Redis refused a command");
                             tell_taken(command.taken, Err(NotTaken));
                         }
-                        _ => tell_taken(command.taken, Ok(None)),
+                        // An XADD's reply is the entry's id: its offset.
+                        reply => tell_taken(command.taken, Ok(entry_offset(&reply))),
                     }
                 }
                 again
@@ -514,6 +528,10 @@ impl Driver for RedisClusterDriver {
             let (_, count): (String, usize) = self.query(channel.as_bytes(), &numsub).await.ok()?;
             Some(count)
         })
+    }
+
+    fn log(&self) -> Option<&dyn Log> {
+        self.stream.as_ref().map(|_| self as &dyn Log)
     }
 
     fn sent(&self) -> BoxFuture<'_, ()> {

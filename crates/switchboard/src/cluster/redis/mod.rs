@@ -25,6 +25,7 @@ use super::driver::{Driver, DriverError, Incoming, IncomingSender, Log, Topic};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 mod cluster;
+mod cluster_log;
 pub mod resp;
 mod sharded_subscriber;
 mod slots;

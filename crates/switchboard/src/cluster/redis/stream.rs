@@ -1,6 +1,7 @@
-//! The Redis driver's log: one Redis stream (`[cluster] adapter = "streams"`). Appends are
-//! XADD with `MAXLEN ~`, sent by the publisher in order with everything else; reads are XREAD
-//! BLOCK on a connection of their own, and XRANGE for replays.
+//! The Redis drivers' log: one Redis stream (`[cluster] adapter = "streams"`), its commands and
+//! replies (shared by the Redis and the Redis Cluster drivers), and the Redis driver's `Log`.
+//! Appends are XADD with `MAXLEN ~`, sent by the publisher in order with everything else; reads
+//! are XREAD BLOCK on a connection of their own, and XRANGE for replays.
 
 use std::time::Duration;
 
@@ -32,6 +33,62 @@ pub(super) fn entry_offset(reply: &redis::Value) -> Option<u64> {
     }
 }
 
+/// XADD of an entry, trimmed to about `max_len` entries.
+pub(super) fn append_command(
+    stream: &StreamSettings,
+    fields: Vec<(&'static str, Vec<u8>)>,
+) -> redis::Cmd {
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(&stream.name)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(stream.max_len)
+        .arg("*");
+    for (field, value) in fields {
+        xadd.arg(field).arg(value);
+    }
+    xadd
+}
+
+/// The newest entry (an XRANGE-shaped reply of at most one).
+pub(super) fn newest_command(name: &str) -> redis::Cmd {
+    let mut newest = redis::cmd("XREVRANGE");
+    newest.arg(name).arg("+").arg("-").arg("COUNT").arg(1);
+    newest
+}
+
+/// The entries after `after`, waiting up to `block` for the first.
+pub(super) fn read_command(name: &str, after: &str, block: Duration) -> redis::Cmd {
+    let mut read = redis::cmd("XREAD");
+    read.arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(name)
+        .arg(after);
+    read
+}
+
+/// The entry `id` alone (empty when it was trimmed).
+pub(super) fn entry_command(name: &str, id: &str) -> redis::Cmd {
+    let mut range = redis::cmd("XRANGE");
+    range.arg(name).arg(id).arg(id);
+    range
+}
+
+/// At most `count` entries after `after` up to `through`.
+pub(super) fn range_command(name: &str, after: &str, through: &str, count: usize) -> redis::Cmd {
+    let mut range = redis::cmd("XRANGE");
+    range
+        .arg(name)
+        .arg(format!("({after}"))
+        .arg(through)
+        .arg("COUNT")
+        .arg(count);
+    range
+}
+
 impl RedisDriver {
     fn stream_name(&self) -> Result<&str, DriverError> {
         self.stream
@@ -47,30 +104,14 @@ impl RedisDriver {
 
 impl Log for RedisDriver {
     fn append(&self, fields: Vec<(&'static str, Vec<u8>)>, taken: Option<TakenSender>) {
-        let Some(stream) = &self.stream else {
-            return;
-        };
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&stream.name)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(stream.max_len)
-            .arg("*");
-        for (field, value) in fields {
-            xadd.arg(field).arg(value);
+        if let Some(stream) = &self.stream {
+            self.send(append_command(stream, fields), taken);
         }
-        self.send(xadd, taken);
     }
 
     fn newest(&self) -> BoxFuture<'_, Result<Option<String>, DriverError>> {
         Box::pin(async move {
-            let mut newest = redis::cmd("XREVRANGE");
-            newest
-                .arg(self.stream_name()?)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1);
+            let newest = newest_command(self.stream_name()?);
             Ok(self.range_query(newest).await?.pop().map(|(id, _)| id))
         })
     }
@@ -81,7 +122,7 @@ impl Log for RedisDriver {
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<LogEntry>, DriverError>> {
         Box::pin(async move {
-            let name = self.stream_name()?.to_owned();
+            let read = read_command(self.stream_name()?, &after, block);
             let mut reader = self.reader.lock().await;
             if reader.is_none() {
                 let config = redis::AsyncConnectionConfig::new()
@@ -97,17 +138,7 @@ impl Log for RedisDriver {
             let Some(connection) = reader.as_mut() else {
                 return Ok(Vec::new());
             };
-            let reply = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(name)
-                .arg(after)
-                .query_async::<redis::Value>(connection)
-                .await;
-            match reply {
+            match read.query_async::<redis::Value>(connection).await {
                 Ok(reply) => Ok(read_entries(reply)),
                 Err(failed) => {
                     *reader = None;
@@ -119,8 +150,7 @@ impl Log for RedisDriver {
 
     fn contains(&self, id: String) -> BoxFuture<'_, Result<bool, DriverError>> {
         Box::pin(async move {
-            let mut range = redis::cmd("XRANGE");
-            range.arg(self.stream_name()?).arg(&id).arg(&id);
+            let range = entry_command(self.stream_name()?, &id);
             Ok(!self.range_query(range).await?.is_empty())
         })
     }
@@ -132,13 +162,7 @@ impl Log for RedisDriver {
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<LogEntry>, DriverError>> {
         Box::pin(async move {
-            let mut range = redis::cmd("XRANGE");
-            range
-                .arg(self.stream_name()?)
-                .arg(format!("({after}"))
-                .arg(through)
-                .arg("COUNT")
-                .arg(count);
+            let range = range_command(self.stream_name()?, &after, &through, count);
             self.range_query(range).await
         })
     }
@@ -153,7 +177,7 @@ fn text(value: &redis::Value) -> Option<String> {
 }
 
 /// The entries of an XRANGE/XREVRANGE reply: `[[id, [field, value, ...]], ...]`.
-fn entries(reply: redis::Value) -> Vec<LogEntry> {
+pub(super) fn entries(reply: redis::Value) -> Vec<LogEntry> {
     let redis::Value::Array(items) = reply else {
         return Vec::new();
     };
@@ -183,7 +207,7 @@ fn entries(reply: redis::Value) -> Vec<LogEntry> {
 }
 
 /// The entries of an XREAD reply on one stream: `[[name, entries]]` (nil when none came).
-fn read_entries(reply: redis::Value) -> Vec<LogEntry> {
+pub(super) fn read_entries(reply: redis::Value) -> Vec<LogEntry> {
     match reply {
         redis::Value::Array(streams) => streams
             .into_iter()
