@@ -108,6 +108,30 @@ describe("three nodes on a Redis Cluster (sharded pub/sub)", () => {
     bob.disconnect();
   });
 
+  test("a polling-only client behind a round-robin balancer: every request to another node is passed on (no sticky sessions)", async () => {
+    const [a] = nodes;
+    const proxy = await roundRobinProxy(nodes.map((n) => n.port));
+    try {
+      const socket = client(proxy.url, { transports: ["polling"] });
+      await once(socket, "connect");
+      socket.emit("join-room", "polling-room");
+      await until(async () => (await call(`${a.url}/api/rooms/polling-room`)).body.sockets?.length === 1, "joined");
+      await sleep(200);
+      const got = [];
+      socket.on("tick", (n) => got.push(n));
+      for (let n = 1; n <= 5; n++) {
+        await call(`${a.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: ["polling-room"], data: n } });
+      }
+      await until(() => got.length === 5, "five events over polling");
+      assert.deepEqual(got, [1, 2, 3, 4, 5]);
+      const forwarded = await Promise.all(nodes.map(async (n) => (await call(`${n.url}/metrics`)).body));
+      assert.ok(forwarded.some((m) => /switchboard_cluster_forwarded_requests_total\{outcome="polling"\} [1-9]/.test(m)), "requests were passed on to the holder");
+      socket.disconnect();
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test("dynamic subscriptions: a node with no member in a room does not receive its traffic", async () => {
     const [a, b, c] = nodes;
     const member = client(b.url);

@@ -15,6 +15,7 @@ import { createClient } from "redis";
 import WebSocket from "ws";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
+import { startRedisCluster } from "./lib/redis-cluster.mjs";
 import { startPostgres } from "./lib/postgres.mjs";
 
 async function untilReady(server, expected = 200, timeoutMs = 10000) {
@@ -433,11 +434,12 @@ describe("the online-status service on two nodes", () => {
   });
 });
 
-for (const adapter of ["pubsub", "streams", "postgres"]) describe(`a node killed with SIGKILL leaves no ghost presence (${adapter} adapter)`, () => {
+for (const adapter of ["pubsub", "streams", "sharded", "postgres"]) describe(`a node killed with SIGKILL leaves no ghost presence (${adapter} adapter)`, () => {
   let redis;
   let nodes = [];
   before(async () => {
-    redis = adapter === "postgres" ? await startPostgres() : await startRedis();
+    const engines = { postgres: startPostgres, sharded: () => startRedisCluster({ replicas: 0 }) };
+    redis = await (engines[adapter] ?? startRedis)();
     const engine = adapter === "postgres" ? { SWITCHBOARD_CLUSTER_POSTGRES_URL: redis.url } : { SWITCHBOARD_CLUSTER_REDIS_URL: redis.url };
     const start = () =>
       startServer("switchboard", {
