@@ -90,6 +90,10 @@ impl App {
         let config = Arc::new(config);
         // The one shutdown signal every long-lived task of the server ends on.
         let shutdown = CancellationToken::new();
+        if let Some(tracing) = trace_settings(&config, |name| std::env::var(name).ok()) {
+            tracing::info!(endpoint = %tracing.endpoint, ratio = tracing.sample_ratio, "tracing: spans go to the OTLP collector");
+            crate::trace::install(tracing, shutdown.clone());
+        }
         let hub = Hub::new(HubConfig {
             shutdown: shutdown.clone(),
             connect_timeout: config.engine.connect_timeout.0,
@@ -363,6 +367,48 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Where spans go, from `[tracing]` and the standard OpenTelemetry variables (which win): None
+/// when no collector is named, or `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_SAMPLER=always_off`.
+fn trace_settings(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<crate::trace::Settings> {
+    if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return None;
+    }
+    let base = |url: &str| format!("{}/v1/traces", url.trim_end_matches('/'));
+    let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|url| base(&url)))
+        .or_else(|| config.tracing.otlp_endpoint.as_deref().map(base))?;
+    let mut sample_ratio = config.tracing.sample_ratio;
+    match env("OTEL_TRACES_SAMPLER").as_deref() {
+        Some("always_off" | "parentbased_always_off") => return None,
+        Some("always_on" | "parentbased_always_on") => sample_ratio = 1.0,
+        _ => {}
+    }
+    if let Some(ratio) = env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse::<f64>().ok()) {
+        sample_ratio = ratio.clamp(0.0, 1.0);
+    }
+    let headers = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        .map(|list| {
+            list.split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(crate::trace::Settings {
+        endpoint,
+        service_name: env("OTEL_SERVICE_NAME")
+            .unwrap_or_else(|| config.tracing.service_name.clone()),
+        sample_ratio,
+        headers,
+    })
 }
 
 /// This node's side of the cluster `[cluster]` configures (none on a node of its own), over

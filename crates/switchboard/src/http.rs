@@ -207,10 +207,11 @@ impl std::fmt::Display for PeerAddr {
 }
 
 /// Headers kept from the opening request; the rest are dropped to keep sessions small.
-pub const KEPT_HEADERS: [&str; 6] = [
+pub const KEPT_HEADERS: [&str; 7] = [
     "authorization",
     "cookie",
     "origin",
+    "traceparent",
     "user-agent",
     "x-forwarded-for",
     "x-real-ip",

@@ -2,7 +2,8 @@
 //!
 //! The parts, from the bottom up (each uses only parts below it; `tests/layers.rs` keeps it so):
 //! plain data and tools ([`protocol`] pure codecs, [`config`] the schema, [`http`] the shared
-//! HTTP types and the one body reader, [`pattern`], [`clock`], [`rate`]); the transports
+//! HTTP types and the one body reader, [`pattern`], [`clock`], [`rate`], [`trace`] spans for
+//! OpenTelemetry); the transports
 //! ([`websocket`], [`engine`] Engine.IO sessions, [`cors`], [`forward`]: passing requests for
 //! another node's sessions on); [`hub`] (Socket.IO namespaces, sockets, rooms, broadcast, and
 //! the operations every other caller uses); parts built on the hub ([`cluster`], [`auth`],
@@ -32,6 +33,7 @@ pub mod rate;
 pub mod rules;
 pub mod server;
 pub mod tls;
+pub mod trace;
 pub mod websocket;
 
 #[cfg(test)]

@@ -101,6 +101,9 @@ pub struct Metrics {
     /// While shutting down: 1, and the sessions the staged drain has still to close.
     draining: Gauge,
     drain_left: Gauge,
+    /// With tracing on: spans sent to the collector, and dropped.
+    trace_exported: Gauge,
+    trace_dropped: Gauge,
     /// On the streams adapter: sessions this node took from Redis (saved by another node).
     cluster_shared_sessions_taken: Gauge,
     /// Calls to the backend's proxies, by kind and outcome, and how long answered ones took.
@@ -196,6 +199,20 @@ impl Metrics {
             "Sessions the staged drain has still to close (0 once every client was told to reconnect elsewhere)",
             drain_left.clone(),
         );
+        let trace_exported = Gauge::default();
+        let trace_dropped = Gauge::default();
+        if crate::trace::enabled() {
+            registry.register(
+                "trace_spans_exported",
+                "Spans sent to the OpenTelemetry collector since start ([tracing] or OTEL_EXPORTER_OTLP_ENDPOINT)",
+                trace_exported.clone(),
+            );
+            registry.register(
+                "trace_spans_dropped",
+                "Spans dropped since start: the queue to the collector was full, or the collector did not take them",
+                trace_dropped.clone(),
+            );
+        }
         let tasks = Gauge::default();
         registry.register(
             "tasks",
@@ -366,6 +383,8 @@ impl Metrics {
             cluster_received,
             draining,
             drain_left,
+            trace_exported,
+            trace_dropped,
             cluster_shared_sessions_taken,
             proxy_calls,
             proxy_latency,
@@ -447,6 +466,9 @@ impl Metrics {
         }
         let (polling, websocket) = self.engine.sessions_by_transport();
         self.draining.set(i64::from(self.engine.is_draining()));
+        let (exported, dropped) = crate::trace::counts();
+        self.trace_exported.set(exported as i64);
+        self.trace_dropped.set(dropped as i64);
         self.drain_left.set(self.engine.drain_left() as i64);
         self.connections
             .get_or_create(&TransportLabel {

@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("http", &[]),
     ("rate", &[]),
+    ("trace", &[]),
     ("config", &["protocol", "pattern"]),
     ("tls", &["config"]),
     ("websocket", &["http"]),
@@ -34,12 +35,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "clock",
             "rate",
             "error_code",
+            "trace",
         ],
     ),
     ("cluster", &["hub", "config", "protocol"]),
     ("auth", &["config", "http", "hub", "error_code"]),
     ("forward", &["http", "engine"]),
-    ("metrics", &["engine", "hub", "tls", "forward"]),
+    ("metrics", &["engine", "hub", "tls", "forward", "trace"]),
     (
         "rules",
         &[
@@ -62,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "clock",
             "error_code",
+            "trace",
         ],
     ),
     (
@@ -89,6 +92,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "rules",
             "rate",
             "error_code",
+            "trace",
         ],
     ),
     ("server", &["http", "cors", "engine", "tls"]),

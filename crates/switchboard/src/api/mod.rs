@@ -41,6 +41,7 @@ use crate::hub::reads::{self, Question};
 use crate::metrics::{Metrics, StatusLabel};
 use crate::rate::{Rate, Tokens};
 use crate::rules::CompiledRoute;
+use crate::trace::{Kind, Span, SpanContext};
 
 /// The OpenAPI 3.1 description of the API, kept in the repository beside this file.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -95,6 +96,42 @@ impl AppState {
     }
 }
 
+/// A server span for an API call or a configured route (tracing on), continuing the caller's
+/// `traceparent`; what the call does (the broadcast, the cluster publish) runs inside it.
+async fn traced(request: Request, next: Next) -> Response {
+    if !crate::trace::enabled() {
+        return next.run(request).await;
+    }
+    let parent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(SpanContext::from_traceparent);
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |p| p.as_str().to_owned(),
+        );
+    let method = request.method().as_str().to_owned();
+    let mut span = Span::start(format!("{method} {route}"), Kind::Server, parent);
+    if let Some(span) = &mut span {
+        span.set("http.request.method", method);
+        span.set("http.route", route);
+    }
+    let context = span.as_ref().map(Span::context);
+    let response = crate::trace::in_span(context, next.run(request)).await;
+    if let Some(span) = &mut span {
+        let status = response.status().as_u16();
+        span.set("http.response.status_code", status);
+        if status >= 500 {
+            span.fail(format!("HTTP {status}"));
+        }
+    }
+    response
+}
+
 /// Builds the router, with the configured HTTP routes.
 pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
     let mut app = Router::new()
@@ -116,7 +153,8 @@ pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
             .route("/api/presence/{room}", get(room_presence))
             .route("/api/history", get(history_everyone))
             .route("/api/history/{room}", get(history_room))
-            .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+            .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+            .route_layer(middleware::from_fn(traced));
         app = app.merge(api).route("/api/openapi.json", get(openapi));
     }
     if state.config.console.enabled {
@@ -125,7 +163,11 @@ pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
             .route("/console/", get(console_page))
             .route("/console/{asset}", get(console_asset));
     }
-    app.merge(routes::router(routes, &state))
+    let mut configured = routes::router(routes, &state);
+    if !routes.is_empty() {
+        configured = configured.route_layer(middleware::from_fn(traced));
+    }
+    app.merge(configured)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

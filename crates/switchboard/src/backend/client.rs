@@ -1,6 +1,7 @@
 //! The one HTTP client the server calls the application's backend with: JSON POSTs with a
 //! timeout, the configured static headers and the headers forwarded from a client's opening
-//! request. Every failure is a [`CallError`] that says whether trying again could help.
+//! request. Every failure is a [`CallError`] that says whether trying again could help. With
+//! tracing on, each call is a client span whose `traceparent` the backend receives.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,6 +11,31 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 
 use crate::http::RequestInfo;
+use crate::trace::{Kind, Span, SpanContext};
+
+/// What a call is, for its span: a name, and the span it continues (a client's `traceparent`),
+/// else the current task's, else none (a new trace).
+#[derive(Debug, Clone, Copy)]
+pub struct Traced {
+    pub name: &'static str,
+    pub parent: Option<SpanContext>,
+}
+
+impl Traced {
+    pub fn named(name: &'static str) -> Self {
+        Self { name, parent: None }
+    }
+
+    /// Continues the trace a client's opening request carried (`traceparent`), if any.
+    pub fn from_client(name: &'static str, request: &RequestInfo) -> Self {
+        let parent = request
+            .headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .and_then(SpanContext::from_traceparent);
+        Self { name, parent }
+    }
+}
 
 /// Why a call to the backend did not give the answer wanted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -120,9 +146,40 @@ impl BackendClient {
     /// took.
     pub async fn post(
         &self,
+        traced: Traced,
         url: &str,
         timeout: Duration,
         headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(Bytes, Duration), CallError> {
+        let mut span = Span::start(traced.name, Kind::Client, traced.parent);
+        let mut headers = headers.clone();
+        if let Some(span) = &mut span {
+            span.set("http.request.method", "POST");
+            span.set("url.full", url);
+            if let Ok(value) = HeaderValue::try_from(span.context().traceparent()) {
+                headers.insert(HeaderName::from_static("traceparent"), value);
+            }
+        }
+        let outcome = self.send(url, timeout, headers, body).await;
+        if let Some(span) = &mut span {
+            match &outcome {
+                Ok(_) => span.set("http.response.status_code", 200),
+                Err(CallError::Status { status, .. }) => {
+                    span.set("http.response.status_code", *status);
+                    span.fail(format!("HTTP {status}"));
+                }
+                Err(error) => span.fail(error.to_string()),
+            }
+        }
+        outcome
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        timeout: Duration,
+        headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<(Bytes, Duration), CallError> {
         let started = Instant::now();
@@ -130,7 +187,7 @@ impl BackendClient {
             .http
             .post(url)
             .timeout(timeout)
-            .headers(headers.clone())
+            .headers(headers)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
         let response = request.send().await.map_err(|e| classify(e, timeout))?;
@@ -148,13 +205,14 @@ impl BackendClient {
     /// POSTs JSON and parses the JSON answer.
     pub async fn post_json<T: DeserializeOwned>(
         &self,
+        traced: Traced,
         url: &str,
         timeout: Duration,
         headers: &HeaderMap,
         body: &impl serde::Serialize,
     ) -> Result<(T, Duration), CallError> {
         let body = serde_json::to_vec(body).map_err(|e| CallError::BadAnswer(e.to_string()))?;
-        let (answer, took) = self.post(url, timeout, headers, body).await?;
+        let (answer, took) = self.post(traced, url, timeout, headers, body).await?;
         let parsed =
             serde_json::from_slice(&answer).map_err(|e| CallError::BadAnswer(format!("{e}")))?;
         Ok((parsed, took))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::client::{BackendClient, CallError, CallHeaders};
+use super::client::{BackendClient, CallError, CallHeaders, Traced};
 use crate::config::ConnectProxySettings;
 use crate::http::RequestInfo;
 use crate::hub::{Admission, ConnectError, ConnectGate, GateRequest};
@@ -160,7 +160,13 @@ impl ConnectProxy {
         };
         let answer = self
             .client
-            .post_json::<ConnectAnswer>(&self.url, self.timeout, self.headers.fixed(), &call)
+            .post_json::<ConnectAnswer>(
+                Traced::from_client("connect proxy", request),
+                &self.url,
+                self.timeout,
+                self.headers.fixed(),
+                &call,
+            )
             .await;
         let answer = match answer {
             Ok((answer, took)) => {

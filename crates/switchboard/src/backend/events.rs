@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
-use super::client::{BackendClient, CallError, CallHeaders};
+use super::client::{BackendClient, CallError, CallHeaders, Traced};
 use crate::config::{EventProxySettings, ProxySettings};
 use crate::hub::operations::EmitRequest;
 use crate::hub::{Ack, Event, Hub, Socket};
@@ -256,7 +256,13 @@ impl EventProxy {
                 );
             };
             self.client
-                .post_json::<EventAnswer>(&route.url, route.timeout, route.headers.fixed(), &body)
+                .post_json::<EventAnswer>(
+                    Traced::named("event proxy"),
+                    &route.url,
+                    route.timeout,
+                    route.headers.fixed(),
+                    &body,
+                )
                 .await
         };
         match answer {

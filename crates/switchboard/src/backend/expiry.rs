@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::client::{BackendClient, CallHeaders};
+use super::client::{BackendClient, CallHeaders, Traced};
 use crate::auth::{AuthError, Verifier};
 use crate::clock::now_millis;
 use crate::config::RefreshProxySettings;
@@ -174,7 +174,13 @@ impl ExpiryWatch {
         };
         let answer = proxy
             .client
-            .post_json::<RefreshAnswer>(&proxy.url, proxy.timeout, proxy.headers.fixed(), &call)
+            .post_json::<RefreshAnswer>(
+                Traced::named("token refresh"),
+                &proxy.url,
+                proxy.timeout,
+                proxy.headers.fixed(),
+                &call,
+            )
             .await;
         let token = match answer {
             Ok((RefreshAnswer { token: Some(token) }, took)) => {

@@ -31,7 +31,7 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{BackendClient, CallHeaders};
+use super::client::{BackendClient, CallHeaders, Traced};
 use crate::clock::now_millis;
 use crate::config::WebhookSettings;
 use crate::hub::{DisconnectReason, Hub, HubObserver, Socket};
@@ -329,7 +329,13 @@ impl Sender {
             }
             match self
                 .client
-                .post(&self.url, self.timeout, &headers, body.clone().into_bytes())
+                .post(
+                    Traced::named("webhooks"),
+                    &self.url,
+                    self.timeout,
+                    &headers,
+                    body.clone().into_bytes(),
+                )
                 .await
             {
                 Ok((_, took)) => {

@@ -17,7 +17,7 @@ const LIST_KEYS: [&str; 9] = [
     "webhooks.client_events",
     "limits.trusted_proxies",
 ];
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "cors",
     "engine",
@@ -33,6 +33,7 @@ const SECTIONS: [&str; 15] = [
     "proxy",
     "webhooks",
     "rate_limits",
+    "tracing",
 ];
 /// `SWITCHBOARD_…` variables that are not settings.
 const NOT_SETTINGS: [&str; 2] = ["SWITCHBOARD_CONFIG", "SWITCHBOARD_LOG"];

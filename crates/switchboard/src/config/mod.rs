@@ -22,6 +22,7 @@ mod rate_limits;
 mod recovery;
 pub mod rules;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod units;
@@ -46,6 +47,7 @@ pub use server::{
     ApiConfig, ConsoleSettings, CorsConfig, EngineSettings, LimitsConfig, LogFormat, ServerConfig,
     TlsSettings,
 };
+pub use telemetry::TracingSettings;
 pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
 
 use load::{apply_env, expand_env_references, file_error, locate_key};
@@ -88,6 +90,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// HTTPS and WSS served directly (off unless both files are set).
     pub tls: TlsSettings,
+    /// OpenTelemetry traces (off unless a collector is configured).
+    pub tracing: TracingSettings,
     /// The text it was loaded from, to point errors found later at their line.
     #[serde(skip)]
     source: Source,
@@ -267,6 +271,20 @@ impl Config {
                     "tls.key"
                 },
                 "tls needs both cert and key (PEM files)".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(invalid(
+                "tracing.sample_ratio",
+                "a share between 0 and 1".into(),
+            ));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "tracing.otlp_endpoint",
+                format!("an http:// or https:// URL, not {endpoint}"),
             ));
         }
         if self.engine.transports.is_empty() {

@@ -240,3 +240,25 @@ fn a_duration_too_long_to_hold_is_an_error_naming_its_key() {
         "{message}"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_its_settings_are_checked() {
+    let config = load("", &[]).unwrap();
+    assert_eq!(config.tracing.otlp_endpoint, None);
+    let config = load(
+        "[tracing]\notlp_endpoint = \"http://collector:4318\"\nsample_ratio = 0.25\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.tracing.sample_ratio, 0.25);
+    for (text, key) in [
+        ("[tracing]\nsample_ratio = 2.0\n", "tracing.sample_ratio"),
+        (
+            "[tracing]\notlp_endpoint = \"collector:4318\"\n",
+            "tracing.otlp_endpoint",
+        ),
+    ] {
+        let message = load(text, &[]).unwrap_err().to_string();
+        assert!(message.contains(key), "{text}: {message}");
+    }
+}

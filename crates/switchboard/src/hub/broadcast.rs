@@ -16,6 +16,7 @@ use super::namespace::Namespace;
 use super::packets::{self, PacketFrames, Parser};
 use super::socket::{Room, Socket};
 use crate::engine::{Frame, SendBatch};
+use crate::trace::{Kind, Span};
 use std::cell::OnceCell;
 
 /// Who a broadcast reaches within one namespace. No rooms means everyone.
@@ -88,21 +89,44 @@ impl Broadcast {
         attachments: &[Bytes],
     ) -> Result<Published, NotTaken> {
         let namespace = &self.namespace;
+        // With tracing on and a traced caller (an API call, a route): the broadcast, and the
+        // cluster's publish inside it, are spans of its trace.
+        let mut span = Span::child("broadcast", Kind::Internal);
+        if let Some(span) = &mut span {
+            span.set("switchboard.namespace", namespace.name());
+            span.set("switchboard.event", event);
+            span.set("switchboard.rooms", self.target.rooms.len());
+        }
         let Some(cluster) = namespace.cluster.get() else {
-            return Ok(self.publish(event, args, attachments));
+            let published = self.publish(event, args, attachments);
+            if let Some(span) = &mut span {
+                span.set("switchboard.reached", published.reached);
+            }
+            return Ok(published);
         };
+        let publish = span
+            .as_ref()
+            .and_then(|s| Span::start("cluster publish", Kind::Producer, Some(s.context())));
         let offset = until_taken(cluster.as_ref(), |taken| {
             let name = namespace.name();
             cluster.broadcast(name, &self.target, event, args, attachments, Some(taken));
         })
-        .await?;
-        if cluster.shared_log().is_some() {
-            return Ok(Published {
+        .await;
+        if let (Some(mut publish), Err(_)) = (publish, &offset) {
+            publish.fail("the cluster's engine did not take it in time");
+        }
+        let offset = offset?;
+        let published = match cluster.shared_log() {
+            Some(_) => Published {
                 reached: self.count_here(),
                 offset,
-            });
+            },
+            None => namespace.publish_local(&self.target, event, args, attachments),
+        };
+        if let Some(span) = &mut span {
+            span.set("switchboard.reached", published.reached);
         }
-        Ok(namespace.publish_local(&self.target, event, args, attachments))
+        Ok(published)
     }
 
     /// As [`Broadcast::join_rooms`] / [`Broadcast::leave_rooms`], resolving once the cluster's
