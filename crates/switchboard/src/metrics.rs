@@ -86,6 +86,8 @@ pub struct Metrics {
     recovery_stale_transports: Family<NamespaceLabel, Counter>,
     /// Clients that came back with their session id, by namespace and outcome.
     recovery_attempts: Family<RecoveryLabel, Counter>,
+    /// Volatile events not queued for sockets that were behind, by namespace.
+    volatile_dropped: Family<NamespaceLabel, Counter>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
     /// On a node of a cluster: linked to Redis now (1) or not (0).
@@ -150,6 +152,12 @@ impl Metrics {
             "recovery_attempts",
             "Clients that came back with their session id asking to recover, by namespace and outcome (recovered: same socket and every missed event; missed: the session was gone, the client started afresh)",
             recovery_attempts.clone(),
+        );
+        let volatile_dropped = Family::<NamespaceLabel, Counter>::default();
+        registry.register(
+            "volatile_dropped",
+            "Volatile events (volatile: true) not queued for a socket that had something queued already, by namespace",
+            volatile_dropped.clone(),
         );
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
@@ -374,6 +382,7 @@ impl Metrics {
             recovery_sessions,
             recovery_stale_transports,
             recovery_attempts,
+            volatile_dropped,
             emits,
             api_requests,
             cluster_connected,
@@ -505,6 +514,11 @@ impl Metrics {
                     });
                     counter.inc_by(count.saturating_sub(counter.get()));
                 }
+            }
+            let dropped = namespace.volatile_dropped();
+            if dropped > 0 {
+                let counter = self.volatile_dropped.get_or_create(&label);
+                counter.inc_by(dropped.saturating_sub(counter.get()));
             }
             self.rooms
                 .get_or_create(&label)

@@ -86,7 +86,7 @@ async fn handle(state: Arc<AppState>, route: Arc<CompiledRoute>, request: Reques
             online: Some(&online),
             ..Context::default()
         };
-        let mut broadcast = namespace.everyone();
+        let mut broadcast = namespace.everyone().volatile(route.volatile);
         for room in &route.rooms {
             match room.render(&context) {
                 Ok(room) if !room.is_empty() && room.len() <= state.config.limits.room_name_max => {

@@ -62,10 +62,12 @@ impl ClusterNode {
             return;
         };
         let opts = &message.data["opts"];
-        let selection = namespace.select(
-            &stream_message::string_list(&opts["rooms"]),
-            &stream_message::string_list(&opts["except"]),
-        );
+        let selection = namespace
+            .select(
+                &stream_message::string_list(&opts["rooms"]),
+                &stream_message::string_list(&opts["except"]),
+            )
+            .volatile(opts["flags"]["volatile"] == true);
         let request_id = message.data["requestId"].clone();
         let answer = |kind: u64, data: Value| match peers {
             Peers::Postgres => self.answer_postgres_peer(namespace.name(), kind, data),

@@ -57,6 +57,17 @@ pub struct RemoteBroadcast {
     pub attachments: Vec<Bytes>,
     pub rooms: Vec<String>,
     pub except: Vec<String>,
+    /// `flags.volatile`: not queued for a socket that is behind, never stored.
+    pub volatile: bool,
+}
+
+/// Who a broadcast reaches, as the adapters' `opts` say it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    pub rooms: &'a [String],
+    pub except: &'a [String],
+    /// `flags.volatile`.
+    pub volatile: bool,
 }
 
 /// The channel a broadcast goes out on: the namespace's, or a single room's under it.
@@ -84,9 +95,13 @@ pub fn encode_broadcast(
     event: &str,
     args: &[Value],
     attachments: &[Bytes],
-    rooms: &[String],
-    except: &[String],
+    reach: Reach<'_>,
 ) -> Vec<u8> {
+    let Reach {
+        rooms,
+        except,
+        volatile,
+    } = reach;
     let mut data = Vec::with_capacity(args.len() + 1);
     data.push(Pack::from(event));
     data.extend(args.iter().map(|arg| json_to_pack(arg, attachments)));
@@ -99,13 +114,21 @@ pub fn encode_broadcast(
     let opts = Pack::Map(vec![
         (Pack::from("rooms"), strings(rooms)),
         (Pack::from("except"), strings(except)),
-        (Pack::from("flags"), Pack::Map(Vec::new())),
+        (Pack::from("flags"), flags(volatile)),
     ]);
     let message = Pack::Array(vec![Pack::from(uid), packet, opts]);
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, &message);
     out
+}
+
+/// A broadcast's `flags`: `{volatile: true}` for a volatile one, else empty.
+fn flags(volatile: bool) -> Pack {
+    match volatile {
+        true => Pack::Map(vec![(Pack::from("volatile"), Pack::from(true))]),
+        false => Pack::Map(Vec::new()),
+    }
 }
 
 /// Decodes a broadcast; a message that is not one is an error (and is ignored by the caller).
@@ -174,6 +197,10 @@ pub(crate) fn broadcast_from_parts(
         attachments,
         rooms: room_list(field(opts, "rooms")),
         except: room_list(field(opts, "except")),
+        volatile: field(opts, "flags")
+            .and_then(|flags| field(flags, "volatile"))
+            .and_then(Pack::as_bool)
+            == Some(true),
     })
 }
 
@@ -427,10 +454,14 @@ mod tests {
             "order-created",
             &args,
             &attachments,
-            &["shop:1".into()],
-            &["muted".into()],
+            Reach {
+                rooms: &["shop:1".into()],
+                except: &["muted".into()],
+                volatile: true,
+            },
         );
         let decoded = decode_broadcast(&bytes).expect("decodes");
+        assert!(decoded.volatile, "flags.volatile comes back");
         assert_eq!(decoded.uid, "node1");
         assert_eq!(decoded.namespace, "/orders");
         assert_eq!(decoded.event, "order-created");

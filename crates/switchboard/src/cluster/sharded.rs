@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::adapter_peers::Peers;
 use super::driver::Topic;
+use super::message::Reach;
 use super::node::ClusterNode;
 use super::socketio_pubsub::{excluded, strings};
 use super::stream_message::{self, kind};
@@ -77,7 +78,12 @@ impl ClusterNode {
             [room] if self.room_has_channel(room) => self.room_channel(namespace, room),
             _ => stream_message::namespace_channel(&self.settings.key, namespace, None),
         };
-        let data = stream_message::broadcast_data(namespace, event, args, &rooms, &except);
+        let reach = Reach {
+            rooms: &rooms,
+            except: &except,
+            volatile: target.volatile,
+        };
+        let data = stream_message::broadcast_data(namespace, event, args, reach);
         let payload = stream_message::cluster_message(
             &self.uid,
             namespace,

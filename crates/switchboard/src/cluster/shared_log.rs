@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::adapter_peers::Peers;
 use super::driver::{DriverError, Topic};
+use super::message::Reach;
 use super::node::{ClusterNode, LogPeers};
 use super::socketio_pubsub::{excluded, strings};
 use super::stream_message::{self, EntryFields, StoredSession, StreamEntry, kind};
@@ -113,8 +114,11 @@ impl ClusterNode {
             event,
             args,
             attachments,
-            &rooms,
-            &except,
+            Reach {
+                rooms: &rooms,
+                except: &except,
+                volatile: target.volatile,
+            },
         );
         self.append(entry, taken);
     }
@@ -222,7 +226,9 @@ impl ClusterNode {
                 let Some(namespace) = hub.of(&broadcast.namespace) else {
                     return;
                 };
-                let selection = namespace.select(&broadcast.rooms, &broadcast.except);
+                let selection = namespace
+                    .select(&broadcast.rooms, &broadcast.except)
+                    .volatile(broadcast.volatile);
                 let (event, args, attachments) =
                     (&broadcast.event, &broadcast.args, &broadcast.attachments);
                 match log_seq(id) {

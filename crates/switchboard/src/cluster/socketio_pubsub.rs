@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::driver::Topic;
-use super::message::{self, AdapterRequest, RequestKind, request_type};
+use super::message::{self, AdapterRequest, Reach, RequestKind, request_type};
 use super::node::ClusterNode;
 use crate::hub::adapter::TakenSender;
 use crate::hub::{Hub, Namespace, Room, Target};
@@ -64,6 +64,7 @@ impl ClusterNode {
         };
         namespace
             .select(&broadcast.rooms, &broadcast.except)
+            .volatile(broadcast.volatile)
             .local_publish(&broadcast.event, &broadcast.args, &broadcast.attachments);
     }
 
@@ -171,8 +172,11 @@ impl ClusterNode {
             event,
             args,
             attachments,
-            &rooms,
-            &except,
+            Reach {
+                rooms: &rooms,
+                except: &except,
+                volatile: target.volatile,
+            },
         );
         self.driver.publish(
             message::broadcast_channel(&self.settings.key, namespace, &rooms),

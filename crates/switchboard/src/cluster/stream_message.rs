@@ -16,7 +16,7 @@ use rmpv::Value as Pack;
 use serde_json::{Map, Value, json};
 
 use super::message::{
-    MessageError, RemoteBroadcast, broadcast_from_parts, field, json_to_pack, pack_to_json,
+    MessageError, Reach, RemoteBroadcast, broadcast_from_parts, field, json_to_pack, pack_to_json,
 };
 
 /// `socket.io-adapter`'s cluster message types.
@@ -74,20 +74,23 @@ fn opts(rooms: &[String], except: &[String]) -> Value {
     json!({ "rooms": rooms, "except": except, "flags": {} })
 }
 
+/// A broadcast's options, with `flags.volatile` when it is volatile.
+fn broadcast_opts(rooms: &[String], except: &[String], volatile: bool) -> Value {
+    let mut opts = opts(rooms, except);
+    if volatile {
+        opts["flags"]["volatile"] = json!(true);
+    }
+    opts
+}
+
 /// A broadcast's `data`: the packet and the options that select its recipients.
-pub fn broadcast_data(
-    namespace: &str,
-    event: &str,
-    args: &[Value],
-    rooms: &[String],
-    except: &[String],
-) -> Value {
+pub fn broadcast_data(namespace: &str, event: &str, args: &[Value], reach: Reach<'_>) -> Value {
     let mut data = Vec::with_capacity(args.len() + 1);
     data.push(Value::from(event));
     data.extend(args.iter().cloned());
     json!({
         "packet": { "type": 2, "data": data, "nsp": namespace },
-        "opts": opts(rooms, except),
+        "opts": broadcast_opts(reach.rooms, reach.except, reach.volatile),
     })
 }
 
@@ -124,10 +127,9 @@ pub fn broadcast_entry(
     event: &str,
     args: &[Value],
     attachments: &[Bytes],
-    rooms: &[String],
-    except: &[String],
+    reach: Reach<'_>,
 ) -> EntryFields {
-    let message = broadcast_data(namespace, event, args, rooms, except);
+    let message = broadcast_data(namespace, event, args, reach);
     let data = if attachments.is_empty() {
         message.to_string().into_bytes()
     } else {
@@ -417,7 +419,18 @@ mod tests {
     #[test]
     fn a_broadcast_entry_reads_back() {
         let rooms = vec!["orders".to_owned()];
-        let entry = broadcast_entry("n1", "/", "order", &[json!({"id": 7})], &[], &rooms, &[]);
+        let entry = broadcast_entry(
+            "n1",
+            "/",
+            "order",
+            &[json!({"id": 7})],
+            &[],
+            Reach {
+                rooms: &rooms,
+                except: &[],
+                volatile: false,
+            },
+        );
         assert_eq!(entry[2].1, b"3");
         assert!(entry[3].1.starts_with(b"{\"opts\"") || entry[3].1.starts_with(b"{\"packet\""));
         let StreamEntry::Broadcast(b) = decode_entry(&fields(entry)).unwrap() else {
@@ -440,8 +453,11 @@ mod tests {
             "blob",
             &args,
             std::slice::from_ref(&attachment),
-            &[],
-            &[],
+            Reach {
+                rooms: &[],
+                except: &[],
+                volatile: false,
+            },
         );
         assert!(!entry[3].1.starts_with(b"{"));
         let StreamEntry::Broadcast(b) = decode_entry(&fields(entry)).unwrap() else {

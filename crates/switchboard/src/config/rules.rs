@@ -35,6 +35,10 @@ pub struct EmitSpec {
     /// The arguments of the event, when there are several (templates).
     #[serde(default)]
     pub args: Option<Vec<Value>>,
+    /// Worth nothing late: not queued for a client that has something queued already, never
+    /// stored, no offset (not to the sender alone, which always gets it).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// One step of a client-event rule: exactly one of `join`, `leave`, `emit`, `ack`, `set`.
@@ -60,6 +64,9 @@ pub struct ActionSpec {
     /// Socket data to set: `set = { userId = "{arg}" }`.
     #[serde(default)]
     pub set: Option<Map<String, Value>>,
+    /// With `emit`: a volatile event (see `EmitSpec::volatile`).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// The expected shape of one client argument: a type (`"string"`, `"number"`, `"boolean"`,
@@ -122,6 +129,10 @@ pub struct RouteSpec {
     /// Answer any caller, without the API key.
     #[serde(default)]
     pub public: bool,
+    /// Worth nothing late: not queued for a client that has something queued already, never
+    /// stored, no offset.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 fn default_method() -> String {

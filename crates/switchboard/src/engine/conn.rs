@@ -289,6 +289,13 @@ impl EngineConn {
         self.queue_for(frames, Writer::Connection).map(|_| ())
     }
 
+    /// Whether something is queued and not written yet (a volatile event is not queued behind
+    /// it: it would only be late).
+    pub fn has_backlog(&self) -> bool {
+        let outbox = self.outbox.lock();
+        !outbox.frames.is_empty() || outbox.closed.is_some()
+    }
+
     /// Queues `frames` (all or none) for `writer` to write (see [`Writer`]): true when the
     /// caller must now arrange that write, false when one is already due (or the session polls,
     /// whose pending GET was woken, or `writer` is the connection, which was woken).

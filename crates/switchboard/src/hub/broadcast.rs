@@ -25,6 +25,9 @@ pub struct Target {
     pub rooms: Vec<Room>,
     pub except_rooms: Vec<Room>,
     pub except_sockets: Vec<Arc<str>>,
+    /// Worth nothing late: not queued for a socket that has something queued already, never
+    /// stored, no offset.
+    pub volatile: bool,
 }
 
 /// A broadcast being built: `ns.to("a").to("b").except("c").emit("ev", &[...])`.
@@ -54,6 +57,12 @@ impl Broadcast {
 
     pub fn except_socket(mut self, id: Arc<str>) -> Self {
         self.target.except_sockets.push(id);
+        self
+    }
+
+    /// A volatile event (see [`Target::volatile`]).
+    pub fn volatile(mut self, volatile: bool) -> Self {
+        self.target.volatile = volatile;
         self
     }
 
@@ -387,7 +396,10 @@ impl Namespace {
         };
         let binary = !attachments.is_empty();
         let recovery = match (self.recovery.get(), offset) {
-            (Some(recovery), OffsetFrom::Counter | OffsetFrom::Log(_)) => recovery,
+            // A volatile event is never stored and carries no offset.
+            (Some(recovery), OffsetFrom::Counter | OffsetFrom::Log(_)) if !target.volatile => {
+                recovery
+            }
             _ => {
                 let frames = encode(Parser::Json, None);
                 return Published {
@@ -473,7 +485,12 @@ impl Namespace {
         let forms: [OnceCell<PacketFrames>; 4] = Default::default();
         let mut primary = SendBatch::new(json, reach);
         let mut others: [Option<SendBatch<'_>>; 4] = Default::default();
+        let mut dropped = 0u64;
         self.for_each_target(target, |socket| {
+            if target.volatile && socket.conn().has_backlog() {
+                dropped += 1;
+                return;
+            }
             let plain = offset.is_some() && socket.pid().is_none();
             let form = match (socket.parser(), plain) {
                 (Parser::Json, false) => return primary.send(socket.conn()),
@@ -503,6 +520,9 @@ impl Namespace {
                 .flatten()
                 .map(SendBatch::finish)
                 .sum::<usize>();
+        if dropped > 0 {
+            self.count_volatile_dropped(dropped);
+        }
         self.fanout.observe(started.elapsed().as_secs_f64());
         reached
     }

@@ -89,6 +89,8 @@ pub struct Namespace {
     stale_transports_closed: std::sync::atomic::AtomicU64,
     /// Clients that asked to recover: their sessions restored, and those that started afresh.
     recoveries: [std::sync::atomic::AtomicU64; 2],
+    /// Volatile events not queued for a socket that had something queued already.
+    volatile_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Namespace {
@@ -120,6 +122,7 @@ impl Namespace {
             shutdown,
             stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
             recoveries: Default::default(),
+            volatile_dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -310,6 +313,15 @@ impl Namespace {
     pub fn recoveries(&self) -> (u64, u64) {
         let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         (count(&self.recoveries[0]), count(&self.recoveries[1]))
+    }
+
+    pub(crate) fn count_volatile_dropped(&self, sockets: u64) {
+        (self.volatile_dropped).fetch_add(sockets, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Volatile events dropped for sockets that were behind, since start.
+    pub fn volatile_dropped(&self) -> u64 {
+        (self.volatile_dropped).load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sessions saved for recovery right now.

@@ -90,6 +90,10 @@ pub struct EmitRequest {
     /// Every socket of this user (all their tabs and devices).
     #[serde(default)]
     pub user: Option<UserId>,
+    /// Worth nothing late (a heartbeat, progress, a cursor): not queued for a client that has
+    /// something queued already, never stored, no offset.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// A user id: a string or a number.
@@ -304,7 +308,9 @@ impl EmitRequest {
                 count: "reached",
             });
         }
-        let broadcast = namespace.select(&targets, &self.except);
+        let broadcast = namespace
+            .select(&targets, &self.except)
+            .volatile(self.volatile);
         Ok(Prepared::Emit {
             broadcast,
             event: self.event,

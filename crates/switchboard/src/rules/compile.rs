@@ -33,6 +33,7 @@ pub enum Action {
         event: String,
         target: Target,
         payload: Payload,
+        volatile: bool,
     },
     Ack(ValueTemplate),
     Set(Vec<(String, ValueTemplate)>),
@@ -200,6 +201,7 @@ pub struct CompiledRoute {
     pub payload: ValueTemplate,
     pub require: Vec<String>,
     pub public: bool,
+    pub volatile: bool,
 }
 
 impl CompiledRoute {
@@ -309,6 +311,7 @@ fn emit(
         event: spec.event.clone(),
         target: target(key, spec.to, &spec.room, default, scope)?,
         payload: payload(key, &spec.data, &spec.args, scope)?,
+        volatile: spec.volatile,
     })
 }
 
@@ -371,6 +374,7 @@ fn action(key: &str, spec: &ActionSpec) -> Result<Action, RuleError> {
             room: spec.room.clone(),
             data: spec.data.clone(),
             args: spec.args.clone(),
+            volatile: spec.volatile,
         },
         TargetKind::Sender,
         scope,
@@ -565,6 +569,7 @@ pub fn route(index: usize, spec: &RouteSpec, config: &Config) -> Result<Compiled
         payload,
         require: spec.require.clone(),
         public: spec.public,
+        volatile: spec.volatile,
     })
 }
 

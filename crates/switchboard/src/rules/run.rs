@@ -39,6 +39,7 @@ enum Ready {
         event: String,
         target: ReadyTarget,
         args: Vec<Value>,
+        volatile: bool,
     },
     Ack(Value),
     Set(Vec<(String, Value)>),
@@ -247,6 +248,7 @@ impl RuleSet {
                     event,
                     target,
                     payload,
+                    volatile,
                 } => {
                     let target = match target {
                         Target::Sender => ReadyTarget::Sender,
@@ -277,6 +279,7 @@ impl RuleSet {
                         event: event.clone(),
                         target,
                         args,
+                        volatile: *volatile,
                     }
                 }
             };
@@ -326,6 +329,7 @@ impl RuleSet {
                     event,
                     target,
                     args,
+                    volatile,
                 } => {
                     self.emits.inc();
                     let namespace = socket.namespace();
@@ -343,18 +347,22 @@ impl RuleSet {
                             let _ = socket.emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::All => {
-                            namespace.everyone().emit_binary(&event, &args, binary);
+                            let everyone = namespace.everyone().volatile(volatile);
+                            everyone.emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::Others => {
-                            socket.broadcast().emit_binary(&event, &args, binary);
+                            let others = socket.broadcast().volatile(volatile);
+                            others.emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::Room(room) => {
                             namespace
                                 .to(room.as_str())
+                                .volatile(volatile)
                                 .emit_binary(&event, &args, binary);
                         }
                         ReadyTarget::RoomOthers(room) => {
-                            socket.to(room.as_str()).emit_binary(&event, &args, binary);
+                            let room = socket.to(room.as_str()).volatile(volatile);
+                            room.emit_binary(&event, &args, binary);
                         }
                     }
                 }
