@@ -23,6 +23,8 @@ pub mod cors;
 pub mod engine;
 pub mod error_code;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -1,6 +1,7 @@
-//! Fuzzing on stable Rust: every decoder that reads what the network or a user sends is fed
-//! mutations of the committed corpus (`fuzz/corpus/<target>/`) for a bounded time, and must
-//! answer (a value or an error) without panicking. Targets: the Engine.IO packet and polling
+//! Fuzzing on stable Rust: every decoder that reads what the network or a user sends
+//! (`switchboard::fuzzing`, the same targets libFuzzer runs in `fuzz/`) is fed the committed
+//! corpus (`fuzz/corpus/<target>/`) and its mutations for a bounded time, and must answer (a
+//! value or an error) without panicking. Targets: the Engine.IO packet and polling
 //! payload decoders (v4, and v3's two forms), the Socket.IO packet decoder (binary placeholders included), its MessagePack
 //! form (socket.io-msgpack-parser's, with a round trip through the encoder), the WebSocket frame
 //! reader, the config parser, the HTTP API's request bodies, and what other nodes send: the
@@ -17,7 +18,6 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -192,149 +192,69 @@ fn rng_hash(input: &[u8]) -> u64 {
 
 #[test]
 fn engine_packet_decoder() {
-    fuzz("engine_packet", |input| {
-        let _ = switchboard::protocol::engine::decode_text_packet(Bytes::copy_from_slice(input));
-    });
+    fuzz("engine_packet", switchboard::fuzzing::engine_packet);
 }
 
 #[test]
 fn polling_payload_decoder() {
-    fuzz("polling_payload", |input| {
-        let _ =
-            switchboard::protocol::engine::decode_polling_payload(Bytes::copy_from_slice(input));
-    });
+    fuzz("polling_payload", switchboard::fuzzing::polling_payload);
 }
 
 #[test]
 fn polling_payload_v3_decoder() {
-    fuzz("polling_payload_v3", |input| {
-        let _ = switchboard::protocol::engine::decode_v3_payload(Bytes::copy_from_slice(input));
-    });
+    fuzz("polling_payload_v3", switchboard::fuzzing::polling_payload_v3);
 }
 
 #[test]
 fn socket_packet_decoder() {
-    fuzz("socket_packet", |input| {
-        if let Ok(text) = std::str::from_utf8(input)
-            && let Ok(packet) = switchboard::protocol::socket::decode_packet(text)
-            && let Some(data) = &packet.data
-        {
-            let _ = switchboard::protocol::socket::is_placeholder(data, packet.attachments);
-        }
-    });
+    fuzz("socket_packet", switchboard::fuzzing::socket_packet);
 }
 
 #[test]
 fn msgpack_packet_decoder() {
-    use switchboard::protocol::{msgpack, socket::PacketKind};
-    fuzz("msgpack_packet", |input| {
-        let Ok((packet, attachments)) = msgpack::decode(input) else {
-            return;
-        };
-        // What decodes as an event re-encodes (as the server would send it) to the same event.
-        if let (PacketKind::Event | PacketKind::BinaryEvent, Some(serde_json::Value::Array(items))) =
-            (packet.kind, &packet.data)
-            && let Some((serde_json::Value::String(name), args)) = items.split_first()
-        {
-            let mut out = Vec::new();
-            msgpack::encode_event(
-                &mut out,
-                &packet.namespace,
-                packet.ack_id,
-                name,
-                args,
-                &attachments,
-                None,
-            );
-            let (again, again_attachments) =
-                msgpack::decode(&out).expect("an encoded event decodes");
-            assert_eq!(again.data, packet.data, "round trip of {input:?}");
-            assert_eq!(again_attachments, attachments);
-        }
-    });
+    fuzz("msgpack_packet", switchboard::fuzzing::msgpack_packet);
 }
 
 #[test]
 fn websocket_frame_reader() {
-    fuzz("websocket_frames", |input| {
-        let mut reader = switchboard::websocket::MessageReader::new(1024);
-        // Fed in two pieces, as bytes arrive.
-        let split = input.len() / 2;
-        reader.push(&input[..split]);
-        while let Ok(Some(_)) = reader.next_message() {}
-        reader.push(&input[split..]);
-        while let Ok(Some(_)) = reader.next_message() {}
-    });
+    fuzz("websocket_frames", switchboard::fuzzing::websocket_frames);
 }
 
 #[test]
 fn config_parser() {
-    fuzz("config", |input| {
-        if let Ok(text) = std::str::from_utf8(input) {
-            let _ = switchboard::config::Config::parse(text, "fuzz.toml");
-        }
-    });
+    fuzz("config", switchboard::fuzzing::config);
 }
 
 #[test]
 fn api_request_bodies() {
-    use switchboard::hub::operations::{BatchRequest, EmitRequest};
-    fuzz("api_body", |input| {
-        let _ = switchboard::api::parse_json::<EmitRequest>(input);
-        let _ = switchboard::api::parse_json::<BatchRequest>(input);
-    });
+    fuzz("api_body", switchboard::fuzzing::api_body);
 }
 
 #[test]
 fn cluster_node_messages() {
-    use switchboard::cluster::node_message::{NodeMessage, NodeReply};
-    fuzz("node_message", |input| {
-        // What decodes re-encodes to the same message.
-        if let Ok(message) = NodeMessage::decode(input) {
-            let again = NodeMessage::decode(&message.encode()).expect("an encoded message decodes");
-            assert_eq!(again, message, "round trip of {input:?}");
-        }
-        let _ = NodeReply::decode(input);
-    });
+    fuzz("node_message", switchboard::fuzzing::node_message);
 }
 
 #[test]
 fn socketio_adapter_messages() {
-    use switchboard::cluster::{message, stream_message};
-    fuzz("adapter_message", |input| {
-        let _ = message::decode_broadcast(input);
-        let _ = message::decode_ack_broadcast(input);
-        let _ = message::decode_adapter_request(input);
-        let _ = stream_message::decode_cluster_message(input);
-        let _ = stream_message::decode_session(input);
-    });
+    fuzz("adapter_message", switchboard::fuzzing::adapter_message);
 }
 
 #[test]
 fn redis_cluster_replies() {
-    use switchboard::cluster::redis::resp::{self, Push};
-    fuzz("redis_reply", |input| {
-        // What a Redis Cluster master sends a subscribed connection: read reply by reply as
-        // the bytes come, never past what was given.
-        let mut at = 0;
-        while let Ok(Some((reply, used))) = resp::parse(&input[at..]) {
-            assert!(used > 0 && at + used <= input.len(), "{input:?}");
-            at += used;
-            let _ = Push::from_reply(reply);
-        }
-    });
+    fuzz("redis_reply", switchboard::fuzzing::redis_reply);
 }
 
 #[test]
 fn stream_entries() {
-    use switchboard::cluster::stream_message;
-    fuzz("stream_entry", |input| {
-        // The entry's fields, in the order the streams adapter writes them, NUL-separated.
-        let fields: Vec<(String, Vec<u8>)> = ["uid", "nsp", "type", "data"]
-            .iter()
-            .zip(input.splitn(4, |b| *b == 0))
-            .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
-            .collect();
-        let _ = stream_message::decode_entry(&fields);
-    });
+    fuzz("stream_entry", switchboard::fuzzing::stream_entry);
+}
+
+#[test]
+fn every_target_has_a_corpus_and_a_test() {
+    let this = include_str!("fuzz_decoders.rs");
+    for (target, _) in switchboard::fuzzing::TARGETS {
+        assert!(!corpus(target).is_empty(), "{target} has a corpus");
+        assert!(this.contains(&format!("fuzzing::{target})")), "{target} is fuzzed here");
+    }
 }
