@@ -15,24 +15,10 @@ import { io } from "socket.io-client";
 import { Server } from "socket.io";
 import { createShardedAdapter } from "@socket.io/redis-adapter";
 import { createCluster } from "redis";
-import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
+import { startServer, freePort, once, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
-async function untilReady(server, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  while ((await call(server.url + "/ready")).status !== 200) {
-    if (Date.now() > deadline) throw new Error(`${server.url} never got ready`);
-    await sleep(50);
-  }
-}
-async function until(check, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 const clients = [];
 function client(url, opts = {}) {

@@ -7,20 +7,13 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startServer, once, sleep, call, ROOT } from "./lib/server.mjs";
+import { startServer, once, sleep, call, until, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 const clients = [];
 after(() => clients.splice(0).forEach((s) => s.disconnect()));
 
-async function until(check, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 test("SIGTERM closes the clients in batches over drain_period, each flushed first; /ready 503 and new sessions refused meanwhile", async () => {
   const node = await startServer("switchboard", { env: { SWITCHBOARD_SERVER_DRAIN_PERIOD: "1s" } });

@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
+import { startServer, freePort, once, sleep, call, until, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 
 const cleanup = [];
@@ -22,15 +22,6 @@ after(async () => {
   for (const step of cleanup.reverse()) await step();
 });
 
-async function until(check, what, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 async function startReceiver() {
   const port = await freePort();
@@ -107,7 +98,7 @@ test("spans go to a real OTLP receiver with their parent/child links, and tracep
     headers: { traceparent: `00-${unsampledTrace}-${hex(8)}-00` },
     body: { event: "news", data: { n: 2 } },
   });
-  await until(() => got.length === 2, "both events delivered");
+  await until(() => got.length === 2, "both events delivered", 10000);
 
   const byTrace = (trace) => async () => {
     const spans = (await receiver.spans()).filter((s) => s.traceId === trace);
@@ -116,7 +107,7 @@ test("spans go to a real OTLP receiver with their parent/child links, and tracep
   const api = await until(async () => {
     const spans = await byTrace(apiTrace)();
     return spans?.length >= 3 ? spans : null;
-  }, "the API emit's spans");
+  }, "the API emit's spans", 10000);
   const server = api.find((s) => s.name === "POST /api/emit");
   assert.ok(server, `the server span: ${JSON.stringify(api.map((s) => s.name))}`);
   assert.equal(server.parentSpanId, apiSpan, "the API span continues the caller's span");
@@ -131,16 +122,16 @@ test("spans go to a real OTLP receiver with their parent/child links, and tracep
   assert.equal(publish.kind, 4, "PRODUCER");
   assert.ok(BigInt(publish.start) >= BigInt(broadcast.start) && BigInt(publish.end) <= BigInt(broadcast.end), "inside its parent's time");
 
-  const connect = await until(byTrace(clientTrace), "the connect proxy's span");
+  const connect = await until(byTrace(clientTrace), "the connect proxy's span", 10000);
   const proxy = connect.find((s) => s.name === "connect proxy");
   assert.ok(proxy, JSON.stringify(connect));
   assert.equal(proxy.parentSpanId, clientSpan, "the connect proxy call continues the client's trace");
   assert.equal(proxy.kind, 3, "CLIENT");
   assert.ok(seen.connect.includes(`00-${clientTrace}-${proxy.spanId}-01`), `the backend got the proxy span's traceparent: ${seen.connect}`);
 
-  await until(() => seen.hooks.length > 0, "a webhook batch");
+  await until(() => seen.hooks.length > 0, "a webhook batch", 10000);
   const [, hookTrace, hookSpan] = seen.hooks[0].split("-");
-  const hooks = await until(byTrace(hookTrace), "the webhook batch's span");
+  const hooks = await until(byTrace(hookTrace), "the webhook batch's span", 10000);
   const hook = hooks.find((s) => s.spanId === hookSpan);
   assert.equal(hook?.name, "webhooks");
   assert.equal(hook.kind, 3, "CLIENT");

@@ -96,6 +96,22 @@ export function once(emitter, event, timeoutMs = 5000) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves with `check()`'s first truthy answer, polling every 20 ms; fails naming `what` after `timeoutMs`. */
+export async function until(check, what, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Resolves once `server` answers /ready with 200 (a cluster node linked to its engine). */
+export async function untilReady(server, timeoutMs = 15000) {
+  await until(async () => (await call(server.url + "/ready")).status === 200, `${server.url} ready`, timeoutMs);
+}
+
 /** Writes `text` to a fresh temporary file and returns its path. */
 export async function tempFile(name, text) {
   const { mkdtemp, writeFile } = await import("node:fs/promises");

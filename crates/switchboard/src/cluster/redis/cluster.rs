@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::slots::SlotMap;
 use super::stream::{StreamSettings, entry_offset};
-use super::{REDIS_TIMEOUT, RedisDriverError, millis};
+use super::{REDIS_TIMEOUT, RedisDriverError};
 use crate::cluster::driver::{Driver, DriverError, IncomingSender, Log, Topic, tell_taken};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
@@ -387,12 +387,7 @@ impl RedisClusterDriver {
     /// The local address on the route to the first seed.
     async fn ip_toward_redis(&self) -> Option<IpAddr> {
         let (host, port) = split_address(self.seeds.first()?)?;
-        let probe = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-        tokio::time::timeout(REDIS_TIMEOUT, probe.connect((host.as_str(), port)))
-            .await
-            .ok()?
-            .ok()?;
-        probe.local_addr().ok().map(|local| local.ip())
+        super::ip_toward(&host, port).await
     }
 }
 
@@ -487,20 +482,17 @@ impl Driver for RedisClusterDriver {
     }
 
     fn set(&self, key: String, value: Vec<u8>, ttl: Duration) {
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(value).arg("PX").arg(millis(ttl));
+        let set = super::set_command(&key, value, ttl);
         self.send(key.into_bytes(), set, None);
     }
 
     fn expire(&self, key: String, ttl: Duration) {
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(&key).arg(millis(ttl));
+        let expire = super::expire_command(&key, ttl);
         self.send(key.into_bytes(), expire, None);
     }
 
     fn delete(&self, key: String) {
-        let mut delete = redis::cmd("DEL");
-        delete.arg(&key);
+        let delete = super::delete_command(&key);
         self.send(key.into_bytes(), delete, None);
     }
 

@@ -315,13 +315,38 @@ impl RedisDriver {
             redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
             _ => return None,
         };
-        let probe = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-        tokio::time::timeout(REDIS_TIMEOUT, probe.connect((host.as_str(), port)))
-            .await
-            .ok()?
-            .ok()?;
-        probe.local_addr().ok().map(|local| local.ip())
+        ip_toward(&host, port).await
     }
+}
+
+/// The local address of this machine's route to `host:port` (no packet is sent): the interface
+/// other machines on that network most likely reach it on. Both Redis drivers ask it.
+async fn ip_toward(host: &str, port: u16) -> Option<IpAddr> {
+    let probe = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    tokio::time::timeout(REDIS_TIMEOUT, probe.connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    probe.local_addr().ok().map(|local| local.ip())
+}
+
+/// SET with a time to live, as both Redis drivers write keys.
+fn set_command(key: &str, value: Vec<u8>, ttl: Duration) -> redis::Cmd {
+    let mut set = redis::cmd("SET");
+    set.arg(key).arg(value).arg("PX").arg(millis(ttl));
+    set
+}
+
+fn expire_command(key: &str, ttl: Duration) -> redis::Cmd {
+    let mut expire = redis::cmd("PEXPIRE");
+    expire.arg(key).arg(millis(ttl));
+    expire
+}
+
+fn delete_command(key: &str) -> redis::Cmd {
+    let mut delete = redis::cmd("DEL");
+    delete.arg(key);
+    delete
 }
 
 async fn change(
@@ -365,21 +390,15 @@ impl Driver for RedisDriver {
     }
 
     fn set(&self, key: String, value: Vec<u8>, ttl: Duration) {
-        let mut set = redis::cmd("SET");
-        set.arg(key).arg(value).arg("PX").arg(millis(ttl));
-        self.send(set, None);
+        self.send(set_command(&key, value, ttl), None);
     }
 
     fn expire(&self, key: String, ttl: Duration) {
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(key).arg(millis(ttl));
-        self.send(expire, None);
+        self.send(expire_command(&key, ttl), None);
     }
 
     fn delete(&self, key: String) {
-        let mut delete = redis::cmd("DEL");
-        delete.arg(key);
-        self.send(delete, None);
+        self.send(delete_command(&key), None);
     }
 
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
