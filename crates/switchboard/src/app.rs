@@ -245,7 +245,7 @@ impl App {
                 .unwrap_or(config.auth.configured() && config.auth.required);
             let endpoint = PlainWs::new(
                 config.plain_ws.clone(),
-                state.hub.presence().clone(),
+                &state.hub,
                 verifier.clone(),
                 require_auth,
                 config.engine.max_payload.0,

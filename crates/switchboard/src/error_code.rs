@@ -16,6 +16,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// A refreshed token that names another user.
     UserMismatch,
+    /// A user blocked through the API (`data.until`, `data.reason`).
+    Blocked,
+    /// A token revoked through the API (by its `jti`, or issued before its user's cut-off).
+    TokenRevoked,
     /// Auth required on the plain WebSocket endpoint with none configured.
     AuthUnconfigured,
     /// The connect proxy admitted a plain WebSocket connection without naming a user.
@@ -77,6 +81,8 @@ impl ErrorCode {
         Self::InvalidToken,
         Self::TokenExpired,
         Self::UserMismatch,
+        Self::Blocked,
+        Self::TokenRevoked,
         Self::AuthUnconfigured,
         Self::MissingUser,
         Self::Forbidden,
@@ -112,6 +118,8 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::UserMismatch => "user_mismatch",
+            Self::Blocked => "blocked",
+            Self::TokenRevoked => "token_revoked",
             Self::AuthUnconfigured => "auth_unconfigured",
             Self::MissingUser => "missing_user",
             Self::Forbidden => "forbidden",

@@ -63,6 +63,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `blocked` or `token_revoked`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -88,6 +94,10 @@ pub struct Metrics {
     recovery_attempts: Family<RecoveryLabel, Counter>,
     /// Volatile events not queued for sockets that were behind, by namespace.
     volatile_dropped: Family<NamespaceLabel, Counter>,
+    /// Connects refused and sockets disconnected by a block or a revoked token, by reason.
+    access_refused: Family<ReasonLabel, Counter>,
+    /// Blocks and token revocations in force on this node, by kind.
+    access_entries: Family<KindLabel, Gauge>,
     pub emits: Family<SourceLabel, Counter>,
     pub api_requests: Family<StatusLabel, Counter>,
     /// On a node of a cluster: linked to Redis now (1) or not (0).
@@ -158,6 +168,18 @@ impl Metrics {
             "volatile_dropped",
             "Volatile events (volatile: true) not queued for a socket that had something queued already, by namespace",
             volatile_dropped.clone(),
+        );
+        let access_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "access_refused",
+            "Connects, recoveries and token refreshes refused, and sockets disconnected, because their user is blocked or their token revoked (POST /api/users/{user}/block, /api/tokens/revoke), by reason",
+            access_refused.clone(),
+        );
+        let access_entries = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "access_entries",
+            "Blocks and token revocations in force on this node, by kind (block, token, user_tokens)",
+            access_entries.clone(),
         );
         let emits = Family::<SourceLabel, Counter>::default();
         let api_requests = Family::<StatusLabel, Counter>::default();
@@ -383,6 +405,8 @@ impl Metrics {
             recovery_stale_transports,
             recovery_attempts,
             volatile_dropped,
+            access_refused,
+            access_entries,
             emits,
             api_requests,
             cluster_connected,
@@ -523,6 +547,19 @@ impl Metrics {
             self.rooms
                 .get_or_create(&label)
                 .set(namespace.shared_room_count() as i64);
+        }
+        let (blocked, revoked) = hub.access().refusals();
+        for (reason, count) in [("blocked", blocked), ("token_revoked", revoked)] {
+            let counter = self.access_refused.get_or_create(&ReasonLabel { reason });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
+        let (blocks, tokens, user_tokens) = hub.access().counts();
+        for (kind, count) in [
+            ("block", blocks),
+            ("token", tokens),
+            ("user_tokens", user_tokens),
+        ] {
+            (self.access_entries.get_or_create(&KindLabel { kind })).set(count as i64);
         }
         if let Some(cluster) = hub.cluster() {
             self.cluster_connected

@@ -2,7 +2,8 @@
 //! through the cluster core over the in-memory driver: broadcasts to rooms with `except`,
 //! join/leave/disconnect by room, cluster-wide reads, a user's presence announced once, a
 //! silent node expiring without ghosts, and a session recovered on another node from the
-//! shared log. Each runs on both dialects where both apply (pub/sub, and a log).
+//! shared log, a block that holds on every node (and on a node started later, and after the
+//! engine lost its keys). Each runs on every dialect where they differ.
 
 mod common;
 
@@ -63,11 +64,14 @@ async fn node(engine: &Engine, shutdown: &CancellationToken, recovery: bool) -> 
         if recovery {
             namespace.enable_recovery(RecoveryConfig::default());
         }
+        namespace.use_middleware(|_, handshake, data| {
+            if let Some(user) = handshake.auth.get("user") {
+                data.insert("userId".into(), user.clone());
+            }
+            Ok(())
+        });
         namespace.on_connect(|socket| {
             let auth = socket.handshake().auth.clone();
-            if let Some(user) = auth.get("user") {
-                socket.set_data("userId", user.clone());
-            }
             for room in auth
                 .get("rooms")
                 .and_then(Value::as_array)
@@ -480,5 +484,94 @@ async fn a_session_recovers_on_another_node_with_what_it_missed_from_the_log() {
     assert_eq!(event(&mut ws).await.1[0], json!(5), "still in its room");
     assert_eq!(nodes[1].cluster.counters().shared_sessions_taken, 1);
     assert!(nodes[1].cluster.shared_log().is_some());
+    shutdown.cancel();
+}
+
+/// A connect to `node` as `user`, refused: the CONNECT_ERROR packet.
+async fn refused(node: &Node, user: &str) -> String {
+    let (_ws, reply) = socketio_ws(&node.server, &format!("40{}", json!({ "user": user }))).await;
+    assert!(reply.starts_with("44"), "not refused: {reply}");
+    reply
+}
+
+#[tokio::test]
+async fn a_block_holds_on_every_node_on_late_ones_and_after_the_engine_forgets() {
+    use switchboard::hub::access::{AccessChange, AccessEntry, AccessKey};
+    let engine: Engine = MemoryBroker::new().into();
+    let shutdown = CancellationToken::new();
+    let nodes = [
+        node(&engine, &shutdown, false).await,
+        node(&engine, &shutdown, false).await,
+    ];
+    until("the nodes know each other", || {
+        nodes.iter().all(|n| n.cluster.nodes_up() == 1)
+    })
+    .await;
+    let (mut ada, _) = client(&nodes[1], json!({ "user": "ada" })).await;
+    let (mut bob, _) = client(&nodes[1], json!({ "user": "bob" })).await;
+    let until_ms = switchboard::clock::now_millis() + 60_000;
+    let block = AccessEntry::Block {
+        user: "ada".into(),
+        until: until_ms,
+        reason: Some("spam".into()),
+    };
+    (nodes[0].hub())
+        .change_access(AccessChange::Add {
+            entry: block.clone(),
+        })
+        .await
+        .expect("taken by the cluster");
+    // Her socket on the other node is disconnected by the server (no reconnect by itself).
+    assert_eq!(next_text(&mut ada).await, "41");
+    let reply = refused(&nodes[1], "ada").await;
+    assert!(
+        reply.contains("\"code\":\"blocked\"") && reply.contains("spam"),
+        "{reply}"
+    );
+    assert!(reply.contains(&until_ms.to_string()), "{reply}");
+    // Bob is untouched.
+    nodes[0]
+        .run(json!({ "op": "emit", "event": "still", "rooms": [] }))
+        .await;
+    assert_eq!(event(&mut bob).await.0, "still");
+    // A node that starts later reads the block back from the engine.
+    let late = node(&engine, &shutdown, false).await;
+    until("the late node knows of the block", || {
+        late.hub().access().entries() == vec![block.clone()]
+    })
+    .await;
+    refused(&late, "ada").await;
+    // The engine loses its keys (restarted empty): a node whose link comes back writes its list
+    // back, so that a node started after that still honours it.
+    engine.broker.forget_keys();
+    nodes[0].link.cut();
+    nodes[0].link.heal();
+    for _ in 0..300 {
+        let held = nodes[0].link.scan("{test-access}:".into()).await;
+        if held.is_ok_and(|held| held.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let later = node(&engine, &shutdown, false).await;
+    until("a node started after the loss knows of the block", || {
+        later.hub().access().entries() == vec![block.clone()]
+    })
+    .await;
+    // Lifted on one node: ada connects anywhere again.
+    (late.hub())
+        .change_access(AccessChange::Remove {
+            key: AccessKey::Block { user: "ada".into() },
+        })
+        .await
+        .expect("taken");
+    until("every node lifted it", || {
+        [&nodes[0], &nodes[1], &later]
+            .iter()
+            .all(|n| n.hub().access().entries().is_empty())
+    })
+    .await;
+    client(&nodes[1], json!({ "user": "ada" })).await;
+    assert_eq!(nodes[1].hub().access().refusals(), (2, 0));
     shutdown.cancel();
 }

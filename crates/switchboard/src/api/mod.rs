@@ -6,6 +6,7 @@
 //!
 //! Auth: `Authorization: Bearer <key>` when keys are configured; with none, only loopback callers.
 
+mod access;
 mod error;
 mod routes;
 
@@ -29,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-pub use error::{ApiError, ApiJson, BodyLimit, parse_json};
+pub use error::{ApiError, ApiJson, ApiJsonOrEmpty, BodyLimit, parse_json};
 
 use crate::config::Config;
 use crate::http::{HttpResponse, HttpService, RemoteAddr, ResponseFuture};
@@ -150,6 +151,14 @@ pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
             .route("/api/rooms/{room}", get(room))
             .route("/api/stats", get(stats))
             .route("/api/users/{user}", get(user))
+            .route(
+                "/api/users/{user}/block",
+                post(access::block).delete(access::unblock),
+            )
+            .route("/api/blocks", get(access::blocks))
+            .route("/api/tokens/revoke", post(access::revoke))
+            .route("/api/tokens/unrevoke", post(access::unrevoke))
+            .route("/api/tokens/revoked", get(access::revoked))
             .route("/api/presence/{room}", get(room_presence))
             .route("/api/history", get(history_everyone))
             .route("/api/history/{room}", get(history_room))

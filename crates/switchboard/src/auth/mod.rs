@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::config::AuthSettings;
 use crate::http::RequestInfo;
 use crate::hub::ConnectError;
+use crate::hub::access::TokenMark;
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, Default)]
@@ -224,8 +225,9 @@ impl Verifier {
         }
     }
 
-    /// Socket data from verified claims: the mapped claims (or all but the registered ones)
-    /// and the user id under the user key.
+    /// Socket data from verified claims: the mapped claims (or all but the registered ones),
+    /// the user id under the user key, and which token it was (its `jti` and `iat`, checked
+    /// against revoked tokens; `hub::access`).
     pub fn socket_data(&self, claims: &Map<String, Value>) -> Map<String, Value> {
         let mut data = Map::new();
         if self.claims.is_empty() {
@@ -243,6 +245,9 @@ impl Verifier {
         }
         if let Some(user) = claims.get(&self.user_claim).or_else(|| claims.get("sub")) {
             data.insert(self.user_key.clone(), user.clone());
+        }
+        for (key, value) in TokenMark::data_of(claims) {
+            data.insert(key.into(), value);
         }
         data
     }
@@ -332,7 +337,10 @@ mod tests {
             Some(Duration::from_secs(60)),
         )
         .unwrap();
-        let data = v.socket_data(&v.verify(&token).unwrap());
+        let mut data = v.socket_data(&v.verify(&token).unwrap());
+        // Which token it was, for revocation: its iat (this one has no jti).
+        let issued_at = data.remove(crate::hub::access::TOKEN_ISSUED_KEY).unwrap();
+        assert!(issued_at.as_u64().is_some_and(|iat| iat > 1_700_000_000));
         assert_eq!(
             data,
             claims(json!({"userId": 7, "organizationId": "acme", "role": "admin"}))

@@ -23,6 +23,7 @@ use super::client::{BackendClient, CallHeaders, Traced};
 use crate::auth::{AuthError, Verifier};
 use crate::clock::now_millis;
 use crate::config::RefreshProxySettings;
+use crate::hub::access::TokenMark;
 use crate::hub::{DisconnectReason, Event, Hub, HubObserver, Socket};
 use crate::metrics::Metrics;
 
@@ -150,6 +151,15 @@ impl ExpiryWatch {
                 ErrorCode::UserMismatch.as_str(),
                 "a fresh token must name the same user".to_owned(),
             ));
+        }
+        let user = current.as_ref().and_then(crate::hub::user_id);
+        let token = TokenMark::from_data(&data);
+        if let Err(refusal) = (socket.namespace().access()).check(user.as_deref(), token.as_ref()) {
+            let message = match refusal {
+                crate::hub::access::Refusal::Blocked { .. } => "this user is blocked",
+                crate::hub::access::Refusal::TokenRevoked => "this token was revoked",
+            };
+            return Err((refusal.code().as_str(), message.to_owned()));
         }
         for (key, value) in data {
             socket.set_data(key, value);

@@ -43,6 +43,9 @@ pub type IncomingSender = mpsc::UnboundedSender<Incoming>;
 #[error("{0}")]
 pub struct DriverError(pub String);
 
+/// Keys and their values.
+pub type KeyValues = Vec<(String, Vec<u8>)>;
+
 /// One entry of a [`Log`]: its id (`<milliseconds>-<sequence>`, increasing) and its fields.
 pub type LogEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -72,6 +75,10 @@ pub trait Driver: Send + Sync {
 
     /// The value of `key`, removed at once (two nodes taking it: one gets it).
     fn take(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>>;
+
+    /// Every live key that starts with `prefix`, with its value. The prefix begins with a
+    /// `{tag}` so that on an engine that shards keys they all live in one place.
+    fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>>;
 
     /// How many nodes (this one included) listen on `channel` now, when the engine can tell:
     /// more current than heartbeats (a killed node's subscription ends with its connection).
@@ -138,6 +145,19 @@ pub fn tell_taken(taken: Option<TakenSender>, outcome: Result<Option<u64>, NotTa
     if let Some(taken) = taken {
         let _ = taken.send(outcome);
     }
+}
+
+/// `prefix` as a Redis glob matching every key that starts with it.
+pub fn glob_prefix(prefix: &str) -> String {
+    let mut glob = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+    glob.push('*');
+    glob
 }
 
 /// A log entry id `<ms>-<n>` as its two numbers, ordered as the log orders ids (0-0 for what

@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::driver::{
-    Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic, entry_id_parts, tell_taken,
+    Driver, DriverError, Incoming, IncomingSender, KeyValues, Log, LogEntry, Topic, entry_id_parts,
+    tell_taken,
 };
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
@@ -63,6 +64,11 @@ impl MemoryBroker {
             log_max_len: Some(max_len.max(1)),
             ..Self::default()
         })
+    }
+
+    /// Loses every key, as an engine restarted empty does.
+    pub fn forget_keys(&self) {
+        self.state.lock().keys.clear();
     }
 
     /// A new node's link, telling `incoming` what it receives (it is up at once).
@@ -226,6 +232,17 @@ impl Driver for MemoryDriver {
             let value = MemoryBroker::live_value(&mut state, &key);
             state.keys.remove(&key);
             Ok(value)
+        })
+    }
+
+    fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let state = self.broker.state.lock();
+            Ok((state.keys.iter())
+                .filter(|(key, (_, until))| key.starts_with(&prefix) && *until > now)
+                .map(|(key, (value, _))| (key.clone(), value.clone()))
+                .collect())
         })
     }
 

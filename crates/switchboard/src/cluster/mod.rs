@@ -18,7 +18,8 @@
 //!   Redis adapter's cluster messages, on a namespace's channel or a room's) and `shared_log.rs`
 //!   (the Redis Streams adapter's log entries, and sessions shared for recovery on any node);
 //!   what Node.js servers on `socket.io-adapter`'s cluster adapters say is applied by
-//!   `adapter_peers.rs`;
+//!   `adapter_peers.rs`; blocked users and revoked tokens are carried and kept by
+//!   `access.rs`;
 //! - the codecs, with no I/O: `node_message.rs` (Switchboard's own node protocol),
 //!   `message.rs` and `stream_message.rs` (the Socket.IO adapters' shapes);
 //! - `driver.rs`: the small trait an engine implements (publish, subscribe, keys with TTLs, an
@@ -26,6 +27,7 @@
 //!   stream as its log; and a Redis Cluster through sharded pub/sub) and `postgres/`
 //!   (`LISTEN`/`NOTIFY`, the log and keys in tables).
 
+mod access;
 mod adapter_peers;
 pub mod driver;
 pub mod memory;

@@ -28,6 +28,7 @@ use super::nodes::{NodeRegistry, address_key};
 use super::requests::Requests;
 use super::shared_log::LogReading;
 use crate::config::SubscriptionMode;
+use crate::hub::access::AccessChange;
 use crate::hub::adapter::{Adapter, BoxFuture, ClusterCounters, SharedLog, TakenSender, UserOp};
 use crate::hub::reads::Question;
 use crate::hub::{Hub, Target};
@@ -206,7 +207,10 @@ impl ClusterNode {
             };
             match next {
                 None => return,
-                Some(Incoming::Up) => self.on_up(),
+                Some(Incoming::Up) => {
+                    self.on_up();
+                    tokio::spawn(self.clone().resync_access());
+                }
                 Some(Incoming::Message { channel, payload }) => {
                     self.received.fetch_add(1, Ordering::Relaxed);
                     self.on_message(&channel, &payload)
@@ -278,6 +282,7 @@ impl ClusterNode {
                 hub.presence().forget_node(from);
             }
             NodeMessage::PresenceSync { .. } => self.tell_all_users(),
+            NodeMessage::Access { change, .. } => hub.change_access_here(change),
             NodeMessage::Query {
                 request_id,
                 question,
@@ -469,6 +474,10 @@ impl Adapter for ClusterNode {
             op,
         };
         self.say(&message, taken);
+    }
+
+    fn access_changed(&self, change: &AccessChange, taken: Option<TakenSender>) {
+        self.share_access(change, taken);
     }
 
     fn take_timeout(&self) -> Duration {

@@ -9,7 +9,8 @@
 //!   (`op: "disconnect"`);
 //! - `presence`: how one user is connected to the sender now; `presence_all`: every user of the
 //!   sender (also its heartbeat); `presence_sync`: "tell me all yours"; `bye`: the sender leaves;
-//! - `query`: a [`Question`] every node answers with a [`NodeReply`] carrying its `requestId`.
+//! - `query`: a [`Question`] every node answers with a [`NodeReply`] carrying its `requestId`;
+//! - `access`: a user blocked or a token revoked (or either lifted): an [`AccessChange`].
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hub::UserHere;
+use crate::hub::access::AccessChange;
 use crate::hub::adapter::UserOp;
 use crate::hub::reads::Question;
 
@@ -54,6 +56,8 @@ pub enum NodeMessage {
         request_id: String,
         question: Question,
     },
+    /// A change of the blocked users and revoked tokens.
+    Access { uid: String, change: AccessChange },
 }
 
 impl NodeMessage {
@@ -65,7 +69,8 @@ impl NodeMessage {
             | Self::PresenceAll { uid, .. }
             | Self::PresenceSync { uid }
             | Self::Bye { uid }
-            | Self::Query { uid, .. } => uid,
+            | Self::Query { uid, .. }
+            | Self::Access { uid, .. } => uid,
         }
     }
 
@@ -167,6 +172,22 @@ mod tests {
             request_id: "a1-8".into(),
             question: Question::Stats,
         });
+        round_trip(NodeMessage::Access {
+            uid: "a1".into(),
+            change: crate::hub::access::AccessChange::Add {
+                entry: crate::hub::access::AccessEntry::Block {
+                    user: "ada".into(),
+                    until: 1_900_000_000_000,
+                    reason: Some("abuse".into()),
+                },
+            },
+        });
+        round_trip(NodeMessage::Access {
+            uid: "a1".into(),
+            change: crate::hub::access::AccessChange::Remove {
+                key: crate::hub::access::AccessKey::Token { jti: "t1".into() },
+            },
+        });
     }
 
     #[test]
@@ -226,6 +247,7 @@ mod tests {
             b"{\"kind\":\"user\",\"uid\":\"a\",\"nsp\":\"/\",\"user\":\"u\",\"op\":\"explode\"}",
             b"{\"kind\":\"presence\",\"uid\":1}",
             b"{\"kind\":\"bye\"}",
+            b"{\"kind\":\"access\",\"uid\":\"a\",\"change\":{\"change\":\"add\",\"entry\":{\"kind\":\"block\"}}}",
             b"\xff\xfe",
         ] {
             assert!(NodeMessage::decode(bad).is_err(), "{bad:?}");

@@ -165,6 +165,9 @@ pub struct ApiConfig {
     pub enabled: bool,
     /// Bearer keys for the HTTP API. None: the API answers loopback callers only.
     pub keys: Vec<String>,
+    /// How long a block or a token revocation lasts when the request names no end, and the
+    /// longest one may last (nothing is kept for ever).
+    pub access_ttl: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -172,6 +175,7 @@ impl Default for ApiConfig {
         Self {
             enabled: true,
             keys: Vec::new(),
+            access_ttl: HumanDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::Target;
+use super::access::AccessChange;
 use super::reads::Question;
 
 /// The cluster's engine did not take an operation in time (out of reach, or too slow):
@@ -133,6 +134,10 @@ pub trait Adapter: Send + Sync {
 
     /// An operation on a user's sockets wherever they are connected.
     fn for_user(&self, namespace: &str, user: &str, op: UserOp, taken: Option<TakenSender>);
+
+    /// A user was blocked or a token revoked (or either lifted) on this node: every other node
+    /// applies it, and the cluster's engine keeps it until it ends, for nodes that start later.
+    fn access_changed(&self, change: &AccessChange, taken: Option<TakenSender>);
 
     /// How long a caller waits for the engine to take an operation before it gives up.
     fn take_timeout(&self) -> Duration {

@@ -8,6 +8,7 @@
 //! (cluster-wide reads). The cluster's [`adapter::Adapter`] is a trait defined here and
 //! implemented above the hub (`crate::cluster`).
 
+pub mod access;
 pub mod adapter;
 mod broadcast;
 mod event;
@@ -49,7 +50,7 @@ pub use socket::{Room, Socket};
 
 use crate::engine::{CloseReason, Engine, EngineConn, EngineHandler, Message};
 use crate::protocol::socket::{PacketKind, SocketPacket, decode_packet};
-use adapter::{Adapter, ClusterSlot};
+use adapter::{Adapter, ClusterSlot, NotTaken};
 use packets::Parser;
 
 /// The Engine.IO server with the hub as its handler: the server's Socket.IO endpoint.
@@ -130,6 +131,8 @@ pub struct Hub {
     observers: Arc<Observers>,
     cluster: Arc<ClusterSlot>,
     limits: Arc<limits::HubLimits>,
+    /// Blocked users and revoked tokens.
+    access: Arc<access::AccessList>,
     /// Engine.IO sessions by the parser their first packet showed.
     parsers: Family<ParserLabel, Counter>,
 }
@@ -156,6 +159,7 @@ impl Hub {
             presence: Presence::new(config.user_key.clone(), config.presence_grace),
             observers: Arc::new(Observers::default()),
             cluster: Arc::default(),
+            access: Arc::default(),
             parsers: Family::default(),
             config,
         })
@@ -193,6 +197,64 @@ impl Hub {
         &self.limits
     }
 
+    /// Blocked users and revoked tokens, as this node knows them.
+    pub fn access(&self) -> &Arc<access::AccessList> {
+        &self.access
+    }
+
+    /// Blocks a user or revokes tokens (or lifts either), on every node: the sockets the change
+    /// refuses here are disconnected at once, and the cluster, when there is one, carries it to
+    /// the others and keeps it; answers once the cluster's engine has taken it (or could not).
+    pub async fn change_access(&self, change: access::AccessChange) -> Result<(), NotTaken> {
+        self.change_access_here(&change);
+        if let Some(cluster) = self.cluster() {
+            adapter::until_taken(&**cluster, |taken| {
+                cluster.access_changed(&change, Some(taken))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies an access change on this node alone (one the cluster brought from another node
+    /// included), disconnecting the sockets a new entry refuses.
+    pub fn change_access_here(&self, change: &access::AccessChange) {
+        if self.access.apply(change)
+            && let access::AccessChange::Add { entry } = change
+        {
+            self.enforce_access(entry);
+        }
+    }
+
+    /// Disconnects this node's sockets that `entry` refuses (the client sees "io server
+    /// disconnect" and does not reconnect by itself), and has the access list's listeners end
+    /// their connections it refuses; answers how many sockets.
+    pub fn enforce_access(&self, entry: &access::AccessEntry) -> usize {
+        self.access.tell_added(entry);
+        let mut disconnected = 0;
+        for namespace in self.namespaces() {
+            let candidates = match entry {
+                access::AccessEntry::Block { user, .. }
+                | access::AccessEntry::UserTokens { user, .. } => {
+                    let ids = self.presence.sockets_of(user, namespace.name());
+                    ids.iter().filter_map(|id| namespace.socket(id)).collect()
+                }
+                access::AccessEntry::Token { .. } => namespace.sockets(),
+            };
+            for socket in candidates {
+                let data = socket.data();
+                let user = data.get(self.presence.user_key()).and_then(user_id);
+                let token = access::TokenMark::from_data(&data);
+                if let Some(refusal) = entry.refuses(user.as_deref(), token.as_ref()) {
+                    self.access.count(&refusal);
+                    socket.disconnect();
+                    disconnected += 1;
+                }
+            }
+        }
+        disconnected
+    }
+
     pub fn fanout_histogram(&self) -> &Histogram {
         &self.fanout
     }
@@ -214,12 +276,15 @@ impl Hub {
             .or_insert_with_key(|key| {
                 Arc::new(Namespace::new(
                     key.clone(),
-                    self.fanout.clone(),
-                    self.presence.clone(),
-                    self.observers.clone(),
-                    self.cluster.clone(),
-                    self.limits.clone(),
-                    self.config.shutdown.clone(),
+                    namespace::HubParts {
+                        fanout: self.fanout.clone(),
+                        presence: self.presence.clone(),
+                        observers: self.observers.clone(),
+                        cluster: self.cluster.clone(),
+                        limits: self.limits.clone(),
+                        access: self.access.clone(),
+                        shutdown: self.config.shutdown.clone(),
+                    },
                 ))
             })
             .clone();
@@ -730,7 +795,7 @@ fn admit_through_gate(
             return;
         }
         match decided.and_then(|admission| {
-            namespace.check_user_limit(&admission.data)?;
+            namespace.check_admission(&admission.data)?;
             Ok(admission)
         }) {
             Ok(admission) => {

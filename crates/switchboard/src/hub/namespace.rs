@@ -82,6 +82,8 @@ pub struct Namespace {
     /// from the shared store): a second CONNECT meanwhile is dropped.
     waiting: Mutex<std::collections::HashSet<Arc<str>>>,
     limits: Arc<super::limits::HubLimits>,
+    /// The hub's blocked users and revoked tokens.
+    access: Arc<super::access::AccessList>,
     /// The server's shutdown signal (the history sweep ends on it).
     shutdown: tokio_util::sync::CancellationToken,
     /// Clients back with their pid before their old transport's end was noticed (see
@@ -93,16 +95,28 @@ pub struct Namespace {
     volatile_dropped: std::sync::atomic::AtomicU64,
 }
 
+/// What every namespace of a hub shares with it.
+pub(crate) struct HubParts {
+    pub fanout: Histogram,
+    pub presence: Arc<Presence>,
+    pub observers: Arc<super::Observers>,
+    pub cluster: Arc<super::adapter::ClusterSlot>,
+    pub limits: Arc<super::limits::HubLimits>,
+    pub access: Arc<super::access::AccessList>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 impl Namespace {
-    pub(crate) fn new(
-        name: Arc<str>,
-        fanout: Histogram,
-        presence: Arc<Presence>,
-        observers: Arc<super::Observers>,
-        cluster: Arc<super::adapter::ClusterSlot>,
-        limits: Arc<super::limits::HubLimits>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(name: Arc<str>, parts: HubParts) -> Self {
+        let HubParts {
+            fanout,
+            presence,
+            observers,
+            cluster,
+            limits,
+            access,
+            shutdown,
+        } = parts;
         Self {
             name,
             sockets: RwLock::new(HashMap::new()),
@@ -119,6 +133,7 @@ impl Namespace {
             gate: OnceLock::new(),
             waiting: Mutex::new(Default::default()),
             limits,
+            access,
             shutdown,
             stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
             recoveries: Default::default(),
@@ -126,13 +141,24 @@ impl Namespace {
         }
     }
 
-    /// Refuses a socket whose user already has the most sockets allowed on this node.
-    pub(crate) fn check_user_limit(&self, data: &Map<String, Value>) -> Result<(), ConnectError> {
+    /// The hub's blocked users and revoked tokens.
+    pub fn access(&self) -> &Arc<super::access::AccessList> {
+        &self.access
+    }
+
+    /// Refuses a socket with these data whose user is blocked or whose token is revoked, or
+    /// whose user already has the most sockets allowed on this node.
+    pub(crate) fn check_admission(&self, data: &Map<String, Value>) -> Result<(), ConnectError> {
+        let user = data.get(self.presence.user_key()).and_then(super::user_id);
+        let token = super::access::TokenMark::from_data(data);
+        if let Err(refusal) = self.access.check(user.as_deref(), token.as_ref()) {
+            return Err(refusal.connect_error());
+        }
         let max = self.limits.max_sockets_per_user;
         if max == 0 {
             return Ok(());
         }
-        let Some(user) = data.get(self.presence.user_key()).and_then(super::user_id) else {
+        let Some(user) = user else {
             return Ok(());
         };
         if self.presence.user(&user).1 >= max {
@@ -606,7 +632,7 @@ impl Namespace {
         handshake: Handshake,
     ) -> Result<Arc<Socket>, ConnectError> {
         let data = self.check_middleware(conn, &handshake)?;
-        self.check_user_limit(&data)?;
+        self.check_admission(&data)?;
         Ok(self.admit_with(conn, handshake, data, Vec::new()))
     }
 
@@ -775,6 +801,10 @@ impl Namespace {
         earlier: Vec<Arc<StoredEvent>>,
     ) -> Option<(Arc<Socket>, JoinedRooms)> {
         if self.socket(&session.sid).is_some() {
+            return None;
+        }
+        // A blocked user, a revoked token: not restored (connecting afresh, it is refused).
+        if self.check_admission(&session.data).is_err() {
             return None;
         }
         let mut missed = earlier;

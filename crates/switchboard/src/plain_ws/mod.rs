@@ -31,21 +31,29 @@ use crate::engine::{AddressLimitSettings, AddressLimits, Frame};
 use crate::http::{
     HttpResponse, HttpService, KeptHeaders, RemoteAddr, RequestInfo, ResponseFuture, response,
 };
-use crate::hub::{Presence, user_id};
+use crate::hub::access::{AccessEntry, AccessList, TokenMark};
+use crate::hub::{Hub, Presence, user_id};
+
+/// Who a connecting client is: its user, and the token it presented, if any.
+type Identified = (String, Option<TokenMark>);
 use crate::websocket::{
     Incoming as Received, MessageReader, close_gracefully, next_message, write_all,
 };
 
 struct Client {
     outbox: mpsc::Sender<Frame>,
-    /// Ends the connection (a client too slow to keep up).
+    /// Ends the connection (a client too slow to keep up, a user blocked, a token revoked).
     kick: Arc<tokio::sync::Notify>,
+    user: String,
+    /// The token it was admitted with, if any.
+    token: Option<TokenMark>,
 }
 
 /// The endpoint: its connections and what it needs to admit them.
 pub struct PlainWs {
     settings: PlainWsSettings,
     presence: Arc<Presence>,
+    access: Arc<AccessList>,
     verifier: Option<Arc<Verifier>>,
     require_auth: bool,
     max_message: usize,
@@ -69,16 +77,18 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> HttpResponse {
 impl PlainWs {
     pub fn new(
         settings: PlainWsSettings,
-        presence: Arc<Presence>,
+        hub: &Hub,
         verifier: Option<Arc<Verifier>>,
         require_auth: bool,
         max_message: usize,
         connect_proxy: Option<Arc<ConnectProxy>>,
         address_limits: AddressLimitSettings,
     ) -> Arc<Self> {
+        let presence = hub.presence().clone();
         let endpoint = Arc::new(Self {
             settings,
             presence: presence.clone(),
+            access: hub.access().clone(),
             verifier,
             require_auth,
             max_message,
@@ -93,7 +103,23 @@ impl PlainWs {
                 endpoint.announce(user, online);
             }
         }));
+        let weak = Arc::downgrade(&endpoint);
+        hub.access().on_added(Box::new(move |entry| {
+            if let Some(endpoint) = weak.upgrade() {
+                endpoint.refuse_now(entry);
+            }
+        }));
         endpoint
+    }
+
+    /// Ends the connections a new block or revocation refuses.
+    fn refuse_now(&self, entry: &AccessEntry) {
+        for client in self.clients.read().values() {
+            if let Some(refusal) = entry.refuses(Some(&client.user), client.token.as_ref()) {
+                self.access.count(&refusal);
+                client.kick.notify_one();
+            }
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -128,7 +154,7 @@ impl PlainWs {
     }
 
     /// Who the client is: from a verified token when auth is required, else the query.
-    fn identify(&self, request: &RequestInfo) -> Result<String, Box<HttpResponse>> {
+    fn identify(&self, request: &RequestInfo) -> Result<Identified, Box<HttpResponse>> {
         let refused = |status, code: &str, message: &str| Box::new(refuse(status, code, message));
         if self.require_auth {
             let Some(verifier) = &self.verifier else {
@@ -152,9 +178,11 @@ impl PlainWs {
                 })?
                 .unwrap_or_default()
                 .data;
+            let token = TokenMark::from_data(&claims);
             return claims
                 .get(self.presence.user_key())
                 .and_then(user_id)
+                .map(|user| (user, token))
                 .ok_or_else(|| {
                     refused(
                         StatusCode::UNAUTHORIZED,
@@ -166,7 +194,7 @@ impl PlainWs {
         request
             .query_value(&self.settings.user_param)
             .filter(|user| !user.is_empty() && user.len() <= 256)
-            .map(str::to_owned)
+            .map(|user| (user.to_owned(), None))
             .ok_or_else(|| {
                 refused(
                     StatusCode::BAD_REQUEST,
@@ -185,13 +213,15 @@ impl PlainWs {
         &self,
         proxy: &ConnectProxy,
         info: &RequestInfo,
-        identified: Result<String, Box<HttpResponse>>,
-    ) -> Result<String, Box<HttpResponse>> {
+        identified: Result<Identified, Box<HttpResponse>>,
+    ) -> Result<Identified, Box<HttpResponse>> {
         let user_key = self.presence.user_key().to_owned();
         let mut data = Map::new();
+        let mut token = None;
         match identified {
-            Ok(user) => {
+            Ok((user, mark)) => {
                 data.insert(user_key.clone(), Value::String(user));
+                token = mark;
             }
             Err(refusal) if refusal.status() != StatusCode::BAD_REQUEST => return Err(refusal),
             Err(_) => {}
@@ -205,6 +235,7 @@ impl PlainWs {
                 .data
                 .get(&user_key)
                 .and_then(user_id)
+                .map(|user| (user, token))
                 .ok_or_else(|| {
                     Box::new(refuse(
                         StatusCode::FORBIDDEN,
@@ -251,14 +282,22 @@ impl PlainWs {
             ),
             remote_addr: (request.extensions().get::<RemoteAddr>()).map(|a| a.0.into()),
         };
-        let user = match (&self.connect_proxy, self.identify(&info)) {
-            (None, Ok(user)) => user,
+        let (user, token) = match (&self.connect_proxy, self.identify(&info)) {
+            (None, Ok(identified)) => identified,
             (None, Err(refusal)) => return *refusal,
             (Some(proxy), identified) => match self.ask_backend(proxy, &info, identified).await {
-                Ok(user) => user,
+                Ok(identified) => identified,
                 Err(refusal) => return *refusal,
             },
         };
+        if let Err(refusal) = self.access.check(Some(&user), token.as_ref()) {
+            let error = refusal.connect_error();
+            return refuse(
+                StatusCode::FORBIDDEN,
+                refusal.code().as_str(),
+                &error.message,
+            );
+        }
         let accepted = match crate::websocket::accept(&mut request) {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -291,13 +330,19 @@ impl PlainWs {
             reader.push(&received);
             drop(received);
             let endpoint = self.clone();
-            self.serve(Arc::new(stream), reader, user).await;
+            self.serve(Arc::new(stream), reader, user, token).await;
             endpoint.addresses.release(&info);
         });
         accepted.response
     }
 
-    async fn serve(self: Arc<Self>, socket: Arc<Socket>, mut reader: MessageReader, user: String) {
+    async fn serve(
+        self: Arc<Self>,
+        socket: Arc<Socket>,
+        mut reader: MessageReader,
+        user: String,
+        token: Option<TokenMark>,
+    ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, mut outbox) = mpsc::channel::<Frame>(self.settings.queue.max(1));
         let write = socket.clone();
@@ -313,6 +358,8 @@ impl PlainWs {
             Client {
                 outbox: sender.clone(),
                 kick: kick.clone(),
+                user: user.clone(),
+                token,
             },
         );
         self.presence.connection_opened(&user);

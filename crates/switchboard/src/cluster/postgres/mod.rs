@@ -22,7 +22,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{
-    Driver, DriverError, Incoming, IncomingSender, Log, LogEntry, Topic, entry_id_parts, tell_taken,
+    Driver, DriverError, Incoming, IncomingSender, KeyValues, Log, LogEntry, Topic, entry_id_parts,
+    tell_taken,
 };
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
@@ -685,6 +686,22 @@ impl Driver for PostgresDriver {
             Ok(row
                 .filter(|row| row.get::<_, bool>(1))
                 .map(|row| row.get(0)))
+        })
+    }
+
+    fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let rows = self
+                .read(|client| async move {
+                    client
+                        .query(
+                            "SELECT key, value FROM switchboard_kv WHERE starts_with(key, $1) AND expires_at > NOW()",
+                            &[&prefix],
+                        )
+                        .await
+                })
+                .await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
         })
     }
 

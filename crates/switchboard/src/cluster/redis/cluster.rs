@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::slots::SlotMap;
 use super::stream::{StreamSettings, entry_offset};
 use super::{REDIS_TIMEOUT, RedisDriverError};
-use crate::cluster::driver::{Driver, DriverError, IncomingSender, Log, Topic, tell_taken};
+use crate::cluster::driver::{
+    Driver, DriverError, IncomingSender, KeyValues, Log, Topic, tell_taken,
+};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 /// What commands wait for the publisher at most; past it a command is dropped (and logged).
@@ -510,6 +512,25 @@ impl Driver for RedisClusterDriver {
             let mut take = redis::cmd("GETDEL");
             take.arg(&key);
             self.query(key.as_bytes(), &take).await
+        })
+    }
+
+    /// The keys live in the slot of the prefix's `{tag}`: the master that serves it is asked.
+    fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let route = prefix.as_bytes();
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let scan = super::scan_command(&prefix, cursor);
+                let (next, found): (u64, Vec<String>) = self.query(route, &scan).await?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            super::values_of(keys, |get| async move { self.query(route, &get).await }).await
         })
     }
 

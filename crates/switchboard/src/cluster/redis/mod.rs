@@ -21,7 +21,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{Driver, DriverError, Incoming, IncomingSender, Log, Topic};
+use super::driver::{Driver, DriverError, Incoming, IncomingSender, KeyValues, Log, Topic};
 use crate::hub::adapter::{BoxFuture, NotTaken, TakenSender};
 
 mod cluster;
@@ -343,6 +343,39 @@ fn expire_command(key: &str, ttl: Duration) -> redis::Cmd {
     expire
 }
 
+/// One step of a SCAN for the keys that start with `prefix`.
+fn scan_command(prefix: &str, cursor: u64) -> redis::Cmd {
+    let mut scan = redis::cmd("SCAN");
+    scan.arg(cursor)
+        .arg("MATCH")
+        .arg(super::driver::glob_prefix(prefix))
+        .arg("COUNT")
+        .arg(1000);
+    scan
+}
+
+/// The values of `keys` (one MGET; the keys share a slot), skipping those gone meanwhile.
+async fn values_of<F, Fut>(
+    keys: Vec<String>,
+    query: F,
+) -> Result<Vec<(String, Vec<u8>)>, DriverError>
+where
+    F: FnOnce(redis::Cmd) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Option<Vec<u8>>>, DriverError>>,
+{
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut get = redis::cmd("MGET");
+    get.arg(&keys);
+    let values = query(get).await?;
+    Ok(keys
+        .into_iter()
+        .zip(values)
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect())
+}
+
 fn delete_command(key: &str) -> redis::Cmd {
     let mut delete = redis::cmd("DEL");
     delete.arg(key);
@@ -421,6 +454,23 @@ impl Driver for RedisDriver {
                 .await
                 .map_err(error)?;
             Ok(value)
+        })
+    }
+
+    fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, found): (u64, Vec<String>) =
+                    self.query(scan_command(&prefix, cursor)).await?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            values_of(keys, |get| self.query(get)).await
         })
     }
 
