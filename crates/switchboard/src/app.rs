@@ -32,6 +32,7 @@ use crate::config::{AdapterKind, AuthMode, Config, ConfigError, Overrides};
 use crate::cors::CorsPolicy;
 use crate::engine::{CloseReason, Engine, EngineConfig};
 use crate::forward::{NodeLookup, SessionForwarder};
+use crate::hub::last_state::LastStateConfig;
 use crate::hub::limits::HubLimits;
 use crate::hub::{Hub, HubConfig, RecoveryConfig, SocketEngine};
 use crate::metrics::Metrics;
@@ -116,6 +117,9 @@ impl App {
                     &config.recovery,
                     &config.history,
                 ));
+            }
+            if let Some(last_state) = LastStateConfig::from_settings(&config.history) {
+                namespace.keep_last_state(last_state);
             }
             let mode = config.auth_mode(&name);
             if let (Some(verifier), true) = (&verifier, mode != AuthMode::Off) {

@@ -94,6 +94,9 @@ pub struct Metrics {
     recovery_attempts: Family<RecoveryLabel, Counter>,
     /// Volatile events not queued for sockets that were behind, by namespace.
     volatile_dropped: Family<NamespaceLabel, Counter>,
+    /// Events given to sockets joining a room that keeps its last state, and such rooms.
+    last_state_given: Family<NamespaceLabel, Counter>,
+    last_state_rooms: Family<NamespaceLabel, Gauge>,
     /// Connects refused and sockets disconnected by a block or a revoked token, by reason.
     access_refused: Family<ReasonLabel, Counter>,
     /// Blocks and token revocations in force on this node, by kind.
@@ -168,6 +171,18 @@ impl Metrics {
             "volatile_dropped",
             "Volatile events (volatile: true) not queued for a socket that had something queued already, by namespace",
             volatile_dropped.clone(),
+        );
+        let last_state_given = Family::<NamespaceLabel, Counter>::default();
+        registry.register(
+            "last_state_given",
+            "Events given at once to sockets joining a room that keeps its last state ([[history]] on_join), by namespace",
+            last_state_given.clone(),
+        );
+        let last_state_rooms = Family::<NamespaceLabel, Gauge>::default();
+        registry.register(
+            "last_state_rooms",
+            "Rooms whose last state this node keeps, by namespace",
+            last_state_rooms.clone(),
         );
         let access_refused = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -405,6 +420,8 @@ impl Metrics {
             recovery_stale_transports,
             recovery_attempts,
             volatile_dropped,
+            last_state_given,
+            last_state_rooms,
             access_refused,
             access_entries,
             emits,
@@ -538,6 +555,11 @@ impl Metrics {
                     });
                     counter.inc_by(count.saturating_sub(counter.get()));
                 }
+            }
+            if let Some((rooms, given)) = namespace.last_state_figures() {
+                let counter = self.last_state_given.get_or_create(&label);
+                counter.inc_by(given.saturating_sub(counter.get()));
+                (self.last_state_rooms.get_or_create(&label)).set(rooms as i64);
             }
             let dropped = namespace.volatile_dropped();
             if dropped > 0 {

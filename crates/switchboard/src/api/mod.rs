@@ -149,6 +149,7 @@ pub fn router(state: Arc<AppState>, routes: &[CompiledRoute]) -> Router {
             .route("/api/disconnect", post(disconnect))
             .route("/api/rooms", get(rooms))
             .route("/api/rooms/{room}", get(room))
+            .route("/api/rooms/{room}/last", get(room_last))
             .route("/api/stats", get(stats))
             .route("/api/users/{user}", get(user))
             .route(
@@ -406,6 +407,30 @@ async fn rooms(
     Ok(axum::Json(
         json!({ "namespace": namespace.name(), "rooms": rooms }),
     ))
+}
+
+/// `GET /api/rooms/{room}/last`: what a socket joining the room is given (`[[history]]
+/// on_join`), from this node or the cluster's engine.
+async fn room_last(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(query): Query<NamespaceQuery>,
+) -> ApiResult {
+    let namespace = operations::namespace(&state.hub, query.namespace.as_deref())?;
+    let events: Vec<Value> = (namespace.last_events(&room).await.into_iter())
+        .map(|event| {
+            let mut shown = json!({ "event": event.event, "args": event.args, "at": event.at });
+            if let Some(seq) = event.seq {
+                shown["offset"] = crate::hub::offset_text(seq).into();
+            }
+            shown
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "namespace": namespace.name(),
+        "room": room,
+        "events": events,
+    })))
 }
 
 async fn room(

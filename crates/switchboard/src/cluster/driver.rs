@@ -76,6 +76,24 @@ pub trait Driver: Send + Sync {
     /// The value of `key`, removed at once (two nodes taking it: one gets it).
     fn take(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>>;
 
+    /// Sets `field` of the map `key` to `value`, the whole map gone after `ttl` from its last
+    /// write. By default one key per field (`<key>\0<field>`, each with its own TTL).
+    fn map_set(&self, key: String, field: String, value: Vec<u8>, ttl: Duration) {
+        self.set(format!("{key}\0{field}"), value, ttl);
+    }
+
+    /// Every field of the map `key`, with its value.
+    fn map_all(&self, key: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let prefix = format!("{key}\0");
+            let fields = self.scan(prefix.clone()).await?;
+            Ok(fields
+                .into_iter()
+                .map(|(name, value)| (name[prefix.len()..].to_owned(), value))
+                .collect())
+        })
+    }
+
     /// Every live key that starts with `prefix`, with its value. The prefix begins with a
     /// `{tag}` so that on an engine that shards keys they all live in one place.
     fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>>;

@@ -402,6 +402,12 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// Where a room's last state is kept in the engine: one key per room (a hash of event names,
+/// or of "" alone), so one slot on a Redis Cluster.
+fn last_state_key(key: &str, namespace: &str, room: &str) -> String {
+    format!("{key}-last#{namespace}#{{{room}}}")
+}
+
 /// Six random alphanumerics, like the Socket.IO adapter's node ids.
 fn node_uid() -> String {
     use rand::Rng;
@@ -478,6 +484,34 @@ impl Adapter for ClusterNode {
 
     fn access_changed(&self, change: &AccessChange, taken: Option<TakenSender>) {
         self.share_access(change, taken);
+    }
+
+    fn keep_last(&self, namespace: &str, room: &str, field: &str, event: Vec<u8>, ttl: Duration) {
+        let key = last_state_key(&self.settings.key, namespace, room);
+        self.driver.map_set(key, field.to_owned(), event, ttl);
+    }
+
+    fn last_of(&self, namespace: &str, room: &str) -> BoxFuture<'_, Vec<Vec<u8>>> {
+        let key = last_state_key(&self.settings.key, namespace, room);
+        Box::pin(async move {
+            match self.driver.map_all(key).await {
+                Ok(kept) => kept.into_iter().map(|(_, value)| value).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "cluster: could not read a room's last state");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn hears_every_room(&self) -> bool {
+        !matches!(
+            (self.dialect, self.settings.sharding),
+            (
+                Dialect::Sharded,
+                Some(SubscriptionMode::Dynamic | SubscriptionMode::DynamicPrivate)
+            )
+        )
     }
 
     fn take_timeout(&self) -> Duration {

@@ -42,7 +42,7 @@ pub use namespaces::{AuthMode, NamespaceConfig, RoomPermission};
 pub use plain_ws::PlainWsSettings;
 pub use presence::PresenceSettings;
 pub use rate_limits::{Bucket, EventLimit, OnExcess, RateLimitSettings};
-pub use recovery::{HistorySettings, RecoveryClients, RecoverySettings};
+pub use recovery::{HistorySettings, OnJoin, RecoveryClients, RecoverySettings};
 pub use server::{
     ApiConfig, ConsoleSettings, CorsConfig, EngineSettings, LimitsConfig, LogFormat, ServerConfig,
     TlsSettings,

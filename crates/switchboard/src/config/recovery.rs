@@ -52,10 +52,39 @@ impl Default for RecoverySettings {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HistorySettings {
     /// Room-name pattern (`*` wildcards); `*` alone also covers events sent to everyone.
     pub rooms: String,
     pub max_events: usize,
     pub max_age: HumanDuration,
+    /// What a socket joining a matching room is given at once (`hub::last_state`).
+    pub on_join: OnJoin,
+    /// How long a room's last state is kept (and given) after it was sent.
+    pub last_max_age: HumanDuration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self {
+            rooms: "*".into(),
+            max_events: 1000,
+            max_age: HumanDuration(Duration::from_secs(120)),
+            on_join: OnJoin::None,
+            last_max_age: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// `[[history]] on_join`: what a socket that joins a matching room gets at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnJoin {
+    /// Nothing (the default).
+    #[default]
+    None,
+    /// The last event sent to the room.
+    Last,
+    /// The last event of each event name sent to the room.
+    LastPerEvent,
 }

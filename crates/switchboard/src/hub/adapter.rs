@@ -139,6 +139,20 @@ pub trait Adapter: Send + Sync {
     /// applies it, and the cluster's engine keeps it until it ends, for nodes that start later.
     fn access_changed(&self, change: &AccessChange, taken: Option<TakenSender>);
 
+    /// Keeps `event` (encoded) in the engine as the last state of `room` under `field` (the
+    /// event name, or "" for a room that keeps one event), until `ttl`; said by the node that
+    /// publishes it.
+    fn keep_last(&self, namespace: &str, room: &str, field: &str, event: Vec<u8>, ttl: Duration);
+
+    /// What the engine keeps as `room`'s last state (nothing when it cannot be asked).
+    fn last_of(&self, namespace: &str, room: &str) -> BoxFuture<'_, Vec<Vec<u8>>>;
+
+    /// Whether this node hears every broadcast to every room, even rooms none of its sockets
+    /// are in (the sharded adapter's dynamic modes hear only their sockets' rooms).
+    fn hears_every_room(&self) -> bool {
+        true
+    }
+
     /// How long a caller waits for the engine to take an operation before it gives up.
     fn take_timeout(&self) -> Duration {
         Duration::from_secs(5)

@@ -12,9 +12,11 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::adapter::{NotTaken, until_taken};
+use super::last_state::{LastEvent, LastState};
 use super::namespace::Namespace;
 use super::packets::{self, PacketFrames, Parser};
 use super::socket::{Room, Socket};
+use crate::clock::now_millis;
 use crate::engine::{Frame, SendBatch};
 use crate::trace::{Kind, Span};
 use std::cell::OnceCell;
@@ -113,6 +115,7 @@ impl Broadcast {
             }
             return Ok(published);
         };
+        namespace.keep_last_in_cluster(&self.target, event, args, attachments);
         let publish = span
             .as_ref()
             .and_then(|s| Span::start("cluster publish", Kind::Producer, Some(s.context())));
@@ -333,6 +336,7 @@ impl Namespace {
         let Some(cluster) = self.cluster.get() else {
             return self.publish_local(target, event, args, attachments);
         };
+        self.keep_last_in_cluster(target, event, args, attachments);
         if cluster.shared_log().is_some() && cluster.is_connected() {
             let mut reached = 0;
             self.for_each_target(target, |_| reached += 1);
@@ -347,6 +351,34 @@ impl Namespace {
             cluster.broadcast(self.name(), target, event, args, attachments, None);
         }
         published
+    }
+
+    /// The node that publishes an event to rooms that keep a last state keeps it in the
+    /// cluster's engine for the nodes that do not hear it (started later, or not listening).
+    fn keep_last_in_cluster(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) {
+        let (Some(cluster), Some((config, _))) = (self.cluster.get(), self.last_state.get()) else {
+            return;
+        };
+        let mut kept: Option<LastEvent> = None;
+        for room in &target.rooms {
+            let Some((on_join, ttl)) = config.rule_for(room) else {
+                continue;
+            };
+            let last = kept.get_or_insert_with(|| LastEvent {
+                event: event.to_owned(),
+                args: args.to_vec(),
+                attachments: attachments.to_vec(),
+                seq: None,
+                at: now_millis(),
+            });
+            cluster.keep_last(self.name(), room, last.field(on_join), last.encode(), ttl);
+        }
     }
 
     /// Encodes an event once per form its recipients read and queues it on every targeted socket
@@ -395,20 +427,38 @@ impl Namespace {
             packets::event_with_offset(parser, name, None, event, args, attachments, offset)
         };
         let binary = !attachments.is_empty();
+        // A room's last state is what its sockets got last: kept while the delivery holds the
+        // store, so that a socket joining meanwhile gets the event once (see `last_state.rs`).
+        let keep_last = |last: Option<&mut LastState>, seq: Option<u64>| {
+            if let Some(last) = last {
+                let kept = LastEvent {
+                    event: event.to_owned(),
+                    args: args.to_vec(),
+                    attachments: attachments.to_vec(),
+                    seq,
+                    at: now_millis(),
+                };
+                last.record(&target.rooms, &kept);
+            }
+        };
         let recovery = match (self.recovery.get(), offset) {
             // A volatile event is never stored and carries no offset.
             (Some(recovery), OffsetFrom::Counter | OffsetFrom::Log(_)) if !target.volatile => {
                 recovery
             }
             _ => {
+                let mut last = self.last_state_of(&target.rooms);
                 let frames = encode(Parser::Json, None);
+                let reached = self.deliver(target, &frames, None, binary, &encode);
+                keep_last(last.as_deref_mut(), None);
                 return Published {
-                    reached: self.deliver(target, &frames, None, binary, &encode),
+                    reached,
                     offset: None,
                 };
             }
         };
         let mut history = recovery.lock();
+        let mut last = self.last_state_of(&target.rooms);
         let seq = match offset {
             OffsetFrom::Log(seq) => seq,
             _ => history.next_seq(),
@@ -416,6 +466,8 @@ impl Namespace {
         let offset = super::recovery::offset_text(seq);
         let frames = encode(Parser::Json, Some(&offset));
         let reached = self.deliver(target, &frames, Some(&offset), binary, &encode);
+        keep_last(last.as_deref_mut(), Some(seq));
+        drop(last);
         history.store(
             seq,
             &target.rooms,

@@ -12,6 +12,7 @@ pub mod access;
 pub mod adapter;
 mod broadcast;
 mod event;
+pub mod last_state;
 pub mod limits;
 mod namespace;
 mod online;

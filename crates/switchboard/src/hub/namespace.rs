@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::broadcast::Broadcast;
 use super::event::{ConnectError, ConnectGate, DisconnectReason, Event, Handshake};
+use super::last_state::{LastEvent, LastState, LastStateConfig};
 use super::packets::Parser;
 use super::presence::Presence;
 use super::recovery::{
@@ -93,6 +94,8 @@ pub struct Namespace {
     recoveries: [std::sync::atomic::AtomicU64; 2],
     /// Volatile events not queued for a socket that had something queued already.
     volatile_dropped: std::sync::atomic::AtomicU64,
+    /// The rooms that give a joining socket their last state, and what they keep.
+    pub(crate) last_state: OnceLock<(LastStateConfig, Mutex<LastState>)>,
 }
 
 /// What every namespace of a hub shares with it.
@@ -138,6 +141,7 @@ impl Namespace {
             stale_transports_closed: std::sync::atomic::AtomicU64::new(0),
             recoveries: Default::default(),
             volatile_dropped: std::sync::atomic::AtomicU64::new(0),
+            last_state: OnceLock::new(),
         }
     }
 
@@ -272,6 +276,90 @@ impl Namespace {
 
     /// Turns connection state recovery on (before clients connect). Expired history and
     /// sessions are swept every few seconds.
+    /// Gives sockets that join the rooms `config` covers those rooms' last state (set once).
+    pub fn keep_last_state(&self, config: LastStateConfig) {
+        let store = Mutex::new(LastState::new(config.clone()));
+        let _ = self.last_state.set((config, store));
+    }
+
+    /// The last-state store, locked, when one of `rooms` keeps a last state. Lock order: the
+    /// history, then this, then the room index.
+    pub(crate) fn last_state_of(
+        &self,
+        rooms: &[Room],
+    ) -> Option<parking_lot::MutexGuard<'_, LastState>> {
+        let (config, store) = self.last_state.get()?;
+        LastState::covers(config, rooms).then(|| store.lock())
+    }
+
+    /// The events `room` keeps for joining sockets: this node's, else the cluster engine's.
+    pub async fn last_events(&self, room: &str) -> Vec<LastEvent> {
+        let Some((config, store)) = self.last_state.get() else {
+            return Vec::new();
+        };
+        if config.rule_for(room).is_none() {
+            return Vec::new();
+        }
+        let here = store.lock().events(room);
+        if !here.is_empty() {
+            return here;
+        }
+        let Some(cluster) = self.cluster.get() else {
+            return here;
+        };
+        let kept = cluster.last_of(self.name(), room).await;
+        let mut events: Vec<LastEvent> = kept.iter().filter_map(|v| LastEvent::decode(v)).collect();
+        events.sort_by_key(|e| e.at);
+        events
+    }
+
+    /// Gives `socket`, which has just joined `room` (with `last` locked), the room's last
+    /// state; when this node has none, asks the cluster's engine on a task and gives it to the
+    /// room's sockets then, unless something newer came meanwhile.
+    fn give_last_state(self: &Arc<Self>, last: &mut LastState, room: &Room, socket: &Socket) {
+        last.give(self.name(), room, socket);
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        if !last.should_fetch(room) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (namespace, cluster, room) = (self.clone(), cluster.clone(), room.clone());
+        runtime.spawn(async move {
+            let kept = cluster.last_of(namespace.name(), &room).await;
+            let events = kept.iter().filter_map(|v| LastEvent::decode(v)).collect();
+            let Some((_, store)) = namespace.last_state.get() else {
+                return;
+            };
+            let mut last = store.lock();
+            if last.fill(&room, events) {
+                let index = namespace.rooms.read();
+                for member in index.get(&room).into_iter().flat_map(|m| m.values()) {
+                    last.give(namespace.name(), &room, member);
+                }
+            }
+        });
+    }
+
+    /// Rooms with a kept last state, and events given to joining sockets (None: no room of
+    /// this namespace keeps one).
+    pub fn last_state_figures(&self) -> Option<(usize, u64)> {
+        let (_, store) = self.last_state.get()?;
+        Some(store.lock().figures())
+    }
+
+    /// A room this node's sockets all left: its kept state is forgotten when this node may not
+    /// hear what is sent to it from now on (the engine has it).
+    fn room_emptied(&self, room: &str) {
+        let hears_all = self.cluster.get().is_none_or(|c| c.hears_every_room());
+        if let (false, Some((_, store))) = (hears_all, self.last_state.get()) {
+            store.lock().forget(room);
+        }
+    }
+
     pub fn enable_recovery(self: &Arc<Self>, config: RecoveryConfig) {
         let on_request = config.on_request;
         let _ = self.recovery_window.set(config.max_disconnection);
@@ -541,10 +629,12 @@ impl Namespace {
         self.limits.max_rooms_per_socket
     }
 
-    pub(crate) fn join(&self, socket: &Arc<Socket>, mut room: Room) {
+    pub(crate) fn join(self: &Arc<Self>, socket: &Arc<Socket>, mut room: Room) {
         if !socket.is_connected() {
             return;
         }
+        // Held until the room's last state is queued: no broadcast to it in between.
+        let mut last = self.last_state_of(std::slice::from_ref(&room));
         let (joined, created) = {
             let mut index = self.rooms.write();
             // Every member shares the index's copy of the name (a large room: one copy, not one
@@ -569,6 +659,10 @@ impl Namespace {
             }
             (joined, created)
         };
+        if let (true, Some(last)) = (joined, last.as_deref_mut()) {
+            self.give_last_state(last, &room, socket);
+        }
+        drop(last);
         if created {
             self.observers.each(|o| o.room_created(self.name(), &room));
         }
@@ -590,6 +684,7 @@ impl Namespace {
                 .each(|o| o.room_left(self.name(), room, socket.id()));
         }
         if deleted {
+            self.room_emptied(room);
             self.observers.each(|o| o.room_deleted(self.name(), room));
         }
     }
@@ -674,7 +769,16 @@ impl Namespace {
             conn.clone(),
             handshake,
         ));
-        let joined = self.index_new(&socket, rooms.into_iter().map(Room::from), &[]);
+        let rooms: Vec<Room> = rooms.into_iter().map(Room::from).collect();
+        // Held until the first rooms' last state is queued, after the CONNECT reply.
+        let mut last = self.last_state_of(&rooms);
+        let joined = self.index_new(&socket, rooms.into_iter(), &[]);
+        if let Some(last) = last.as_deref_mut() {
+            for (room, _) in &joined {
+                self.give_last_state(last, room, &socket);
+            }
+        }
+        drop(last);
         self.announce_joined(&socket, &joined);
         socket
     }
@@ -973,6 +1077,7 @@ impl Namespace {
         // listens.
         let notify = !self.observers.is_empty();
         let mut left = Vec::new();
+        let mut emptied = Vec::new();
         {
             let mut index = self.rooms.write();
             self.sockets.write().remove(socket.id());
@@ -981,8 +1086,16 @@ impl Namespace {
                 let deleted = Self::unindex(&mut index, &room, socket.id());
                 if notify && room != *socket.id() {
                     left.push((room, deleted));
+                } else if deleted {
+                    emptied.push(room);
                 }
             }
+        }
+        for room in emptied
+            .iter()
+            .chain(left.iter().filter(|(_, d)| *d).map(|(r, _)| r))
+        {
+            self.room_emptied(room);
         }
         for (room, deleted) in &left {
             self.observers

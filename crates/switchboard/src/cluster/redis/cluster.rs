@@ -498,6 +498,20 @@ impl Driver for RedisClusterDriver {
         self.send(key.into_bytes(), delete, None);
     }
 
+    fn map_set(&self, key: String, field: String, value: Vec<u8>, ttl: Duration) {
+        let (set, expire) = super::map_set_commands(&key, &field, value, ttl);
+        self.send(key.clone().into_bytes(), set, None);
+        self.send(key.into_bytes(), expire, None);
+    }
+
+    fn map_all(&self, key: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let mut all = redis::cmd("HGETALL");
+            all.arg(&key);
+            self.query(key.as_bytes(), &all).await
+        })
+    }
+
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
         Box::pin(async move {
             let mut get = redis::cmd("GET");

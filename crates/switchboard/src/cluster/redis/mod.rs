@@ -376,6 +376,18 @@ where
         .collect())
 }
 
+/// HSET of one field, then the map's time to live from this write.
+fn map_set_commands(
+    key: &str,
+    field: &str,
+    value: Vec<u8>,
+    ttl: Duration,
+) -> (redis::Cmd, redis::Cmd) {
+    let mut set = redis::cmd("HSET");
+    set.arg(key).arg(field).arg(value);
+    (set, expire_command(key, ttl))
+}
+
 fn delete_command(key: &str) -> redis::Cmd {
     let mut delete = redis::cmd("DEL");
     delete.arg(key);
@@ -432,6 +444,20 @@ impl Driver for RedisDriver {
 
     fn delete(&self, key: String) {
         self.send(delete_command(&key), None);
+    }
+
+    fn map_set(&self, key: String, field: String, value: Vec<u8>, ttl: Duration) {
+        let (set, expire) = map_set_commands(&key, &field, value, ttl);
+        self.send(set, None);
+        self.send(expire, None);
+    }
+
+    fn map_all(&self, key: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
+        Box::pin(async move {
+            let mut all = redis::cmd("HGETALL");
+            all.arg(key);
+            self.query(all).await
+        })
     }
 
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
