@@ -1,7 +1,9 @@
 //! A WebSocket echo made of the server's own WebSocket parts, for the Autobahn|Testsuite
 //! (`scripts/autobahn/run`): the handshake (`websocket::accept`), the client-frame reader
 //! (`MessageReader`: fragments, control frames, UTF-8 and close-frame checks, the size limit)
-//! and the outbound frames (`engine::Frame`). Two endpoints, one per close-code path:
+//! and the outbound frames (`engine::Frame`), with permessage-deflate taken when offered
+//! (`websocket::deflate`: inbound messages inflated, every echo compressed, as
+//! `Frame::deflated` compresses a broadcast). Two endpoints, one per close-code path:
 //! - `/plain`: closes as the plain WebSocket endpoint does (the reader's code);
 //! - `/engine`: closes as an Engine.IO WebSocket session does (`engine::read_error_reason`,
 //!   then `engine::websocket_close_code`).
@@ -34,7 +36,7 @@ impl HttpService for EchoEndpoint {
     fn call(&self, mut request: http::Request<Body>) -> ResponseFuture {
         let path = self.0;
         Box::pin(async move {
-            let accepted = match switchboard::websocket::accept(&mut request) {
+            let accepted = match switchboard::websocket::accept_with(&mut request, true) {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     let mut response = HttpResponse::new(error.to_string().into());
@@ -42,11 +44,13 @@ impl HttpService for EchoEndpoint {
                     return response;
                 }
             };
+            let deflate = accepted.deflate.map(|chosen| chosen.window_bits);
             tokio::spawn(async move {
                 if let Some((socket, received)) = accepted.upgrade.stream().await {
-                    let mut reader = MessageReader::new(MAX_MESSAGE);
+                    let mut reader =
+                        MessageReader::new(MAX_MESSAGE).with_deflate(deflate.is_some());
                     reader.push(&received);
-                    echo(Arc::new(socket), reader, path).await;
+                    echo(Arc::new(socket), reader, path, deflate).await;
                 }
             });
             accepted.response
@@ -56,7 +60,12 @@ impl HttpService for EchoEndpoint {
 
 /// Sends every message back until the client closes or breaks the protocol, then closes with
 /// the code the endpoint's path chooses.
-async fn echo(socket: Arc<Socket>, mut reader: MessageReader, path: ClosePath) {
+async fn echo(
+    socket: Arc<Socket>,
+    mut reader: MessageReader,
+    path: ClosePath,
+    deflate: Option<u8>,
+) {
     let reason = loop {
         let reply = match next_message(&socket, &mut reader).await {
             Ok(Some(Incoming::Text(text))) => Frame::text_packet(&text),
@@ -67,6 +76,10 @@ async fn echo(socket: Arc<Socket>, mut reader: MessageReader, path: ClosePath) {
             Err(error) => break read_error_reason(error),
             // The client went away without a close frame.
             Ok(None) => return,
+        };
+        let reply = match deflate {
+            Some(bits) => reply.deflated(bits).unwrap_or(reply),
+            None => reply,
         };
         if write_all(&socket, reply.websocket_bytes()).await.is_err() {
             return;
@@ -91,6 +104,8 @@ async fn main() -> std::io::Result<()> {
         })?,
         None => 9001u16,
     };
+    // Every echo compressed, however short, when the client negotiated it.
+    switchboard::engine::set_compression_threshold(0);
     let server = Server::new()
         .route("/plain", EchoEndpoint(ClosePath::Plain))
         .route("/engine", EchoEndpoint(ClosePath::Engine));

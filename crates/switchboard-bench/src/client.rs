@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use crate::deflate_ws::DeflateWs;
 use crate::stream::{Stream, Tls};
 
 /// The CONNECT to `/`, asking for connection state recovery as socket.io-client 4.6+ can
@@ -132,6 +133,60 @@ impl Outcome {
 
 pub struct Client {
     handle: JoinHandle<Outcome>,
+}
+
+/// A client's WebSocket: the crate's, or ours that negotiates permessage-deflate. One per
+/// client, held in its task: the common kind stays inline rather than behind a pointer.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Plain(Ws),
+    Deflate(DeflateWs),
+}
+
+impl Conn {
+    async fn next(&mut self) -> Option<anyhow::Result<Message>> {
+        match self {
+            Self::Plain(ws) => ws.next().await.map(|r| r.map_err(Into::into)),
+            Self::Deflate(ws) => ws.next().await,
+        }
+    }
+
+    async fn send_text(&mut self, text: String) -> anyhow::Result<()> {
+        match self {
+            Self::Plain(ws) => Ok(ws.send(Message::text(text)).await?),
+            Self::Deflate(ws) => ws.send_text(&text).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Self::Plain(ws) => {
+                let _ = ws.close(None).await;
+            }
+            Self::Deflate(ws) => ws.close().await,
+        }
+    }
+}
+
+/// WebSocket-only with permessage-deflate negotiated: open packet, then CONNECT to `/`.
+async fn open_websocket_deflate(target: &Target) -> anyhow::Result<DeflateWs> {
+    let path = format!("{}?EIO=4&transport=websocket", target.path);
+    let mut ws = DeflateWs::connect(tcp(target).await?, &target.server.to_string(), &path).await?;
+    let mut connected = false;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        if text.starts_with('0') && !connected {
+            ws.send_text(CONNECT).await?;
+            connected = true;
+        } else if text.starts_with("40") {
+            return Ok(ws);
+        } else if text.starts_with("44") {
+            bail!("refused: {text}");
+        }
+    }
+    bail!("closed before the CONNECT reply")
 }
 
 pub type Ws = WebSocketStream<Stream>;
@@ -396,13 +451,16 @@ impl Client {
         counters: Arc<Counters>,
         polling: bool,
         msgpack: bool,
+        deflate: bool,
     ) -> anyhow::Result<Self> {
-        let ws = if polling {
-            open_polling_then_upgrade(&target).await
+        let ws = if deflate {
+            open_websocket_deflate(&target).await.map(Conn::Deflate)
+        } else if polling {
+            open_polling_then_upgrade(&target).await.map(Conn::Plain)
         } else if msgpack {
-            open_websocket_msgpack(&target).await
+            open_websocket_msgpack(&target).await.map(Conn::Plain)
         } else {
-            open_websocket(&target).await
+            open_websocket(&target).await.map(Conn::Plain)
         };
         let mut ws = match ws {
             Ok(ws) => ws,
@@ -414,7 +472,7 @@ impl Client {
         let room = match &expect {
             Expect::Chat { room_size, .. } => {
                 let room = format!("room-{}", index / room_size.max(&1));
-                ws.send(Message::text(format!("42[\"join-room\",\"{room}\"]")))
+                ws.send_text(format!("42[\"join-room\",\"{room}\"]"))
                     .await?;
                 Some(room)
             }
@@ -468,7 +526,7 @@ impl Client {
                             Some(Ok(_)) => continue,
                         };
                         if &*text == "2" {
-                            if ws.send(Message::text("3")).await.is_err() { break; }
+                            if ws.send_text("3".into()).await.is_err() { break; }
                             continue;
                         }
                         if let Some(prefix) = &event_prefix && text.starts_with(prefix.as_str()) {
@@ -511,11 +569,11 @@ impl Client {
                         sent += 1;
                         let room = room.as_deref().unwrap_or("room");
                         let frame = format!("42[\"room-message\",{{\"room\":\"{room}\",\"message\":{{\"ts\":{},\"n\":{sent}}}}}]", now_micros());
-                        if ws.send(Message::text(frame)).await.is_err() { break; }
+                        if ws.send_text(frame).await.is_err() { break; }
                     }
                 }
             }
-            let _ = ws.close(None).await;
+            ws.close().await;
             outcome
         });
         Ok(Self { handle })

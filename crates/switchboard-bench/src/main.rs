@@ -27,6 +27,7 @@
 
 mod churn;
 mod client;
+mod deflate_ws;
 mod floor;
 mod probe;
 mod roll;
@@ -98,6 +99,10 @@ enum Scenario {
         /// format instead of the default parser's.
         #[arg(long, default_value_t = 0.0)]
         msgpack_share: f64,
+        /// The share of clients (0 to 1, spread evenly) that negotiate permessage-deflate (the
+        /// server needs `[engine] compression = true`).
+        #[arg(long, default_value_t = 0.0)]
+        deflate_share: f64,
     },
     /// Rooms of k members; every client sends at r per second.
     Chat {
@@ -182,6 +187,23 @@ impl Cli {
 }
 
 /// Opens `count` clients (WebSocket, in the room the server puts them in), `concurrency` at once.
+/// The server's `switchboard_bytes_sent_total` (payload bytes written to clients, compressed
+/// ones as compressed), read from its `/metrics`; None for a server that has no such metric.
+async fn server_bytes_sent(server: SocketAddr, tls: Option<&stream::Tls>) -> Option<u64> {
+    let mut connection = stream::connect(server, None, tls).await.ok()?;
+    let (status, body) = client::http(&mut connection, &server.to_string(), "GET", "/metrics", b"")
+        .await
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .find_map(|line| line.strip_prefix("switchboard_bytes_sent_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
 async fn open_clients(
     cli: &Cli,
     tls: Option<&stream::Tls>,
@@ -189,6 +211,7 @@ async fn open_clients(
     expect: Expect,
     counters: &Arc<client::Counters>,
     msgpack_share: f64,
+    deflate_share: f64,
 ) -> anyhow::Result<Vec<client::Client>> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
     let mut handles = Vec::with_capacity(count);
@@ -200,10 +223,12 @@ async fn open_clients(
         let expect = expect.clone();
         handles.push(tokio::spawn(async move {
             // Spread evenly: client i speaks MessagePack when the share's running count steps up.
-            let msgpack = ((index + 1) as f64 * msgpack_share).floor()
-                > (index as f64 * msgpack_share).floor();
+            let picked =
+                |share: f64| ((index + 1) as f64 * share).floor() > (index as f64 * share).floor();
+            let (msgpack, deflate) = (picked(msgpack_share), picked(deflate_share));
             let result =
-                client::Client::open(target, index, expect, counters, false, msgpack).await;
+                client::Client::open(target, index, expect, counters, false, msgpack, deflate)
+                    .await;
             drop(permit);
             result
         }));
@@ -343,7 +368,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Idle { clients, hold_secs } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
-            let open = open_clients(&cli, tls, clients, Expect::Nothing, &counters, 0.0).await?;
+            let open =
+                open_clients(&cli, tls, clients, Expect::Nothing, &counters, 0.0, 0.0).await?;
             tokio::time::sleep(Duration::from_secs(hold_secs)).await;
             let after = probe.as_ref().and_then(|p| p.rss_kib());
             let per_connection = match (before, after) {
@@ -366,12 +392,23 @@ async fn main() -> anyhow::Result<()> {
             duration_secs,
             publish_to,
             msgpack_share,
+            deflate_share,
         } => {
             let expect = Expect::Event("order_created".into());
-            let open = open_clients(&cli, tls, clients, expect, &counters, msgpack_share).await?;
+            let open = open_clients(
+                &cli,
+                tls,
+                clients,
+                expect,
+                &counters,
+                msgpack_share,
+                deflate_share,
+            )
+            .await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let total = u64::from(rate) * duration_secs;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
+            let bytes_before = server_bytes_sent(cli.server, tls).await;
             let started = Instant::now();
             let publisher = publish_to.unwrap_or(cli.server);
             let published = client::publish(
@@ -386,11 +423,16 @@ async fn main() -> anyhow::Result<()> {
             let expected = total * open.len() as u64;
             let (elapsed, cpu) =
                 drain(&counters, expected, started, probe.as_ref(), cpu_before).await;
+            let bytes_sent = match (bytes_before, server_bytes_sent(cli.server, tls).await) {
+                (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+                _ => None,
+            };
             let (histogram, lost, duplicates) = client::finish(open, total).await;
             let received = counters.received.load(Ordering::Relaxed);
             json!({
                 "scenario": "fanout", "clients": clients, "rate": rate, "messages": total,
-                "msgpack_share": msgpack_share,
+                "msgpack_share": msgpack_share, "deflate_share": deflate_share,
+                "server_bytes_sent_per_delivery": bytes_sent.map(|b| b as f64 / received.max(1) as f64),
                 "expected": expected, "received": received, "lost": lost, "duplicates": duplicates,
                 "errors": counters.errors.load(Ordering::Relaxed) + published.errors,
                 "deliveries_per_sec": received as f64 / elapsed,
@@ -412,7 +454,7 @@ async fn main() -> anyhow::Result<()> {
                 burst,
                 duration: Duration::from_secs(duration_secs),
             };
-            let open = open_clients(&cli, tls, clients, expect, &counters, 0.0).await?;
+            let open = open_clients(&cli, tls, clients, expect, &counters, 0.0, 0.0).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let cpu_before = probe.as_ref().and_then(|p| p.cpu_micros());
             let started = Instant::now();
@@ -455,6 +497,7 @@ async fn main() -> anyhow::Result<()> {
                         Expect::Nothing,
                         counters,
                         polling,
+                        false,
                         false,
                     )
                     .await;

@@ -77,9 +77,11 @@ pub fn msgpack_packet(input: &[u8]) {
     }
 }
 
-/// WebSocket frames, fed in two pieces as bytes arrive.
+/// WebSocket frames, fed in two pieces as bytes arrive; with permessage-deflate negotiated when
+/// the first byte is odd (compressed messages inflated, bounded by the limit).
 pub fn websocket_frames(input: &[u8]) {
-    let mut reader = crate::websocket::MessageReader::new(1024);
+    let deflate = input.first().is_some_and(|b| b & 1 == 1);
+    let mut reader = crate::websocket::MessageReader::new(1024).with_deflate(deflate);
     let split = input.len() / 2;
     reader.push(&input[..split]);
     while let Ok(Some(_)) = reader.next_message() {}

@@ -377,6 +377,11 @@ impl Metrics {
             "Sessions closed because their outbound queue was full (the client did not read)",
             traffic.slow_consumers.clone(),
         );
+        registry.register(
+            "websocket_deflate_connections",
+            "WebSocket connections that negotiated permessage-deflate ([engine] compression)",
+            traffic.deflate_connections.clone(),
+        );
         registry.register("emits", "Emits by source", emits.clone());
         registry.register(
             "limits_hit",

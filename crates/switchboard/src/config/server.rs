@@ -89,6 +89,10 @@ pub struct EngineSettings {
     pub transports: Vec<String>,
     /// Whether clients using socket.io-msgpack-parser are served (told by their first packet).
     pub msgpack: bool,
+    /// permessage-deflate offered to WebSocket clients (a broadcast compressed once for all).
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    pub compression_threshold: ByteSize,
     /// Whether Engine.IO v3 clients (socket.io-client 2.x) are served, as the reference
     /// server's `allowEIO3`.
     pub allow_eio3: bool,
@@ -104,6 +108,8 @@ impl Default for EngineSettings {
             upgrade_timeout: HumanDuration(Duration::from_secs(10)),
             transports: vec!["polling".into(), "websocket".into()],
             msgpack: true,
+            compression: false,
+            compression_threshold: ByteSize(512),
             allow_eio3: false,
         }
     }

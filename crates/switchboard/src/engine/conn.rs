@@ -197,6 +197,8 @@ pub struct EngineConn {
     traffic: Arc<Traffic>,
     max_queued_frames: u32,
     transport: AtomicU8,
+    /// permessage-deflate's server window (bits) once its WebSocket negotiated it; 0: none.
+    deflate: AtomicU8,
     polling: Option<Box<PollingState>>,
     protocol: Protocol,
 }
@@ -227,6 +229,7 @@ impl EngineConn {
             traffic,
             max_queued_frames: u32::try_from(max_queued_frames).unwrap_or(u32::MAX),
             transport: AtomicU8::new(transport as u8),
+            deflate: AtomicU8::new(0),
             polling: (transport == TransportKind::Polling).then(Box::default),
             protocol,
         }
@@ -277,6 +280,25 @@ impl EngineConn {
         }
     }
 
+    /// permessage-deflate's server window (bits), when its WebSocket negotiated it.
+    pub fn deflate(&self) -> Option<u8> {
+        Some(self.deflate.load(Ordering::Acquire)).filter(|bits| *bits != 0)
+    }
+
+    /// Adds `frames` to the queue, each compressed first when this session's WebSocket takes
+    /// compressed messages and it is not already (a broadcast's were compressed once for all
+    /// its recipients: `Frame::deflated`).
+    fn enqueue(&self, outbox: &mut Outbox, frames: &[Frame]) {
+        match self.deflate() {
+            None => outbox.frames.extend(frames.iter().cloned()),
+            Some(bits) => outbox.frames.extend(
+                frames
+                    .iter()
+                    .map(|frame| frame.deflated(bits).unwrap_or_else(|| frame.clone())),
+            ),
+        }
+    }
+
     /// Queues one frame.
     pub fn send(&self, frame: Frame) -> Result<(), SendError> {
         self.send_all(std::slice::from_ref(&frame))
@@ -306,7 +328,7 @@ impl EngineConn {
                 return Err(SendError::Closed);
             }
             if outbox.frames.len() + frames.len() <= self.max_queued_frames as usize {
-                outbox.frames.extend(frames.iter().cloned());
+                self.enqueue(&mut outbox, frames);
                 if outbox.socket.is_some() {
                     match writer {
                         Writer::Connection => {}
@@ -374,7 +396,7 @@ impl EngineConn {
         if outbox.closed.is_some() {
             return Err(SendError::Closed);
         }
-        outbox.frames.extend(frames.iter().cloned());
+        self.enqueue(&mut outbox, frames);
         self.wake_consumer(&outbox);
         Ok(())
     }
@@ -395,11 +417,17 @@ impl EngineConn {
 
     /// From now on this WebSocket carries the session: frames are written to it directly, and
     /// `waker` wakes its connection when there is more to write or the session closes.
-    pub(crate) fn attach_socket(&self, socket: Arc<Socket>, waker: Waker) {
+    /// With `deflate` (the WebSocket negotiated permessage-deflate), what is queued from now
+    /// on goes compressed: set under the queue's lock with the socket, so that nothing
+    /// compressed is ever queued for the polling transport.
+    pub(crate) fn attach_socket(&self, socket: Arc<Socket>, waker: Waker, deflate: Option<u8>) {
         {
             let mut outbox = self.outbox.lock();
             outbox.socket = Some(socket);
             outbox.socket_waker = Some(waker);
+            if let Some(bits) = deflate {
+                self.deflate.store(bits, Ordering::Release);
+            }
         }
         self.set_transport(TransportKind::WebSocket);
     }

@@ -365,6 +365,7 @@ mod tests {
         conn.attach_socket(
             Arc::new(crate::websocket::Socket::plain(server)),
             Waker::noop().clone(),
+            None,
         );
         (conn, client)
     }

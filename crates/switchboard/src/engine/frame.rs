@@ -5,6 +5,8 @@
 //! transport reads the same bytes minus the header. A broadcast builds its frames once and every
 //! recipient's queue holds a cheap clone (a reference count), never a copy.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 
 use crate::protocol::engine::encode_polling_binary;
@@ -17,6 +19,22 @@ const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
 const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
+/// The first header bit an extension may use: permessage-deflate's "compressed".
+const RSV1: u8 = 0x40;
+
+/// Messages shorter than this are not compressed (`[engine] compression_threshold`; one value
+/// for the process, set when the engine starts).
+static COMPRESSION_THRESHOLD: AtomicUsize = AtomicUsize::new(512);
+
+/// Sets the size under which messages are not compressed.
+pub fn set_compression_threshold(bytes: usize) {
+    COMPRESSION_THRESHOLD.store(bytes, Ordering::Relaxed);
+}
+
+/// The size under which messages are not compressed.
+pub fn compression_threshold() -> usize {
+    COMPRESSION_THRESHOLD.load(Ordering::Relaxed)
+}
 
 /// One outbound packet, encoded once, shareable between recipients.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +89,35 @@ impl Frame {
         Self::with_payload(payload, OPCODE_PONG)
     }
 
+    /// This message compressed for a WebSocket that negotiated permessage-deflate with a
+    /// `window_bits` window (RSV1 set), when it is a data frame, not compressed already, and
+    /// at least [`compression_threshold`] long; None otherwise (it goes as it is). Compressed
+    /// once, the frame is shared like any other: every recipient writes the same bytes.
+    pub fn deflated(&self, window_bits: u8) -> Option<Self> {
+        let first = *self.bytes.get(usize::from(self.start))?;
+        let data_frame = matches!(first & 0x0f, OPCODE_TEXT | OPCODE_BINARY);
+        if !data_frame || first & RSV1 != 0 {
+            return None;
+        }
+        let payload = self.payload();
+        if payload.len() < compression_threshold() {
+            return None;
+        }
+        let compressed = crate::websocket::deflate::compress(payload, window_bits);
+        let mut buf = Vec::with_capacity(MAX_HEADER + compressed.len());
+        buf.resize(MAX_HEADER, 0);
+        buf.extend_from_slice(&compressed);
+        Some(Self::seal(buf, (first & 0x0f) | RSV1))
+    }
+
+    /// Whether it is a compressed message (written as it is to a WebSocket that negotiated
+    /// permessage-deflate, never to another).
+    pub fn is_deflated(&self) -> bool {
+        self.bytes
+            .get(usize::from(self.start))
+            .is_some_and(|b| b & RSV1 != 0)
+    }
+
     fn with_payload(payload: &[u8], opcode: u8) -> Self {
         let mut buf = Vec::with_capacity(MAX_HEADER + payload.len());
         buf.resize(MAX_HEADER, 0);
@@ -117,7 +164,7 @@ impl Frame {
         &self.bytes[MAX_HEADER..]
     }
 
-    fn opcode(&self) -> u8 {
+    pub(crate) fn opcode(&self) -> u8 {
         self.bytes
             .get(usize::from(self.start))
             .map_or(0, |b| b & 0x0f)

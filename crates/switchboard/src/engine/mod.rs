@@ -34,7 +34,7 @@ use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
 pub use admission::{AddressLimitSettings, AddressLimits, Refusal};
 pub use conn::{CloseReason, EngineConn, Protocol, SendError, TransportKind};
 pub use flush::{SendBatch, write_deferred};
-pub use frame::Frame;
+pub use frame::{Frame, compression_threshold, set_compression_threshold};
 use session::Session;
 pub use traffic::Traffic;
 
@@ -70,6 +70,10 @@ pub struct EngineConfig {
     pub sid_prefix: Option<Arc<str>>,
     /// How long a polling POST's body may take to arrive.
     pub body_read_timeout: Duration,
+    /// permessage-deflate is offered to WebSocket clients that ask for it.
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    pub compression_threshold: usize,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +93,8 @@ impl Default for EngineConfig {
             allow_eio3: false,
             sid_prefix: None,
             body_read_timeout: Duration::from_secs(10),
+            compression: false,
+            compression_threshold: 512,
         }
     }
 }
@@ -110,6 +116,8 @@ impl EngineConfig {
             allow_eio3: engine.allow_eio3,
             sid_prefix: None,
             body_read_timeout: Duration::from_secs(10),
+            compression: engine.compression,
+            compression_threshold: engine.compression_threshold.0,
             shutdown: tokio_util::sync::CancellationToken::new(),
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
@@ -274,6 +282,9 @@ impl EngineQuery {
 
 impl<H: EngineHandler> Engine<H> {
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        if config.compression {
+            frame::set_compression_threshold(config.compression_threshold);
+        }
         Arc::new(Self {
             addresses: admission::AddressLimits::new(config.address_limits.clone()),
             config,

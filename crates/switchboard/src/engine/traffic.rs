@@ -19,6 +19,8 @@ pub struct Traffic {
     pub bytes_out: Counter,
     /// Sessions closed because their outbound queue was full.
     pub slow_consumers: Counter,
+    /// WebSocket connections that negotiated permessage-deflate.
+    pub deflate_connections: Counter,
     /// Handshakes refused by the per-address limits: too many open, too fast.
     pub refused_connections_per_ip: Counter,
     pub refused_connect_rate_per_ip: Counter,

@@ -66,9 +66,14 @@ pub(super) async fn handle<H: EngineHandler, B>(
     };
     // Boxed: what the task holds until the upgrade completes stays small (see below).
     let info = Box::new(request_info(&request, query, engine.config()));
-    let Ok(accepted) = crate::websocket::accept(&mut request) else {
+    let Ok(accepted) = crate::websocket::accept_with(&mut request, engine.config().compression)
+    else {
         return EngineError::BadRequest.response();
     };
+    let deflate = accepted.deflate.map(|chosen| chosen.window_bits);
+    if deflate.is_some() {
+        engine.traffic().deflate_connections.inc();
+    }
     if existing.is_none()
         && let Some(refusal) = engine.refuse_address(&info)
     {
@@ -85,18 +90,19 @@ pub(super) async fn handle<H: EngineHandler, B>(
         };
         let socket = Arc::new(stream);
         // The frame carries the Engine.IO type byte on top of the message.
-        let mut reader = MessageReader::new(engine.config().max_payload + 2);
+        let mut reader =
+            MessageReader::new(engine.config().max_payload + 2).with_deflate(deflate.is_some());
         reader.push(&received);
         // It is a view into hyper's whole read buffer: keeping it would keep that buffer.
         drop(received);
         match existing {
-            Some(session) => upgrade_session(engine, session, socket, reader).await,
+            Some(session) => upgrade_session(engine, session, socket, reader, deflate).await,
             None => {
                 let session = engine.open_session(unbox(info), TransportKind::WebSocket, protocol);
                 let conn = &session.conn;
                 let _ = conn.send(engine.open_packet(conn.sid(), &[]));
                 engine.handler.on_ready(&session.state, conn);
-                Connection::attach(engine, session, socket, reader)
+                Connection::attach(engine, session, socket, reader, deflate)
                     .run()
                     .await;
             }
@@ -111,6 +117,7 @@ async fn upgrade_session<H: EngineHandler>(
     session: Arc<Session<H>>,
     socket: Arc<Socket>,
     mut reader: MessageReader,
+    deflate: Option<u8>,
 ) {
     if !session.begin_upgrade() {
         // Already upgraded or upgrading: this second WebSocket is refused, the session untouched.
@@ -161,7 +168,7 @@ async fn upgrade_session<H: EngineHandler>(
     }
     tracing::debug!(sid = %conn.sid(), "upgraded to websocket");
     // The polling session's supervisor keeps its teardown.
-    let connection = Connection::attach(engine, session.clone(), socket, reader);
+    let connection = Connection::attach(engine, session.clone(), socket, reader, deflate);
     session.set_upgrade_stage(UpgradeStage::None);
     // A session that closed during the upgrade stops waiting for a final poll: this WebSocket
     // delivers its last packets and the close instead.
@@ -220,6 +227,7 @@ impl<H: EngineHandler> Connection<H> {
         session: Arc<Session<H>>,
         socket: Arc<Socket>,
         reader: MessageReader,
+        deflate: Option<u8>,
     ) -> Arc<Self> {
         let open = engine.traffic().writer_opened();
         let connection = Arc::new(Self {
@@ -232,7 +240,10 @@ impl<H: EngineHandler> Connection<H> {
             state: AtomicU8::new(SCHEDULED),
         });
         let waker = Waker::from(connection.clone());
-        connection.session.conn.attach_socket(socket, waker);
+        connection
+            .session
+            .conn
+            .attach_socket(socket, waker, deflate);
         connection
     }
 

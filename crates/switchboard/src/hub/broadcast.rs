@@ -18,6 +18,10 @@ use super::packets::{self, PacketFrames, Parser};
 use super::socket::{Room, Socket};
 use crate::clock::now_millis;
 use crate::engine::{Frame, SendBatch};
+
+/// The server window nearly every client leaves permessage-deflate at (15 bits): a broadcast
+/// is compressed once for all of them; a client that asked for a smaller one gets its own copy.
+const DEFLATE_WINDOW: u8 = 15;
 use crate::trace::{Kind, Span};
 use std::cell::OnceCell;
 
@@ -537,6 +541,19 @@ impl Namespace {
         let forms: [OnceCell<PacketFrames>; 4] = Default::default();
         let mut primary = SendBatch::new(json, reach);
         let mut others: [Option<SendBatch<'_>>; 4] = Default::default();
+        // Each form compressed (permessage-deflate, the usual 15-bit window), once for all the
+        // recipients that take it: index `PRIMARY` is `json`'s.
+        const PRIMARY: usize = 4;
+        let deflated: [OnceCell<PacketFrames>; 5] = Default::default();
+        let mut deflated_batches: [Option<SendBatch<'_>>; 5] = Default::default();
+        let form_frames = |form: usize| -> &PacketFrames {
+            forms[form].get_or_init(|| match form {
+                0 => encode(Parser::Json, None),
+                1 => encode(Parser::MsgPack, offset),
+                2 => encode(Parser::MsgPack, None),
+                _ => encode(Parser::Legacy, None),
+            })
+        };
         let mut dropped = 0u64;
         self.for_each_target(target, |socket| {
             if target.volatile && socket.conn().has_backlog() {
@@ -545,30 +562,41 @@ impl Namespace {
             }
             let plain = offset.is_some() && socket.pid().is_none();
             let form = match (socket.parser(), plain) {
-                (Parser::Json, false) => return primary.send(socket.conn()),
+                (Parser::Json, false) => PRIMARY,
                 (Parser::Json, true) => 0,
                 (Parser::MsgPack, false) if offset.is_some() => 1,
                 (Parser::MsgPack, _) => 2,
                 (Parser::Legacy, _) if binary => 3,
                 // No recovery for v2 clients: never an offset.
                 (Parser::Legacy, _) if offset.is_some() => 0,
-                (Parser::Legacy, _) => return primary.send(socket.conn()),
+                (Parser::Legacy, _) => PRIMARY,
             };
+            if socket.conn().deflate() == Some(DEFLATE_WINDOW) {
+                let frames = deflated[form].get_or_init(|| {
+                    let base = if form == PRIMARY {
+                        json
+                    } else {
+                        form_frames(form)
+                    };
+                    (base.iter())
+                        .map(|f| f.deflated(DEFLATE_WINDOW).unwrap_or_else(|| f.clone()))
+                        .collect()
+                });
+                return deflated_batches[form]
+                    .get_or_insert_with(|| SendBatch::new(frames, reach))
+                    .send(socket.conn());
+            }
+            if form == PRIMARY {
+                return primary.send(socket.conn());
+            }
             others[form]
-                .get_or_insert_with(|| {
-                    let frames = forms[form].get_or_init(|| match form {
-                        0 => encode(Parser::Json, None),
-                        1 => encode(Parser::MsgPack, offset),
-                        2 => encode(Parser::MsgPack, None),
-                        _ => encode(Parser::Legacy, None),
-                    });
-                    SendBatch::new(frames, reach)
-                })
+                .get_or_insert_with(|| SendBatch::new(form_frames(form), reach))
                 .send(socket.conn());
         });
         let reached = primary.finish()
             + others
                 .into_iter()
+                .chain(deflated_batches)
                 .flatten()
                 .map(SendBatch::finish)
                 .sum::<usize>();

@@ -11,6 +11,7 @@
 //! idle connection holds no buffer at all. Outbound frames are `engine::Frame`s: ready-made
 //! bytes that their owners write straight to the stream.
 
+pub mod deflate;
 mod socket;
 
 use std::io::{Cursor, IoSlice};
@@ -25,6 +26,7 @@ use tokio_rustls::server::TlsStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
+pub use deflate::Deflate;
 pub use socket::Socket;
 
 use crate::http::HttpResponse;
@@ -61,6 +63,8 @@ pub enum HandshakeError {
 pub struct Accepted {
     pub response: HttpResponse,
     pub upgrade: PendingUpgrade,
+    /// permessage-deflate, when it was offered and taken (see [`accept_with`]).
+    pub deflate: Option<Deflate>,
 }
 
 /// The connection hyper hands back once the 101 response has been written.
@@ -88,8 +92,18 @@ impl PendingUpgrade {
     }
 }
 
-/// Checks an upgrade request and builds the 101 answer (RFC 6455 section 4.2.2).
+/// Checks an upgrade request and builds the 101 answer (RFC 6455 section 4.2.2), with no
+/// extension.
 pub fn accept<B>(request: &mut Request<B>) -> Result<Accepted, HandshakeError> {
+    accept_with(request, false)
+}
+
+/// As [`accept`]; with `compression`, takes the client's first permessage-deflate offer this
+/// server can honour (`deflate.rs`).
+pub fn accept_with<B>(
+    request: &mut Request<B>,
+    compression: bool,
+) -> Result<Accepted, HandshakeError> {
     if !is_upgrade_request(request) {
         return Err(HandshakeError::NotUpgrade);
     }
@@ -112,9 +126,23 @@ pub fn accept<B>(request: &mut Request<B>) -> Result<Accepted, HandshakeError> {
     response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_value);
+    let deflate = compression
+        .then(|| {
+            let offers = request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+            deflate::choose_offer(offers.iter().filter_map(|v| v.to_str().ok()))
+        })
+        .flatten();
+    let deflate = deflate.filter(|chosen| {
+        HeaderValue::from_str(&chosen.response())
+            .map(|value| {
+                (response.headers_mut()).insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+            })
+            .is_ok()
+    });
     Ok(Accepted {
         response,
         upgrade: PendingUpgrade(hyper::upgrade::on(request)),
+        deflate,
     })
 }
 
@@ -171,14 +199,19 @@ pub struct MessageReader {
     fragmented: Option<Box<Fragmented>>,
     /// At most 4 GiB: a `u32` leaves room for `close_code` in what a `usize` took.
     max_message: u32,
-    /// The status code to close with once the reader returned an error or the client's close.
-    close_code: Option<u16>,
+    /// The status code to close with once the reader returned an error or the client's close
+    /// (0 before: no close frame carries 0).
+    close_code: u16,
+    /// permessage-deflate was negotiated: a message whose first frame has RSV1 is compressed.
+    deflate: bool,
 }
 
 /// A message whose fragments are still arriving.
 #[derive(Debug)]
 struct Fragmented {
     is_text: bool,
+    /// Its bytes are compressed (inflated, and checked as UTF-8, once complete).
+    compressed: bool,
     data: BytesMut,
     /// How much of a text message's `data` is known to be UTF-8: each fragment is checked as it
     /// arrives (a character may straddle two), so bad text fails before the message ends.
@@ -279,15 +312,23 @@ impl MessageReader {
             pending: BytesMut::new(),
             fragmented: None,
             max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
-            close_code: None,
+            close_code: 0,
+            deflate: false,
         }
+    }
+
+    /// Reads compressed messages too (permessage-deflate was negotiated); each is inflated to
+    /// at most the message limit (past it: [`ReadError::TooLarge`], close 1009).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// The status code this connection's close frame carries, once the reader has returned an
     /// error (its [`ReadError::close_code`]) or the client's close (its code echoed, 1000 when it
     /// gave none, as RFC 6455 section 5.5.1 asks). `None` before either.
     pub fn close_code(&self) -> Option<u16> {
-        self.close_code
+        (self.close_code != 0).then_some(self.close_code)
     }
 
     /// Adds bytes received from the client.
@@ -304,8 +345,8 @@ impl MessageReader {
     pub fn next_message(&mut self) -> Result<Option<Incoming>, ReadError> {
         let read = self.read_message();
         match &read {
-            Err(error) => self.close_code = Some(error.close_code()),
-            Ok(Some(Incoming::Close(code))) => self.close_code = Some(code.unwrap_or(1000)),
+            Err(error) => self.close_code = error.close_code(),
+            Ok(Some(Incoming::Close(code))) => self.close_code = code.unwrap_or(1000),
             Ok(_) => {}
         }
         read
@@ -321,9 +362,15 @@ impl MessageReader {
                 return Ok(None);
             };
             let header_len = cursor.position() as usize;
-            if header.rsv1 || header.rsv2 || header.rsv3 {
+            if header.rsv2 || header.rsv3 || (header.rsv1 && !self.deflate) {
                 return Err(ReadError::Protocol(
                     "reserved bits set without an extension",
+                ));
+            }
+            let compressed = header.rsv1;
+            if compressed && !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)) {
+                return Err(ReadError::Protocol(
+                    "RSV1 on a control frame or a continuation",
                 ));
             }
             let Some(mask) = header.mask else {
@@ -363,16 +410,17 @@ impl MessageReader {
                         return Err(ReadError::Protocol("a new message inside a fragmented one"));
                     }
                     let is_text = data == Data::Text;
-                    let utf8_checked = if is_text {
+                    let utf8_checked = if is_text && !compressed {
                         checked_utf8_prefix(&payload, header.is_final)?
                     } else {
                         0
                     };
                     if header.is_final {
-                        return Ok(Some(message(is_text, payload.freeze())));
+                        return self.complete(is_text, compressed, payload).map(Some);
                     }
                     self.fragmented = Some(Box::new(Fragmented {
                         is_text,
+                        compressed,
                         data: payload,
                         utf8_checked,
                     }));
@@ -382,13 +430,19 @@ impl MessageReader {
                         return Err(ReadError::Protocol("a continuation without a message"));
                     };
                     fragment.data.extend_from_slice(&payload);
-                    if fragment.is_text {
+                    if fragment.is_text && !fragment.compressed {
                         let from = fragment.utf8_checked;
                         fragment.utf8_checked +=
                             checked_utf8_prefix(&fragment.data[from..], header.is_final)?;
                     }
                     if header.is_final {
-                        return Ok(Some(message(fragment.is_text, fragment.data.freeze())));
+                        let Fragmented {
+                            is_text,
+                            compressed,
+                            data,
+                            ..
+                        } = *fragment;
+                        return self.complete(is_text, compressed, data).map(Some);
                     }
                     self.fragmented = Some(fragment);
                 }
@@ -397,6 +451,30 @@ impl MessageReader {
                 }
             }
         }
+    }
+
+    /// A whole message: inflated when compressed (at most the message limit), its text
+    /// checked as UTF-8.
+    fn complete(
+        &self,
+        is_text: bool,
+        compressed: bool,
+        data: BytesMut,
+    ) -> Result<Incoming, ReadError> {
+        if !compressed {
+            return Ok(message(is_text, data.freeze()));
+        }
+        let inflated =
+            deflate::inflate(&data, self.max_message as usize).map_err(|error| match error {
+                deflate::InflateError::TooLarge => ReadError::TooLarge,
+                deflate::InflateError::Corrupt => {
+                    ReadError::Protocol("a compressed message that does not inflate")
+                }
+            })?;
+        if is_text {
+            checked_utf8_prefix(&inflated, true)?;
+        }
+        Ok(message(is_text, Bytes::from(inflated)))
     }
 
     /// An idle connection keeps no buffer.
@@ -488,6 +566,45 @@ mod tests {
         let size = std::mem::size_of::<MessageReader>();
         println!("MessageReader: {size} bytes");
         assert!(size <= 48, "MessageReader grew to {size} bytes");
+    }
+
+    #[test]
+    fn compressed_messages_are_read_only_when_negotiated_and_within_the_limit() {
+        let text = b"4{\"order\":42,\"items\":[1,2,3]}".repeat(20);
+        let compressed = deflate::compress(&text, 15);
+        // Whole, and in two fragments (RSV1 on the first only).
+        let mut reader = MessageReader::new(10_000).with_deflate(true);
+        reader.push(&client_frame(0xC1, &compressed));
+        let (head, tail) = compressed.split_at(compressed.len() / 2);
+        reader.push(&client_frame(0x41, head));
+        reader.push(&client_frame(0x80, tail));
+        for _ in 0..2 {
+            assert_eq!(
+                reader.next_message(),
+                Ok(Some(Incoming::Text(Bytes::from(text.clone()))))
+            );
+        }
+        // Not negotiated: RSV1 is a protocol error.
+        let mut plain = MessageReader::new(10_000);
+        plain.push(&client_frame(0xC1, &compressed));
+        assert!(matches!(plain.next_message(), Err(ReadError::Protocol(_))));
+        // RSV1 on a continuation, or on a control frame.
+        let mut reader = MessageReader::new(10_000).with_deflate(true);
+        reader.push(&client_frame(0x01, b"4a"));
+        reader.push(&client_frame(0xC0, b"b"));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        let mut reader = MessageReader::new(10_000).with_deflate(true);
+        reader.push(&client_frame(0xC9, b""));
+        assert!(matches!(reader.next_message(), Err(ReadError::Protocol(_))));
+        // A small message that inflates past the limit: 1009.
+        let mut reader = MessageReader::new(10_000).with_deflate(true);
+        reader.push(&client_frame(0xC1, &deflate::compress(&[b'a'; 50_000], 15)));
+        assert_eq!(reader.next_message(), Err(ReadError::TooLarge));
+        assert_eq!(reader.close_code(), Some(1009));
+        // Compressed text that is not UTF-8 once inflated: 1007.
+        let mut reader = MessageReader::new(10_000).with_deflate(true);
+        reader.push(&client_frame(0xC1, &deflate::compress(&[0xff, 0xfe], 15)));
+        assert_eq!(reader.next_message(), Err(ReadError::InvalidUtf8));
     }
 
     #[test]
