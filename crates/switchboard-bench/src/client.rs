@@ -615,6 +615,29 @@ pub struct Published {
     pub accepted: Vec<bool>,
 }
 
+/// An order as the orders example's backend sends them, about 1 KB of JSON: customer, address,
+/// eight lines, notes (`--order-detail`).
+fn detailed_order(id: u64, ts: u64) -> String {
+    let items: Vec<String> = (0..8)
+        .map(|n| {
+            format!(
+                "{{\"sku\":\"SKU-{}\",\"name\":\"Item number {n}\",\"qty\":{},\"price\":{}.99}}",
+                1000 + (id + n) % 97,
+                n + 1,
+                9 + n
+            )
+        })
+        .collect();
+    format!(
+        "{{\"order\":{{\"id\":{id},\"ts\":{ts},\"status\":\"paid\",\"customer\":{{\"name\":\"Customer {}\",\"email\":\"customer{}@example.com\",\"phone\":\"+44 20 7946 {:04}\"}},\"address\":{{\"street\":\"{} Analytical Row\",\"city\":\"London\",\"postcode\":\"EC1A 1BB\",\"country\":\"GB\"}},\"items\":[{}],\"notes\":\"Leave at the door; ring twice. Fragile items inside, please handle with care.\",\"created_at\":\"2026-12-06T23:00:00Z\"}}}}",
+        id % 1000,
+        id % 1000,
+        id % 10_000,
+        id % 200,
+        items.join(",")
+    )
+}
+
 /// Plays the backend: POSTs `{"order":{"id","ts"}}` at `rate` per second, up to `total` times,
 /// on one kept-alive connection (TLS when `tls` is given). Without `stop` it gives up when it
 /// cannot connect again after a failure (the fan-out's server is gone); with `stop` it goes on
@@ -626,6 +649,7 @@ pub async fn publish(
     rate: u32,
     total: u64,
     stop: Option<&AtomicBool>,
+    detailed: bool,
 ) -> Published {
     let host = server.to_string();
     let mut published = Published {
@@ -647,7 +671,11 @@ pub async fn publish(
             break;
         }
         published.most_behind = published.most_behind.max(due.elapsed());
-        let body = format!("{{\"order\":{{\"id\":{id},\"ts\":{}}}}}", now_micros());
+        let body = if detailed {
+            detailed_order(id, now_micros())
+        } else {
+            format!("{{\"order\":{{\"id\":{id},\"ts\":{}}}}}", now_micros())
+        };
         let outcome = match stream.as_mut() {
             Some(stream) => http(stream, &host, "POST", path, body.as_bytes()).await,
             None => Err(anyhow::anyhow!("not connected")),

@@ -83,6 +83,9 @@ enum Scenario {
         clients: usize,
         #[arg(long, default_value_t = 5)]
         hold_secs: u64,
+        /// The share of clients that negotiate permessage-deflate.
+        #[arg(long, default_value_t = 0.0)]
+        deflate_share: f64,
     },
     /// N clients in one room, a publisher at R messages per second.
     Fanout {
@@ -103,6 +106,10 @@ enum Scenario {
         /// server needs `[engine] compression = true`).
         #[arg(long, default_value_t = 0.0)]
         deflate_share: f64,
+        /// Publish orders as the orders example's backend does (~1 KB of JSON each) instead
+        /// of `{"order":{"id","ts"}}`.
+        #[arg(long)]
+        order_detail: bool,
     },
     /// Rooms of k members; every client sends at r per second.
     Chat {
@@ -366,10 +373,22 @@ async fn main() -> anyhow::Result<()> {
                 "latency": percentiles(&histogram),
             })
         }
-        Scenario::Idle { clients, hold_secs } => {
+        Scenario::Idle {
+            clients,
+            hold_secs,
+            deflate_share,
+        } => {
             let before = probe.as_ref().and_then(|p| p.rss_kib());
-            let open =
-                open_clients(&cli, tls, clients, Expect::Nothing, &counters, 0.0, 0.0).await?;
+            let open = open_clients(
+                &cli,
+                tls,
+                clients,
+                Expect::Nothing,
+                &counters,
+                0.0,
+                deflate_share,
+            )
+            .await?;
             tokio::time::sleep(Duration::from_secs(hold_secs)).await;
             let after = probe.as_ref().and_then(|p| p.rss_kib());
             let per_connection = match (before, after) {
@@ -393,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
             publish_to,
             msgpack_share,
             deflate_share,
+            order_detail,
         } => {
             let expect = Expect::Event("order_created".into());
             let open = open_clients(
@@ -418,6 +438,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 total,
                 None,
+                order_detail,
             )
             .await;
             let expected = total * open.len() as u64;
@@ -431,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
             let received = counters.received.load(Ordering::Relaxed);
             json!({
                 "scenario": "fanout", "clients": clients, "rate": rate, "messages": total,
-                "msgpack_share": msgpack_share, "deflate_share": deflate_share,
+                "msgpack_share": msgpack_share, "deflate_share": deflate_share, "order_detail": order_detail,
                 "server_bytes_sent_per_delivery": bytes_sent.map(|b| b as f64 / received.max(1) as f64),
                 "expected": expected, "received": received, "lost": lost, "duplicates": duplicates,
                 "errors": counters.errors.load(Ordering::Relaxed) + published.errors,

@@ -704,7 +704,16 @@ pub async fn run(cli: &Cli, tls: Option<&Tls>, args: &StormArgs) -> anyhow::Resu
         let (server, rate) = (cli.server, args.rate);
         tokio::spawn(async move {
             let path = "/broadcast/order-created";
-            client::publish(server, tls.as_ref(), path, rate, u64::MAX, Some(&stop)).await
+            client::publish(
+                server,
+                tls.as_ref(),
+                path,
+                rate,
+                u64::MAX,
+                Some(&stop),
+                false,
+            )
+            .await
         })
     };
 

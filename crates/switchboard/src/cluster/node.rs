@@ -283,6 +283,11 @@ impl ClusterNode {
             }
             NodeMessage::PresenceSync { .. } => self.tell_all_users(),
             NodeMessage::Access { change, .. } => hub.change_access_here(change),
+            NodeMessage::SessionTaken { nsp, sid, .. } => {
+                if let Some(namespace) = hub.of(nsp) {
+                    namespace.drop_taken_over(sid);
+                }
+            }
             NodeMessage::Query {
                 request_id,
                 question,
@@ -512,6 +517,15 @@ impl Adapter for ClusterNode {
                 Some(SubscriptionMode::Dynamic | SubscriptionMode::DynamicPrivate)
             )
         )
+    }
+
+    fn session_taken(&self, namespace: &str, socket_id: &str) {
+        let message = NodeMessage::SessionTaken {
+            uid: self.uid.clone(),
+            nsp: namespace.to_owned(),
+            sid: socket_id.to_owned(),
+        };
+        self.say(&message, None);
     }
 
     fn take_timeout(&self) -> Duration {

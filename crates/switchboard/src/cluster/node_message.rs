@@ -10,7 +10,8 @@
 //! - `presence`: how one user is connected to the sender now; `presence_all`: every user of the
 //!   sender (also its heartbeat); `presence_sync`: "tell me all yours"; `bye`: the sender leaves;
 //! - `query`: a [`Question`] every node answers with a [`NodeReply`] carrying its `requestId`;
-//! - `access`: a user blocked or a token revoked (or either lifted): an [`AccessChange`].
+//! - `access`: a user blocked or a token revoked (or either lifted): an [`AccessChange`];
+//! - `session_taken`: the sender restored a socket's session; its old copy elsewhere ends.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,13 @@ pub enum NodeMessage {
     },
     /// A change of the blocked users and revoked tokens.
     Access { uid: String, change: AccessChange },
+    /// The sender restored socket `sid` of namespace `nsp` from the shared store: a node that
+    /// still has it drops its copy.
+    SessionTaken {
+        uid: String,
+        nsp: String,
+        sid: String,
+    },
 }
 
 impl NodeMessage {
@@ -70,7 +78,8 @@ impl NodeMessage {
             | Self::PresenceSync { uid }
             | Self::Bye { uid }
             | Self::Query { uid, .. }
-            | Self::Access { uid, .. } => uid,
+            | Self::Access { uid, .. }
+            | Self::SessionTaken { uid, .. } => uid,
         }
     }
 
@@ -181,6 +190,11 @@ mod tests {
                     reason: Some("abuse".into()),
                 },
             },
+        });
+        round_trip(NodeMessage::SessionTaken {
+            uid: "a1".into(),
+            nsp: "/".into(),
+            sid: "s1".into(),
         });
         round_trip(NodeMessage::Access {
             uid: "a1".into(),

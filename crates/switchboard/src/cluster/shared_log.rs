@@ -493,6 +493,11 @@ impl HubObserver for SessionWriter {
     }
 
     fn socket_disconnected(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        // A copy left behind by a session another node took over: the stored session is that
+        // node's now.
+        if reason == DisconnectReason::TakenOver {
+            return;
+        }
         if let Some(node) = self.0.upgrade() {
             node.end_session(socket, crate::hub::worth_saving(reason));
         }

@@ -172,6 +172,9 @@ pub enum DisconnectReason {
     ServerNamespaceDisconnect,
     /// The whole session ended.
     Engine(crate::engine::CloseReason),
+    /// Its client resumed the session on another node of the cluster (this copy was left
+    /// behind by a transport this node had not seen end): it is dropped, not saved.
+    TakenOver,
 }
 
 impl DisconnectReason {
@@ -180,6 +183,7 @@ impl DisconnectReason {
             Self::ClientNamespaceDisconnect => "client namespace disconnect",
             Self::ServerNamespaceDisconnect => "server namespace disconnect",
             Self::Engine(reason) => reason.as_str(),
+            Self::TakenOver => "session taken over",
         }
     }
 }

@@ -750,6 +750,10 @@ fn restore_shared(
             }
             return;
         };
+        // A node that still has this socket (it never saw the old transport end) drops it.
+        if let Some(cluster) = namespace.cluster.get() {
+            cluster.session_taken(namespace.name(), socket.id());
+        }
         finish_connect(&client, &conn, &namespace, socket, rerun_on_connect);
         namespace.end_waiting(&sid);
     });

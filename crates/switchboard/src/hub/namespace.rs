@@ -892,6 +892,23 @@ impl Namespace {
         stale.conn().close(closed);
     }
 
+    /// Another node restored socket `sid`'s session from the shared store while this node still
+    /// had the socket (its client moved without this node seeing the old transport end: a
+    /// half-open connection, polling requests that went elsewhere): the copy here is dropped
+    /// without being saved, so that it neither keeps its user online nor answers for it, and
+    /// its transport is closed.
+    pub(crate) fn drop_taken_over(&self, sid: &str) {
+        let Some(stale) = self.socket(sid) else {
+            return;
+        };
+        tracing::debug!(nsp = %self.name, socket = %sid, "its session was taken over by another node; dropping the copy here");
+        (self.stale_transports_closed).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.remove_socket(&stale, DisconnectReason::TakenOver);
+        stale
+            .conn()
+            .close(crate::engine::CloseReason::TransportClose);
+    }
+
     /// Restores `session`: `earlier` (events read back from the shared log), then what this
     /// node's history holds after `after`, all under the history lock (`history`). Answers the
     /// socket and the rooms it joined, for the caller to announce once the lock is released.

@@ -1,0 +1,270 @@
+// The chaos lane (bench/chaos runs it): three Switchboard nodes on the Redis Streams adapter
+// (the chat example, a real redis-server) behind a round-robin balancer, clients of the
+// official socket.io-client of three kinds (WebSocket only, polling only, polling then the
+// upgrade; all recover, as socket.io-client does by default) in overlapping rooms, a backend
+// publishing numbered events through the balancer (`POST /api/emit` to a room, `GET /notify`,
+// a configured route, to everyone), and a seeded schedule of faults: a node killed with SIGKILL
+// and started again, a node stopped with SIGTERM and started again, Redis frozen (SIGSTOP) for
+// a few seconds, a share of the clients' connections cut (no close frame), a connect storm.
+//
+// At the end it prints, per client kind: events published (answered 2xx), delivered, lost,
+// duplicated, out of order; sessions recovered and fresh; then ghost users in presence once
+// every client left, and each node's memory, open files and threads at the start and the end.
+// It exits 1 on any loss of an event answered 2xx, any duplicate, any reordering, a fresh
+// session (recovery is promised on this adapter within the window), a client not back at the
+// end, or a ghost. An event answered otherwise (a 503, or a request cut by a fault) may or may
+// not arrive: it is neither a loss nor a duplicate if it arrives once and in order.
+//
+//   node e2e/chaos.mjs --seed 7 --seconds 120 --clients 45
+import { readFileSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { io } from "socket.io-client";
+import { startServer, freePort, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
+import { startRedis } from "./lib/redis.mjs";
+import { roundRobinProxy } from "./lib/balancer.mjs";
+
+const { values: options } = parseArgs({
+  options: {
+    seed: { type: "string" },
+    seconds: { type: "string", default: "120" },
+    clients: { type: "string", default: "45" },
+    rate: { type: "string", default: "30" },
+  },
+});
+const seed = Number(options.seed ?? Math.floor(Math.random() * 1e9));
+const seconds = Number(options.seconds);
+const clientCount = Number(options.clients);
+const rate = Number(options.rate);
+
+/** mulberry32: the same seed, the same schedule. */
+function prng(a) {
+  return () => {
+    a |= 0;
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = prng(seed);
+const pick = (list) => list[Math.floor(random() * list.length)];
+const between = (low, high) => low + random() * (high - low);
+const log = (...args) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s]`, ...args);
+const started = Date.now();
+
+const ROOMS = ["r0", "r1", "r2"];
+const KINDS = {
+  websocket: { transports: ["websocket"] },
+  polling: { transports: ["polling"] },
+  upgrade: { transports: ["polling", "websocket"] },
+};
+
+// --- the cluster ------------------------------------------------------------------------------
+const redis = await startRedis();
+const env = {
+  SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
+  SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+  SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s",
+  SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "3s",
+  SWITCHBOARD_PRESENCE_GRACE: "500ms",
+  SWITCHBOARD_SERVER_DRAIN_PERIOD: "1s",
+};
+const ports = [await freePort(), await freePort(), await freePort()];
+const startNode = (port) => startServer("switchboard", { port, args: ["--config", path.join(ROOT, "examples/chat.toml")], env });
+const nodes = await Promise.all(ports.map(async (port) => ({ port, server: await startNode(port), down: false })));
+await Promise.all(nodes.map((n) => untilReady(n.server)));
+const proxy = await roundRobinProxy(ports);
+
+function processFigures(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)?.[1]);
+    return { rss_kib: field("VmRSS"), threads: field("Threads"), open_files: readdirSync(`/proc/${pid}/fd`).length };
+  } catch {
+    return null;
+  }
+}
+
+// --- the clients ------------------------------------------------------------------------------
+const clients = [];
+function openClient(index) {
+  const kind = Object.keys(KINDS)[index % 3];
+  const rooms = [ROOMS[index % 3], ROOMS[(index + 1) % 3]];
+  const socket = io(proxy.url, { forceNew: true, reconnectionDelay: 300, reconnectionDelayMax: 2000, ...KINDS[kind] });
+  const client = { index, kind, rooms, socket, user: `user${index % Math.ceil(clientCount / 2)}`, got: new Map(), lost: 0, duplicated: 0, reordered: 0, delivered: 0, recovered: 0, fresh: 0, connects: 0, ids: new Set() };
+  const record = (stream, seq) => {
+    const seen = client.got.get(stream) ?? { last: 0, all: new Set() };
+    client.got.set(stream, seen);
+    client.delivered++;
+    if (seen.all.has(seq)) client.duplicated++;
+    else if (seq < seen.last) client.reordered++;
+    seen.all.add(seq);
+    seen.last = Math.max(seen.last, seq);
+  };
+  socket.on("tick", (data) => record(data.room, data.seq));
+  socket.on("notification", (data) => record("notify", Number(data.message)));
+  socket.on("connect", () => {
+    client.ids.add(socket.id);
+    client.connects++;
+    if (client.connects > 1) {
+      if (socket.recovered) client.recovered++;
+      else client.fresh++;
+    }
+    if (!socket.recovered) {
+      // A fresh session (the first, or recovery failed): the app joins its rooms again.
+      for (const room of rooms) socket.emit("join-room", room);
+      socket.emit("user-online", client.user);
+    }
+  });
+  clients.push(client);
+  return client;
+}
+for (let i = 0; i < clientCount; i++) openClient(i);
+await until(() => clients.every((c) => c.socket.connected), "every client connected", 20000);
+await until(async () => {
+  const sizes = await Promise.all(ROOMS.map(async (room) => (await call(`${nodes[0].server.url}/api/rooms/${room}`)).body.size));
+  return sizes.every((size) => size === (clientCount * 2) / 3);
+}, "every client in its rooms", 20000);
+const figuresAtStart = nodes.map((n) => processFigures(n.server.child.pid));
+log(`seed ${seed}: ${clientCount} clients, ${rate} events/s, ${seconds} s of faults`);
+
+// --- the backend ------------------------------------------------------------------------------
+const published = { r0: [], r1: [], r2: [], notify: [] };
+const uncertain = { r0: 0, r1: 0, r2: 0, notify: 0 };
+let publishing = true;
+const publisher = (async () => {
+  const next = { r0: 0, r1: 0, r2: 0, notify: 0 };
+  while (publishing) {
+    const stream = pick(["r0", "r1", "r2", "notify"]);
+    const seq = ++next[stream];
+    let answer;
+    try {
+      answer = stream === "notify"
+        ? await call(`${proxy.url}/notify?message=${seq}`)
+        : await call(`${proxy.url}/api/emit`, { method: "POST", body: { event: "tick", rooms: [stream], data: { room: stream, seq } } });
+    } catch {
+      answer = { status: 0 };
+    }
+    if (answer.status >= 200 && answer.status < 300) published[stream].push(seq);
+    else uncertain[stream]++;
+    await sleep(1000 / rate);
+  }
+})();
+
+// --- the faults -------------------------------------------------------------------------------
+const faults = [];
+async function restart(node, signal) {
+  node.down = true;
+  const exited = new Promise((resolve) => node.server.child.once("exit", resolve));
+  node.server.child.kill(signal);
+  await exited;
+  await sleep(between(500, 2500));
+  node.server = await startNode(node.port);
+  await untilReady(node.server, 20000);
+  node.down = false;
+}
+const FAULTS = {
+  async kill() {
+    const node = pick(nodes.filter((n) => !n.down));
+    if (node) await restart(node, "SIGKILL");
+  },
+  async term() {
+    const node = pick(nodes.filter((n) => !n.down));
+    if (node) await restart(node, "SIGTERM");
+  },
+  async freezeRedis() {
+    redis.freeze(true);
+    await sleep(between(1000, 2500));
+    redis.freeze(false);
+  },
+  async cut() {
+    for (const client of clients) {
+      if (random() > 0.3 || !client.socket.connected) continue;
+      const transport = client.socket.io.engine?.transport;
+      // A WebSocket's TCP connection is destroyed (no close frame); a polling client's session
+      // is closed on its side (its requests stop).
+      if (transport?.name === "websocket" && transport.ws?._socket) transport.ws._socket.destroy();
+      else client.socket.io.engine?.close();
+    }
+  },
+  async storm() {
+    const storm = Array.from({ length: 40 }, () => io(proxy.url, { forceNew: true, transports: ["websocket"], reconnection: false }));
+    await sleep(2000);
+    storm.forEach((s) => s.disconnect());
+  },
+};
+const deadline = Date.now() + seconds * 1000;
+while (Date.now() < deadline) {
+  await sleep(between(6000, 10000));
+  if (Date.now() >= deadline) break;
+  const name = pick(Object.keys(FAULTS));
+  log(`fault: ${name}`);
+  faults.push(name);
+  await FAULTS[name]();
+}
+publishing = false;
+await publisher;
+
+// --- the reckoning ----------------------------------------------------------------------------
+const allBack = await until(() => clients.every((c) => c.socket.connected), "every client back", 30000).then(() => true, () => false);
+const expectedOf = (client) => [...client.rooms, "notify"].map((stream) => [stream, published[stream]]);
+await until(() => clients.every((c) => expectedOf(c).every(([stream, seqs]) => !seqs.length || c.got.get(stream)?.all.has(seqs.at(-1)))), "the last events delivered", 15000).catch(() => {});
+await sleep(1000);
+for (const client of clients) {
+  for (const [stream, seqs] of expectedOf(client)) {
+    const seen = client.got.get(stream)?.all ?? new Set();
+    client.lost += seqs.filter((seq) => !seen.has(seq)).length;
+  }
+}
+const figuresAtEnd = nodes.map((n) => processFigures(n.server.child.pid));
+const byKind = {};
+for (const client of clients) {
+  const row = (byKind[client.kind] ??= { clients: 0, published: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0, recovered: 0, fresh: 0 });
+  row.clients++;
+  row.published += expectedOf(client).reduce((sum, [, seqs]) => sum + seqs.length, 0);
+  for (const key of ["delivered", "lost", "duplicated", "reordered", "recovered", "fresh"]) row[key] += client[key];
+}
+// Every client leaves: nobody may stay online anywhere.
+const users = [...new Set(clients.map((c) => c.user))];
+clients.forEach((c) => c.socket.disconnect());
+await sleep(500 + 3000);
+const ghosts = [];
+for (const node of nodes) {
+  for (const user of users) {
+    const answer = await call(`${node.server.url}/api/users/${user}`);
+    if (answer.body?.online) ghosts.push(`${user} on :${node.port}`);
+  }
+}
+
+console.log(`\nchaos: seed ${seed}, ${seconds} s, ${clientCount} clients, faults: ${faults.join(", ") || "none"}`);
+console.log(`published (2xx): ${Object.entries(published).map(([s, v]) => `${s} ${v.length}`).join(", ")}; answered otherwise: ${Object.entries(uncertain).map(([s, v]) => `${s} ${v}`).join(", ")}`);
+console.log("kind        clients  published  delivered  lost  duplicated  out-of-order  recovered  fresh");
+for (const [kind, row] of Object.entries(byKind)) {
+  console.log(`${kind.padEnd(11)} ${String(row.clients).padStart(7)} ${String(row.published).padStart(10)} ${String(row.delivered).padStart(10)} ${String(row.lost).padStart(5)} ${String(row.duplicated).padStart(11)} ${String(row.reordered).padStart(13)} ${String(row.recovered).padStart(10)} ${String(row.fresh).padStart(6)}`);
+}
+console.log(`ghost users: ${ghosts.length ? ghosts.join(", ") : "none"}; every client back at the end: ${allBack}`);
+if (ghosts.length) {
+  // Where the ghosts live: each node's own sockets, and whose they were.
+  for (const node of nodes) {
+    const metrics = (await call(`${node.server.url}/metrics`)).body;
+    const here = /^switchboard_sockets\{namespace="\/"\} (\d+)/m.exec(metrics)?.[1];
+    console.log(`  node :${node.port} still has ${here} sockets`);
+  }
+  for (const room of ROOMS) {
+    const members = (await call(`${nodes[0].server.url}/api/rooms/${room}`)).body.sockets ?? [];
+    for (const member of members) {
+      const owner = clients.find((c) => c.ids.has(member.id ?? member));
+      console.log(`  ${room}: ${JSON.stringify(member)} was client ${owner?.index} (${owner?.kind}, ${owner?.user})`);
+    }
+  }
+}
+nodes.forEach((n, i) => console.log(`node :${n.port}: start ${JSON.stringify(figuresAtStart[i])}, end ${JSON.stringify(figuresAtEnd[i])}`));
+
+await proxy.close();
+await Promise.all(nodes.map((n) => n.server.stop()));
+await redis.stop();
+const totals = Object.values(byKind).reduce((t, r) => ({ lost: t.lost + r.lost, dup: t.dup + r.duplicated, ooo: t.ooo + r.reordered, fresh: t.fresh + r.fresh }), { lost: 0, dup: 0, ooo: 0, fresh: 0 });
+const failed = totals.lost || totals.dup || totals.ooo || totals.fresh || ghosts.length || !allBack;
+console.log(failed ? `chaos: FAILED (replay with --seed ${seed})` : "chaos: nothing lost, duplicated or reordered; no ghost");
+process.exit(failed ? 1 : 0);
