@@ -5,7 +5,7 @@
 //! transport reads the same bytes minus the header. A broadcast builds its frames once and every
 //! recipient's queue holds a cheap clone (a reference count), never a copy.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -26,9 +26,19 @@ const RSV1: u8 = 0x40;
 /// for the process, set when the engine starts).
 static COMPRESSION_THRESHOLD: AtomicUsize = AtomicUsize::new(512);
 
-/// Sets the size under which messages are not compressed.
+/// Whether any connection of this process may have negotiated compression (an engine with
+/// `[engine] compression` started): when not, a broadcast does not look.
+static COMPRESSION_ON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the size under which messages are not compressed, and says compression is in use.
 pub fn set_compression_threshold(bytes: usize) {
     COMPRESSION_THRESHOLD.store(bytes, Ordering::Relaxed);
+    COMPRESSION_ON.store(true, Ordering::Relaxed);
+}
+
+/// Whether compression may be in use by some connection (see [`set_compression_threshold`]).
+pub fn compression_on() -> bool {
+    COMPRESSION_ON.load(Ordering::Relaxed)
 }
 
 /// The size under which messages are not compressed.

@@ -34,7 +34,7 @@ use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
 pub use admission::{AddressLimitSettings, AddressLimits, Refusal};
 pub use conn::{CloseReason, EngineConn, Protocol, SendError, TransportKind};
 pub use flush::{SendBatch, write_deferred};
-pub use frame::{Frame, compression_threshold, set_compression_threshold};
+pub use frame::{Frame, compression_on, compression_threshold, set_compression_threshold};
 use session::Session;
 pub use traffic::Traffic;
 

@@ -555,6 +555,8 @@ impl Namespace {
             })
         };
         let mut dropped = 0u64;
+        // Off (the default): no recipient is asked whether it negotiated compression.
+        let compression = crate::engine::compression_on();
         self.for_each_target(target, |socket| {
             if target.volatile && socket.conn().has_backlog() {
                 dropped += 1;
@@ -571,7 +573,7 @@ impl Namespace {
                 (Parser::Legacy, _) if offset.is_some() => 0,
                 (Parser::Legacy, _) => PRIMARY,
             };
-            if socket.conn().deflate() == Some(DEFLATE_WINDOW) {
+            if compression && socket.conn().deflate() == Some(DEFLATE_WINDOW) {
                 let frames = deflated[form].get_or_init(|| {
                     let base = if form == PRIMARY {
                         json
