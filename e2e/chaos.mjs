@@ -9,7 +9,8 @@
 //
 // At the end it prints, per client kind: events published (answered 2xx), delivered, lost,
 // duplicated, out of order; sessions recovered and fresh; then ghost users in presence once
-// every client left, and each node's memory, open files and threads at the start and the end.
+// every client left (and the heartbeat has noticed a client whose last requests a fault lost),
+// and each node's memory, open files and threads at the start and the end.
 // It exits 1 on any loss of an event answered 2xx, any duplicate, any reordering, a fresh
 // session (recovery is promised on this adapter within the window), a client not back at the
 // end, or a ghost. An event answered otherwise (a 503, or a request cut by a fault) may or may
@@ -69,6 +70,10 @@ const env = {
   SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "3s",
   SWITCHBOARD_PRESENCE_GRACE: "500ms",
   SWITCHBOARD_SERVER_DRAIN_PERIOD: "1s",
+  // A client that vanishes (its last requests lost to a fault) is noticed by the heartbeat:
+  // short, so that the ghost check below waits for it, not for the default 45 s.
+  SWITCHBOARD_ENGINE_PING_INTERVAL: "2s",
+  SWITCHBOARD_ENGINE_PING_TIMEOUT: "2s",
 };
 const ports = [await freePort(), await freePort(), await freePort()];
 const startNode = (port) => startServer("switchboard", { port, args: ["--config", path.join(ROOT, "examples/chat.toml")], env });
@@ -225,10 +230,11 @@ for (const client of clients) {
   row.published += expectedOf(client).reduce((sum, [, seqs]) => sum + seqs.length, 0);
   for (const key of ["delivered", "lost", "duplicated", "reordered", "recovered", "fresh"]) row[key] += client[key];
 }
-// Every client leaves: nobody may stay online anywhere.
+// Every client leaves: nobody may stay online anywhere once the heartbeat (4 s), the presence
+// grace (0.5 s) and the node timeout (3 s) have passed.
 const users = [...new Set(clients.map((c) => c.user))];
 clients.forEach((c) => c.socket.disconnect());
-await sleep(500 + 3000);
+await sleep(4000 + 500 + 3000);
 const ghosts = [];
 for (const node of nodes) {
   for (const user of users) {

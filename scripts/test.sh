@@ -46,6 +46,9 @@ node --test --test-concurrency=1 e2e/
 step "e2e: python-socketio (pytest)"
 .venv/bin/python -m pytest -q e2e/python
 
+step "chaos lane: two minutes of seeded faults on three nodes (bench/chaos; fails on a loss, duplicate, reordering, fresh session or ghost; the seed is printed)"
+bench/chaos --seconds 120
+
 step "benchmarks, small scale: bench/compare --quick (fails if Switchboard loses messages or errors)"
 bench/compare --quick --no-write
 

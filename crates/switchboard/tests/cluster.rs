@@ -575,3 +575,38 @@ async fn a_block_holds_on_every_node_on_late_ones_and_after_the_engine_forgets()
     assert_eq!(nodes[1].hub().access().refusals(), (2, 0));
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_session_taken_over_elsewhere_ends_its_copy_on_the_node_that_never_saw_it_go() {
+    // Found by the chaos lane: a client whose old transport this node never saw end (a
+    // half-open connection; polling requests that went to other nodes) resumes on another
+    // node; its copy here must not stay, online, until the heartbeat gives up on it.
+    let (nodes, shutdown) = cluster(MemoryBroker::with_log(10_000), true).await;
+    let (_old, handshake) = client(&nodes[0], json!({ "user": "ada", "rooms": ["r"] })).await;
+    let (sid, pid) = (handshake["sid"].clone(), handshake["pid"].clone());
+    until("node 0's user is known on node 1", || {
+        nodes[1].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    // The old WebSocket stays open: node 0 still has the socket when it is resumed on node 1.
+    let (mut ws, handshake) = client(&nodes[1], json!({ "pid": pid, "user": "ada" })).await;
+    assert_eq!(handshake["sid"], sid, "resumed: {handshake}");
+    until("node 0 dropped its copy", || {
+        nodes[0].hub().namespace("/").socket_count() == 0
+    })
+    .await;
+    // One socket, on node 1, in its room; the user online once.
+    nodes[2]
+        .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["r"] }))
+        .await;
+    assert_eq!(event(&mut ws).await.0, "tick");
+    assert_eq!(nodes[1].hub().namespace("/").socket_count(), 1);
+    drop(ws);
+    until("ada is offline everywhere once she leaves", || {
+        nodes
+            .iter()
+            .all(|n| n.hub().presence().online_users_everywhere().is_empty())
+    })
+    .await;
+    shutdown.cancel();
+}
