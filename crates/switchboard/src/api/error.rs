@@ -134,19 +134,22 @@ impl BodyLimit {
     }
 }
 
+/// A request's body, within the router's [`BodyLimit`]. It is read as JSON whatever its
+/// Content-Type: backends often omit it or send curl's form default.
+async fn limited_body(request: Request<Body>) -> Result<bytes::Bytes, ApiError> {
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or_default();
+    limit.read(request).await
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request<Body>, _: &S) -> Result<Self, ApiError> {
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .copied()
-            .unwrap_or_default();
-        // The body is read as JSON whatever its Content-Type: backends often omit it or send
-        // curl's form default.
-        let bytes = limit.read(request).await?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&limited_body(request).await?).map(ApiJson)
     }
 }
 
@@ -157,12 +160,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOr
     type Rejection = ApiError;
 
     async fn from_request(request: Request<Body>, _: &S) -> Result<Self, ApiError> {
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .copied()
-            .unwrap_or_default();
-        let bytes = limit.read(request).await?;
+        let bytes = limited_body(request).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
