@@ -9,7 +9,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import path from "node:path";
-import { io } from "socket.io-client";
+import { clientPool } from "./lib/clients.mjs";
 import { startServer, once, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 import { startPostgres } from "./lib/postgres.mjs";
@@ -18,7 +18,7 @@ import { startRedisCluster } from "./lib/redis-cluster.mjs";
 const SECRET = "video-secret-0123456789abcdef";
 const KEY = "backend-key-0123456789";
 const CONFIG = path.join(ROOT, "examples/video-processing.toml");
-const clients = [];
+const clients = clientPool();
 const now = () => Math.floor(Date.now() / 1000);
 
 /** An HS256 JWT as the platform's backend mints them. */
@@ -28,17 +28,8 @@ function mint(claims) {
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
 
-function connect(url, token, opts = {}) {
-  const socket = io(url, { forceNew: true, transports: ["websocket"], auth: { token }, ...opts });
-  clients.push(socket);
-  return socket;
-}
-
-async function connected(url, token) {
-  const socket = connect(url, token);
-  await once(socket, "connect");
-  return socket;
-}
+const connect = (url, token, opts = {}) => clients.connect(url, { auth: { token }, ...opts });
+const connected = (url, token) => clients.connected(url, { auth: { token } });
 
 /** The connect_error a client gets with this token. */
 async function refusal(url, token) {
@@ -48,7 +39,7 @@ async function refusal(url, token) {
   return error;
 }
 
-after(() => clients.forEach((s) => s.disconnect()));
+after(() => clients.disconnectAll());
 
 describe("one node", () => {
   let server;

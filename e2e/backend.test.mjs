@@ -6,19 +6,14 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { io } from "socket.io-client";
+import { clientPool } from "./lib/clients.mjs";
 import { startServer, once, sleep, call, tempFile } from "./lib/server.mjs";
 import { startBackend } from "./lib/backend.mjs";
 import { startRedis } from "./lib/redis.mjs";
 
 const WEBHOOK_SECRET = "whsec-0123456789abcdef";
-const clients = [];
-
-function connect(url, opts = {}) {
-  const socket = io(url, { forceNew: true, transports: ["websocket"], reconnection: false, ...opts });
-  clients.push(socket);
-  return socket;
-}
+const clients = clientPool({ reconnection: false });
+const connect = clients.connect;
 
 async function until(check, what, timeoutMs = 5000) {
   const deadline = Date.now() + timeoutMs;
@@ -91,7 +86,7 @@ describe("backend in the loop", () => {
     server = await startServer("switchboard", { args: ["--config", file] });
   });
   after(async () => {
-    clients.forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await server.stop();
     await backend.stop();
     await hooks.stop();
@@ -323,7 +318,7 @@ describe("webhooks in a cluster", () => {
     for (const node of nodes) await until(async () => (await call(node.url + "/ready")).status === 200, "ready");
   });
   after(async () => {
-    clients.forEach((s) => s.disconnect());
+    clients.disconnectAll();
     for (const node of nodes) await node.stop();
     await redis.stop();
     await backend.stop();
@@ -377,7 +372,7 @@ url = "${backend.url}/refresh"
     server = await startServer("switchboard", { args: ["--config", file] });
   });
   after(async () => {
-    clients.forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await server.stop();
     await backend.stop();
   });

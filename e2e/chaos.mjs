@@ -22,7 +22,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
 import { startServer, freePort, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
-import { startRedis } from "./lib/redis.mjs";
+import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 const { values: options } = parseArgs({
@@ -63,9 +63,7 @@ const KINDS = {
 
 // --- the cluster ------------------------------------------------------------------------------
 const redis = await startRedis();
-const env = {
-  SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
-  SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+const env = streamsNodeEnv(redis.url, {
   SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s",
   SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "3s",
   SWITCHBOARD_PRESENCE_GRACE: "500ms",
@@ -74,7 +72,7 @@ const env = {
   // short, so that the ghost check below waits for it, not for the default 45 s.
   SWITCHBOARD_ENGINE_PING_INTERVAL: "2s",
   SWITCHBOARD_ENGINE_PING_TIMEOUT: "2s",
-};
+});
 const ports = [await freePort(), await freePort(), await freePort()];
 const startNode = (port) => startServer("switchboard", { port, args: ["--config", path.join(ROOT, "examples/chat.toml")], env });
 const nodes = await Promise.all(ports.map(async (port) => ({ port, server: await startNode(port), down: false })));

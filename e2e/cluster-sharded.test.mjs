@@ -17,6 +17,7 @@ import { createShardedAdapter } from "@socket.io/redis-adapter";
 import { createCluster } from "redis";
 import { startServer, freePort, once, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
+import { streamsNodeEnv } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 
@@ -272,13 +273,11 @@ describe("three nodes on the streams adapter over a Redis Cluster", () => {
   const watchersClients = [];
   before(async () => {
     redis = await startRedisCluster();
-    const env = {
-      SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
-      SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+    const env = streamsNodeEnv(redis.url, {
       SWITCHBOARD_CLUSTER_REDIS_CLUSTER: "true",
       SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "3s",
       SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
-    };
+    });
     nodes = await Promise.all([0, 1, 2].map(() => startServer("switchboard", { args: ["--config", path.join(ROOT, "examples", "chat.toml")], env })));
     await Promise.all(nodes.map((n) => untilReady(n)));
     proxy = await roundRobinProxy(nodes.map((n) => n.port));

@@ -14,7 +14,7 @@ import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-streams-adapter";
 import { createClient } from "redis";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
-import { startRedis } from "./lib/redis.mjs";
+import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 async function untilReady(server, timeoutMs = 10000) {
@@ -49,12 +49,10 @@ function streamsNode(redis, port, example = "chat.toml") {
   return startServer("switchboard", {
     port,
     args: ["--config", path.join(ROOT, "examples", example)],
-    env: {
-      SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
-      SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+    env: streamsNodeEnv(redis.url, {
       SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s",
       SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
-    },
+    }),
   });
 }
 

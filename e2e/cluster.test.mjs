@@ -7,12 +7,12 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import path from "node:path";
-import { io } from "socket.io-client";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import WebSocket from "ws";
+import { clientPool } from "./lib/clients.mjs";
 import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
@@ -28,13 +28,8 @@ async function untilReady(server, expected = 200, timeoutMs = 10000) {
   }
 }
 
-const clients = [];
-async function connected(url, opts = {}) {
-  const socket = io(url, { forceNew: true, transports: ["websocket"], ...opts });
-  clients.push(socket);
-  await once(socket, "connect");
-  return socket;
-}
+const clients = clientPool();
+const connected = clients.connected;
 /** Collects the first `count` arguments of each `event` (one: the argument itself); the
  * recovery offset the chat example's events carry last is left out. */
 function collect(socket, event, count = 1) {
@@ -79,7 +74,7 @@ describe("two Switchboard nodes sharing rooms through Redis", () => {
   });
   after(async () => {
     redis?.freeze(false);
-    clients.splice(0).forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await Promise.all([nodeA?.stop(), nodeB?.stop()]);
     await redis?.stop();
   });
@@ -375,7 +370,7 @@ describe("the online-status service on two nodes", () => {
   });
   after(async () => {
     sockets.forEach((ws) => ws.terminate());
-    clients.splice(0).forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await Promise.all([nodeA?.stop(), nodeB?.stop()]);
     await redis?.stop();
   });
@@ -456,7 +451,7 @@ for (const adapter of ["pubsub", "streams", "sharded", "postgres"]) describe(`a 
     await Promise.all(nodes.map((n) => untilReady(n)));
   });
   after(async () => {
-    clients.splice(0).forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await Promise.all(nodes.map((n) => n.stop()));
     await redis?.stop();
   });

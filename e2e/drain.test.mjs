@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { io } from "socket.io-client";
 import { startServer, once, sleep, call, until, ROOT } from "./lib/server.mjs";
-import { startRedis } from "./lib/redis.mjs";
+import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 const clients = [];
@@ -55,12 +55,10 @@ test("SIGTERM closes the clients in batches over drain_period, each flushed firs
 
 test("a node drained in a cluster on the streams adapter: its clients resume on the other node with every event once, in order", async () => {
   const redis = await startRedis();
-  const env = {
-    SWITCHBOARD_CLUSTER_REDIS_URL: redis.url,
-    SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+  const env = streamsNodeEnv(redis.url, {
     SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
     SWITCHBOARD_SERVER_DRAIN_PERIOD: "1s",
-  };
+  });
   const config = ["--config", path.join(ROOT, "examples", "chat.toml")];
   const [a, b] = await Promise.all([startServer("switchboard", { args: config, env }), startServer("switchboard", { args: config, env })]);
   for (const n of [a, b]) await until(async () => (await call(n.url + "/ready")).status === 200, "ready", 15000);

@@ -6,19 +6,15 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { io, Manager } from "socket.io-client";
+import { Manager } from "socket.io-client";
 import WebSocket from "ws";
+import { clientPool } from "./lib/clients.mjs";
 import { startServer, once, sleep, call, tempFile } from "./lib/server.mjs";
 
 const SECRET = "limits-secret-0123456789abcdef";
 const KEY = "limits-api-key-0123";
-const clients = [];
-
-function connect(url, opts = {}) {
-  const socket = io(url, { forceNew: true, transports: ["websocket"], reconnection: false, ...opts });
-  clients.push(socket);
-  return socket;
-}
+const clients = clientPool({ reconnection: false });
+const connect = clients.connect;
 
 function mint(claims) {
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
@@ -78,7 +74,7 @@ describe("limits", () => {
     server = await startServer("switchboard", { args: ["--config", await tempFile("limits.toml", CONFIG)] });
   });
   after(async () => {
-    clients.forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await server.stop();
   });
   const metric = async (name) => (await call(`${server.url}/metrics`)).body.split("\n").find((l) => l.startsWith(name));
@@ -163,7 +159,7 @@ describe("limits", () => {
     const [refusal] = await once(third, "connect_error");
     assert.equal(refusal.message, "Too many namespaces");
     assert.equal(root.connected && first.connected, true, "the others stay");
-    clients.push(root, first, third);
+    clients.sockets.push(root, first, third);
     root.disconnect();
     first.disconnect();
   });
@@ -251,7 +247,7 @@ socket = { rate = 2, burst = 5 }
     server = await startServer("switchboard", { args: ["--config", await tempFile("limits-disconnect.toml", config)] });
   });
   after(async () => {
-    clients.forEach((s) => s.disconnect());
+    clients.disconnectAll();
     await server.stop();
   });
 

@@ -6,20 +6,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { readdirSync } from "node:fs";
-import { io } from "socket.io-client";
+import { clientPool } from "./lib/clients.mjs";
 import { startServer, once, sleep, call, tempFile, ROOT, RELEASE } from "./lib/server.mjs";
 
-const clients = [];
-function connect(server, opts = {}) {
-  const socket = io(server.url, { forceNew: true, transports: ["websocket"], ...opts });
-  clients.push(socket);
-  return socket;
-}
-async function connected(server, opts) {
-  const socket = connect(server, opts);
-  await once(socket, "connect");
-  return socket;
-}
+const clients = clientPool();
+const connect = (server, opts) => clients.connect(server.url, opts);
+const connected = (server, opts) => clients.connected(server.url, opts);
 function collect(socket, event) {
   const got = [];
   socket.on(event, (arg) => got.push(arg));
@@ -30,7 +22,7 @@ function ack(socket, event, ...args) {
     socket.timeout(3000).emit(event, ...args, (err, reply) => (err ? reject(err) : resolve(reply))),
   );
 }
-after(() => clients.forEach((s) => s.disconnect()));
+after(() => clients.disconnectAll());
 
 describe("orders: a Django backend pushes order updates to back-office screens", () => {
   let server;

@@ -3,6 +3,14 @@ import { spawn } from "node:child_process";
 import { createConnection } from "node:net";
 import { freePort, sleep } from "./server.mjs";
 
+/** The environment of a Switchboard node on the streams adapter of the Redis at `url`, with
+ * more `SWITCHBOARD_*` settings. */
+export const streamsNodeEnv = (url, settings = {}) => ({
+  SWITCHBOARD_CLUSTER_REDIS_URL: url,
+  SWITCHBOARD_CLUSTER_ADAPTER: "streams",
+  ...settings,
+});
+
 /** Starts redis-server on `port` (a free one by default); resolves once it answers PING. */
 export async function startRedis(port) {
   port = port ?? (await freePort());

@@ -211,6 +211,19 @@ async fn read_more(stream: &mut Stream, rest: &mut Vec<u8>) -> anyhow::Result<()
     Ok(())
 }
 
+/// Reads an HTTP answer's head: answers it lowercased, and the bytes read past it.
+pub async fn read_head(stream: &mut Stream) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..at + 4]).to_ascii_lowercase();
+            buffer.drain(..at + 4);
+            return Ok((head, buffer));
+        }
+        read_more(stream, &mut buffer).await?;
+    }
+}
+
 /// A minimal HTTP/1.1 exchange on a kept-alive stream (Content-Length or chunked answers).
 pub async fn http(
     stream: &mut Stream,
@@ -226,25 +239,12 @@ pub async fn http(
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
     stream.write_all(&request).await?;
-    let mut buffer = Vec::with_capacity(1024);
-    let header_end = loop {
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
+    let (head, mut rest) = read_head(stream).await?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("status")?;
-    let mut rest = buffer[header_end..].to_vec();
     let length = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))

@@ -28,19 +28,9 @@ impl DeflateWs {
              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
-        let mut pending = Vec::with_capacity(1024);
-        let end = loop {
-            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 2048];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("closed during the handshake");
-            }
-            pending.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        let (head, pending) = crate::client::read_head(&mut stream)
+            .await
+            .context("closed during the handshake")?;
         if !head.starts_with("http/1.1 101") {
             bail!(
                 "upgrade refused: {}",
@@ -50,7 +40,6 @@ impl DeflateWs {
         if !head.contains("permessage-deflate") {
             bail!("the server did not negotiate permessage-deflate (is [engine] compression on?)");
         }
-        pending.drain(..end);
         Ok(Self {
             stream,
             pending,

@@ -104,13 +104,28 @@ pub(super) async fn block(
         until,
         reason: request.reason,
     };
+    add(&state, entry, "blocked").await
+}
+
+/// Puts `entry` in force on every node and answers it under `answer_as`.
+async fn add(state: &AppState, entry: AccessEntry, answer_as: &str) -> ApiResult {
     state
         .hub
         .change_access(AccessChange::Add {
             entry: entry.clone(),
         })
         .await?;
-    Ok(axum::Json(json!({ "blocked": entry })))
+    Ok(axum::Json(json!({ answer_as: entry })))
+}
+
+/// Lifts the entry under `key` on every node; answers under `answer_as` whether there was one.
+async fn remove(state: &AppState, key: AccessKey, answer_as: &str) -> ApiResult {
+    let was = state.hub.access().get(&key).is_some();
+    state
+        .hub
+        .change_access(AccessChange::Remove { key })
+        .await?;
+    Ok(axum::Json(json!({ answer_as: was })))
 }
 
 /// `DELETE /api/users/{user}/block`.
@@ -119,13 +134,7 @@ pub(super) async fn unblock(
     Path(user): Path<String>,
 ) -> ApiResult {
     check_name("user", &user)?;
-    let key = AccessKey::Block { user };
-    let was = state.hub.access().get(&key).is_some();
-    state
-        .hub
-        .change_access(AccessChange::Remove { key })
-        .await?;
-    Ok(axum::Json(json!({ "unblocked": was })))
+    remove(&state, AccessKey::Block { user }, "unblocked").await
 }
 
 /// `GET /api/blocks`.
@@ -198,13 +207,7 @@ pub(super) async fn revoke(
             until,
         },
     };
-    state
-        .hub
-        .change_access(AccessChange::Add {
-            entry: entry.clone(),
-        })
-        .await?;
-    Ok(axum::Json(json!({ "revoked": entry })))
+    add(&state, entry, "revoked").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,12 +225,7 @@ pub(super) async fn unrevoke(
     ApiJson(request): ApiJson<UnrevokeRequest>,
 ) -> ApiResult {
     let key = revoked_key(&request.jti, &request.user)?;
-    let was = state.hub.access().get(&key).is_some();
-    state
-        .hub
-        .change_access(AccessChange::Remove { key })
-        .await?;
-    Ok(axum::Json(json!({ "unrevoked": was })))
+    remove(&state, key, "unrevoked").await
 }
 
 /// `GET /api/tokens/revoked`.

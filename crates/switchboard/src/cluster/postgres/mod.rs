@@ -536,6 +536,16 @@ impl PostgresDriver {
         }
     }
 
+    /// Runs one statement on the key-value table with a key (or prefix) as its one parameter.
+    async fn kv_rows(
+        &self,
+        statement: &'static str,
+        key: String,
+    ) -> Result<Vec<tokio_postgres::Row>, DriverError> {
+        self.read(|client| async move { client.query(statement, &[&key]).await })
+            .await
+    }
+
     /// Removes expired keys, old attachments and log entries past the count or the age.
     async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -660,30 +670,26 @@ impl Driver for PostgresDriver {
 
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
         Box::pin(async move {
-            let row = self
-                .read(|client| async move {
-                    client
-                        .query_opt("SELECT value FROM switchboard_kv WHERE key = $1 AND expires_at > NOW()", &[&key])
-                        .await
-                })
+            let rows = self
+                .kv_rows(
+                    "SELECT value FROM switchboard_kv WHERE key = $1 AND expires_at > NOW()",
+                    key,
+                )
                 .await?;
-            Ok(row.map(|row| row.get(0)))
+            Ok(rows.first().map(|row| row.get(0)))
         })
     }
 
     fn take(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, DriverError>> {
         Box::pin(async move {
-            let row = self
-                .read(|client| async move {
-                    client
-                        .query_opt(
-                            "DELETE FROM switchboard_kv WHERE key = $1 RETURNING value, expires_at > NOW()",
-                            &[&key],
-                        )
-                        .await
-                })
+            let rows = self
+                .kv_rows(
+                    "DELETE FROM switchboard_kv WHERE key = $1 RETURNING value, expires_at > NOW()",
+                    key,
+                )
                 .await?;
-            Ok(row
+            Ok(rows
+                .first()
                 .filter(|row| row.get::<_, bool>(1))
                 .map(|row| row.get(0)))
         })
@@ -692,14 +698,10 @@ impl Driver for PostgresDriver {
     fn scan(&self, prefix: String) -> BoxFuture<'_, Result<KeyValues, DriverError>> {
         Box::pin(async move {
             let rows = self
-                .read(|client| async move {
-                    client
-                        .query(
-                            "SELECT key, value FROM switchboard_kv WHERE starts_with(key, $1) AND expires_at > NOW()",
-                            &[&prefix],
-                        )
-                        .await
-                })
+                .kv_rows(
+                    "SELECT key, value FROM switchboard_kv WHERE starts_with(key, $1) AND expires_at > NOW()",
+                    prefix,
+                )
                 .await?;
             Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
         })
