@@ -88,6 +88,9 @@ pub struct Metrics {
     rooms: Family<NamespaceLabel, Gauge>,
     /// Sessions kept for connection state recovery, by namespace.
     recovery_sessions: Family<NamespaceLabel, Gauge>,
+    /// What each namespace's history holds: rooms with a log, and their entries.
+    history_rooms: Family<NamespaceLabel, Gauge>,
+    history_entries: Family<NamespaceLabel, Gauge>,
     /// Clients back with their pid before their old transport's end was noticed, by namespace.
     recovery_stale_transports: Family<NamespaceLabel, Counter>,
     /// Clients that came back with their session id, by namespace and outcome.
@@ -153,6 +156,18 @@ impl Metrics {
             "recovery_sessions_saved",
             "Sessions kept for connection state recovery (dropped clients that may come back), by namespace",
             recovery_sessions.clone(),
+        );
+        let history_rooms = Family::<NamespaceLabel, Gauge>::default();
+        registry.register(
+            "history_rooms",
+            "Rooms whose events the history keeps now (everyone's log counted as one), by namespace",
+            history_rooms.clone(),
+        );
+        let history_entries = Family::<NamespaceLabel, Gauge>::default();
+        registry.register(
+            "history_entries",
+            "Events the history keeps now, summed over its room logs (an event sent to two rooms counts in each), by namespace",
+            history_entries.clone(),
         );
         let recovery_stale_transports = Family::<NamespaceLabel, Counter>::default();
         registry.register(
@@ -422,6 +437,8 @@ impl Metrics {
             sockets,
             rooms,
             recovery_sessions,
+            history_rooms,
+            history_entries,
             recovery_stale_transports,
             recovery_attempts,
             volatile_dropped,
@@ -542,6 +559,13 @@ impl Metrics {
             self.sockets
                 .get_or_create(&label)
                 .set(namespace.socket_count() as i64);
+            let (rooms, entries) = namespace.history_size();
+            if rooms > 0 {
+                self.history_rooms.get_or_create(&label).set(rooms as i64);
+                self.history_entries
+                    .get_or_create(&label)
+                    .set(entries as i64);
+            }
             if namespace.recovers() {
                 self.recovery_sessions
                     .get_or_create(&label)

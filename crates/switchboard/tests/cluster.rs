@@ -426,6 +426,40 @@ async fn a_silent_node_expires_without_ghosts_and_comes_back_when_it_speaks() {
 }
 
 #[tokio::test]
+async fn an_engine_frozen_past_node_timeout_takes_no_live_node_for_dead() {
+    let broker = MemoryBroker::new();
+    let (nodes, shutdown) = cluster(broker.clone(), false).await;
+    let heard = announcements(&nodes);
+    let _ada = client(&nodes[2], json!({ "user": "ada" })).await;
+    until("ada is online on node 0", || {
+        nodes[0].hub().presence().online_users_everywhere() == ["ada"]
+    })
+    .await;
+    // The engine stops answering (Redis under SIGSTOP) for twice the node timeout: every link
+    // looks up, nobody hears anybody, then everything said meanwhile arrives at once.
+    broker.freeze();
+    tokio::time::sleep(NODE_TIMEOUT * 2).await;
+    broker.thaw();
+    tokio::time::sleep(NODE_TIMEOUT * 2).await;
+    for node in &nodes {
+        assert_eq!(node.cluster.counters().nodes_expired, 0);
+        assert_eq!(node.cluster.nodes_up(), 2);
+    }
+    assert_eq!(nodes[0].hub().presence().online_users_everywhere(), ["ada"]);
+    assert_eq!(*heard.lock(), vec![("ada".to_owned(), true)]);
+    // A node that hangs for good is still taken for dead, by the nodes that hear each other;
+    // the hung node, hearing nothing, takes nobody for dead.
+    nodes[2].link.cut();
+    until("nodes 0 and 1 took node 2 for dead", || {
+        nodes[..2].iter().all(|n| n.cluster.nodes_up() == 1)
+    })
+    .await;
+    tokio::time::sleep(NODE_TIMEOUT).await;
+    assert_eq!(nodes[2].cluster.nodes_up(), 2);
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn a_node_that_leaves_is_forgotten_at_once() {
     let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
     let _ada = client(&nodes[1], json!({ "user": "ada" })).await;

@@ -2,7 +2,9 @@
 //! with TTLs, and optionally an ordered log with ids shaped like a Redis stream's). What one
 //! node publishes reaches every subscribed node, itself included, in the order it was
 //! published, as Redis does. For tests of several nodes in one process and for embedding; a
-//! link can be cut and healed to play a node that went silent.
+//! link can be cut and healed to play a node that went silent, and the broker frozen and
+//! thawed to play an engine that stops answering for a while (Redis under SIGSTOP: the links
+//! look up, what is said waits, then arrives all at once, in order).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ struct BrokerState {
     keys: HashMap<String, (Vec<u8>, Instant)>,
     log: Vec<LogEntry>,
     last_id: (u64, u64),
+    /// While frozen, what is published waits here (channel, payload), in order.
+    frozen: Option<Vec<(String, Vec<u8>)>>,
 }
 
 struct LinkState {
@@ -71,6 +75,19 @@ impl MemoryBroker {
         self.state.lock().keys.clear();
     }
 
+    /// Stops delivering: what is published from now on waits until [`Self::thaw`].
+    pub fn freeze(&self) {
+        self.state.lock().frozen.get_or_insert_with(Vec::new);
+    }
+
+    /// Delivers what waited, in the order it was published, and goes on as before.
+    pub fn thaw(&self) {
+        let mut state = self.state.lock();
+        for (channel, payload) in state.frozen.take().unwrap_or_default() {
+            Self::deliver(&state, &channel, &payload);
+        }
+    }
+
     /// A new node's link, telling `incoming` what it receives (it is up at once).
     pub fn connect(self: &Arc<Self>, incoming: IncomingSender) -> Arc<MemoryDriver> {
         let link = Arc::new(LinkState {
@@ -90,6 +107,14 @@ impl MemoryBroker {
     fn publish(&self, channel: &str, payload: &[u8]) {
         let mut state = self.state.lock();
         state.links.retain(|link| !link.incoming.is_closed());
+        if let Some(waiting) = state.frozen.as_mut() {
+            waiting.push((channel.to_owned(), payload.to_vec()));
+            return;
+        }
+        Self::deliver(&state, channel, payload);
+    }
+
+    fn deliver(state: &BrokerState, channel: &str, payload: &[u8]) {
         for link in state.links.iter().filter(|link| link.hears(channel)) {
             let _ = link.incoming.send(Incoming::Message {
                 channel: channel.to_owned(),

@@ -222,6 +222,8 @@ impl ClusterNode {
     /// The link is up (again): who is online where, ours to them and theirs to us.
     fn on_up(&self) {
         *self.heard_self.lock() = Instant::now();
+        // While the link was down this node heard no one: their silence does not count.
+        self.nodes.heard_all_now();
         tracing::info!(node = %self.uid, "cluster: linked to the other nodes");
         self.tell_all_users();
         self.say_where();
@@ -263,7 +265,13 @@ impl ClusterNode {
         };
         let from = message.sender();
         if from == self.uid {
-            *self.heard_self.lock() = Instant::now();
+            let mut heard_self = self.heard_self.lock();
+            // Its own heartbeat back after a gap: the engine held what everyone said (frozen,
+            // or slow), and what the others said meanwhile may still be on its way.
+            if heard_self.elapsed() > self.settings.node_timeout / 2 {
+                self.nodes.heard_all_now();
+            }
+            *heard_self = Instant::now();
             return;
         }
         if !matches!(message, NodeMessage::Bye { .. }) {

@@ -1,5 +1,8 @@
 //! The other nodes as this node knows them, and this node's heartbeat: when each was last heard
-//! (any message it sent counts), which are taken for dead after `node_timeout` of silence, how
+//! (any message it sent counts), which are taken for dead after `node_timeout` of silence (as
+//! far as this node could hear: silence is counted up to the last time its own heartbeat came
+//! back, and a node whose link was down or frozen gives every other node a fresh timeout from
+//! when it hears again, so an engine's outage takes no live node for dead), how
 //! many are up (what a question waits answers from), and where each can be reached, for passing
 //! a request on to the node holding its session (`crate::forward`). Addresses live in the driver's key-value store,
 //! `<key>-switchboard-node#<uid>` = `host:port` with the node timeout as TTL (renewed with each
@@ -52,12 +55,21 @@ impl NodeRegistry {
         self.heard.lock().remove(uid).is_some()
     }
 
-    /// Forgets the nodes silent for `silence` or longer; answers their ids.
-    pub fn expire(&self, silence: Duration) -> Vec<String> {
+    /// This node could not hear the others until now (its link was down or stalled): each is
+    /// given a fresh timeout from now.
+    pub fn heard_all_now(&self) {
         let now = Instant::now();
+        for at in self.heard.lock().values_mut() {
+            *at = now;
+        }
+    }
+
+    /// Forgets the nodes silent for `silence` or longer as of `hearing_until` (the last moment
+    /// this node knows it could hear them); answers their ids.
+    pub fn expire(&self, silence: Duration, hearing_until: Instant) -> Vec<String> {
         let mut gone = Vec::new();
         self.heard.lock().retain(|uid, at| {
-            let alive = now.duration_since(*at) < silence;
+            let alive = hearing_until.saturating_duration_since(*at) < silence;
             if !alive {
                 gone.push(uid.clone());
             }
@@ -122,7 +134,8 @@ impl ClusterNode {
             return;
         };
         let silence = self.settings.node_timeout;
-        let gone = self.nodes.expire(silence);
+        let hearing_until = *self.heard_self.lock();
+        let gone = self.nodes.expire(silence, hearing_until);
         for uid in &gone {
             hub.presence().forget_node(uid);
         }
@@ -139,6 +152,7 @@ impl ClusterNode {
             if self.heard_self.lock().elapsed() > SELF_SILENCE {
                 tracing::warn!("cluster: no heartbeat came back in time; linking again");
                 *self.heard_self.lock() = Instant::now();
+                self.nodes.heard_all_now();
                 self.driver.relink();
             }
             self.tell_all_users();
@@ -234,7 +248,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         nodes.heard("b");
         assert_eq!(
-            nodes.expire(Duration::from_millis(20)),
+            nodes.expire(Duration::from_millis(20), Instant::now()),
             vec!["a".to_owned()]
         );
         assert_eq!(nodes.count(), 1);

@@ -438,6 +438,11 @@ impl Namespace {
         (self.volatile_dropped).load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// What the history holds now: rooms with a log and entries (see `Recovery::size`).
+    pub fn history_size(&self) -> (usize, usize) {
+        self.recovery.get().map_or((0, 0), |r| r.lock().size())
+    }
+
     /// Sessions saved for recovery right now.
     pub fn saved_sessions(&self) -> usize {
         self.recovery.get().map_or(0, |r| r.lock().saved_sessions())

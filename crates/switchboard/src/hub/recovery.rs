@@ -474,6 +474,17 @@ impl Recovery {
         self.sessions.len()
     }
 
+    /// What the history holds now: rooms with a log (everyone's counted as one) and the
+    /// entries of all logs (an event sent to two rooms is an entry in each).
+    pub fn size(&self) -> (usize, usize) {
+        let entries = self
+            .rooms
+            .values()
+            .map(|log| log.events.len())
+            .sum::<usize>();
+        (self.rooms.len() + 1, entries + self.everyone.events.len())
+    }
+
     /// Takes a saved session back if it is still within the recovery window.
     pub fn take(&mut self, pid: &str) -> Option<SavedSession> {
         let session = self.sessions.remove(pid)?;
