@@ -273,3 +273,62 @@ describe("socket data across a kill on the Redis Streams adapter", () => {
     nodes = [a, b];
   });
 });
+
+describe("Redis restarted empty on the Redis Streams adapter", () => {
+  let redis, nodes, proxy;
+  before(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all([0, 1].map(() => streamsNode(redis)));
+    await Promise.all(nodes.map((n) => untilReady(n)));
+    proxy = await roundRobinProxy(nodes.map((n) => n.port));
+  });
+  after(async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    await proxy?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  test("the nodes write their sessions back, so a node killed afterwards loses no client: connected or dropped, they recover on the other node", async () => {
+    const [a, b] = nodes;
+    // Two clients on a (the proxy alternates from its first port), in a room; one of them
+    // then drops (its session saved on a) and stays away for now.
+    const onA = [];
+    const socketsOnA = async () => (await call(`${a.url}/api/stats`)).body.sockets;
+    for (let i = 0; i < 4 && onA.length < 2; i++) {
+      const before = await socketsOnA();
+      const socket = client(proxy.url);
+      await once(socket, "connect");
+      socket.emit("join-room", "kept");
+      if ((await socketsOnA()) > before) onA.push(socket);
+    }
+    assert.equal(onA.length, 2, "two clients on node a");
+    await until(async () => (await call(`${a.url}/api/rooms/kept`)).body.size >= 2, "both in the room");
+    const [stays, drops] = onA;
+    const ids = onA.map((s) => s.id);
+    drops.io.reconnection(false);
+    drops.io.engine.transport.ws._socket.destroy();
+    await until(async () => /switchboard_recovery_sessions_saved\{namespace="\/"\} 1/.test((await call(`${a.url}/metrics`)).body), "a saved the dropped session");
+
+    // Redis restarts without persistence: every session kept there is gone.
+    await redis.stop();
+    redis = await startRedis(redis.port);
+    await Promise.all(nodes.map((n) => untilReady(n)));
+    await sleep(500);
+
+    a.child.kill("SIGKILL");
+    const got = { stays: [], drops: [] };
+    stays.on("room-broadcast", (m) => got.stays.push(m.message));
+    drops.on("room-broadcast", (m) => got.drops.push(m.message));
+    drops.io.reconnection(true);
+    drops.connect();
+    await until(() => stays.connected && stays.recovered && drops.connected && drops.recovered, "both recovered on node b", 15000);
+    assert.deepEqual([stays.id, drops.id], ids, "the same sockets");
+    // Still in their room.
+    const sender = client(b.url);
+    await once(sender, "connect");
+    sender.emit("room-message", { room: "kept", message: "after" });
+    await until(() => got.stays.includes("after") && got.drops.includes("after"), "both hear their room");
+    nodes = [b];
+  });
+});

@@ -644,3 +644,77 @@ async fn a_session_taken_over_elsewhere_ends_its_copy_on_the_node_that_never_saw
     .await;
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_session_saved_on_a_node_it_left_is_not_restored_there_from_an_older_copy() {
+    let (nodes, shutdown) = cluster(MemoryBroker::with_log(10_000), true).await;
+    let (ws, handshake) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
+    let (sid, pid) = (handshake["sid"].clone(), handshake["pid"].clone());
+    // Its transport drops on node 0 (saved there and in the shared store).
+    drop(ws);
+    until("node 0 saved it", || {
+        nodes[0].hub().namespace("/").saved_sessions() == 1
+    })
+    .await;
+    // It resumes on node 1 and joins a room there.
+    let (ws, handshake) = client(&nodes[1], json!({ "pid": pid })).await;
+    assert_eq!(handshake["sid"], sid);
+    until("node 0 forgot its copy", || {
+        nodes[0].hub().namespace("/").saved_sessions() == 0
+    })
+    .await;
+    nodes[1]
+        .run(json!({ "op": "join", "in": [sid], "rooms": ["s"] }))
+        .await;
+    drop(ws);
+    until("node 1 saved it", || {
+        nodes[1].hub().namespace("/").saved_sessions() == 1
+    })
+    .await;
+    // Back on node 0: the session as it left node 1, in both rooms.
+    let (mut ws, handshake) = client(&nodes[0], json!({ "pid": pid })).await;
+    assert_eq!(handshake["sid"], sid);
+    nodes[2]
+        .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["s"] }))
+        .await;
+    assert_eq!(
+        event(&mut ws).await.1[0],
+        json!(1),
+        "in the room joined on node 1"
+    );
+    until("node 1 forgot its copy", || {
+        nodes[1].hub().namespace("/").saved_sessions() == 0
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn sessions_are_written_back_when_the_engine_comes_back_empty() {
+    let broker = MemoryBroker::with_log(10_000);
+    let (nodes, shutdown) = cluster(broker.clone(), true).await;
+    let (_connected, first) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
+    let (dropped, second) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
+    drop(dropped);
+    until("node 0 saved the dropped one", || {
+        nodes[0].hub().namespace("/").saved_sessions() == 1
+    })
+    .await;
+    // The engine restarts with nothing (Redis without persistence); the links come back.
+    broker.forget_keys();
+    for node in &nodes {
+        node.link.cut();
+        node.link.heal();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both clients resume on node 1, which never had them: from what node 0 wrote back.
+    for handshake in [&second, &first] {
+        let (mut ws, resumed) = client(&nodes[1], json!({ "pid": handshake["pid"] })).await;
+        assert_eq!(resumed["sid"], handshake["sid"], "resumed: {resumed}");
+        nodes[2]
+            .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["r"] }))
+            .await;
+        assert_eq!(event(&mut ws).await.0, "tick", "in its room");
+    }
+    shutdown.cancel();
+}

@@ -210,6 +210,9 @@ impl ClusterNode {
                 Some(Incoming::Up) => {
                     self.on_up();
                     tokio::spawn(self.clone().resync_access());
+                    if self.dialect == Dialect::Log {
+                        tokio::spawn(self.clone().resync_sessions());
+                    }
                 }
                 Some(Incoming::Message { channel, payload }) => {
                     self.received.fetch_add(1, Ordering::Relaxed);
@@ -291,9 +294,9 @@ impl ClusterNode {
             }
             NodeMessage::PresenceSync { .. } => self.tell_all_users(),
             NodeMessage::Access { change, .. } => hub.change_access_here(change),
-            NodeMessage::SessionTaken { nsp, sid, .. } => {
+            NodeMessage::SessionTaken { nsp, sid, pid, .. } => {
                 if let Some(namespace) = hub.of(nsp) {
-                    namespace.drop_taken_over(sid);
+                    namespace.drop_taken_over(sid, pid.as_deref());
                 }
             }
             NodeMessage::Query {
@@ -527,11 +530,12 @@ impl Adapter for ClusterNode {
         )
     }
 
-    fn session_taken(&self, namespace: &str, socket_id: &str) {
+    fn session_taken(&self, namespace: &str, socket_id: &str, pid: &str) {
         let message = NodeMessage::SessionTaken {
             uid: self.uid.clone(),
             nsp: namespace.to_owned(),
             sid: socket_id.to_owned(),
+            pid: Some(pid.to_owned()),
         };
         self.say(&message, None);
     }

@@ -59,12 +59,15 @@ pub enum NodeMessage {
     },
     /// A change of the blocked users and revoked tokens.
     Access { uid: String, change: AccessChange },
-    /// The sender restored socket `sid` of namespace `nsp` from the shared store: a node that
-    /// still has it drops its copy.
+    /// The sender restored socket `sid` of namespace `nsp` (from the shared store or its own
+    /// saved copy): a node that still has it connected drops it, and a node that saved a copy
+    /// of session `pid` forgets it (a copy older than what the client has since become).
     SessionTaken {
         uid: String,
         nsp: String,
         sid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<String>,
     },
 }
 
@@ -195,6 +198,13 @@ mod tests {
             uid: "a1".into(),
             nsp: "/".into(),
             sid: "s1".into(),
+            pid: Some("p1".into()),
+        });
+        round_trip(NodeMessage::SessionTaken {
+            uid: "a1".into(),
+            nsp: "/".into(),
+            sid: "s1".into(),
+            pid: None,
         });
         round_trip(NodeMessage::Access {
             uid: "a1".into(),

@@ -9,7 +9,9 @@
 //! - A socket's session (id, rooms, data) is written to `<session prefix><pid>` when it connects
 //!   and whenever its rooms or its data change, and rewritten every third of the recovery
 //!   window while it is connected, with the window as TTL: when its node is killed, the session
-//!   is already there.
+//!   is already there. When the link comes back they are written again, and when the engine
+//!   came back empty (a per-node marker key is gone) so are the sessions this node saved for
+//!   clients that dropped ([`ClusterNode::resync_sessions`]).
 //! - A client that comes back on another node takes its session from the store and what it
 //!   missed from the log ([`SharedLog`]) when that node's own history does not reach back far
 //!   enough.
@@ -41,6 +43,10 @@ use crate::hub::{
 const READ_BLOCK: Duration = Duration::from_secs(2);
 /// Entries read at once when replaying to a client.
 const REPLAY_COUNT: usize = 1000;
+/// Each node's marker among the sessions (`<session_prefix>switchboard-node#<uid>`): gone when
+/// the engine lost what it held.
+const SESSIONS_MARKER: &str = "switchboard-node#";
+const SESSIONS_MARKER_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// How far this node has read the log (0 while it has not started), and the sessions it took.
 #[derive(Default)]
@@ -269,6 +275,65 @@ impl ClusterNode {
 
     fn session_key(&self, pid: &str) -> String {
         format!("{}{pid}", self.settings.session_prefix)
+    }
+
+    /// The link is up (at start, after an outage): every connected socket's session is written
+    /// again (this node holds the truth of those), and when the engine came back without this
+    /// node's marker (Redis restarted empty) the sessions it saved for clients that dropped
+    /// are written back too, with the time they have left, so that those clients still recover
+    /// on any node. Saved copies are not written back otherwise: another node may have taken
+    /// one meanwhile.
+    pub(super) async fn resync_sessions(self: Arc<Self>) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let marker = self.session_key(&format!("{SESSIONS_MARKER}{}", self.uid));
+        let lost = match self.driver.get(marker.clone()).await {
+            Ok(held) => held.is_none(),
+            Err(error) => {
+                tracing::debug!(%error, "cluster: cannot tell whether the engine kept the sessions");
+                return;
+            }
+        };
+        self.write_connected_sessions(&hub);
+        if lost {
+            let mut written = 0;
+            for namespace in hub.namespaces() {
+                if !namespace.recovers() {
+                    continue;
+                }
+                for (session, left) in namespace.saved_with_time_left() {
+                    let stored = StoredSession {
+                        sid: session.sid.to_string(),
+                        pid: session.pid.to_string(),
+                        rooms: session.rooms.iter().map(|r| r.to_string()).collect(),
+                        data: session.data,
+                        connected_offset: Some(offset_text(session.connected_seq)),
+                    };
+                    let value = stream_message::encode_session(&stored).into_bytes();
+                    self.driver.set(self.session_key(&stored.pid), value, left);
+                    written += 1;
+                }
+            }
+            if written > 0 {
+                tracing::info!(
+                    sessions = written,
+                    "cluster: the engine lost the saved sessions; writing this node's back"
+                );
+            }
+        }
+        self.driver.set(marker, b"1".to_vec(), SESSIONS_MARKER_TTL);
+    }
+
+    /// Writes every connected socket's session again.
+    fn write_connected_sessions(&self, hub: &Hub) {
+        for namespace in hub.namespaces() {
+            if namespace.recovers() {
+                for socket in namespace.select(&[], &[]).sockets() {
+                    self.write_session(&socket);
+                }
+            }
+        }
     }
 
     /// Writes a connected socket's session (rooms, data) with the recovery window as TTL.
@@ -540,12 +605,6 @@ async fn refresh_sessions_loop(node: Arc<ClusterNode>) {
         let Some(hub) = node.hub.upgrade() else {
             return;
         };
-        for namespace in hub.namespaces() {
-            if namespace.recovers() {
-                for socket in namespace.select(&[], &[]).sockets() {
-                    node.write_session(&socket);
-                }
-            }
-        }
+        node.write_connected_sessions(&hub);
     }
 }

@@ -153,9 +153,10 @@ pub trait Adapter: Send + Sync {
         true
     }
 
-    /// This node restored a session from the shared store (`socket_id` in `namespace`): a node
-    /// that still has that socket (its old transport not seen ending there) drops it.
-    fn session_taken(&self, _namespace: &str, _socket_id: &str) {}
+    /// This node restored a session (`socket_id` in `namespace`, private id `pid`): a node that
+    /// still has that socket (its old transport not seen ending there) drops it, and a node
+    /// that saved a copy of the session forgets it.
+    fn session_taken(&self, _namespace: &str, _socket_id: &str, _pid: &str) {}
 
     /// How long a caller waits for the engine to take an operation before it gives up.
     fn take_timeout(&self) -> Duration {

@@ -678,6 +678,11 @@ impl Hub {
         if returning.is_some() && recovery.is_some() {
             namespace.count_recovery(restored.is_some());
         }
+        if let Some(socket) = &restored
+            && namespace.shares_sessions()
+        {
+            tell_session_taken(&namespace, socket);
+        }
         let rerun_on_connect = recovery.is_some_and(|r| r.rerun_on_connect);
         match restored {
             Some(socket) => finish_connect(client, conn, &namespace, socket, rerun_on_connect),
@@ -717,6 +722,14 @@ fn connect_fresh(
     }
 }
 
+/// A session was restored here: the other nodes drop what they still hold of it (a connected
+/// copy, a saved one).
+fn tell_session_taken(namespace: &Namespace, socket: &Socket) {
+    if let (Some(cluster), Some(pid)) = (namespace.cluster.get(), socket.pid()) {
+        cluster.session_taken(namespace.name(), socket.id(), pid);
+    }
+}
+
 /// Restores, on a task of its own, a session another node saved (the shared store and log are
 /// asked); a client whose session is not found there connects afresh. A second CONNECT to this
 /// namespace while it is restored is dropped.
@@ -751,9 +764,7 @@ fn restore_shared(
             return;
         };
         // A node that still has this socket (it never saw the old transport end) drops it.
-        if let Some(cluster) = namespace.cluster.get() {
-            cluster.session_taken(namespace.name(), socket.id());
-        }
+        tell_session_taken(&namespace, &socket);
         finish_connect(&client, &conn, &namespace, socket, rerun_on_connect);
         namespace.end_waiting(&sid);
     });

@@ -443,6 +443,11 @@ impl Namespace {
         self.recovery.get().map_or((0, 0), |r| r.lock().size())
     }
 
+    /// The sessions saved here for recovery, each with the time it has left.
+    pub(crate) fn saved_with_time_left(&self) -> Vec<(SavedSession, Duration)> {
+        (self.recovery.get()).map_or_else(Vec::new, |r| r.lock().saved_with_time_left())
+    }
+
     /// Sessions saved for recovery right now.
     pub fn saved_sessions(&self) -> usize {
         self.recovery.get().map_or(0, |r| r.lock().saved_sessions())
@@ -897,12 +902,16 @@ impl Namespace {
         stale.conn().close(closed);
     }
 
-    /// Another node restored socket `sid`'s session from the shared store while this node still
-    /// had the socket (its client moved without this node seeing the old transport end: a
-    /// half-open connection, polling requests that went elsewhere): the copy here is dropped
-    /// without being saved, so that it neither keeps its user online nor answers for it, and
-    /// its transport is closed.
-    pub(crate) fn drop_taken_over(&self, sid: &str) {
+    /// Another node restored socket `sid`'s session (private id `pid`). A copy this node saved
+    /// is forgotten: the client has moved on from it (rooms joined, data set elsewhere), so
+    /// restoring it here later would bring back an older socket. A copy still connected here
+    /// (its client moved without this node seeing the old transport end: a half-open
+    /// connection, polling requests that went elsewhere) is dropped without being saved, so
+    /// that it neither keeps its user online nor answers for it, and its transport is closed.
+    pub(crate) fn drop_taken_over(&self, sid: &str, pid: Option<&str>) {
+        if let (Some(pid), Some(recovery)) = (pid, self.recovery.get()) {
+            recovery.lock().take(pid);
+        }
         let Some(stale) = self.socket(sid) else {
             return;
         };

@@ -485,6 +485,17 @@ impl Recovery {
         (self.rooms.len() + 1, entries + self.everyone.events.len())
     }
 
+    /// The saved sessions still within the recovery window, each with the time it has left.
+    pub fn saved_with_time_left(&self) -> Vec<(SavedSession, Duration)> {
+        let window = self.config.max_disconnection;
+        (self.sessions.values())
+            .filter_map(|session| {
+                let left = window.checked_sub(session.saved_at.elapsed())?;
+                (!left.is_zero()).then(|| (session.clone(), left))
+            })
+            .collect()
+    }
+
     /// Takes a saved session back if it is still within the recovery window.
     pub fn take(&mut self, pid: &str) -> Option<SavedSession> {
         let session = self.sessions.remove(pid)?;
