@@ -13,7 +13,7 @@
 // At the end it prints, per client kind: events published (answered 2xx), delivered, lost,
 // duplicated, out of order; sessions recovered and fresh; then ghost users in presence once
 // every client left (and the heartbeat has noticed a client whose last requests a fault lost),
-// and each node's memory, open files and threads at the start and the end.
+// and each node's memory, open files, threads and tokio tasks at the start and the end.
 // It exits 1 on any loss of an event answered 2xx, any duplicate, any reordering, a fresh
 // session (recovery is promised on this adapter within the window), a client not back at the
 // end, or a ghost. An event answered otherwise (a 503, or a request cut by a fault) may or may
@@ -21,13 +21,20 @@
 // that does not ask for recovery is promised nothing across a reconnect: what it misses while
 // away is counted apart (its duplicates and reorderings still fail the run).
 //
-//   node e2e/chaos.mjs --seed 7 --seconds 120 --clients 45 [--faults stall,restartRedis]
+// `--engine` chooses what the nodes share: `redis` (the streams adapter on one redis-server,
+// the default, with the Redis faults), `redis-cluster` (the streams adapter on a Redis Cluster
+// of three masters with replicas) or `postgres` (the postgres adapter); the last two run the
+// faults that do not touch the engine.
+//
+//   node e2e/chaos.mjs --seed 7 --seconds 120 --clients 45 [--faults stall,restartRedis] [--engine postgres]
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
 import { startServer, freePort, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
 import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
+import { startRedisCluster } from "./lib/redis-cluster.mjs";
+import { startPostgres } from "./lib/postgres.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
 const { values: options } = parseArgs({
@@ -37,6 +44,7 @@ const { values: options } = parseArgs({
     clients: { type: "string", default: "45" },
     rate: { type: "string", default: "30" },
     faults: { type: "string" },
+    engine: { type: "string", default: "redis" },
   },
 });
 const seed = Number(options.seed ?? Math.floor(Math.random() * 1e9));
@@ -69,8 +77,23 @@ const KINDS = {
 };
 
 // --- the cluster ------------------------------------------------------------------------------
-const redis = await startRedis(undefined, { persist: true });
-const env = streamsNodeEnv(redis.url, {
+const engine = options.engine;
+let store = null;
+let shared;
+if (engine === "redis") {
+  store = await startRedis(undefined, { persist: true });
+  shared = streamsNodeEnv(store.url);
+} else if (engine === "redis-cluster") {
+  store = await startRedisCluster();
+  shared = streamsNodeEnv(store.url, { SWITCHBOARD_CLUSTER_REDIS_CLUSTER: "true" });
+} else if (engine === "postgres") {
+  store = await startPostgres();
+  shared = { SWITCHBOARD_CLUSTER_POSTGRES_URL: store.url, SWITCHBOARD_CLUSTER_ADAPTER: "postgres" };
+} else {
+  throw new Error(`--engine: redis, redis-cluster or postgres, not ${engine}`);
+}
+const env = {
+  ...shared,
   SWITCHBOARD_CLUSTER_REQUEST_TIMEOUT: "1s",
   SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "3s",
   SWITCHBOARD_PRESENCE_GRACE: "500ms",
@@ -81,12 +104,20 @@ const env = streamsNodeEnv(redis.url, {
   SWITCHBOARD_ENGINE_PING_TIMEOUT: "2s",
   // A client that stops reading is closed once this many packets wait for it (the stall fault).
   SWITCHBOARD_LIMITS_SOCKET_QUEUE: "64",
-});
+};
 const ports = [await freePort(), await freePort(), await freePort()];
 const startNode = (port) => startServer("switchboard", { port, args: ["--config", path.join(ROOT, "examples/chat.toml")], env });
 const nodes = await Promise.all(ports.map(async (port) => ({ port, server: await startNode(port), down: false })));
 await Promise.all(nodes.map((n) => untilReady(n.server)));
 const proxy = await roundRobinProxy(ports);
+
+/** A node's memory, threads and open files, and the tokio tasks it reports. */
+async function nodeFigures(node) {
+  const figures = processFigures(node.server.child.pid);
+  const metrics = (await call(`${node.server.url}/metrics`).catch(() => ({ body: "" }))).body;
+  const tasks = /^switchboard_tasks (\d+)/m.exec(metrics)?.[1];
+  return figures && { ...figures, tasks: tasks === undefined ? null : Number(tasks) };
+}
 
 function processFigures(pid) {
   try {
@@ -141,7 +172,7 @@ await until(async () => {
   const sizes = await Promise.all(ROOMS.map(async (room) => (await call(`${nodes[0].server.url}/api/rooms/${room}`)).body.size));
   return sizes.every((size) => size === (clientCount * 2) / 3);
 }, "every client in its rooms", 20000);
-const figuresAtStart = nodes.map((n) => processFigures(n.server.child.pid));
+const figuresAtStart = await Promise.all(nodes.map(nodeFigures));
 log(`seed ${seed}: ${clientCount} clients, ${rate} events/s, ${seconds} s of faults`);
 
 // --- the backend ------------------------------------------------------------------------------
@@ -189,12 +220,12 @@ const FAULTS = {
     if (node) await restart(node, "SIGTERM");
   },
   async freezeRedis() {
-    redis.freeze(true);
+    store.freeze(true);
     await sleep(between(1000, 2500));
-    redis.freeze(false);
+    store.freeze(false);
   },
   async restartRedis() {
-    await redis.restart(between(500, 3000));
+    await store.restart(between(500, 3000));
   },
   async stall() {
     // Two recovering WebSocket clients stop reading; their own rooms get a burst of large
@@ -232,11 +263,13 @@ const FAULTS = {
     storm.forEach((s) => s.disconnect());
   },
 };
+/** The faults that act on a single redis-server. */
+const ENGINE_FAULTS = ["freezeRedis", "restartRedis"];
 const deadline = Date.now() + seconds * 1000;
 while (Date.now() < deadline) {
   await sleep(between(6000, 10000));
   if (Date.now() >= deadline) break;
-  const name = pick(options.faults ? options.faults.split(",") : Object.keys(FAULTS));
+  const name = pick(options.faults ? options.faults.split(",") : Object.keys(FAULTS).filter((f) => engine === "redis" || !ENGINE_FAULTS.includes(f)));
   log(`fault: ${name}`);
   faults.push(name);
   await FAULTS[name]();
@@ -255,7 +288,7 @@ for (const client of clients) {
     client.lost += seqs.filter((seq) => !seen.has(seq)).length;
   }
 }
-const figuresAtEnd = nodes.map((n) => processFigures(n.server.child.pid));
+const figuresAtEnd = await Promise.all(nodes.map(nodeFigures));
 const byKind = {};
 for (const client of clients) {
   const row = (byKind[client.kind] ??= { clients: 0, published: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0, recovered: 0, fresh: 0 });
@@ -276,7 +309,7 @@ for (const node of nodes) {
   }
 }
 
-console.log(`\nchaos: seed ${seed}, ${seconds} s, ${clientCount} clients, faults: ${faults.join(", ") || "none"}`);
+console.log(`\nchaos: seed ${seed}, engine ${engine}, ${seconds} s, ${clientCount} clients, faults: ${faults.join(", ") || "none"}`);
 console.log(`published (2xx): ${Object.entries(published).map(([s, v]) => `${s} ${v.length}`).join(", ")}; answered otherwise: ${Object.entries(uncertain).map(([s, v]) => `${s} ${v}`).join(", ")}`);
 console.log("kind        clients  published  delivered  lost  duplicated  out-of-order  recovered  fresh   (norecover: lost and fresh are not promised)");
 for (const [kind, row] of Object.entries(byKind)) {
@@ -302,7 +335,7 @@ nodes.forEach((n, i) => console.log(`node :${n.port}: start ${JSON.stringify(fig
 
 await proxy.close();
 await Promise.all(nodes.map((n) => n.server.stop()));
-await redis.stop();
+await store.stop();
 // Losses and fresh sessions count only where recovery was asked for (promised).
 const totals = Object.entries(byKind).reduce((t, [kind, r]) => {
   const promised = KINDS[kind].recover !== false;
