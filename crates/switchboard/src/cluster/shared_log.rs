@@ -44,9 +44,10 @@ const READ_BLOCK: Duration = Duration::from_secs(2);
 /// Entries read at once when replaying to a client.
 const REPLAY_COUNT: usize = 1000;
 /// Each node's marker among the sessions (`<session_prefix>switchboard-node#<uid>`): gone when
-/// the engine lost what it held.
+/// the engine lost what it held. It lives three refreshes of the sessions and each refresh
+/// extends it (an `EXPIRE`, which never brings a lost marker back), so a node gone for good
+/// leaves it behind only that long.
 const SESSIONS_MARKER: &str = "switchboard-node#";
-const SESSIONS_MARKER_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// How far this node has read the log (0 while it has not started), and the sessions it took.
 #[derive(Default)]
@@ -287,7 +288,7 @@ impl ClusterNode {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        let marker = self.session_key(&format!("{SESSIONS_MARKER}{}", self.uid));
+        let marker = self.sessions_marker();
         let lost = match self.driver.get(marker.clone()).await {
             Ok(held) => held.is_none(),
             Err(error) => {
@@ -322,7 +323,12 @@ impl ClusterNode {
                 );
             }
         }
-        self.driver.set(marker, b"1".to_vec(), SESSIONS_MARKER_TTL);
+        self.driver
+            .set(marker, b"1".to_vec(), sessions_refresh_every(&hub) * 3);
+    }
+
+    fn sessions_marker(&self) -> String {
+        self.session_key(&format!("{SESSIONS_MARKER}{}", self.uid))
     }
 
     /// Writes every connected socket's session again.
@@ -587,16 +593,9 @@ impl HubObserver for SessionWriter {
 /// data may have changed, and its TTL runs); ends on shutdown.
 async fn refresh_sessions_loop(node: Arc<ClusterNode>) {
     loop {
-        let every = {
-            let Some(hub) = node.hub.upgrade() else {
-                return;
-            };
-            hub.namespaces()
-                .iter()
-                .filter_map(|n| n.recovery_window().map(|w| w / 3))
-                .min()
-                .unwrap_or(Duration::from_secs(30))
-                .max(Duration::from_secs(1))
+        let every = match node.hub.upgrade() {
+            Some(hub) => sessions_refresh_every(&hub),
+            None => return,
         };
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -606,5 +605,16 @@ async fn refresh_sessions_loop(node: Arc<ClusterNode>) {
             return;
         };
         node.write_connected_sessions(&hub);
+        node.driver.expire(node.sessions_marker(), every * 3);
     }
+}
+
+/// How often connected sessions are written again: every third of the shortest recovery window.
+fn sessions_refresh_every(hub: &Hub) -> Duration {
+    hub.namespaces()
+        .iter()
+        .filter_map(|n| n.recovery_window().map(|w| w / 3))
+        .min()
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1))
 }
