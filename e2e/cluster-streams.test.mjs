@@ -13,24 +13,10 @@ import { io } from "socket.io-client";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-streams-adapter";
 import { createClient } from "redis";
-import { startServer, freePort, once, sleep, call, ROOT } from "./lib/server.mjs";
+import { startServer, freePort, once, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
 import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 import { roundRobinProxy } from "./lib/balancer.mjs";
 
-async function untilReady(server, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  while ((await call(server.url + "/ready")).status !== 200) {
-    if (Date.now() > deadline) throw new Error(`${server.url} never got ready`);
-    await sleep(50);
-  }
-}
-async function until(check, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 const clients = [];
 function client(url, opts = {}) {
@@ -54,6 +40,22 @@ function streamsNode(redis, port, example = "chat.toml") {
       SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "1500ms",
     }),
   });
+}
+
+/** `count` nodes on one redis-server behind a round-robin proxy; `stop()` ends what is there
+ * then (a test may restart `redis` or narrow `nodes` to those still running). */
+async function streamsCluster(count, example) {
+  const cluster = { redis: await startRedis() };
+  cluster.nodes = await Promise.all(Array.from({ length: count }, () => streamsNode(cluster.redis, undefined, example)));
+  await Promise.all(cluster.nodes.map((n) => untilReady(n)));
+  cluster.proxy = await roundRobinProxy(cluster.nodes.map((n) => n.port));
+  cluster.stop = async () => {
+    clients.splice(0).forEach((s) => s.disconnect());
+    await cluster.proxy.close();
+    await Promise.all(cluster.nodes.map((n) => n.stop()));
+    await cluster.redis.stop();
+  };
+  return cluster;
 }
 
 describe("three nodes on the Redis Streams adapter", () => {
@@ -231,23 +233,14 @@ describe("three nodes on the Redis Streams adapter", () => {
 });
 
 describe("socket data across a kill on the Redis Streams adapter", () => {
-  let redis, nodes, proxy;
-  before(async () => {
-    redis = await startRedis();
-    // The online-status example: a Socket.IO socket's user is set on connect from its query.
-    nodes = await Promise.all([0, 1, 2].map(() => streamsNode(redis, undefined, "online-status.toml")));
-    await Promise.all(nodes.map((n) => untilReady(n)));
-    proxy = await roundRobinProxy(nodes.map((n) => n.port));
-  });
-  after(async () => {
-    clients.splice(0).forEach((s) => s.disconnect());
-    await proxy?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
-  });
+  let cluster;
+  // The online-status example: a Socket.IO socket's user is set on connect from its query.
+  before(async () => (cluster = await streamsCluster(3, "online-status.toml")));
+  after(() => cluster?.stop());
 
   test("a session recovered on another node keeps the data set on connect: its user is online again everywhere", async () => {
-    const [a, b, c] = nodes;
+    const [a, b, c] = cluster.nodes;
+    const { proxy } = cluster;
     // Three clients through the round-robin proxy, one per node in turn: the third is on c.
     const users = [];
     for (let i = 0; i < 3; i++) {
@@ -270,27 +263,18 @@ describe("socket data across a kill on the Redis Streams adapter", () => {
     }
     const { body: stats } = await call(`${a.url}/api/stats`);
     assert.equal(stats.cluster.users, 3, "every user online once, cluster-wide");
-    nodes = [a, b];
+    cluster.nodes = [a, b];
   });
 });
 
 describe("Redis restarted empty on the Redis Streams adapter", () => {
-  let redis, nodes, proxy;
-  before(async () => {
-    redis = await startRedis();
-    nodes = await Promise.all([0, 1].map(() => streamsNode(redis)));
-    await Promise.all(nodes.map((n) => untilReady(n)));
-    proxy = await roundRobinProxy(nodes.map((n) => n.port));
-  });
-  after(async () => {
-    clients.splice(0).forEach((s) => s.disconnect());
-    await proxy?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
-  });
+  let cluster;
+  before(async () => (cluster = await streamsCluster(2)));
+  after(() => cluster?.stop());
 
   test("the nodes write their sessions back, so a node killed afterwards loses no client: connected or dropped, they recover on the other node", async () => {
-    const [a, b] = nodes;
+    const [a, b] = cluster.nodes;
+    const { proxy } = cluster;
     // Two clients on a (the proxy alternates from its first port), in a room; one of them
     // then drops (its session saved on a) and stays away for now.
     const onA = [];
@@ -311,9 +295,9 @@ describe("Redis restarted empty on the Redis Streams adapter", () => {
     await until(async () => /switchboard_recovery_sessions_saved\{namespace="\/"\} 1/.test((await call(`${a.url}/metrics`)).body), "a saved the dropped session");
 
     // Redis restarts without persistence: every session kept there is gone.
-    await redis.stop();
-    redis = await startRedis(redis.port);
-    await Promise.all(nodes.map((n) => untilReady(n)));
+    await cluster.redis.stop();
+    cluster.redis = await startRedis(cluster.redis.port);
+    await Promise.all(cluster.nodes.map((n) => untilReady(n)));
     await sleep(500);
 
     a.child.kill("SIGKILL");
@@ -329,6 +313,6 @@ describe("Redis restarted empty on the Redis Streams adapter", () => {
     await once(sender, "connect");
     sender.emit("room-message", { room: "kept", message: "after" });
     await until(() => got.stays.includes("after") && got.drops.includes("after"), "both hear their room");
-    nodes = [b];
+    cluster.nodes = [b];
   });
 });
