@@ -49,6 +49,10 @@ step "e2e: python-socketio (pytest)"
 step "chaos lane: two minutes of seeded faults on three nodes (bench/chaos; fails on a loss, duplicate, reordering, fresh session or ghost; the seed is printed)"
 bench/chaos --seconds 120
 
+step "chaos lane on the other engines: 45 s each on a Redis Cluster and on PostgreSQL (the faults that do not touch the engine)"
+bench/chaos --seconds 45 --engine redis-cluster
+bench/chaos --seconds 45 --engine postgres
+
 step "benchmarks, small scale: bench/compare --quick (fails if Switchboard loses messages or errors)"
 bench/compare --quick --no-write
 
