@@ -214,7 +214,7 @@ function chart(setups) {
   ];
   const lines = setups.flatMap((setup) => setup.nodes.map((_, i) => ({ name: `${setup.name}${setup.nodes.length > 1 ? ` node ${"ab"[i]}` : ""}`, samples: setup.samples.filter((s) => s.nodes[i]).map((s) => [s.minute, s.nodes[i]]) })));
   const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-  const W = 420, H = 180, M = { l: 50, r: 10, t: 24, b: 28 };
+  const W = 420, H = 180, M = { l: 50, r: 26, t: 24, b: 28 };
   const cols = 2;
   const totalW = cols * W, totalH = Math.ceil(panels.length / cols) * H + 30;
   const maxMinute = Math.max(1, ...lines.flatMap((l) => l.samples.map(([m]) => m)));
