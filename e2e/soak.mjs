@@ -18,6 +18,7 @@
 // growing (more than 10% and 50 above their level) or its memory did (more than 15%).
 //
 //   node e2e/soak.mjs --minutes 60
+//   node e2e/soak.mjs --redraw          the chart again from bench/soak.json
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -31,6 +32,7 @@ const { values: options } = parseArgs({
     steady: { type: "string", default: "100" },
     out: { type: "string", default: path.join(ROOT, "bench", "soak") },
     sample: { type: "string", default: "60" },
+    redraw: { type: "boolean", default: false },
   },
 });
 const minutes = Number(options.minutes);
@@ -241,6 +243,13 @@ function chart(setups) {
 }
 
 // --- run ---------------------------------------------------------------------------------------
+if (options.redraw) {
+  // Only the chart again, from the samples a run wrote.
+  const saved = JSON.parse(readFileSync(`${options.out}.json`, "utf8"));
+  const setups = saved.setups.map((s) => ({ ...s, nodes: s.samples[0]?.nodes ?? [] }));
+  writeFileSync(`${options.out}.svg`, chart(setups));
+  process.exit(0);
+}
 const single = await startServer("switchboard", { args: CONFIG });
 const redis = await startRedis();
 const env = streamsNodeEnv(redis.url, { SWITCHBOARD_CLUSTER_NODE_TIMEOUT: "5s" });
