@@ -27,11 +27,10 @@
 // faults that do not touch the engine.
 //
 //   node e2e/chaos.mjs --seed 7 --seconds 120 --clients 45 [--faults stall,restartRedis] [--engine postgres]
-import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
-import { startServer, freePort, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
+import { startServer, freePort, sleep, call, until, untilReady, processFigures, metricValue, ROOT } from "./lib/server.mjs";
 import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 import { startRedisCluster } from "./lib/redis-cluster.mjs";
 import { startPostgres } from "./lib/postgres.mjs";
@@ -115,18 +114,8 @@ const proxy = await roundRobinProxy(ports);
 async function nodeFigures(node) {
   const figures = processFigures(node.server.child.pid);
   const metrics = (await call(`${node.server.url}/metrics`).catch(() => ({ body: "" }))).body;
-  const tasks = /^switchboard_tasks (\d+)/m.exec(metrics)?.[1];
-  return figures && { ...figures, tasks: tasks === undefined ? null : Number(tasks) };
-}
-
-function processFigures(pid) {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, "utf8");
-    const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)?.[1]);
-    return { rss_kib: field("VmRSS"), threads: field("Threads"), open_files: readdirSync(`/proc/${pid}/fd`).length };
-  } catch {
-    return null;
-  }
+  const tasks = metricValue(metrics, "switchboard_tasks");
+  return figures && { ...figures, tasks: Number.isNaN(tasks) ? null : tasks };
 }
 
 // --- the clients ------------------------------------------------------------------------------
@@ -320,7 +309,7 @@ if (ghosts.length) {
   // Where the ghosts live: each node's own sockets, and whose they were.
   for (const node of nodes) {
     const metrics = (await call(`${node.server.url}/metrics`)).body;
-    const here = /^switchboard_sockets\{namespace="\/"\} (\d+)/m.exec(metrics)?.[1];
+    const here = metricValue(metrics, "switchboard_sockets");
     console.log(`  node :${node.port} still has ${here} sockets`);
   }
   for (const room of ROOMS) {

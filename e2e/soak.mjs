@@ -19,11 +19,11 @@
 //
 //   node e2e/soak.mjs --minutes 60
 //   node e2e/soak.mjs --redraw          the chart again from bench/soak.json
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
-import { startServer, sleep, call, until, untilReady, ROOT } from "./lib/server.mjs";
+import { startServer, sleep, call, until, untilReady, processFigures, metricValue, ROOT } from "./lib/server.mjs";
 import { startRedis, streamsNodeEnv } from "./lib/redis.mjs";
 
 const { values: options } = parseArgs({
@@ -43,15 +43,9 @@ const log = (...args) => console.log(`[${((Date.now() - started) / 60000).toFixe
 const ROOMS = Array.from({ length: 10 }, (_, i) => `room-${i}`);
 const CONFIG = ["--config", path.join(ROOT, "examples", "chat.toml")];
 
-function processFigures(pid) {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)?.[1]);
-  return { rss_kib: field("VmRSS"), threads: field("Threads"), open_files: readdirSync(`/proc/${pid}/fd`).length };
-}
-
 async function nodeFigures(node) {
   const metrics = (await call(`${node.url}/metrics`)).body;
-  const metric = (name) => Number(new RegExp(`^${name}(?:\\{namespace="/"\\})? (\\d+)`, "m").exec(metrics)?.[1] ?? NaN);
+  const metric = (name) => metricValue(metrics, name);
   return {
     ...processFigures(node.child.pid),
     tasks: metric("switchboard_tasks"),

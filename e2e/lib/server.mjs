@@ -1,5 +1,6 @@
 // Starts one of our binaries on a free port for a test and stops it afterwards.
 import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -139,4 +140,20 @@ export async function call(url, { method = "GET", body, key, headers = {} } = {}
     parsed = JSON.parse(text);
   } catch {}
   return { status: response.status, body: parsed, headers: response.headers };
+}
+
+/** A process's resident memory (KiB), threads and open files, from /proc; null once it is gone. */
+export function processFigures(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)?.[1]);
+    return { rss_kib: field("VmRSS"), threads: field("Threads"), open_files: readdirSync(`/proc/${pid}/fd`).length };
+  } catch {
+    return null;
+  }
+}
+
+/** The value of an unlabelled (or `namespace="/"`) metric in a /metrics text; NaN if absent. */
+export function metricValue(metrics, name) {
+  return Number(new RegExp(`^${name}(?:\\{namespace="/"\\})? (\\d+)`, "m").exec(metrics)?.[1] ?? NaN);
 }

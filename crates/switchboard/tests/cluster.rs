@@ -158,6 +158,21 @@ async fn event(ws: &mut Ws) -> (String, Vec<Value>) {
     (name.as_str().unwrap_or_default().to_owned(), packet)
 }
 
+/// The operation `POST /api/emit` runs for event `tick` with argument `n` to `room`.
+fn tick(n: u64, room: &str) -> Value {
+    json!({ "op": "emit", "event": "tick", "args": [n], "rooms": [room] })
+}
+
+/// Waits until no node lists anyone online.
+async fn until_nobody_online(nodes: &[Node], what: &str) {
+    until(what, || {
+        nodes
+            .iter()
+            .all(|n| n.hub().presence().online_users_everywhere().is_empty())
+    })
+    .await;
+}
+
 /// What the nodes share: a broker, and the sharded dialect or not.
 struct Engine {
     broker: Arc<MemoryBroker>,
@@ -367,12 +382,7 @@ async fn a_user_on_two_nodes_is_announced_online_once_and_offline_once() {
     .await;
     assert_eq!(*heard.lock(), vec![("ada".to_owned(), true)]);
     drop(tab_two);
-    until("ada is offline everywhere", || {
-        nodes
-            .iter()
-            .all(|n| n.hub().presence().online_users_everywhere().is_empty())
-    })
-    .await;
+    until_nobody_online(&nodes, "ada is offline everywhere").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         *heard.lock(),
@@ -489,7 +499,7 @@ async fn a_session_recovers_on_another_node_with_what_it_missed_from_the_log() {
     let (mut ws, handshake) = client(&nodes[0], json!({ "rooms": ["r"] })).await;
     let (sid, pid) = (handshake["sid"].clone(), handshake["pid"].clone());
     assert!(pid.is_string(), "recovery gives a private id: {handshake}");
-    let emit = |n: u64| json!({ "op": "emit", "event": "tick", "args": [n], "rooms": ["r"] });
+    let emit = |n: u64| tick(n, "r");
     nodes[2].run(emit(1)).await;
     let (name, args) = event(&mut ws).await;
     assert_eq!((name.as_str(), &args[0]), ("tick", &json!(1)));
@@ -630,18 +640,11 @@ async fn a_session_taken_over_elsewhere_ends_its_copy_on_the_node_that_never_saw
     })
     .await;
     // One socket, on node 1, in its room; the user online once.
-    nodes[2]
-        .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["r"] }))
-        .await;
+    nodes[2].run(tick(1, "r")).await;
     assert_eq!(event(&mut ws).await.0, "tick");
     assert_eq!(nodes[1].hub().namespace("/").socket_count(), 1);
     drop(ws);
-    until("ada is offline everywhere once she leaves", || {
-        nodes
-            .iter()
-            .all(|n| n.hub().presence().online_users_everywhere().is_empty())
-    })
-    .await;
+    until_nobody_online(&nodes, "ada is offline everywhere once she leaves").await;
     shutdown.cancel();
 }
 
@@ -674,9 +677,7 @@ async fn a_session_saved_on_a_node_it_left_is_not_restored_there_from_an_older_c
     // Back on node 0: the session as it left node 1, in both rooms.
     let (mut ws, handshake) = client(&nodes[0], json!({ "pid": pid })).await;
     assert_eq!(handshake["sid"], sid);
-    nodes[2]
-        .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["s"] }))
-        .await;
+    nodes[2].run(tick(1, "s")).await;
     assert_eq!(
         event(&mut ws).await.1[0],
         json!(1),
@@ -711,9 +712,7 @@ async fn sessions_are_written_back_when_the_engine_comes_back_empty() {
     for handshake in [&second, &first] {
         let (mut ws, resumed) = client(&nodes[1], json!({ "pid": handshake["pid"] })).await;
         assert_eq!(resumed["sid"], handshake["sid"], "resumed: {resumed}");
-        nodes[2]
-            .run(json!({ "op": "emit", "event": "tick", "args": [1], "rooms": ["r"] }))
-            .await;
+        nodes[2].run(tick(1, "r")).await;
         assert_eq!(event(&mut ws).await.0, "tick", "in its room");
     }
     shutdown.cancel();

@@ -298,24 +298,7 @@ impl ClusterNode {
         };
         self.write_connected_sessions(&hub);
         if lost {
-            let mut written = 0;
-            for namespace in hub.namespaces() {
-                if !namespace.recovers() {
-                    continue;
-                }
-                for (session, left) in namespace.saved_with_time_left() {
-                    let stored = StoredSession {
-                        sid: session.sid.to_string(),
-                        pid: session.pid.to_string(),
-                        rooms: session.rooms.iter().map(|r| r.to_string()).collect(),
-                        data: session.data,
-                        connected_offset: Some(offset_text(session.connected_seq)),
-                    };
-                    let value = stream_message::encode_session(&stored).into_bytes();
-                    self.driver.set(self.session_key(&stored.pid), value, left);
-                    written += 1;
-                }
-            }
+            let written = self.write_saved_sessions(&hub);
             if written > 0 {
                 tracing::info!(
                     sessions = written,
@@ -342,6 +325,28 @@ impl ClusterNode {
         }
     }
 
+    /// Writes back the sessions this node saved for dropped clients, each with the time it has
+    /// left; answers how many.
+    fn write_saved_sessions(&self, hub: &Hub) -> usize {
+        let mut written = 0;
+        for namespace in hub.namespaces().iter().filter(|n| n.recovers()) {
+            for (session, left) in namespace.saved_with_time_left() {
+                self.put_session(
+                    StoredSession {
+                        sid: session.sid.to_string(),
+                        pid: session.pid.to_string(),
+                        rooms: session.rooms.iter().map(|r| r.to_string()).collect(),
+                        data: session.data,
+                        connected_offset: Some(offset_text(session.connected_seq)),
+                    },
+                    left,
+                );
+                written += 1;
+            }
+        }
+        written
+    }
+
     /// Writes a connected socket's session (rooms, data) with the recovery window as TTL.
     fn write_session(&self, socket: &Socket) {
         let Some(pid) = socket.pid() else {
@@ -361,11 +366,16 @@ impl ClusterNode {
             data: socket.data(),
             connected_offset: Some(offset_text(socket.connected_seq)),
         };
+        self.put_session(session, window);
+    }
+
+    /// Keeps `session` in the store under its pid for `ttl`.
+    fn put_session(&self, session: StoredSession, ttl: Duration) {
         let value = stream_message::encode_session(&session).into_bytes();
         self.driver.set(
-            self.session_key(pid),
+            self.session_key(&session.pid),
             value,
-            window.max(Duration::from_millis(1)),
+            ttl.max(Duration::from_millis(1)),
         );
     }
 
