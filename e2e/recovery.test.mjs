@@ -184,6 +184,8 @@ test("clients = on_request: a client that asks recovers; one that does not gets 
     await Promise.all(cut);
     const metrics = (await call(`${srv.url}/metrics`)).body;
     assert.match(metrics, /switchboard_recovery_sessions_saved\{namespace="\/"\} 1\n/, "only the asking client's session is kept");
+    assert.match(metrics, /switchboard_history_rooms\{namespace="\/"\} [2-9]\d*\n/, "the history keeps news's log and everyone's");
+    assert.match(metrics, /switchboard_history_entries\{namespace="\/"\} [1-9]\d*\n/, "the event to news is kept");
     await api(srv, "/api/emit", { event: "news", rooms: ["news"], data: "missed" });
     await Promise.all([once(asking, "connect", 5000), once(plain, "connect", 5000)]);
     assert.equal(asking.recovered, true);
