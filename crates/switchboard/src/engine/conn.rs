@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
@@ -131,6 +132,9 @@ struct Outbox {
     closed: Option<CloseReason>,
     /// The WebSocket carrying the session, once one does: frames are written to it directly.
     socket: Option<Arc<Socket>>,
+    /// That WebSocket's descriptor when it is in the clear (see `write_out_locked`): open as
+    /// long as `socket` holds it.
+    plain_fd: Option<RawFd>,
     /// Wakes that WebSocket's connection to write what is queued (or to close).
     socket_waker: Option<Waker>,
     /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
@@ -143,6 +147,49 @@ struct Outbox {
     /// The session closed (without flushing) while a thread was writing: of the frames it
     /// holds, it puts back only one it wrote in part.
     discard_in_flight: bool,
+}
+
+/// Whether a write that empties the queue gives its storage back. A broadcast's writers keep
+/// it: the next broadcast queues without an allocation (and its write frees nothing). The
+/// connection's own writes (its heartbeat among them, every `ping_interval`) release it, so an
+/// idle connection keeps no queue storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QueueStorage {
+    Keep,
+    Release,
+}
+
+/// What one write took of the frames at the head of the queue.
+struct Taken {
+    /// Frames written whole.
+    frames: usize,
+    /// Bytes written of the next one (a partial write), 0 if none.
+    partly: usize,
+    /// The Engine.IO payload bytes of the frames written whole (for the traffic counters).
+    payload_bytes: u64,
+}
+
+impl Taken {
+    /// `wrote` bytes taken by the socket from `frames`, the first of which had `skip` bytes
+    /// written before.
+    fn of<'a>(frames: impl Iterator<Item = &'a Frame>, skip: usize, mut wrote: usize) -> Self {
+        let mut taken = Self {
+            frames: 0,
+            partly: 0,
+            payload_bytes: 0,
+        };
+        for (index, frame) in frames.enumerate() {
+            let left = frame.websocket_bytes().len() - if index == 0 { skip } else { 0 };
+            if wrote < left {
+                taken.partly = if index == 0 { skip + wrote } else { wrote };
+                break;
+            }
+            wrote -= left;
+            taken.frames += 1;
+            taken.payload_bytes += frame.payload().len() as u64;
+        }
+        taken
+    }
 }
 
 /// How many queued frames one vectored write takes at most.
@@ -220,6 +267,7 @@ impl EngineConn {
                 written: 0,
                 closed: None,
                 socket: None,
+                plain_fd: None,
                 socket_waker: None,
                 flush_scheduled: false,
                 write_pending: false,
@@ -367,20 +415,20 @@ impl EngineConn {
     pub(crate) fn flush(&self) {
         let mut outbox = self.outbox.lock();
         outbox.flush_scheduled = false;
-        self.write_or_wake(outbox);
+        self.write_or_wake(outbox, QueueStorage::Keep);
     }
 
     /// The caller's write of what it queued with [`Writer::Caller`], as [`EngineConn::flush`].
     pub(crate) fn write_pending(&self) {
         let mut outbox = self.outbox.lock();
         outbox.write_pending = false;
-        self.write_or_wake(outbox);
+        self.write_or_wake(outbox, QueueStorage::Keep);
     }
 
-    fn write_or_wake(&self, mut outbox: MutexGuard<'_, Outbox>) {
+    fn write_or_wake(&self, mut outbox: MutexGuard<'_, Outbox>, storage: QueueStorage) {
         if outbox.closed.is_none()
             && matches!(
-                self.write_out(&mut outbox),
+                self.write_out(&mut outbox, storage),
                 Ok(Flushed::All | Flushed::ByAnother)
             )
         {
@@ -423,6 +471,7 @@ impl EngineConn {
     pub(crate) fn attach_socket(&self, socket: Arc<Socket>, waker: Waker, deflate: Option<u8>) {
         {
             let mut outbox = self.outbox.lock();
+            outbox.plain_fd = socket.plain_fd();
             outbox.socket = Some(socket);
             outbox.socket_waker = Some(waker);
             if let Some(bits) = deflate {
@@ -441,21 +490,31 @@ impl EngineConn {
     pub(crate) fn detach_socket(&self) -> Option<Arc<Socket>> {
         let mut outbox = self.outbox.lock();
         outbox.socket_waker = None;
+        outbox.plain_fd = None;
         outbox.socket.take()
     }
 
     /// Writes what is queued to the WebSocket, as far as it takes it without waiting.
     pub(crate) fn write_queued(&self) -> std::io::Result<Flushed> {
-        self.write_out(&mut self.outbox.lock())
+        self.write_out(&mut self.outbox.lock(), QueueStorage::Release)
     }
 
     /// Writes queued frames to the socket until none is left or it would block. The socket
     /// call is made with the outbox unlocked, so that a broadcast queueing on this session is
     /// not held up behind it; one thread writes at a time (`Outbox::writing`), and it goes on
     /// to what was queued while it wrote.
-    fn write_out(&self, outbox: &mut MutexGuard<'_, Outbox>) -> std::io::Result<Flushed> {
+    fn write_out(
+        &self,
+        outbox: &mut MutexGuard<'_, Outbox>,
+        storage: QueueStorage,
+    ) -> std::io::Result<Flushed> {
         if outbox.writing {
             return Ok(Flushed::ByAnother);
+        }
+        if storage == QueueStorage::Keep
+            && let Some(outcome) = self.write_out_locked(outbox)
+        {
+            return outcome;
         }
         let Some(socket) = outbox.socket.clone() else {
             return Ok(if outbox.frames.is_empty() {
@@ -473,8 +532,9 @@ impl EngineConn {
                 break Ok(Flushed::Blocked);
             }
             if outbox.frames.is_empty() {
-                // An idle connection keeps no queue storage.
-                outbox.frames = VecDeque::new();
+                if storage == QueueStorage::Release {
+                    outbox.frames = VecDeque::new();
+                }
                 if !socket.output_pending() {
                     break Ok(Flushed::All);
                 }
@@ -502,20 +562,11 @@ impl EngineConn {
                 // shorter way through the kernel than writev).
                 socket.try_write_vectored(&slices[..count])
             });
-            let mut wrote = *result.as_ref().unwrap_or(&0);
-            let mut unwritten = count;
-            for (index, frame) in batch.iter().flatten().enumerate() {
-                let left = frame.websocket_bytes().len() - if index == 0 { skip } else { 0 };
-                if wrote < left {
-                    outbox.written = if index == 0 { skip + wrote } else { wrote };
-                    unwritten = index;
-                    break;
-                }
-                wrote -= left;
-                outbox.written = 0;
-                packets += 1;
-                bytes += frame.payload().len() as u64;
-            }
+            let taken = Taken::of(batch.iter().flatten(), skip, *result.as_ref().unwrap_or(&0));
+            outbox.written = taken.partly;
+            let unwritten = taken.frames;
+            packets += taken.frames as u64;
+            bytes += taken.payload_bytes;
             // What was not written goes back to the front, in order; if the session closed
             // meanwhile, only a frame partly written (to be finished, or the stream is
             // corrupt), ahead of what was queued after the close (its close frame).
@@ -543,6 +594,50 @@ impl EngineConn {
         outbox.writing = false;
         self.traffic.count(packets, bytes);
         outcome
+    }
+
+    /// [`EngineConn::write_out`] for a broadcast's writers on a WebSocket in the clear: the
+    /// socket is written with the outbox locked, which keeps the socket attached for the call
+    /// (no reference taken on it, no frame moved out of the queue and back, nothing of the
+    /// socket read but its descriptor, kept here) and costs a broadcast queueing on this
+    /// session at most the wait for one `send`. A socket that takes
+    /// less than everything is left to the connection (`Blocked`): its write, through tokio,
+    /// waits for writability. `None` inside TLS (the session may hold output): the general way.
+    fn write_out_locked(&self, outbox: &mut Outbox) -> Option<std::io::Result<Flushed>> {
+        let fd = outbox.plain_fd.filter(|_| outbox.socket.is_some())?;
+        // SAFETY: `plain_fd` is the descriptor of `outbox.socket`, which holds the socket (so
+        // the descriptor stays open) for as long as the outbox is locked, and we hold the lock.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let (mut packets, mut bytes) = (0, 0);
+        let outcome = loop {
+            if outbox.frames.is_empty() {
+                break Ok(Flushed::All);
+            }
+            let count = outbox.frames.len().min(FRAMES_PER_WRITE);
+            let skip = outbox.written;
+            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+            for (index, frame) in outbox.frames.iter().take(count).enumerate() {
+                let bytes = frame.websocket_bytes();
+                slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
+            }
+            let wrote = match Socket::send_now(fd, &slices[..count]) {
+                Ok(wrote) => wrote,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    break Ok(Flushed::Blocked);
+                }
+                Err(error) => break Err(error),
+            };
+            let taken = Taken::of(outbox.frames.iter().take(count), skip, wrote);
+            outbox.frames.drain(..taken.frames);
+            outbox.written = taken.partly;
+            packets += taken.frames as u64;
+            bytes += taken.payload_bytes;
+            if taken.frames < count {
+                break Ok(Flushed::Blocked);
+            }
+        };
+        self.traffic.count(packets, bytes);
+        Some(outcome)
     }
 
     /// Queues a last frame after the session closed (the WebSocket close frame).

@@ -422,4 +422,77 @@ mod tests {
         let waited = arrival(client, sent);
         assert!(waited < Duration::from_millis(1000), "waited {waited:?}");
     }
+
+    /// Counts the wake-ups of the connection a session's writers leave the rest to.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn broadcasts_a_client_reads_too_slowly_for_arrive_whole_and_in_order() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (conn, mut client) = runtime.block_on(session());
+        let woken = Arc::new(CountingWaker(0.into()));
+        let socket = conn.detach_socket().expect("attached");
+        conn.attach_socket(socket, Waker::from(woken.clone()), None);
+        // Large broadcasts, written from this thread (not a runtime worker) until the socket
+        // takes no more, then ten more (the session queues 16 at most): the rest stays queued
+        // and the connection is woken for it.
+        let body = vec![b'x'; 16 * 1024];
+        let broadcast = |n: usize| {
+            let frame = Frame::message(|buf| {
+                buf.extend_from_slice(format!("{n:04}").as_bytes());
+                buf.extend_from_slice(&body);
+            });
+            let mut batch = SendBatch::new(std::slice::from_ref(&frame), 1);
+            batch.send(&conn);
+            assert_eq!(batch.finish(), 1, "frame {n} queued");
+        };
+        let mut frames = 0;
+        while !conn.has_backlog() {
+            assert!(frames < 5000, "the socket took 80 MB without blocking");
+            broadcast(frames);
+            frames += 1;
+        }
+        for _ in 0..10 {
+            broadcast(frames);
+            frames += 1;
+        }
+        assert!(woken.0.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        // The connection's part: write what is left whenever the client has read some.
+        let writer = std::thread::spawn(move || {
+            while conn.has_backlog() {
+                conn.write_queued().expect("writes");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let frame_len = 2 + 2 + 1 + 4 + body.len();
+        let mut stream = vec![0u8; frame_len * frames];
+        client.read_exact(&mut stream).expect("every frame arrives");
+        writer.join().expect("writer");
+        for (n, frame) in stream.chunks(frame_len).enumerate() {
+            // A text frame with a 16-bit length, `4`, the sequence number, then the body.
+            assert_eq!(
+                frame[..2],
+                [0x81, 126],
+                "frame {n} starts where the last ended"
+            );
+            assert_eq!(
+                &frame[4..9],
+                format!("4{n:04}").as_bytes(),
+                "frame {n} in order"
+            );
+            assert!(
+                frame[9..].iter().all(|byte| *byte == b'x'),
+                "frame {n} whole"
+            );
+        }
+    }
 }
