@@ -52,8 +52,13 @@ pub enum BodyReadError {
 }
 
 /// Reads a request's whole body: at most `limit` bytes (a larger declared `Content-Length` is
-/// refused at once), all of it within `timeout`. Without these a client that declares a huge
-/// length and sends a byte would hold its connection, and a task, for ever.
+/// refused without keeping any of it), all of it within `timeout`. Without these a client that
+/// declares a huge length and sends a byte would hold its connection, and a task, for ever.
+///
+/// A body refused as too large is refused at once, and read on (and dropped) meanwhile by a
+/// task of its own, up to [`DISCARD_MAX`] bytes within [`DISCARD_TIME`]: a connection closed
+/// with the client's bytes unread is reset, and the client, still sending, would see the reset
+/// rather than the 413.
 pub async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
@@ -61,25 +66,66 @@ pub async fn read_body<B>(
     timeout: std::time::Duration,
 ) -> Result<Bytes, BodyReadError>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut body = body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
+        tokio::spawn(discard(body));
         return Err(BodyReadError::TooLarge);
     }
-    let collect = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
-    match tokio::time::timeout(timeout, collect).await {
+    let mut collected = bytes::BytesMut::new();
+    let read = tokio::time::timeout(timeout, async {
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let Ok(data) = frame.map_err(|_| BodyReadError::Aborted)?.into_data() else {
+                continue;
+            };
+            if collected.len() + data.len() > limit {
+                return Err(BodyReadError::TooLarge);
+            }
+            collected.extend_from_slice(&data);
+        }
+        Ok(())
+    })
+    .await;
+    match read {
         Err(_) => Err(BodyReadError::TimedOut),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+        Ok(Ok(())) => Ok(collected.freeze()),
+        Ok(Err(BodyReadError::TooLarge)) => {
+            tokio::spawn(discard(body));
             Err(BodyReadError::TooLarge)
         }
-        Ok(Err(_)) => Err(BodyReadError::Aborted),
+        Ok(Err(error)) => Err(error),
     }
+}
+
+/// How much of a body refused as too large is read and dropped at most before the answer.
+pub const DISCARD_MAX: usize = 8 * 1024 * 1024;
+
+/// How long a body refused as too large is read on at most before the answer.
+pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of `body`, within [`DISCARD_MAX`] and [`DISCARD_TIME`].
+async fn discard<B>(mut body: B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while dropped < DISCARD_MAX {
+            match http_body_util::BodyExt::frame(&mut body).await {
+                Some(Ok(frame)) => {
+                    dropped += frame.data_ref().map_or(0, Bytes::len);
+                }
+                _ => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// The remote address of a request, put in its extensions by the server's accept loop.

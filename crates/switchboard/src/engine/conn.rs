@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::Waker;
@@ -132,9 +131,6 @@ struct Outbox {
     closed: Option<CloseReason>,
     /// The WebSocket carrying the session, once one does: frames are written to it directly.
     socket: Option<Arc<Socket>>,
-    /// That WebSocket's descriptor when it is in the clear (see `write_out_locked`): open as
-    /// long as `socket` holds it.
-    plain_fd: Option<RawFd>,
     /// Wakes that WebSocket's connection to write what is queued (or to close).
     socket_waker: Option<Waker>,
     /// A flusher thread has this session in a chunk still to write (see `flush.rs`).
@@ -267,7 +263,6 @@ impl EngineConn {
                 written: 0,
                 closed: None,
                 socket: None,
-                plain_fd: None,
                 socket_waker: None,
                 flush_scheduled: false,
                 write_pending: false,
@@ -410,6 +405,20 @@ impl EngineConn {
         Err(SendError::Full)
     }
 
+    /// Asks the CPU to start fetching the queue's state for writing, for a flusher that locks
+    /// it a few sessions later (a hint only: nothing is read or changed).
+    #[inline]
+    pub(crate) fn prefetch_outbox(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            let outbox: *const Mutex<Outbox> = &self.outbox;
+            // SAFETY: a prefetch reads nothing and faults on no address; this one is a live
+            // reference's.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(outbox.cast()) };
+        }
+    }
+
     /// A flusher thread's turn: writes what is queued as far as the socket takes it; what is
     /// left (a full socket, an error, a close) is the connection's, which is woken for it.
     pub(crate) fn flush(&self) {
@@ -471,7 +480,6 @@ impl EngineConn {
     pub(crate) fn attach_socket(&self, socket: Arc<Socket>, waker: Waker, deflate: Option<u8>) {
         {
             let mut outbox = self.outbox.lock();
-            outbox.plain_fd = socket.plain_fd();
             outbox.socket = Some(socket);
             outbox.socket_waker = Some(waker);
             if let Some(bits) = deflate {
@@ -490,7 +498,6 @@ impl EngineConn {
     pub(crate) fn detach_socket(&self) -> Option<Arc<Socket>> {
         let mut outbox = self.outbox.lock();
         outbox.socket_waker = None;
-        outbox.plain_fd = None;
         outbox.socket.take()
     }
 
@@ -510,11 +517,6 @@ impl EngineConn {
     ) -> std::io::Result<Flushed> {
         if outbox.writing {
             return Ok(Flushed::ByAnother);
-        }
-        if storage == QueueStorage::Keep
-            && let Some(outcome) = self.write_out_locked(outbox)
-        {
-            return outcome;
         }
         let Some(socket) = outbox.socket.clone() else {
             return Ok(if outbox.frames.is_empty() {
@@ -559,8 +561,14 @@ impl EngineConn {
                     slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
                 }
                 // One frame (a broadcast's, mostly): a plain send; several: one sendmsg (a
-                // shorter way through the kernel than writev).
-                socket.try_write_vectored(&slices[..count])
+                // shorter way through the kernel than writev). A broadcast's writers do not ask
+                // tokio first (see `Socket::send_now`).
+                let slices = &slices[..count];
+                match storage {
+                    QueueStorage::Keep => socket.send_now(slices),
+                    QueueStorage::Release => None,
+                }
+                .unwrap_or_else(|| socket.try_write_vectored(slices))
             });
             let taken = Taken::of(batch.iter().flatten(), skip, *result.as_ref().unwrap_or(&0));
             outbox.written = taken.partly;
@@ -594,50 +602,6 @@ impl EngineConn {
         outbox.writing = false;
         self.traffic.count(packets, bytes);
         outcome
-    }
-
-    /// [`EngineConn::write_out`] for a broadcast's writers on a WebSocket in the clear: the
-    /// socket is written with the outbox locked, which keeps the socket attached for the call
-    /// (no reference taken on it, no frame moved out of the queue and back, nothing of the
-    /// socket read but its descriptor, kept here) and costs a broadcast queueing on this
-    /// session at most the wait for one `send`. A socket that takes
-    /// less than everything is left to the connection (`Blocked`): its write, through tokio,
-    /// waits for writability. `None` inside TLS (the session may hold output): the general way.
-    fn write_out_locked(&self, outbox: &mut Outbox) -> Option<std::io::Result<Flushed>> {
-        let fd = outbox.plain_fd.filter(|_| outbox.socket.is_some())?;
-        // SAFETY: `plain_fd` is the descriptor of `outbox.socket`, which holds the socket (so
-        // the descriptor stays open) for as long as the outbox is locked, and we hold the lock.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let (mut packets, mut bytes) = (0, 0);
-        let outcome = loop {
-            if outbox.frames.is_empty() {
-                break Ok(Flushed::All);
-            }
-            let count = outbox.frames.len().min(FRAMES_PER_WRITE);
-            let skip = outbox.written;
-            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
-            for (index, frame) in outbox.frames.iter().take(count).enumerate() {
-                let bytes = frame.websocket_bytes();
-                slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
-            }
-            let wrote = match Socket::send_now(fd, &slices[..count]) {
-                Ok(wrote) => wrote,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    break Ok(Flushed::Blocked);
-                }
-                Err(error) => break Err(error),
-            };
-            let taken = Taken::of(outbox.frames.iter().take(count), skip, wrote);
-            outbox.frames.drain(..taken.frames);
-            outbox.written = taken.partly;
-            packets += taken.frames as u64;
-            bytes += taken.payload_bytes;
-            if taken.frames < count {
-                break Ok(Flushed::Blocked);
-            }
-        };
-        self.traffic.count(packets, bytes);
-        Some(outcome)
     }
 
     /// Queues a last frame after the session closed (the WebSocket close frame).

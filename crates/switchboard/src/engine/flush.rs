@@ -251,10 +251,17 @@ fn hand_over(conns: Vec<Arc<EngineConn>>) {
 }
 
 fn flush_each(conns: &[Arc<EngineConn>]) {
-    for conn in conns {
+    for (index, conn) in conns.iter().enumerate() {
+        if let Some(ahead) = conns.get(index + PREFETCH_AHEAD) {
+            ahead.prefetch_outbox();
+        }
         conn.flush();
     }
 }
+
+/// How many sessions ahead a flusher asks the CPU to fetch the state it will lock: the
+/// broadcast that queued on them ran on another core, so each is a cache miss otherwise.
+const PREFETCH_AHEAD: usize = 4;
 
 fn flushers() -> Option<&'static Arc<Flushers>> {
     static FLUSHERS: OnceLock<Option<Arc<Flushers>>> = OnceLock::new();

@@ -11,7 +11,6 @@
 //! and a flusher thread's writes never wait on each other for longer than that.
 
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
@@ -133,25 +132,21 @@ impl Socket {
         Ok(taken)
     }
 
-    /// The descriptor of a connection in the clear, for [`Socket::send_now`]; `None` inside
-    /// TLS, where every write goes through the session.
-    pub fn plain_fd(&self) -> Option<RawFd> {
-        self.tls.is_none().then(|| self.tcp.as_raw_fd())
-    }
-
-    /// [`Socket::try_write_vectored`] on a connection in the clear (`fd`, from
-    /// [`Socket::plain_fd`]), without asking tokio whether the socket is writable: a
-    /// broadcast's writers call this once per recipient, and tokio's readiness and the socket
-    /// itself are each a cache miss. A `WouldBlock` here leaves tokio's readiness as it was,
-    /// so the connection's next wait for writability returns at once and its write (through
-    /// tokio) clears it.
+    /// [`Socket::try_write_vectored`] in the clear without asking tokio whether the socket is
+    /// writable (a broadcast's writers call this once per recipient, and tokio's readiness is
+    /// one cache miss more); `None` inside TLS. A `WouldBlock` here leaves tokio's readiness as
+    /// it was, so the connection's next wait for writability returns at once and its write
+    /// (through tokio) clears it.
     #[inline]
-    pub fn send_now(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        let socket = SockRef::from(&fd);
-        match slices {
+    pub fn send_now(&self, slices: &[IoSlice<'_>]) -> Option<std::io::Result<usize>> {
+        if self.tls.is_some() {
+            return None;
+        }
+        let socket = SockRef::from(&self.tcp);
+        Some(match slices {
             [one] => socket.send_with_flags(one, libc::MSG_NOSIGNAL),
             _ => socket.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL),
-        }
+        })
     }
 
     /// Whether written bytes wait in the TLS session for the socket (never in the clear).
