@@ -133,6 +133,42 @@ describe("TLS", () => {
     assert.equal(reader.connected, true);
   });
 
+  test("messages from the client spanning many TLS records arrive whole, over wss and https polling", async () => {
+    const websocket = connect({ transports: ["websocket"] });
+    const polling = connect({ transports: ["polling"] });
+    await Promise.all([once(websocket, "connect"), once(polling, "connect")]);
+    // 300 KB: about twenty TLS records of 16 KiB, read by the server in many pieces.
+    for (const [sender, receiver, letter] of [[websocket, polling, "w"], [polling, websocket, "p"]]) {
+      const text = letter.repeat(300 * 1024);
+      const arrival = once(receiver, "new-message");
+      assert.equal(await sender.timeout(5000).emitWithAck("message", text), "ok");
+      const [data] = await arrival;
+      assert.equal(data.message.length, text.length);
+      assert.equal(data.message, text);
+    }
+  });
+
+  test("a TLS 1.2 client is served too", async () => {
+    const https = await import("node:https");
+    const get = (route) => new Promise((resolve, reject) => {
+      const request = https.request(`${server.url}${route}`, { ca: trusted, agent: false, maxVersion: "TLSv1.2", minVersion: "TLSv1.2" }, (response) => {
+        let text = "";
+        response.on("data", (c) => (text += c));
+        response.on("end", () => resolve({ status: response.statusCode, text }));
+      });
+      request.on("error", reject);
+      request.end();
+    });
+    // A request over TLS 1.2 (the client allows nothing newer), then the version a handshake gets.
+    const open = await get("/socket.io/?EIO=4&transport=polling");
+    assert.equal(open.status, 200);
+    assert.match(open.text, /^0\{"sid":/);
+    const socket = tls.connect({ host: "127.0.0.1", port: new URL(server.url).port, ca: trusted, servername: "localhost", maxVersion: "TLSv1.2" });
+    await once(socket, "secureConnect");
+    assert.equal(socket.getProtocol(), "TLSv1.2");
+    socket.end();
+  });
+
   test("a broadcast to a large room (written by the flusher threads) reaches every wss client in order", async () => {
     const crowd = Array.from({ length: 80 }, () => connect({ transports: ["websocket"] }));
     await Promise.all(crowd.map((s) => once(s, "connect")));

@@ -1,5 +1,5 @@
 //! The listener: accepts TCP connections, serves HTTP/1.1 on them (with upgrades for WebSocket),
-//! inside TLS when one is configured (`tls.rs`), applies CORS and routes each request by path to a mounted service (an Engine.IO endpoint, the
+//! inside TLS when one is configured (`tls/`), applies CORS and routes each request by path to a mounted service (an Engine.IO endpoint, the
 //! HTTP API, ...). Stops accepting when the shutdown future resolves.
 
 use std::future::Future;

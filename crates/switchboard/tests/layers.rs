@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("trace", &[]),
     ("config", &["protocol", "pattern"]),
     ("tls", &["config"]),
-    ("websocket", &["http"]),
+    ("websocket", &["http", "tls"]),
     (
         "engine",
         &["protocol", "websocket", "http", "config", "pattern", "rate"],

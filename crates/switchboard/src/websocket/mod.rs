@@ -22,7 +22,6 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
@@ -30,6 +29,7 @@ pub use deflate::Deflate;
 pub use socket::Socket;
 
 use crate::http::HttpResponse;
+use crate::tls::TlsStream;
 
 /// True when `headers` list `token` (case-insensitively) in a comma-separated header.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -79,9 +79,9 @@ impl PendingUpgrade {
             Ok(parts) => return Some((Socket::plain(parts.io.into_inner()), parts.read_buf)),
             Err(upgraded) => upgraded,
         };
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        match upgraded.downcast::<TokioIo<TlsStream>>() {
             Ok(parts) => {
-                let (tcp, session) = parts.io.into_inner().into_inner();
+                let TlsStream { tcp, session } = parts.io.into_inner();
                 Some((Socket::tls(tcp, session), parts.read_buf))
             }
             Err(_) => {

@@ -3,14 +3,15 @@
 //! `TcpStream`), so the callers' model stays the same either way: read what is there, write what
 //! the socket takes, and wait for readiness otherwise.
 //!
-//! In the clear, a read or write is one system call on the stream. Inside TLS, the rustls session
-//! sits between: a write encrypts into it and sends what the socket takes; what it cannot take
-//! yet stays in the session ([`Socket::output_pending`]) and goes first on the next write (or on
-//! [`Socket::flush_pending`] when the socket is writable again). A read decrypts what the socket
-//! has. The session is behind a lock, taken for the moment of one call: the connection's reads
-//! and a flusher thread's writes never wait on each other for longer than that.
+//! In the clear, a read or write is one system call on the stream. Inside TLS, the session
+//! (`tls::TlsSession`) sits between: a write encrypts into it and sends what the socket takes;
+//! what it cannot take yet stays in the session ([`Socket::output_pending`]) and goes first on
+//! the next write (or on [`Socket::flush_pending`] when the socket is writable again). A read
+//! decrypts what the socket has. The session is behind a lock, taken for the moment of one call:
+//! the connection's reads and a flusher thread's writes never wait on each other for longer than
+//! that.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
@@ -19,6 +20,8 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::tls::TlsSession;
+
 /// A WebSocket's connection; see the module comment.
 pub struct Socket {
     tcp: TcpStream,
@@ -26,7 +29,7 @@ pub struct Socket {
 }
 
 struct Tls {
-    session: Mutex<rustls::ServerConnection>,
+    session: Mutex<TlsSession>,
     /// The session may hold input already (records read by hyper's side before the handover,
     /// or plaintext left by a read that filled its buffer): a read is due without waiting for
     /// the socket to become readable.
@@ -38,8 +41,8 @@ impl Socket {
         Self { tcp, tls: None }
     }
 
-    /// A TLS connection whose handshake is done (`session` as tokio-rustls hands it back).
-    pub fn tls(tcp: TcpStream, session: rustls::ServerConnection) -> Self {
+    /// A TLS connection whose handshake is done (`session` as the HTTP side hands it back).
+    pub fn tls(tcp: TcpStream, session: TlsSession) -> Self {
         Self {
             tcp,
             tls: Some(Box::new(Tls {
@@ -77,35 +80,11 @@ impl Socket {
             return self.tcp.try_read(buf);
         };
         let mut session = tls.session.lock();
-        loop {
-            match session.reader().read(buf) {
-                Ok(read) => {
-                    // A full buffer may have left more behind.
-                    tls.input_buffered
-                        .store(read == buf.len(), Ordering::Release);
-                    return Ok(read);
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                // The peer closed without a close_notify: for us, the same end.
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(error) => return Err(error),
-            }
-            tls.input_buffered.store(false, Ordering::Release);
-            let read = self
-                .tcp
-                .try_io(Interest::READABLE, || session.read_tls(&mut Fd(&self.tcp)))?;
-            if read == 0 {
-                return Ok(0);
-            }
-            let processed = session.process_new_packets();
-            // An alert or a key update the session wants to send goes now, if it can.
-            if session.wants_write() {
-                let _ = self.write_tls(&mut session);
-            }
-            if let Err(error) = processed {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, error));
-            }
-        }
+        let read = session.try_read(&self.tcp, buf);
+        // A full buffer may have left more behind.
+        tls.input_buffered
+            .store(session.input_pending(), Ordering::Release);
+        read
     }
 
     /// Writes as much of `slices` as the socket takes now (one `send` for one slice, one
@@ -123,13 +102,7 @@ impl Socket {
                 }),
             };
         };
-        let mut session = tls.session.lock();
-        if !self.write_tls(&mut session)? {
-            return Err(std::io::ErrorKind::WouldBlock.into());
-        }
-        let taken = session.writer().write_vectored(slices)?;
-        self.write_tls(&mut session)?;
-        Ok(taken)
+        tls.session.lock().try_write_vectored(&self.tcp, slices)
     }
 
     /// [`Socket::try_write_vectored`] in the clear without asking tokio whether the socket is
@@ -154,30 +127,15 @@ impl Socket {
     pub fn output_pending(&self) -> bool {
         self.tls
             .as_ref()
-            .is_some_and(|tls| tls.session.lock().wants_write())
+            .is_some_and(|tls| tls.session.lock().output_pending())
     }
 
     /// Sends what waits in the TLS session: true once nothing does.
     pub fn flush_pending(&self) -> std::io::Result<bool> {
         match &self.tls {
-            Some(tls) => self.write_tls(&mut tls.session.lock()),
+            Some(tls) => tls.session.lock().send_pending(&self.tcp),
             None => Ok(true),
         }
-    }
-
-    /// Sends the session's encrypted output as far as the socket takes it: true once all is sent.
-    fn write_tls(&self, session: &mut rustls::ServerConnection) -> std::io::Result<bool> {
-        while session.wants_write() {
-            match self
-                .tcp
-                .try_io(Interest::WRITABLE, || session.write_tls(&mut Fd(&self.tcp)))
-            {
-                Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(true)
     }
 
     /// No more writes: a TLS close_notify (sent within `within`), then the TCP FIN.
@@ -185,7 +143,7 @@ impl Socket {
         if let Some(tls) = &self.tls {
             // What the peer sends from now on is only read to be dropped.
             tls.input_buffered.store(false, Ordering::Release);
-            tls.session.lock().send_close_notify();
+            tls.session.lock().queue_close_notify();
             let _ = tokio::time::timeout(within, async {
                 while let Ok(false) = self.flush_pending() {
                     if self.tcp.writable().await.is_err() {
@@ -208,29 +166,5 @@ impl Socket {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
             Err(error) => Err(error),
         }
-    }
-}
-
-/// The stream's file descriptor as blocking-style `Read`/`Write` for rustls, inside `try_io`
-/// (a `WouldBlock` from it clears the readiness tokio keeps).
-struct Fd<'a>(&'a TcpStream);
-
-impl Read for Fd<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*SockRef::from(self.0)).read(buf)
-    }
-}
-
-impl Write for Fd<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -5,7 +5,13 @@
 //! match) keeps the pair in use and says why.
 //!
 //! After the handshake the connection is served as any other: HTTP/1.1 by hyper, and a WebSocket
-//! upgrade takes the stream and its rustls session back (`websocket::Socket`).
+//! upgrade takes the stream and its TLS session back (`websocket::Socket`). The session is
+//! rustls' unbuffered connection with buffers of our own (`session.rs`), so that an idle
+//! connection keeps no I/O buffer.
+
+mod session;
+
+pub use session::{TlsSession, TlsStream};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,8 +22,6 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsSettings;
 
@@ -44,7 +48,7 @@ pub struct TlsError {
 pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
-    acceptor: RwLock<TlsAcceptor>,
+    config: RwLock<Arc<rustls::ServerConfig>>,
     counters: TlsCounters,
 }
 
@@ -62,7 +66,7 @@ impl Tls {
         Ok(Arc::new(Self {
             cert,
             key,
-            acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+            config: RwLock::new(Arc::new(config)),
             counters,
         }))
     }
@@ -71,7 +75,7 @@ impl Tls {
     pub fn reload(&self) -> Result<(), TlsError> {
         match server_config(&self.cert, &self.key) {
             Ok(config) => {
-                *self.acceptor.write() = TlsAcceptor::from(Arc::new(config));
+                *self.config.write() = Arc::new(config);
                 self.counters.reloads.inc();
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
                 Ok(())
@@ -89,13 +93,9 @@ impl Tls {
 
     /// The handshake of one accepted connection, within `within` (a client that opens the
     /// connection and says nothing is cut off like a slow HTTP client).
-    pub async fn handshake(
-        &self,
-        tcp: TcpStream,
-        within: Duration,
-    ) -> Option<TlsStream<TcpStream>> {
-        let acceptor = self.acceptor.read().clone();
-        match tokio::time::timeout(within, acceptor.accept(tcp)).await {
+    pub async fn handshake(&self, tcp: TcpStream, within: Duration) -> Option<TlsStream> {
+        let config = self.config.read().clone();
+        match tokio::time::timeout(within, TlsStream::accept(tcp, config)).await {
             Ok(Ok(stream)) => {
                 self.counters.handshakes.inc();
                 Some(stream)
