@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -102,8 +102,9 @@ impl TlsSession {
 
     /// Runs the session over what was read: decrypts records into `plaintext`, encodes what the
     /// handshake (or an alert, a key update) has to send into `outgoing`; then, once the session
-    /// can take application data, does `then`. Every state rustls returns is handled here and
-    /// only here (a state dropped unhandled would lose a record or a handshake message).
+    /// can take application data, does `then`. Every state rustls returns is handled by
+    /// [`handle`] (a state dropped unhandled would lose a record or a handshake message), and
+    /// its `discard` applied before the next call, error or not.
     fn drive(&mut self, then: Then<'_>) -> io::Result<()> {
         loop {
             let Self {
@@ -116,83 +117,51 @@ impl TlsSession {
             } = self;
             let status = session.process_tls_records(incoming);
             let mut discard = status.discard;
-            let mut done = false;
-            match status.state.map_err(invalid)? {
-                ConnectionState::ReadTraffic(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(invalid)?;
-                        discard += record.discard;
-                        plaintext.extend_from_slice(record.payload);
-                    }
-                }
-                ConnectionState::ReadEarlyData(mut records) => {
-                    // Not offered by our config: dropped if a client sends it anyway.
-                    while let Some(record) = records.next_record() {
-                        discard += record.map_err(invalid)?.discard;
-                    }
-                }
-                ConnectionState::EncodeTlsData(mut encode) => {
-                    append(outgoing, 2048, |out| match encode.encode(out) {
-                        Ok(written) => Ok(Ok(written)),
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => Ok(Err(required_size)),
-                        Err(error) => Err(invalid(error)),
-                    })?;
-                }
-                // What was encoded is in `outgoing`, sent in order before anything else.
-                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
-                ConnectionState::PeerClosed => *peer_closed = true,
-                ConnectionState::WriteTraffic(mut write) => {
-                    match then {
-                        Then::Nothing => {}
-                        Then::Encrypt(data) => {
-                            append(outgoing, data.len() + 64, |out| {
-                                match write.encrypt(data, out) {
-                                    Ok(written) => Ok(Ok(written)),
-                                    Err(EncryptError::InsufficientSize(
-                                        InsufficientSizeError { required_size },
-                                    )) => Ok(Err(required_size)),
-                                    Err(error) => Err(invalid(error)),
-                                }
-                            })?;
-                        }
-                        Then::CloseNotify => {
-                            append(outgoing, 64, |out| match write.queue_close_notify(out) {
-                                Ok(written) => Ok(Ok(written)),
-                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                })) => Ok(Err(required_size)),
-                                Err(error) => Err(invalid(error)),
-                            })?;
-                        }
-                    }
-                    done = true;
-                }
-                ConnectionState::Closed => {
-                    *peer_closed = true;
-                    if let Then::Encrypt(_) = then {
-                        return Err(io::ErrorKind::BrokenPipe.into());
-                    }
-                    done = true;
-                }
-                // More input is needed (the handshake's next flight), or a state this version
-                // of rustls does not return.
-                _ => {
-                    // Data asked to be sent and not encrypted must not pass for sent.
-                    if let Then::Encrypt(_) = then {
-                        return Err(invalid("the TLS session cannot send data (handshaking)"));
-                    }
-                    done = true;
-                }
-            }
+            let handled = match status.state {
+                Ok(state) => handle(state, then, outgoing, plaintext, peer_closed, &mut discard),
+                Err(error) => Err(HandleError::Tls(error)),
+            };
+            // Before anything else, error or not: the next call reads on from there.
             incoming.drain(..discard.min(incoming.len()));
+            let done = match handled {
+                Ok(done) => done,
+                Err(error) => {
+                    self.encode_alert();
+                    return Err(match error {
+                        HandleError::Tls(error) => invalid(error),
+                        HandleError::Io(error) => error,
+                    });
+                }
+            };
             if done {
-                if incoming.is_empty() {
-                    *incoming = Vec::new();
+                if self.incoming.is_empty() {
+                    self.incoming = Vec::new();
                 }
                 return Ok(());
             }
+        }
+    }
+
+    /// After an error, the alert rustls queued to tell the peer why, encoded into `outgoing` so
+    /// that it can go out before the connection is dropped (as the buffered API would send it).
+    /// One call only: rustls hands queued messages out before it reads input again, and reading
+    /// the input that failed again would fail again. Nothing is called on the session after.
+    fn encode_alert(&mut self) {
+        let Self {
+            session,
+            incoming,
+            outgoing,
+            ..
+        } = self;
+        let status = session.process_tls_records(incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+            let _ = append(outgoing, 64, |out| match encode.encode(out) {
+                Ok(written) => Ok(Ok(written)),
+                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    Ok(Err(required_size))
+                }
+                Err(error) => Err(invalid(error)),
+            });
         }
     }
 
@@ -207,8 +176,10 @@ impl TlsSession {
 
     /// Queues a close_notify alert (sent with the rest by [`TlsSession::send_pending`]), once.
     pub fn queue_close_notify(&mut self) {
-        if !std::mem::replace(&mut self.close_notify_queued, true) {
+        if !self.close_notify_queued {
+            let before = self.outgoing.len();
             let _ = self.drive(Then::CloseNotify);
+            self.close_notify_queued = self.outgoing.len() > before;
         }
     }
 
@@ -267,11 +238,13 @@ impl TlsSession {
                 // The peer closed without a close_notify: for us, the same end.
                 Ok(0) => self.peer_closed = true,
                 Ok(_) => {
-                    self.process()?;
-                    // An alert, a key update or the handshake's last flight goes now if it can.
+                    let processed = self.process();
+                    // An alert (the one telling the peer why, on an error), a key update or the
+                    // handshake's last flight goes now if it can.
                     if self.output_pending() {
                         let _ = self.send_pending(tcp);
                     }
+                    processed?;
                 }
                 Err(error) => return Err(error),
             }
@@ -316,6 +289,107 @@ impl TlsSession {
     }
 }
 
+/// Handles one state [`TlsSession::drive`] got from rustls (see there); true once the session
+/// needs more input or did `then`. `discard` grows by what a record read asks to discard.
+fn handle(
+    state: ConnectionState<'_, '_, ServerConnectionData>,
+    then: Then<'_>,
+    outgoing: &mut Vec<u8>,
+    plaintext: &mut Vec<u8>,
+    peer_closed: &mut bool,
+    discard: &mut usize,
+) -> Result<bool, HandleError> {
+    match state {
+        ConnectionState::ReadTraffic(mut records) => {
+            while let Some(record) = records.next_record() {
+                let record = record?;
+                *discard += record.discard;
+                plaintext.extend_from_slice(record.payload);
+            }
+            Ok(false)
+        }
+        ConnectionState::ReadEarlyData(mut records) => {
+            // Not offered by our config: dropped if a client sends it anyway.
+            while let Some(record) = records.next_record() {
+                *discard += record?.discard;
+            }
+            Ok(false)
+        }
+        ConnectionState::EncodeTlsData(mut encode) => {
+            append(outgoing, 2048, |out| match encode.encode(out) {
+                Ok(written) => Ok(Ok(written)),
+                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    Ok(Err(required_size))
+                }
+                Err(error) => Err(invalid(error)),
+            })?;
+            Ok(false)
+        }
+        // What was encoded is in `outgoing`, sent in order before anything else.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Ok(false)
+        }
+        ConnectionState::PeerClosed => {
+            *peer_closed = true;
+            Ok(false)
+        }
+        ConnectionState::WriteTraffic(mut write) => {
+            let encrypted = |result: Result<usize, EncryptError>| match result {
+                Ok(written) => Ok(Ok(written)),
+                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    Ok(Err(required_size))
+                }
+                Err(error) => Err(invalid(error)),
+            };
+            match then {
+                Then::Nothing => {}
+                Then::Encrypt(data) => append(outgoing, data.len() + 64, |out| {
+                    encrypted(write.encrypt(data, out))
+                })?,
+                Then::CloseNotify => {
+                    append(outgoing, 64, |out| encrypted(write.queue_close_notify(out)))?
+                }
+            }
+            Ok(true)
+        }
+        ConnectionState::Closed => {
+            *peer_closed = true;
+            // Data asked to be sent and not encrypted must not pass for sent.
+            if let Then::Encrypt(_) = then {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+            }
+            Ok(true)
+        }
+        // More input is needed (the handshake's next flight), or a state this version of
+        // rustls does not return.
+        _ => {
+            if let Then::Encrypt(_) = then {
+                return Err(invalid("the TLS session cannot send data (handshaking)").into());
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Why a state could not be handled: rustls refused a record, or our side failed.
+enum HandleError {
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+impl From<rustls::Error> for HandleError {
+    fn from(error: rustls::Error) -> Self {
+        Self::Tls(error)
+    }
+}
+
+impl From<io::Error> for HandleError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
 /// A socket and its TLS session as one stream for hyper (`AsyncRead` + `AsyncWrite`).
 pub struct TlsStream {
     pub tcp: TcpStream,
@@ -335,7 +409,11 @@ impl TlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            self.session.process()?;
+            if let Err(error) = self.session.process() {
+                // The alert telling the peer why, if the socket takes it now.
+                let _ = self.session.send_pending(&self.tcp);
+                return Poll::Ready(Err(error));
+            }
             while !self.session.send_pending(&self.tcp)? {
                 ready!(self.tcp.poll_write_ready(cx))?;
             }
@@ -511,6 +589,31 @@ mod tests {
             (0, 0, 0),
             "an idle session keeps no I/O buffer"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_speak_tls_is_told_why_by_an_alert() {
+        let config = crate::tls::server_config(CERT.as_ref(), KEY.as_ref()).expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let peer = std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(address).expect("connect");
+            tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer);
+            answer
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let refused = TlsStream::accept(tcp, Arc::new(config)).await;
+        assert!(refused.is_err(), "plain HTTP is no TLS handshake");
+        drop(refused);
+        let answer = peer.join().expect("client");
+        // A TLS record of type alert (21), level fatal (2).
+        assert_eq!(answer.first(), Some(&21), "answered {answer:?}");
+        assert_eq!(answer.get(5), Some(&2), "answered {answer:?}");
     }
 
     #[tokio::test]
