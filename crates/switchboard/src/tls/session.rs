@@ -40,6 +40,17 @@ pub struct TlsSession {
     close_notify_queued: bool,
 }
 
+/// rustls' answer to an encode, as [`append`] takes it.
+fn encoded(result: Result<usize, EncodeError>) -> io::Result<Result<usize, usize>> {
+    match result {
+        Ok(written) => Ok(Ok(written)),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            Ok(Err(required_size))
+        }
+        Err(error) => Err(invalid(error)),
+    }
+}
+
 /// What [`TlsSession::drive`] does once the session takes application data.
 #[derive(Clone, Copy)]
 enum Then<'a> {
@@ -155,13 +166,7 @@ impl TlsSession {
         } = self;
         let status = session.process_tls_records(incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-            let _ = append(outgoing, 64, |out| match encode.encode(out) {
-                Ok(written) => Ok(Ok(written)),
-                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    Ok(Err(required_size))
-                }
-                Err(error) => Err(invalid(error)),
-            });
+            let _ = append(outgoing, 64, |out| encoded(encode.encode(out)));
         }
     }
 
@@ -209,6 +214,18 @@ impl TlsSession {
         Ok(true)
     }
 
+    /// Appends what the socket has (up to [`READ_SIZE`]) to `incoming`, unprocessed.
+    fn read_from(&mut self, tcp: &TcpStream) -> io::Result<usize> {
+        let start = self.incoming.len();
+        self.incoming.resize(start + READ_SIZE, 0);
+        let read = tcp.try_read(&mut self.incoming[start..]);
+        self.incoming.truncate(start + *read.as_ref().unwrap_or(&0));
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+        read
+    }
+
     /// Reads what is there into `buf`: `Ok(0)` once the peer closed, `WouldBlock` when nothing
     /// is there yet.
     pub fn try_read(&mut self, tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
@@ -227,14 +244,7 @@ impl TlsSession {
             if self.peer_closed || buf.is_empty() {
                 return Ok(0);
             }
-            let start = self.incoming.len();
-            self.incoming.resize(start + READ_SIZE, 0);
-            let read = tcp.try_read(&mut self.incoming[start..]);
-            self.incoming.truncate(start + *read.as_ref().unwrap_or(&0));
-            if self.incoming.is_empty() {
-                self.incoming = Vec::new();
-            }
-            match read {
+            match self.read_from(tcp) {
                 // The peer closed without a close_notify: for us, the same end.
                 Ok(0) => self.peer_closed = true,
                 Ok(_) => {
@@ -316,13 +326,7 @@ fn handle(
             Ok(false)
         }
         ConnectionState::EncodeTlsData(mut encode) => {
-            append(outgoing, 2048, |out| match encode.encode(out) {
-                Ok(written) => Ok(Ok(written)),
-                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    Ok(Err(required_size))
-                }
-                Err(error) => Err(invalid(error)),
-            })?;
+            append(outgoing, 2048, |out| encoded(encode.encode(out)))?;
             Ok(false)
         }
         // What was encoded is in `outgoing`, sent in order before anything else.
@@ -423,13 +427,7 @@ impl TlsStream {
             if self.session.peer_closed {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
-            let start = self.session.incoming.len();
-            self.session.incoming.resize(start + READ_SIZE, 0);
-            let read = self.tcp.try_read(&mut self.session.incoming[start..]);
-            self.session
-                .incoming
-                .truncate(start + *read.as_ref().unwrap_or(&0));
-            match read {
+            match self.session.read_from(&self.tcp) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
