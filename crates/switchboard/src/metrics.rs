@@ -119,6 +119,9 @@ pub struct Metrics {
     /// While shutting down: 1, and the sessions the staged drain has still to close.
     draining: Gauge,
     drain_left: Gauge,
+    /// Flusher threads writing through io_uring, and the sends they made that way.
+    flushers_io_uring: Gauge,
+    io_uring_sends: Counter,
     /// With tracing on: spans sent to the collector, and dropped.
     trace_exported: Gauge,
     trace_dropped: Gauge,
@@ -252,6 +255,18 @@ impl Metrics {
             "draining",
             "1 while this node shuts down: /ready answers 503, new sessions are refused and the clients are closed in batches over server.drain_period",
             draining.clone(),
+        );
+        let flushers_io_uring = Gauge::default();
+        registry.register(
+            "flushers_io_uring",
+            "Flusher threads (they write large broadcasts) that write through io_uring, many recipients per system call ([engine] io_uring; 0 before the first large broadcast, or where the kernel or a seccomp profile refuses io_uring)",
+            flushers_io_uring.clone(),
+        );
+        let io_uring_sends = Counter::default();
+        registry.register(
+            "io_uring_sends",
+            "Writes to clients the flusher threads made through io_uring",
+            io_uring_sends.clone(),
         );
         let drain_left = Gauge::default();
         registry.register(
@@ -455,6 +470,8 @@ impl Metrics {
             cluster_received,
             draining,
             drain_left,
+            flushers_io_uring,
+            io_uring_sends,
             trace_exported,
             trace_dropped,
             cluster_shared_sessions_taken,
@@ -538,6 +555,11 @@ impl Metrics {
         }
         let (polling, websocket) = self.engine.sessions_by_transport();
         self.draining.set(i64::from(self.engine.is_draining()));
+        self.flushers_io_uring
+            .set(crate::engine::flushers_on_io_uring() as i64);
+        let sends = crate::engine::io_uring_sends();
+        self.io_uring_sends
+            .inc_by(sends.saturating_sub(self.io_uring_sends.get()));
         let (exported, dropped) = crate::trace::counts();
         self.trace_exported.set(exported as i64);
         self.trace_dropped.set(dropped as i64);

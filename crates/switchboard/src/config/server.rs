@@ -96,6 +96,9 @@ pub struct EngineSettings {
     /// Whether Engine.IO v3 clients (socket.io-client 2.x) are served, as the reference
     /// server's `allowEIO3`.
     pub allow_eio3: bool,
+    /// Whether the flusher threads write a broadcast's recipients in batches of one system
+    /// call through io_uring (Linux, where the kernel and any seccomp profile allow it).
+    pub io_uring: bool,
 }
 
 impl Default for EngineSettings {
@@ -111,6 +114,7 @@ impl Default for EngineSettings {
             compression: false,
             compression_threshold: ByteSize(512),
             allow_eio3: false,
+            io_uring: true,
         }
     }
 }

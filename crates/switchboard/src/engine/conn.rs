@@ -191,6 +191,93 @@ impl Taken {
 /// How many queued frames one vectored write takes at most.
 const FRAMES_PER_WRITE: usize = 64;
 
+/// Frames taken off the head of the queue for one write made with the queue unlocked (the
+/// queue is marked `writing` meanwhile); [`InFlight::settle`] puts back what the write did not
+/// take.
+pub(crate) struct InFlight<const N: usize> {
+    frames: [Option<Frame>; N],
+    count: usize,
+    /// Bytes of the first frame written before (a partial write).
+    skip: usize,
+}
+
+impl<const N: usize> InFlight<N> {
+    fn take(outbox: &mut Outbox) -> Self {
+        let mut frames: [Option<Frame>; N] = [const { None }; N];
+        let count = outbox.frames.len().min(N);
+        for (slot, frame) in frames.iter_mut().zip(outbox.frames.drain(..count)) {
+            *slot = Some(frame);
+        }
+        Self {
+            frames,
+            count,
+            skip: outbox.written,
+        }
+    }
+
+    /// The bytes still to write, one slice per frame (the first `count` are used).
+    pub(crate) fn slices(&self) -> [IoSlice<'_>; N] {
+        let mut slices = [IoSlice::new(&[]); N];
+        for (index, frame) in self.frames.iter().flatten().enumerate() {
+            let bytes = frame.websocket_bytes();
+            slices[index] = IoSlice::new(if index == 0 {
+                &bytes[self.skip..]
+            } else {
+                bytes
+            });
+        }
+        slices
+    }
+
+    /// How many frames are taken (at least one).
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// `wrote` bytes were taken by the socket: the rest goes back to the front of the queue,
+    /// in order. If the session closed meanwhile, only a frame partly written goes back (to be
+    /// finished, or the stream is corrupt), ahead of what was queued after the close (its
+    /// close frame).
+    fn settle(&mut self, outbox: &mut Outbox, wrote: usize) -> Taken {
+        let taken = Taken::of(self.frames.iter().flatten(), self.skip, wrote);
+        outbox.written = taken.partly;
+        let unwritten = taken.frames;
+        let put_back = if std::mem::take(&mut outbox.discard_in_flight) {
+            let partly_written = usize::from(outbox.written > 0);
+            (unwritten + partly_written).min(self.count)
+        } else {
+            self.count
+        };
+        for frame in self.frames[unwritten..put_back]
+            .iter_mut()
+            .rev()
+            .filter_map(Option::take)
+        {
+            outbox.frames.push_front(frame);
+        }
+        taken
+    }
+}
+
+/// How many queued frames a write handed to the batched writer takes at most (a broadcast's
+/// recipient has one queued, mostly).
+pub(crate) const FRAMES_PER_DETACHED_WRITE: usize = 8;
+
+/// A write of the head of a session's queue that the caller makes itself, with others, in one
+/// system call (`uring.rs`): [`EngineConn::begin_detached_flush`], the send, then
+/// [`EngineConn::end_detached_flush`] with its outcome.
+pub(crate) struct DetachedWrite {
+    pub(crate) frames: InFlight<FRAMES_PER_DETACHED_WRITE>,
+    /// Holds the descriptor open until the write ends.
+    socket: Arc<Socket>,
+}
+
+impl DetachedWrite {
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+}
+
 /// Who writes frames queued on a WebSocket session (a polling session's are collected by its
 /// pending GET, woken at once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -427,6 +514,54 @@ impl EngineConn {
         self.write_or_wake(outbox, QueueStorage::Keep);
     }
 
+    /// A flusher thread's turn, when it writes many sessions with one system call: takes the
+    /// head of the queue for the caller to write ([`DetachedWrite`]) if the session is on a
+    /// plain WebSocket that nobody else is writing; otherwise does what [`EngineConn::flush`]
+    /// does and returns `None`.
+    pub(crate) fn begin_detached_flush(&self) -> Option<DetachedWrite> {
+        let mut outbox = self.outbox.lock();
+        outbox.flush_scheduled = false;
+        let socket = match &outbox.socket {
+            Some(socket)
+                if socket.is_plain()
+                    && outbox.closed.is_none()
+                    && !outbox.writing
+                    && !outbox.frames.is_empty() =>
+            {
+                socket.clone()
+            }
+            _ => {
+                self.write_or_wake(outbox, QueueStorage::Keep);
+                return None;
+            }
+        };
+        outbox.writing = true;
+        Some(DetachedWrite {
+            frames: InFlight::take(&mut outbox),
+            socket,
+        })
+    }
+
+    /// The end of a [`DetachedWrite`]: `result` is what the socket took. What it did not take
+    /// goes back to the queue, and the rest of the queue is written as [`EngineConn::flush`]
+    /// writes it (a full socket or an error leaves it to the connection, woken for it).
+    pub(crate) fn end_detached_flush(
+        &self,
+        mut write: DetachedWrite,
+        result: std::io::Result<usize>,
+    ) {
+        let mut outbox = self.outbox.lock();
+        let taken = write
+            .frames
+            .settle(&mut outbox, *result.as_ref().unwrap_or(&0));
+        outbox.writing = false;
+        self.traffic.count(taken.frames as u64, taken.payload_bytes);
+        match result {
+            Ok(_) => self.write_or_wake(outbox, QueueStorage::Keep),
+            Err(_) => self.wake_consumer(&outbox),
+        }
+    }
+
     /// The caller's write of what it queued with [`Writer::Caller`], as [`EngineConn::flush`].
     pub(crate) fn write_pending(&self) {
         let mut outbox = self.outbox.lock();
@@ -548,49 +683,22 @@ impl EngineConn {
                     Err(error) => break Err(error),
                 }
             }
-            let mut batch: [Option<Frame>; FRAMES_PER_WRITE] = [const { None }; FRAMES_PER_WRITE];
-            let count = outbox.frames.len().min(FRAMES_PER_WRITE);
-            for (slot, frame) in batch.iter_mut().zip(outbox.frames.drain(..count)) {
-                *slot = Some(frame);
-            }
-            let skip = outbox.written;
+            let mut in_flight = InFlight::<FRAMES_PER_WRITE>::take(outbox);
             let result = MutexGuard::unlocked(outbox, || {
-                let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
-                for (index, frame) in batch.iter().flatten().enumerate() {
-                    let bytes = frame.websocket_bytes();
-                    slices[index] = IoSlice::new(if index == 0 { &bytes[skip..] } else { bytes });
-                }
+                let slices = in_flight.slices();
                 // One frame (a broadcast's, mostly): a plain send; several: one sendmsg (a
                 // shorter way through the kernel than writev). A broadcast's writers do not ask
                 // tokio first (see `Socket::send_now`).
-                let slices = &slices[..count];
+                let slices = &slices[..in_flight.count];
                 match storage {
                     QueueStorage::Keep => socket.send_now(slices),
                     QueueStorage::Release => None,
                 }
                 .unwrap_or_else(|| socket.try_write_vectored(slices))
             });
-            let taken = Taken::of(batch.iter().flatten(), skip, *result.as_ref().unwrap_or(&0));
-            outbox.written = taken.partly;
-            let unwritten = taken.frames;
+            let taken = in_flight.settle(outbox, *result.as_ref().unwrap_or(&0));
             packets += taken.frames as u64;
             bytes += taken.payload_bytes;
-            // What was not written goes back to the front, in order; if the session closed
-            // meanwhile, only a frame partly written (to be finished, or the stream is
-            // corrupt), ahead of what was queued after the close (its close frame).
-            let put_back = if std::mem::take(&mut outbox.discard_in_flight) {
-                let partly_written = usize::from(outbox.written > 0);
-                (unwritten + partly_written).min(count)
-            } else {
-                count
-            };
-            for frame in batch[unwritten..put_back]
-                .iter_mut()
-                .rev()
-                .filter_map(Option::take)
-            {
-                outbox.frames.push_front(frame);
-            }
             match result {
                 Ok(_) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {

@@ -20,6 +20,7 @@
 //! remembers both); the two are apart, so a large broadcast is never held up by a small one.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -261,7 +262,7 @@ fn flush_each(conns: &[Arc<EngineConn>]) {
 
 /// How many sessions ahead a flusher asks the CPU to fetch the state it will lock: the
 /// broadcast that queued on them ran on another core, so each is a cache miss otherwise.
-const PREFETCH_AHEAD: usize = 4;
+pub(super) const PREFETCH_AHEAD: usize = 4;
 
 fn flushers() -> Option<&'static Arc<Flushers>> {
     static FLUSHERS: OnceLock<Option<Arc<Flushers>>> = OnceLock::new();
@@ -290,6 +291,7 @@ fn flushers() -> Option<&'static Arc<Flushers>> {
 
 /// A flusher thread's life: take the next chunk, write each session's queue.
 fn flush_chunks(chunks: &Mutex<Receiver<Chunk>>, flushers: &Flushers) {
+    let mut batched = BatchedWrites::start();
     let mut swept = Instant::now();
     loop {
         if swept.elapsed() >= DEFERRED_WAIT {
@@ -310,11 +312,96 @@ fn flush_chunks(chunks: &Mutex<Receiver<Chunk>>, flushers: &Flushers) {
         match next {
             Ok(chunk) => {
                 flushers.record(Some(chunk.handed_at));
-                flush_each(&chunk.conns);
+                batched.flush_each(&chunk.conns);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Whether the flushers write a chunk's sessions with one system call (io_uring, Linux) where
+/// the kernel allows it (`[engine] io_uring`; one value for the process, set when the engine
+/// starts, before the flushers do).
+static IO_URING: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether the flushers may use io_uring (see [`IO_URING`]).
+pub fn set_io_uring(allowed: bool) {
+    IO_URING.store(allowed, Ordering::Relaxed);
+}
+
+/// How many flusher threads write through io_uring (the `switchboard_flusher_io_uring` gauge).
+static FLUSHERS_ON_IO_URING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many flusher threads write through io_uring.
+pub fn flushers_on_io_uring() -> usize {
+    FLUSHERS_ON_IO_URING.load(Ordering::Relaxed)
+}
+
+/// Writes the flushers made through io_uring (the `switchboard_io_uring_sends` counter).
+static IO_URING_SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the flushers made through io_uring since start.
+pub fn io_uring_sends() -> u64 {
+    IO_URING_SENDS.load(Ordering::Relaxed)
+}
+
+/// Counts writes made through io_uring.
+pub(super) fn count_io_uring_sends(sends: usize) {
+    IO_URING_SENDS.fetch_add(sends as u64, Ordering::Relaxed);
+}
+
+/// A flusher thread's way of writing its chunks: batched through its own ring, or one `send`
+/// per session (no io_uring here, not allowed, or the ring failed).
+struct BatchedWrites {
+    #[cfg(target_os = "linux")]
+    ring: Option<super::uring::BatchedWriter>,
+}
+
+impl BatchedWrites {
+    fn start() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let ring = if IO_URING.load(Ordering::Relaxed) {
+                match super::uring::BatchedWriter::new() {
+                    Ok(ring) => {
+                        FLUSHERS_ON_IO_URING.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("a flusher thread writes through io_uring");
+                        Some(ring)
+                    }
+                    Err(error) => {
+                        tracing::info!(
+                            %error,
+                            "io_uring is not available (a seccomp profile may refuse it); the \
+                             flusher sends to each recipient with its own system call"
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            Self { ring }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Self {}
+    }
+
+    fn flush_each(&mut self, conns: &[Arc<EngineConn>]) {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = &mut self.ring {
+            if let Err(error) = ring.flush_each(conns) {
+                tracing::warn!(
+                    %error,
+                    "the flusher's io_uring failed; it sends with one system call per recipient \
+                     from now on (nothing was lost)"
+                );
+                self.ring = None;
+                FLUSHERS_ON_IO_URING.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        flush_each(conns);
     }
 }
 
@@ -340,7 +427,7 @@ const MAX_LAG: Duration = Duration::from_millis(500);
 const MAX_FLUSHERS: usize = 8;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Read;
     use std::task::Waker;
 
@@ -349,7 +436,7 @@ mod tests {
     use crate::http::{KeptHeaders, RequestInfo};
 
     /// A session on a real loopback socket, and the client's end of it.
-    async fn session() -> (Arc<EngineConn>, std::net::TcpStream) {
+    pub(in crate::engine) async fn session() -> (Arc<EngineConn>, std::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

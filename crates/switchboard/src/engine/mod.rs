@@ -17,6 +17,8 @@ mod heartbeat;
 mod polling;
 mod session;
 mod traffic;
+#[cfg(target_os = "linux")]
+mod uring;
 mod websocket;
 pub use websocket::{read_error_reason, websocket_close_code};
 
@@ -33,7 +35,7 @@ use crate::http::{HttpResponse, KeptHeaders, RemoteAddr, RequestInfo, response};
 
 pub use admission::{AddressLimitSettings, AddressLimits, Refusal};
 pub use conn::{CloseReason, EngineConn, Protocol, SendError, TransportKind};
-pub use flush::{SendBatch, write_deferred};
+pub use flush::{SendBatch, flushers_on_io_uring, io_uring_sends, write_deferred};
 pub use frame::{Frame, compression_on, compression_threshold, set_compression_threshold};
 use session::Session;
 pub use traffic::Traffic;
@@ -74,6 +76,8 @@ pub struct EngineConfig {
     pub compression: bool,
     /// Messages shorter than this go uncompressed.
     pub compression_threshold: usize,
+    /// The flushers may write through io_uring (see `flush.rs`).
+    pub io_uring: bool,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +99,7 @@ impl Default for EngineConfig {
             body_read_timeout: Duration::from_secs(10),
             compression: false,
             compression_threshold: 512,
+            io_uring: true,
         }
     }
 }
@@ -118,6 +123,7 @@ impl EngineConfig {
             body_read_timeout: Duration::from_secs(10),
             compression: engine.compression,
             compression_threshold: engine.compression_threshold.0,
+            io_uring: engine.io_uring,
             shutdown: tokio_util::sync::CancellationToken::new(),
             address_limits: AddressLimitSettings {
                 max_per_address: limits.max_connections_per_ip,
@@ -285,6 +291,7 @@ impl<H: EngineHandler> Engine<H> {
         if config.compression {
             frame::set_compression_threshold(config.compression_threshold);
         }
+        flush::set_io_uring(config.io_uring);
         Arc::new(Self {
             addresses: admission::AddressLimits::new(config.address_limits.clone()),
             config,

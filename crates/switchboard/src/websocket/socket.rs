@@ -122,6 +122,20 @@ impl Socket {
         })
     }
 
+    /// Whether the connection is in the clear (no TLS).
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none()
+    }
+
+    /// The socket's descriptor, for a write made outside tokio (the flusher's batched sends);
+    /// valid as long as this socket lives.
+    #[inline]
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.tcp.as_raw_fd()
+    }
+
     /// Whether written bytes wait in the TLS session for the socket (never in the clear).
     #[inline]
     pub fn output_pending(&self) -> bool {
