@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { networkInterfaces } from "node:os";
 import { io } from "socket.io-client";
-import { startServer, once, sleep, tempFile, call, freePort, RELEASE } from "./lib/server.mjs";
+import { startServer, once, sleep, until, tempFile, call, freePort, metricValue, RELEASE } from "./lib/server.mjs";
 
 const KEY = "test-key-0123456789";
 let server;
@@ -214,6 +214,61 @@ test("health, readiness, info, stats and metrics", async () => {
     assert.ok(metrics.includes(series), `metrics include ${series}`);
   }
   socket.disconnect();
+});
+
+/**
+ * 80 WebSocket clients of `target` (a broadcast to 32 or more is written by the flusher threads)
+ * are sent 30 numbered events through the API; every client must get all 30, in order. Answers
+ * the server's metrics afterwards.
+ */
+async function broadcastToCrowd(target) {
+  const crowd = await Promise.all(
+    Array.from({ length: 80 }, async () => {
+      const socket = io(target.url, { forceNew: true, transports: ["websocket"] });
+      await once(socket, "connect");
+      return socket;
+    }),
+  );
+  const got = crowd.map((socket) => collect(socket, "crowd"));
+  for (let n = 0; n < 30; n++) {
+    const sent = await call(target.url + "/api/emit", { method: "POST", body: { event: "crowd", args: [n] }, key: KEY });
+    assert.equal(sent.status, 200);
+  }
+  await until(() => got.every((events) => events.length >= 30), "every client got the 30 events", 10000);
+  const expected = Array.from({ length: 30 }, (_, n) => n);
+  got.forEach((events, i) => assert.deepEqual(events, expected, `client ${i}: every event, in order`));
+  crowd.forEach((socket) => socket.disconnect());
+  return (await fetch(target.url + "/metrics")).text();
+}
+
+test("a large broadcast is written through io_uring where the kernel allows it, and one send per client with io_uring = false; every client gets every event in order", async () => {
+  const start = async (engine) => {
+    const config = await tempFile("engine.toml", `[server]\nstats_interval = "0s"\n\n[engine]\n${engine}\n`);
+    // At info, the server says so when the kernel or a seccomp profile refuses io_uring.
+    return startServer("switchboard", { args: ["serve", "--config", config], env: { SWITCHBOARD_API_KEYS: KEY, RUST_LOG: "info" } });
+  };
+  const batched = await start("io_uring = true");
+  try {
+    const metrics = await broadcastToCrowd(batched);
+    if (batched.output.join("").includes("io_uring is not available")) {
+      assert.equal(metricValue(metrics, "switchboard_flushers_io_uring"), 0);
+    } else {
+      assert.ok(metricValue(metrics, "switchboard_flushers_io_uring") >= 1, "a flusher writes through io_uring");
+      // One write may carry several events to a client that had more than one waiting.
+      const sends = metricValue(metrics, "switchboard_io_uring_sends_total");
+      assert.ok(sends >= 80, `every client was written through it (${sends} writes)`);
+    }
+  } finally {
+    await batched.stop();
+  }
+  const oneByOne = await start("io_uring = false");
+  try {
+    const metrics = await broadcastToCrowd(oneByOne);
+    assert.equal(metricValue(metrics, "switchboard_flushers_io_uring"), 0);
+    assert.equal(metricValue(metrics, "switchboard_io_uring_sends_total"), 0);
+  } finally {
+    await oneByOne.stop();
+  }
 });
 
 test("without API keys the API answers loopback callers only", async () => {

@@ -291,7 +291,7 @@ fn flushers() -> Option<&'static Arc<Flushers>> {
 
 /// A flusher thread's life: take the next chunk, write each session's queue.
 fn flush_chunks(chunks: &Mutex<Receiver<Chunk>>, flushers: &Flushers) {
-    let mut batched = BatchedWrites::start();
+    let mut batched = BatchedWrites::default();
     let mut swept = Instant::now();
     loop {
         if swept.elapsed() >= DEFERRED_WAIT {
@@ -352,56 +352,67 @@ pub(super) fn count_io_uring_sends(sends: usize) {
 }
 
 /// A flusher thread's way of writing its chunks: batched through its own ring, or one `send`
-/// per session (no io_uring here, not allowed, or the ring failed).
+/// per session (no io_uring here, not allowed, or the ring failed). Chosen at the first chunk,
+/// not when the thread starts: the flushers start with the runtime, before the engine has read
+/// its settings.
+#[derive(Default)]
 struct BatchedWrites {
     #[cfg(target_os = "linux")]
-    ring: Option<super::uring::BatchedWriter>,
+    ring: RingState,
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+enum RingState {
+    #[default]
+    NotChosen,
+    Ring(super::uring::BatchedWriter),
+    Off,
 }
 
 impl BatchedWrites {
-    fn start() -> Self {
-        #[cfg(target_os = "linux")]
-        {
-            let ring = if IO_URING.load(Ordering::Relaxed) {
-                match super::uring::BatchedWriter::new() {
-                    Ok(ring) => {
-                        FLUSHERS_ON_IO_URING.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("a flusher thread writes through io_uring");
-                        Some(ring)
-                    }
-                    Err(error) => {
-                        tracing::info!(
-                            %error,
-                            "io_uring is not available (a seccomp profile may refuse it); the \
-                             flusher sends to each recipient with its own system call"
-                        );
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            Self { ring }
-        }
-        #[cfg(not(target_os = "linux"))]
-        Self {}
-    }
-
     fn flush_each(&mut self, conns: &[Arc<EngineConn>]) {
         #[cfg(target_os = "linux")]
-        if let Some(ring) = &mut self.ring {
-            if let Err(error) = ring.flush_each(conns) {
-                tracing::warn!(
-                    %error,
-                    "the flusher's io_uring failed; it sends with one system call per recipient \
-                     from now on (nothing was lost)"
-                );
-                self.ring = None;
-                FLUSHERS_ON_IO_URING.fetch_sub(1, Ordering::Relaxed);
+        {
+            if matches!(self.ring, RingState::NotChosen) {
+                self.ring = Self::open_ring();
             }
-            return;
+            if let RingState::Ring(ring) = &mut self.ring {
+                if let Err(error) = ring.flush_each(conns) {
+                    tracing::warn!(
+                        %error,
+                        "the flusher's io_uring failed; it sends with one system call per \
+                         recipient from now on (nothing was lost)"
+                    );
+                    self.ring = RingState::Off;
+                    FLUSHERS_ON_IO_URING.fetch_sub(1, Ordering::Relaxed);
+                }
+                return;
+            }
         }
         flush_each(conns);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open_ring() -> RingState {
+        if !IO_URING.load(Ordering::Relaxed) {
+            return RingState::Off;
+        }
+        match super::uring::BatchedWriter::new() {
+            Ok(ring) => {
+                FLUSHERS_ON_IO_URING.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("a flusher thread writes through io_uring");
+                RingState::Ring(ring)
+            }
+            Err(error) => {
+                tracing::info!(
+                    %error,
+                    "io_uring is not available (a seccomp profile may refuse it); the flusher \
+                     sends to each recipient with its own system call"
+                );
+                RingState::Off
+            }
+        }
     }
 }
 
