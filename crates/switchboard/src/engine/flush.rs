@@ -366,7 +366,7 @@ struct BatchedWrites {
 enum RingState {
     #[default]
     NotChosen,
-    Ring(super::uring::BatchedWriter),
+    Ring(Box<super::uring::BatchedWriter>),
     Off,
 }
 
@@ -402,7 +402,7 @@ impl BatchedWrites {
             Ok(ring) => {
                 FLUSHERS_ON_IO_URING.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("a flusher thread writes through io_uring");
-                RingState::Ring(ring)
+                RingState::Ring(Box::new(ring))
             }
             Err(error) => {
                 tracing::info!(
