@@ -557,6 +557,8 @@ impl EngineConn {
         outbox.writing = false;
         self.traffic.count(taken.frames as u64, taken.payload_bytes);
         match result {
+            // All written, nothing queued meanwhile: the usual end of a broadcast's write.
+            Ok(_) if outbox.frames.is_empty() && outbox.closed.is_none() => {}
             Ok(_) => self.write_or_wake(outbox, QueueStorage::Keep),
             Err(_) => self.wake_consumer(&outbox),
         }

@@ -262,7 +262,7 @@ fn flush_each(conns: &[Arc<EngineConn>]) {
 
 /// How many sessions ahead a flusher asks the CPU to fetch the state it will lock: the
 /// broadcast that queued on them ran on another core, so each is a cache miss otherwise.
-pub(super) const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_AHEAD: usize = 4;
 
 fn flushers() -> Option<&'static Arc<Flushers>> {
     static FLUSHERS: OnceLock<Option<Arc<Flushers>>> = OnceLock::new();

@@ -23,6 +23,11 @@ use super::conn::{DetachedWrite, FRAMES_PER_DETACHED_WRITE};
 /// Sends submitted with one system call at most (a flusher chunk is 256 sessions).
 const RING_ENTRIES: u32 = 256;
 
+/// How many sessions ahead the batch's first pass asks the CPU to fetch the queue state it
+/// locks: that pass makes no system call between two sessions, so the fetch needs a longer
+/// lead than the flusher's one-`send`-each loop gives it.
+const PREFETCH_AHEAD: usize = 16;
+
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
 /// One flusher thread's ring and the writes in flight on it.
@@ -75,7 +80,7 @@ impl BatchedWriter {
     /// batch were left to their connections (nothing was lost), and the caller stops using it.
     pub(super) fn flush_each(&mut self, conns: &[Arc<EngineConn>]) -> io::Result<()> {
         for (index, conn) in conns.iter().enumerate() {
-            if let Some(ahead) = conns.get(index + super::flush::PREFETCH_AHEAD) {
+            if let Some(ahead) = conns.get(index + PREFETCH_AHEAD) {
                 ahead.prefetch_outbox();
             }
             let Some(write) = conn.begin_detached_flush() else {
