@@ -83,6 +83,10 @@ impl BatchedWriter {
             if let Some(ahead) = conns.get(index + PREFETCH_AHEAD) {
                 ahead.prefetch_outbox();
             }
+            // Halfway there, the queue's state is in the cache: its socket's turn.
+            if let Some(ahead) = conns.get(index + PREFETCH_AHEAD / 2) {
+                ahead.prefetch_socket();
+            }
             let Some(write) = conn.begin_detached_flush() else {
                 continue;
             };
