@@ -540,37 +540,40 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn broadcasts_a_client_reads_too_slowly_for_arrive_whole_and_in_order() {
+    /// A client that stops reading: 16 KB frames, numbered, are sent to it with `send` (a
+    /// broadcast's writer) until the socket takes no more, then ten more (the session queues
+    /// 16 at most). The writer must leave the rest queued and wake the connection; once the
+    /// client reads again and the connection writes what is left, every frame must have
+    /// arrived whole and in order.
+    pub(in crate::engine) fn a_slow_client_gets_every_frame_in_order(
+        mut send: impl FnMut(&Arc<EngineConn>, Frame),
+    ) {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let (conn, mut client) = runtime.block_on(session());
         let woken = Arc::new(CountingWaker(0.into()));
         let socket = conn.detach_socket().expect("attached");
         conn.attach_socket(socket, Waker::from(woken.clone()), None);
-        // Large broadcasts, written from this thread (not a runtime worker) until the socket
-        // takes no more, then ten more (the session queues 16 at most): the rest stays queued
-        // and the connection is woken for it.
         let body = vec![b'x'; 16 * 1024];
-        let broadcast = |n: usize| {
-            let frame = Frame::message(|buf| {
+        let numbered = |n: usize| {
+            Frame::message(|buf| {
                 buf.extend_from_slice(format!("{n:04}").as_bytes());
                 buf.extend_from_slice(&body);
-            });
-            let mut batch = SendBatch::new(std::slice::from_ref(&frame), 1);
-            batch.send(&conn);
-            assert_eq!(batch.finish(), 1, "frame {n} queued");
+            })
         };
         let mut frames = 0;
         while !conn.has_backlog() {
             assert!(frames < 5000, "the socket took 80 MB without blocking");
-            broadcast(frames);
+            send(&conn, numbered(frames));
             frames += 1;
         }
         for _ in 0..10 {
-            broadcast(frames);
+            send(&conn, numbered(frames));
             frames += 1;
         }
-        assert!(woken.0.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        assert!(
+            woken.0.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "the connection was woken"
+        );
         // The connection's part: write what is left whenever the client has read some.
         let writer = std::thread::spawn(move || {
             while conn.has_backlog() {
@@ -599,5 +602,15 @@ pub(super) mod tests {
                 "frame {n} whole"
             );
         }
+    }
+
+    #[test]
+    fn broadcasts_a_client_reads_too_slowly_for_arrive_whole_and_in_order() {
+        // Large broadcasts written from this thread (not a runtime worker): written at once.
+        a_slow_client_gets_every_frame_in_order(|conn, frame| {
+            let mut batch = SendBatch::new(std::slice::from_ref(&frame), 1);
+            batch.send(conn);
+            assert_eq!(batch.finish(), 1, "frame queued");
+        });
     }
 }
