@@ -378,16 +378,18 @@ impl BatchedWrites {
                 self.ring = Self::open_ring();
             }
             if let RingState::Ring(ring) = &mut self.ring {
-                if let Err(error) = ring.flush_each(conns) {
-                    tracing::warn!(
-                        %error,
-                        "the flusher's io_uring failed; it sends with one system call per \
-                         recipient from now on (nothing was lost)"
-                    );
-                    self.ring = RingState::Off;
-                    FLUSHERS_ON_IO_URING.fetch_sub(1, Ordering::Relaxed);
-                }
-                return;
+                let Err(error) = ring.flush_each(conns) else {
+                    return;
+                };
+                tracing::warn!(
+                    %error,
+                    "the flusher's io_uring failed; it sends with one system call per recipient \
+                     from now on (nothing was lost)"
+                );
+                self.ring = RingState::Off;
+                FLUSHERS_ON_IO_URING.fetch_sub(1, Ordering::Relaxed);
+                // Then one by one, the whole chunk: the sessions the ring had not reached yet
+                // are written; those it had are looked at again (nothing is written twice).
             }
         }
         flush_each(conns);
