@@ -30,6 +30,13 @@ const PREFETCH_AHEAD: usize = 16;
 
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
+/// How long a batch's sends may take at most (none should wait at all, see
+/// `submit_and_collect`).
+const BATCH_WAIT_LIMIT: Duration = Duration::from_secs(1);
+
+/// The user data of a cancellation's own completion (no slot has this index).
+const CANCELLATION: u64 = u64::MAX;
+
 /// One flusher thread's ring and the writes in flight on it.
 pub(super) struct BatchedWriter {
     ring: IoUring,
@@ -173,11 +180,29 @@ impl BatchedWriter {
         outcome
     }
 
+    /// Submits the batch and collects a completion for each of its sends. None should wait in
+    /// the kernel (each carries `MSG_DONTWAIT`, and the kernel was checked for it), but should
+    /// one wait past [`BATCH_WAIT_LIMIT`] anyway (where the kernel bounds the wait, 5.11 on),
+    /// those still waiting are cancelled, their completions collected all the same, and an
+    /// error tells the caller to give the ring up.
     fn submit_and_collect(&mut self) -> io::Result<()> {
         let mut waiting = self.slots.len();
+        let limit = types::Timespec::from(BATCH_WAIT_LIMIT);
+        let bounded = self.ring.params().is_feature_ext_arg();
+        let mut cancelled = false;
         while waiting > 0 {
-            match self.ring.submit_and_wait(waiting) {
+            let waited = if bounded && !cancelled {
+                let args = types::SubmitArgs::new().timespec(&limit);
+                self.ring.submitter().submit_with_args(waiting, &args)
+            } else {
+                self.ring.submit_and_wait(waiting)
+            };
+            match waited {
                 Ok(_) => {}
+                Err(error) if error.raw_os_error() == Some(libc::ETIME) => {
+                    self.cancel_waiting();
+                    cancelled = true;
+                }
                 Err(error)
                     if matches!(
                         error.raw_os_error(),
@@ -186,6 +211,7 @@ impl BatchedWriter {
                 Err(error) => return Err(error),
             }
             for completion in self.ring.completion() {
+                // A cancellation's own completion has no slot.
                 let Some(slot) = usize::try_from(completion.user_data())
                     .ok()
                     .and_then(|index| self.slots.get_mut(index))
@@ -202,7 +228,28 @@ impl BatchedWriter {
                 });
             }
         }
+        if cancelled {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a send waited in the kernel despite MSG_DONTWAIT; it was cancelled",
+            ));
+        }
         Ok(())
+    }
+
+    /// Asks the kernel to cancel the batch's sends that have not completed.
+    fn cancel_waiting(&mut self) {
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot.result.is_some() {
+                continue;
+            }
+            let entry = opcode::AsyncCancel::new(index as u64)
+                .build()
+                .user_data(CANCELLATION);
+            // SAFETY: a cancellation points to no memory. The queue has room: the batch's own
+            // entries were all submitted, and there is one cancellation per send at most.
+            let _ = unsafe { self.ring.submission().push(&entry) };
+        }
     }
 }
 
