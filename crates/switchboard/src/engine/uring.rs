@@ -160,13 +160,9 @@ impl BatchedWriter {
             return Ok(());
         }
         let outcome = self.submit_and_collect();
-        let sent = self
-            .slots
-            .iter()
-            .filter(|slot| slot.result.is_some())
-            .count();
-        super::flush::count_io_uring_sends(sent);
+        let mut sent = 0;
         for slot in self.slots.drain(..) {
+            sent += usize::from(slot.result.is_some());
             // Slots are made for sessions of the chunk only.
             if let Some(conn) = conns.get(slot.conn) {
                 // Without a completion (the ring failed), nothing of it was sent: its frames
@@ -177,6 +173,7 @@ impl BatchedWriter {
                 conn.end_detached_flush(slot.write, result);
             }
         }
+        super::flush::count_io_uring_sends(sent);
         outcome
     }
 
