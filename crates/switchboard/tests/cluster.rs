@@ -1,9 +1,10 @@
 //! Three nodes in one process, each a real server with real WebSocket clients, sharing rooms
 //! through the cluster core over the in-memory driver: broadcasts to rooms with `except`,
 //! join/leave/disconnect by room, cluster-wide reads, a user's presence announced once, a
-//! silent node expiring without ghosts, and a session recovered on another node from the
-//! shared log, a block that holds on every node (and on a node started later, and after the
-//! engine lost its keys). Each runs on every dialect where they differ.
+//! silent node expiring without ghosts, a node's address known while the engine has lost it,
+//! a session recovered on another node from the shared log, a block that holds on every node
+//! (and on a node started later, and after the engine lost its keys). Each runs on every
+//! dialect where they differ.
 
 mod common;
 
@@ -490,6 +491,33 @@ async fn a_node_that_leaves_is_forgotten_at_once() {
             .is_empty()
     );
     assert_eq!(nodes[0].cluster.counters().nodes_expired, 0, "said goodbye");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_node_still_heard_is_reached_while_the_engine_has_lost_its_address() {
+    let broker = MemoryBroker::new();
+    let (nodes, shutdown) = cluster(broker.clone(), false).await;
+    for node in &nodes {
+        node.cluster.advertise(None, node.server.addr).await;
+    }
+    // A heartbeat or two: each node has said where it serves.
+    tokio::time::sleep(NODE_TIMEOUT / 2).await;
+    let second = nodes[1].cluster.uid().to_owned();
+    let served_at = nodes[1].server.addr.to_string();
+    // The engine restarts empty: the address keys are gone until each node writes its own
+    // again. Node 0 never asked for node 1's address before; a request for one of node 1's
+    // sessions must still reach it (it used to get None here, and the client a 400).
+    broker.forget_keys();
+    assert_eq!(
+        nodes[0].cluster.node_address(&second).await.as_deref(),
+        Some(served_at.as_str())
+    );
+    // A node that left is not reached, whatever was heard of it.
+    nodes[1].cluster.leave().await;
+    until("node 1 is forgotten", || nodes[0].cluster.nodes_up() == 1).await;
+    broker.forget_keys();
+    assert_eq!(nodes[0].cluster.node_address(&second).await, None);
     shutdown.cancel();
 }
 

@@ -285,7 +285,10 @@ impl ClusterNode {
             NodeMessage::Presence { user, here, .. } => {
                 hub.presence().user_elsewhere(from, user, here)
             }
-            NodeMessage::PresenceAll { users, .. } => {
+            NodeMessage::PresenceAll { users, address, .. } => {
+                if let Some(address) = address {
+                    self.nodes.address_heard(from, address);
+                }
                 hub.presence().users_elsewhere(from, users.clone())
             }
             NodeMessage::Bye { .. } => {
@@ -363,6 +366,7 @@ impl ClusterNode {
             let message = NodeMessage::PresenceAll {
                 uid: self.uid.clone(),
                 users,
+                address: self.advertised.get().cloned(),
             };
             self.say(&message, None);
         });

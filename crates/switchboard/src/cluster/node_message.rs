@@ -8,7 +8,7 @@
 //! - `user`: emit to a user's sockets and rooms (`op: "emit"`) or disconnect them
 //!   (`op: "disconnect"`);
 //! - `presence`: how one user is connected to the sender now; `presence_all`: every user of the
-//!   sender (also its heartbeat); `presence_sync`: "tell me all yours"; `bye`: the sender leaves;
+//!   sender and its address (also its heartbeat); `presence_sync`: "tell me all yours"; `bye`: the sender leaves;
 //! - `query`: a [`Question`] every node answers with a [`NodeReply`] carrying its `requestId`;
 //! - `access`: a user blocked or a token revoked (or either lifted): an [`AccessChange`];
 //! - `session_taken`: the sender restored a socket's session; its old copy elsewhere ends.
@@ -41,10 +41,13 @@ pub enum NodeMessage {
         user: String,
         here: UserHere,
     },
-    /// Every user of the sender; sent when it (re)connects and as its heartbeat.
+    /// Every user of the sender, and where it serves (`host:port`, when it has said where);
+    /// sent when it (re)connects and as its heartbeat.
     PresenceAll {
         uid: String,
         users: BTreeMap<String, UserHere>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     /// The sender asks every node for its users.
     PresenceSync { uid: String },
@@ -167,7 +170,13 @@ mod tests {
         });
         round_trip(NodeMessage::PresenceAll {
             uid: "a1".into(),
+            users: BTreeMap::from([("ada".to_owned(), here.clone())]),
+            address: Some("10.0.0.1:3000".into()),
+        });
+        round_trip(NodeMessage::PresenceAll {
+            uid: "a1".into(),
             users: BTreeMap::from([("ada".to_owned(), here)]),
+            address: None,
         });
         round_trip(NodeMessage::PresenceSync { uid: "a1".into() });
         round_trip(NodeMessage::Bye { uid: "a1".into() });

@@ -4,9 +4,12 @@
 //! back, and a node whose link was down or frozen gives every other node a fresh timeout from
 //! when it hears again, so an engine's outage takes no live node for dead), how
 //! many are up (what a question waits answers from), and where each can be reached, for passing
-//! a request on to the node holding its session (`crate::forward`). Addresses live in the driver's key-value store,
-//! `<key>-switchboard-node#<uid>` = `host:port` with the node timeout as TTL (renewed with each
-//! heartbeat, deleted when the node leaves); a node's address read is kept a few seconds.
+//! a request on to the node holding its session (`crate::forward`). Addresses live in the
+//! driver's key-value store, `<key>-switchboard-node#<uid>` = `host:port` with the node timeout
+//! as TTL (renewed with each heartbeat, deleted when the node leaves), and ride on each
+//! heartbeat too, so a node still heard is reached while the store has lost its key (an engine
+//! restarted empty, before the node writes it again); a node's address read is kept a few
+//! seconds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +106,16 @@ impl NodeRegistry {
             .get(uid)
             .filter(|(_, read)| read.elapsed() < STALE_ADDRESS_KEPT_FOR)
             .map(|(address, _)| address.clone())
+    }
+
+    /// Whether `uid` is up (heard within the node timeout, as of the last expiry).
+    pub fn is_up(&self, uid: &str) -> bool {
+        self.heard.lock().contains_key(uid)
+    }
+
+    /// The node `uid` said where it serves (in its heartbeat).
+    pub fn address_heard(&self, uid: &str, address: &str) {
+        self.address_read(uid, Some(address));
     }
 
     /// What the store said of `uid`'s address (None: no such live node).
@@ -209,10 +222,17 @@ impl ClusterNode {
             return Some(address);
         }
         match self.driver.get(address_key(&self.settings.key, uid)).await {
-            Ok(address) => {
-                let address = address.and_then(|bytes| String::from_utf8(bytes).ok());
+            Ok(Some(bytes)) => {
+                let address = String::from_utf8(bytes).ok();
                 self.nodes.address_read(uid, address.as_deref());
                 address
+            }
+            // No key, but the node is heard: the engine lost it (restarted empty) and the node
+            // has not written it again yet; where its heartbeat said it serves.
+            Ok(None) if self.nodes.is_up(uid) => self.nodes.stale_address(uid),
+            Ok(None) => {
+                self.nodes.address_read(uid, None);
+                None
             }
             // The engine cannot say (a blip): the node read last is most likely still there.
             Err(_) => self.nodes.stale_address(uid),
@@ -255,6 +275,19 @@ mod tests {
         assert!(nodes.left("b"));
         assert!(!nodes.left("b"));
         assert_eq!(nodes.count(), 0);
+    }
+
+    #[test]
+    fn an_address_heard_in_a_heartbeat_is_kept_until_the_node_expires() {
+        let nodes = NodeRegistry::default();
+        nodes.heard("a");
+        nodes.address_heard("a", "10.0.0.1:3000");
+        assert!(nodes.is_up("a"));
+        assert_eq!(nodes.stale_address("a").as_deref(), Some("10.0.0.1:3000"));
+        std::thread::sleep(Duration::from_millis(30));
+        nodes.expire(Duration::from_millis(20), Instant::now());
+        assert!(!nodes.is_up("a"));
+        assert_eq!(nodes.stale_address("a"), None);
     }
 
     #[test]
