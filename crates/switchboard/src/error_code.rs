@@ -64,6 +64,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// An API request body past the limit.
     PayloadTooLarge,
+    /// A request body that did not arrive within `server.body_read_timeout` (408).
+    BodyTimeout,
+    /// A request body that ended before its declared length (400).
+    BodyAborted,
+    /// A history read in a namespace that keeps none (recovery off; 404).
+    HistoryDisabled,
     /// An API path that does not exist.
     NotFound,
     /// The cluster's engine could not take the operation in time (503).
@@ -105,6 +111,9 @@ impl ErrorCode {
         Self::UnknownNamespace,
         Self::Unauthorized,
         Self::PayloadTooLarge,
+        Self::BodyTimeout,
+        Self::BodyAborted,
+        Self::HistoryDisabled,
         Self::NotFound,
         Self::ClusterUnavailable,
         Self::NotWebsocket,
@@ -142,6 +151,9 @@ impl ErrorCode {
             Self::UnknownNamespace => "unknown_namespace",
             Self::Unauthorized => "unauthorized",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyAborted => "body_aborted",
+            Self::HistoryDisabled => "history_disabled",
             Self::NotFound => "not_found",
             Self::ClusterUnavailable => "cluster_unavailable",
             Self::NotWebsocket => "not_websocket",

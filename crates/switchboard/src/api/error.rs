@@ -24,10 +24,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: code.as_str(),
             message: message.into(),
             field: None,
         }
@@ -58,7 +58,7 @@ impl From<NotTaken> for ApiError {
     fn from(_: NotTaken) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            CLUSTER_UNAVAILABLE,
+            ErrorCode::ClusterUnavailable,
             NOT_TAKEN_MESSAGE,
         )
     }
@@ -114,12 +114,12 @@ impl BodyLimit {
             .map_err(|error| match error {
                 BodyReadError::TooLarge => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::PayloadTooLarge.as_str(),
+                    ErrorCode::PayloadTooLarge,
                     format!("the request body is over the {}-byte limit", self.max),
                 ),
                 BodyReadError::TimedOut => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    ErrorCode::BodyTimeout,
                     format!(
                         "the request body did not arrive within {:?} (server.body_read_timeout)",
                         self.read_timeout
@@ -127,7 +127,7 @@ impl BodyLimit {
                 ),
                 BodyReadError::Aborted => ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "body_aborted",
+                    ErrorCode::BodyAborted,
                     "the request body ended before its declared length",
                 ),
             })
@@ -175,7 +175,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Ok(value) => deserializer.end().map(|()| value).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidJson.as_str(),
+                ErrorCode::InvalidJson,
                 e.to_string(),
             )
         }),
@@ -185,7 +185,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             if inner.is_syntax() || inner.is_eof() {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidJson.as_str(),
+                    ErrorCode::InvalidJson,
                     format!("the body is not valid JSON: {inner}"),
                 ));
             }

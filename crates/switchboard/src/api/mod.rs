@@ -243,7 +243,7 @@ pub async fn authorize(
         state.hub.limits().hit("api_rate");
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited.as_str(),
+            ErrorCode::RateLimited,
             "too many API requests for this key; slow down (see Retry-After)",
         )
         .into_response();
@@ -260,7 +260,7 @@ pub async fn authorize(
         if !loopback {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden.as_str(),
+                ErrorCode::Forbidden,
                 "no API key is configured, so the API answers loopback callers only \
                  (set [api] keys or SWITCHBOARD_API_KEYS)",
             )
@@ -274,7 +274,7 @@ pub async fn authorize(
         {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized.as_str(),
+                ErrorCode::Unauthorized,
                 "send a configured API key as 'Authorization: Bearer <key>'",
             )
             .into_response();
@@ -308,11 +308,7 @@ async fn count_requests(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound.as_str(),
-        "no such path",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such path")
 }
 
 type ApiResult = Result<axum::Json<Value>, ApiError>;
@@ -492,7 +488,7 @@ fn history(state: &AppState, room: Option<String>, query: HistoryQuery) -> ApiRe
     let Some(page) = namespace.history(room.as_deref(), since, limit) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "history_disabled",
+            ErrorCode::HistoryDisabled,
             format!(
                 "namespace {:?} does not keep history (recovery is off)",
                 namespace.name()
