@@ -1,7 +1,8 @@
 //! The dependency structure of `crates/switchboard/src`, kept one-way: each top-level part may
-//! name only the parts below it (README.md, "Where things live"). A `crate::x` path in code that
+//! name only the parts below it (README.md, "Layout"). A `crate::x` path in code that
 //! the table does not allow fails this test, so a new arrow is a decision written here, not an
-//! accident found later.
+//! accident found later. Also: the layout names every source file, and in `cluster/` the core
+//! names no driver and no file is over 500 lines of code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -218,4 +219,106 @@ fn paths_in_groups_and_comments_are_read_right() {
     let text = "use crate::{hub, http::X};\n// crate::api in a comment\nlet a = crate::engine::new_id(); // crate::rules\n";
     let parts: Vec<String> = named_parts(text).into_iter().collect();
     assert_eq!(parts, ["engine", "http", "hub"]);
+}
+
+/// Every `.rs` file under `dir`, with its path relative to `root`.
+fn source_files(dir: &Path, root: &Path, found: &mut Vec<(String, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            source_files(&path, root, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            found.push((relative.display().to_string(), text));
+        }
+    }
+}
+
+/// README.md's "Layout" block.
+fn readme_layout() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap_or_default();
+    let start = readme.find("## Layout").unwrap_or(readme.len());
+    let rest = &readme[start..];
+    let end = rest.find("\n## ").map_or(rest.len(), |at| at + 1);
+    rest[..end].to_owned()
+}
+
+#[test]
+fn every_source_file_and_directory_is_named_in_the_readme_layout() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layout = readme_layout();
+    assert!(
+        layout.contains("crates/switchboard/src/"),
+        "README.md has no \"Layout\" block"
+    );
+    let mut files = Vec::new();
+    source_files(&root, &root, &mut files);
+    assert!(files.len() > 50, "{} files read", files.len());
+    let mut missing = Vec::new();
+    for (relative, _) in &files {
+        let path = Path::new(relative);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name != "mod.rs" && !layout.contains(&name) {
+            missing.push(relative.clone());
+        }
+        if let Some(parent) = path.parent().and_then(|p| p.file_name()) {
+            let directory = format!("{}/", parent.to_string_lossy());
+            if !layout.contains(&directory) {
+                missing.push(directory);
+            }
+        }
+    }
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "not in README.md's \"Layout\": {missing:?}"
+    );
+}
+
+/// Lines of code before a file's unit tests.
+fn code_lines(text: &str) -> usize {
+    text.lines()
+        .take_while(|line| !line.starts_with("#[cfg(test)]"))
+        .count()
+}
+
+#[test]
+fn the_cluster_core_names_no_driver_and_no_cluster_file_is_over_500_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let cluster = root.join("cluster");
+    let mut files = Vec::new();
+    source_files(&cluster, &cluster, &mut files);
+    assert!(files.len() > 20, "{} files read", files.len());
+    // The drivers; everything else in cluster/ is the core, its dialects and codecs.
+    let drivers = ["memory.rs", "redis/", "postgres/"];
+    let mut wrong = Vec::new();
+    for (relative, text) in &files {
+        let lines = code_lines(text);
+        if lines > 500 {
+            wrong.push(format!("cluster/{relative}: {lines} lines of code"));
+        }
+        if drivers.iter().any(|d| relative.starts_with(d)) || relative == "mod.rs" {
+            continue;
+        }
+        let code: String = text
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for driver in ["memory::", "redis::", "postgres::"] {
+            if code.contains(driver) {
+                wrong.push(format!("cluster/{relative} names {driver} (a driver)"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -40,5 +40,6 @@ pub mod redis;
 mod requests;
 mod sharded;
 mod shared_log;
+mod shared_sessions;
 mod socketio_pubsub;
 pub mod stream_message;
