@@ -374,7 +374,8 @@ impl App {
 }
 
 /// Where spans go, from `[tracing]` and the standard OpenTelemetry variables (which win): None
-/// when no collector is named, or `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_SAMPLER=always_off`.
+/// when no collector is named, or `OTEL_SDK_DISABLED=true`, `OTEL_TRACES_SAMPLER=always_off`,
+/// `OTEL_TRACES_EXPORTER=none`, or `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` (not spoken).
 fn trace_settings(
     config: &Config,
     env: impl Fn(&str) -> Option<String>,
@@ -382,6 +383,20 @@ fn trace_settings(
     if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
     {
+        return None;
+    }
+    // OTLP over HTTP with JSON bodies is what is sent; a collector's HTTP port takes it whether
+    // its clients say http/json or http/protobuf. gRPC is another port and another protocol.
+    let protocol =
+        env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    if protocol
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("grpc"))
+    {
+        tracing::error!(
+            "tracing: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not spoken (spans go over OTLP/HTTP as \
+             JSON): traces are off; name the collector's HTTP endpoint (port 4318) and http/json"
+        );
         return None;
     }
     let base = |url: &str| format!("{}/v1/traces", url.trim_end_matches('/'));
@@ -595,4 +610,97 @@ async fn reload_on_hangup(tls: Arc<Tls>) {
     }
     #[cfg(not(unix))]
     let _ = tls;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(file: Option<&str>, vars: &[(&str, &str)]) -> Option<crate::trace::Settings> {
+        let mut config = Config::default();
+        config.tracing.otlp_endpoint = file.map(str::to_owned);
+        config.tracing.sample_ratio = 0.5;
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        trace_settings(&config, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn tracing_is_off_unless_a_collector_is_named() {
+        assert!(settings(None, &[]).is_none());
+        assert!(settings(None, &[("OTEL_SERVICE_NAME", "x")]).is_none());
+        let on = settings(Some("http://collector:4318/"), &[]).expect("on");
+        assert_eq!(on.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(on.sample_ratio, 0.5);
+        assert_eq!(on.service_name, "switchboard");
+    }
+
+    #[test]
+    fn the_standard_variables_win_over_the_file() {
+        let on = settings(
+            Some("http://file:4318"),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+                ("OTEL_SERVICE_NAME", "edge"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret, x-team = rt"),
+            ],
+        )
+        .expect("on");
+        assert_eq!(on.endpoint, "http://env:4318/v1/traces");
+        assert_eq!(on.service_name, "edge");
+        assert_eq!(
+            on.headers,
+            vec![
+                ("api-key".to_owned(), "s3cret".to_owned()),
+                ("x-team".to_owned(), "rt".to_owned())
+            ]
+        );
+        // The traces endpoint is a full URL, taken as it is.
+        let on = settings(
+            None,
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://env:4318/custom",
+            )],
+        )
+        .expect("on");
+        assert_eq!(on.endpoint, "http://env:4318/custom");
+    }
+
+    #[test]
+    fn the_sampler_variables_set_the_fraction_or_turn_tracing_off() {
+        let file = Some("http://collector:4318");
+        let ratio = |vars: &[(&str, &str)]| settings(file, vars).map(|s| s.sample_ratio);
+        assert_eq!(
+            ratio(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25")
+            ]),
+            Some(0.25)
+        );
+        assert_eq!(
+            ratio(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0")
+            ]),
+            Some(0.0)
+        );
+        assert_eq!(ratio(&[("OTEL_TRACES_SAMPLER_ARG", "7")]), Some(1.0));
+        assert_eq!(ratio(&[("OTEL_TRACES_SAMPLER_ARG", "half")]), Some(0.5));
+        assert_eq!(ratio(&[("OTEL_TRACES_SAMPLER", "always_on")]), Some(1.0));
+        assert_eq!(ratio(&[("OTEL_TRACES_SAMPLER", "always_off")]), None);
+        assert_eq!(ratio(&[("OTEL_SDK_DISABLED", "TRUE")]), None);
+        assert_eq!(ratio(&[("OTEL_TRACES_EXPORTER", "none")]), None);
+    }
+
+    #[test]
+    fn grpc_is_refused_and_http_protocols_are_served() {
+        let file = Some("http://collector:4318");
+        assert!(settings(file, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_none());
+        assert!(settings(file, &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")]).is_none());
+        assert!(settings(file, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).is_some());
+        assert!(settings(file, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_some());
+    }
 }
