@@ -4,6 +4,8 @@
 // behind (deterministic: its queue is not empty until its next GET); the official
 // socket.io-client over WebSocket stands for the clients that keep up. On one node, and across
 // two nodes through a real redis-server (the flag travels in the adapter's flags).
+// A polling client between two GETs is not writable either (as in engine.io): no volatile event
+// is queued for it.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -63,6 +65,9 @@ for (const clustered of [false, true]) {
       const emitted = await call(publisher.url + "/api/emit", { method: "POST", body: { event: "tick", data: n, volatile: true } });
       assert.equal(emitted.status, 200);
       assert.equal(emitted.body.offset, undefined, "a volatile event has no offset");
+      // The client keeps up: it has its tick before the next is sent (a tick still being
+      // written to it when the next comes would make it, rightly, skip that one).
+      await untilBody(() => ticks.length === n, `tick ${n} at the client that keeps up`);
     }
     const stored = await call(publisher.url + "/api/emit", { method: "POST", body: { event: "news", data: "kept" } });
     assert.equal(stored.status, 200);
@@ -113,4 +118,23 @@ test("volatile = true on a configured route and on a rule's emit", async () => {
   assert.doesNotMatch(payload, /progress|cursor/, "neither was queued for the client that is behind");
   const metrics = (await call(node.url + "/metrics")).body;
   assert.match(metrics, /^switchboard_volatile_dropped_total\{namespace="\/"\} 2$/m);
+});
+
+test("a polling client gets a volatile event only while its GET waits (between two GETs it is not writable)", async () => {
+  const node = await startServer("switchboard");
+  cleanup.push(() => node.stop());
+  const base = `${node.url}/socket.io/?EIO=4&transport=polling`;
+  const sid = JSON.parse((await call(base)).body.slice(1)).sid;
+  const url = `${base}&sid=${sid}`;
+  assert.equal((await call(url, { method: "POST", body: "40" })).status, 200);
+  // Its CONNECT reply fetched: nothing is queued, and no GET waits.
+  assert.match((await call(url)).body, /^40\{/);
+  const emit = (data) => call(node.url + "/api/emit", { method: "POST", body: { event: "tick", data, volatile: true } });
+  assert.equal((await emit("between two GETs")).status, 200);
+  const waiting = call(url);
+  await sleep(300);
+  assert.equal((await emit("while a GET waits")).status, 200);
+  assert.equal((await waiting).body, '42["tick","while a GET waits"]', "only the event sent while its GET waited");
+  const metrics = (await call(node.url + "/metrics")).body;
+  assert.match(metrics, /^switchboard_volatile_dropped_total\{namespace="\/"\} 1$/m);
 });

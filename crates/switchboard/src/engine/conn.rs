@@ -441,11 +441,25 @@ impl EngineConn {
         self.queue_for(frames, Writer::Connection).map(|_| ())
     }
 
-    /// Whether something is queued and not written yet (a volatile event is not queued behind
-    /// it: it would only be late).
+    /// Whether something is queued and not written yet.
     pub fn has_backlog(&self) -> bool {
         let outbox = self.outbox.lock();
         !outbox.frames.is_empty() || outbox.closed.is_some()
+    }
+
+    /// Whether a frame queued now would wait: something is queued before it, or the session is
+    /// on polling with no GET waiting for it (it goes with the next GET). A volatile event is
+    /// not queued then: it would only be late (engine.io's `writable` false).
+    pub fn would_wait(&self) -> bool {
+        let outbox = self.outbox.lock();
+        if !outbox.frames.is_empty() || outbox.closed.is_some() {
+            return true;
+        }
+        outbox.socket.is_none()
+            && self
+                .polling
+                .as_ref()
+                .is_some_and(|polling| !polling.poll_in_flight.load(Ordering::Acquire))
     }
 
     /// Queues `frames` (all or none) for `writer` to write (see [`Writer`]): true when the

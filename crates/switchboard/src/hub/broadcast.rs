@@ -558,7 +558,7 @@ impl Namespace {
         // Off (the default): no recipient is asked whether it negotiated compression.
         let compression = crate::engine::compression_on();
         self.for_each_target(target, |socket| {
-            if target.volatile && socket.conn().has_backlog() {
+            if target.volatile && socket.conn().would_wait() {
                 dropped += 1;
                 return;
             }
