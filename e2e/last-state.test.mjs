@@ -2,13 +2,14 @@
 // rooms = "device-*" on_join = "last_per_event"`), with the official socket.io-client: a page
 // that joins a device's room gets the device's last heartbeat and status at once, once per join,
 // with their offsets, before anything sent after; a client that recovers its session is not given
-// them again; GET /api/rooms/{room}/last shows them; across two nodes on a real redis-server a
-// node started after the events reads them from Redis.
+// them again; GET /api/rooms/{room}/last shows them; it is given on every way into a room (an
+// on_connect rule, the connect proxy's rooms, POST /api/join; the metrics count it); across two
+// nodes on a real redis-server a node started after the events reads them from Redis.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startServer, once, sleep, call, untilReady, ROOT } from "./lib/server.mjs";
+import { startServer, once, sleep, call, untilReady, tempFile, ROOT } from "./lib/server.mjs";
 import { startRedis } from "./lib/redis.mjs";
 
 const CONFIG = path.join(ROOT, "examples/device-dashboard.toml");
@@ -109,5 +110,74 @@ test("across two nodes, a node started after the events gives them from Redis", 
     await second?.stop();
     await first.stop();
     await redis.stop();
+  }
+});
+
+test("the last state is given on every way into a room: an on_connect rule, the connect proxy, the API", async () => {
+  const { createServer } = await import("node:http");
+  // The backend's connect proxy puts a socket whose auth says so in device-2 from its first packet.
+  const backend = createServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      const { auth } = JSON.parse(body);
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(auth?.via === "proxy" ? { accept: true, rooms: ["device-2"] } : { accept: true }));
+    });
+  });
+  await new Promise((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  const config = await tempFile(
+    "last-state.toml",
+    `[[history]]\nrooms = "device-*"\non_join = "last"\n\n` +
+      `[proxy.connect]\nurl = "http://127.0.0.1:${backend.address().port}/connect"\n\n` +
+      `[[namespaces]]\nname = "/"\n[namespaces.on_connect]\njoin = ["device-{auth.device}"]\n`,
+  );
+  const server = await startServer("switchboard", { args: ["--config", config] });
+  try {
+    for (const device of [1, 2, 3]) {
+      for (const battery of [90, 80]) {
+        const emitted = await call(`${server.url}/api/emit`, { method: "POST", body: { event: "heartbeat", rooms: [`device-${device}`], data: { device, battery } } });
+        assert.equal(emitted.status, 200);
+      }
+    }
+    const open = async (auth) => {
+      const socket = io(server.url, { forceNew: true, transports: ["websocket"], auth });
+      clients.push(socket);
+      const seen = [];
+      socket.on("heartbeat", (data, offset) => seen.push({ data, offset }));
+      await once(socket, "connect");
+      return { socket, seen };
+    };
+    const until = async (seen, count, what) => {
+      const deadline = Date.now() + 3000;
+      while (seen.length < count && Date.now() < deadline) await sleep(20);
+      assert.equal(seen.length, count, what);
+    };
+    // On connect, by the namespace's on_connect rule.
+    const byRule = await open({ device: 1 });
+    await until(byRule.seen, 1, "the on_connect join gave device-1's last heartbeat");
+    assert.deepEqual(byRule.seen[0].data, { device: 1, battery: 80 });
+    assert.equal(typeof byRule.seen[0].offset, "string", "with its offset");
+    // On connect, by the connect proxy's answer.
+    const byProxy = await open({ via: "proxy" });
+    await until(byProxy.seen, 1, "the connect proxy's room gave device-2's last heartbeat");
+    assert.deepEqual(byProxy.seen[0].data, { device: 2, battery: 80 });
+    // Later, by the HTTP API.
+    const byApi = await open({});
+    await sleep(200);
+    assert.deepEqual(byApi.seen, [], "in no device room yet");
+    const joined = await call(`${server.url}/api/join`, { method: "POST", body: { sockets: [byApi.socket.id], rooms: ["device-3"] } });
+    assert.equal(joined.status, 200);
+    await until(byApi.seen, 1, "the API join gave device-3's last heartbeat");
+    assert.deepEqual(byApi.seen[0].data, { device: 3, battery: 80 });
+    // Each once: nothing more arrived meanwhile.
+    await sleep(200);
+    assert.deepEqual([byRule.seen.length, byProxy.seen.length, byApi.seen.length], [1, 1, 1]);
+    const metrics = (await call(`${server.url}/metrics`)).body;
+    assert.match(metrics, /^switchboard_last_state_given_total\{namespace="\/"\} 3$/m, "three joins given their last state");
+    assert.match(metrics, /^switchboard_last_state_rooms\{namespace="\/"\} 3$/m, "three rooms keep one");
+  } finally {
+    await server.stop();
+    backend.close();
   }
 });
