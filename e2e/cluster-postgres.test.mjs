@@ -3,7 +3,8 @@
 // killed with SIGKILL behind a round-robin balancer leaves its clients to recover on another
 // node with every event once, in order; a backend publishes with one SQL statement inside its
 // own transaction (a rollback publishes nothing); a Node.js socket.io server on
-// @socket.io/postgres-adapter and the @socket.io/postgres-emitter share rooms with the nodes.
+// @socket.io/postgres-adapter and the @socket.io/postgres-emitter share rooms with the nodes
+// (payloads too large for a notification or binary through the attachments table, both ways).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer as createHttpServer } from "node:http";
@@ -188,6 +189,23 @@ describe("three nodes on PostgreSQL alone", () => {
     await until(() => atNode.length === 2 && atSwitchboard.length === 3, "every broadcast, both ways");
     assert.deepEqual(atNode.map((m) => m.from).sort(), ["node", "switchboard"]);
     assert.deepEqual(atSwitchboard.map((m) => m.from).sort(), ["emitter", "node", "switchboard"]);
+    // Too large for a notification (8,000 bytes) or binary: through the attachments table, both ways.
+    const large = "x".repeat(20_000);
+    const bigAtNode = [];
+    onNode.on("big", (m) => bigAtNode.push(m));
+    const bigAtSwitchboard = [];
+    onSwitchboard.on("big", (m) => bigAtSwitchboard.push(m));
+    const bigEmit = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "big", rooms: ["feed"], data: { from: "switchboard", text: large } } });
+    assert.equal(bigEmit.status, 200);
+    nodeServer.to("feed").emit("big", { from: "node", text: large });
+    nodeServer.to("feed").emit("big", { from: "node-binary", bytes: Buffer.from([0, 1, 2, 255]) });
+    await until(() => bigAtNode.length === 3 && bigAtSwitchboard.length === 3, "the large and binary broadcasts, both ways");
+    for (const got of [bigAtNode, bigAtSwitchboard]) {
+      const byFrom = Object.fromEntries(got.map((m) => [m.from, m]));
+      assert.equal(byFrom.switchboard?.text, large, "Switchboard's large emit, whole");
+      assert.equal(byFrom.node?.text, large, "the Node server's large emit, whole");
+      assert.deepEqual([...Buffer.from(byFrom["node-binary"]?.bytes ?? [])], [0, 1, 2, 255], "the Node server's binary emit");
+    }
     // The Node server counts the nodes (their heartbeats) and lists their sockets.
     const sockets = await nodeServer.in("feed").fetchSockets();
     assert.ok(sockets.some((s) => s.id === onSwitchboard.id), "Switchboard's socket in fetchSockets");

@@ -203,6 +203,30 @@ pub fn membership_message(
     cluster_message(uid, namespace, membership_kind(join), data, &[])
 }
 
+/// A log entry as the whole cluster message Node.js servers on `@socket.io/postgres-adapter`
+/// read from the attachments table: MessagePack `{uid, nsp, type, data, offset}`, binary kept
+/// as binary (what is too large for a notification, or not text). None when `data` is neither
+/// JSON nor base64 MessagePack.
+pub fn mirrored_message(
+    uid: &str,
+    namespace: &str,
+    kind: u64,
+    data: &[u8],
+    offset: &str,
+) -> Option<Vec<u8>> {
+    let data = entry_data(data).ok()?;
+    let message = Pack::Map(vec![
+        (Pack::from("uid"), Pack::from(uid)),
+        (Pack::from("nsp"), Pack::from(namespace)),
+        (Pack::from("type"), Pack::from(kind)),
+        (Pack::from("data"), data),
+        (Pack::from("offset"), Pack::from(offset)),
+    ]);
+    let mut packed = Vec::with_capacity(64);
+    rmpv::encode::write_value(&mut packed, &message).ok()?;
+    Some(packed)
+}
+
 /// Reads an entry's `data`: JSON when it starts with `{`, base64 MessagePack otherwise.
 fn entry_data(data: &[u8]) -> Result<Pack, MessageError> {
     if data.first() == Some(&b'{') {
@@ -464,6 +488,45 @@ mod tests {
             panic!("not a broadcast");
         };
         assert_eq!(b.attachments, vec![attachment]);
+    }
+
+    #[test]
+    fn a_mirrored_entry_is_a_whole_messagepack_cluster_message_with_its_binary() {
+        let rooms = vec!["feed".to_owned()];
+        let entry = fields(broadcast_entry(
+            "n1",
+            "/",
+            "photo",
+            &[json!({ "_placeholder": true, "num": 0 })],
+            &[Bytes::from_static(&[0, 1, 2, 255])],
+            Reach {
+                rooms: &rooms,
+                except: &[],
+                volatile: false,
+            },
+        ));
+        let data = &entry[3].1;
+        let packed = mirrored_message("n1", "/", kind::BROADCAST, data, "17-0").expect("packed");
+        let message = decode_cluster_message(&packed).expect("a cluster message");
+        assert_eq!(message.uid, "n1");
+        assert_eq!(message.namespace, "/");
+        assert_eq!(message.offset.as_deref(), Some("17-0"));
+        let text = format!(
+            "{:?}",
+            rmpv::decode::read_value(&mut &packed[..]).expect("MessagePack")
+        );
+        assert!(text.contains("Binary([0, 1, 2, 255])"), "{text}");
+        // A large JSON entry goes the same way; garbage does not.
+        let big = json!({ "packet": { "type": 2, "nsp": "/", "data": ["news", "x".repeat(9000)] }, "opts": {} });
+        let packed = mirrored_message(
+            "n1",
+            "/",
+            kind::BROADCAST,
+            big.to_string().as_bytes(),
+            "18-0",
+        );
+        assert!(packed.is_some_and(|p| p.len() > 9000));
+        assert!(mirrored_message("n1", "/", kind::BROADCAST, b"%%%", "19-0").is_none());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!   a notification (8,000 bytes) or not text, fetched by id by whoever is notified;
 //! - `switchboard_log`: the ordered log (ids `<ms>-<n>`, as a Redis stream's), appended to by
 //!   `switchboard_append` only, which takes a transaction-scoped advisory lock so that ids
-//!   increase in commit order, then notifies the log channel (and mirrors a broadcast whose data
-//!   is text to `<prefix>#<nsp>` for Node.js servers on the postgres adapter);
+//!   increase in commit order, then notifies the log channel (and mirrors an entry whose data
+//!   is JSON under [`MIRROR_MAX`] bytes to `<prefix>#<nsp>` for Node.js servers on the postgres
+//!   adapter; the writer mirrors the others through the attachments table);
 //! - `switchboard_emit`: one statement a backend runs to publish an event, inside its own
 //!   transaction if it likes (a rollback publishes nothing);
 //! - `switchboard_kv`: keys with an expiry (sessions, node addresses).
@@ -74,6 +75,15 @@ RETURNS text LANGUAGE sql AS $fn$
 $fn$;
 "#;
 
+/// Entries with JSON data shorter than this are mirrored by `switchboard_append` itself (the
+/// number in the SQL below); a notification holds at most 8,000 bytes with the message around.
+pub const MIRROR_MAX: usize = 7_000;
+
+/// Whether `switchboard_append` mirrors an entry with this data to Node.js servers itself.
+pub fn mirrored_in_sql(data: &[u8]) -> bool {
+    data.first() == Some(&b'{') && data.len() < MIRROR_MAX
+}
+
 /// The schema for a channel prefix and an attachments table name (both checked by the config to
 /// be plain identifiers).
 pub fn schema(prefix: &str, attachments: &str) -> String {
@@ -90,5 +100,6 @@ mod tests {
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS my_attachments"));
         assert!(sql.contains("pg_notify('orders-switchboard-log', id)"));
         assert!(!sql.contains("{prefix}") && !sql.contains("{attachments}"));
+        assert!(sql.contains(&format!("length(p_data) < {}", super::MIRROR_MAX)));
     }
 }

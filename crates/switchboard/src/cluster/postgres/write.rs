@@ -3,6 +3,7 @@
 //! payload that does not fit a notification goes through the attachments table first.
 
 use super::*;
+use crate::cluster::stream_message;
 
 impl PostgresDriver {
     /// Says what the core gives, in order, on one connection. What queued up is sent
@@ -158,6 +159,21 @@ impl PostgresDriver {
                     )
                     .await?;
                 let id: String = row.get(0);
+                // What `switchboard_append` does not mirror to Node.js servers on the postgres
+                // adapter (large, or binary) goes to them through the attachments table.
+                let data = field("data");
+                if !schema::mirrored_in_sql(&data)
+                    && let Some(message) = stream_message::mirrored_message(
+                        &text("uid"),
+                        &text("nsp"),
+                        u64::try_from(kind).unwrap_or_default(),
+                        &data,
+                        &id,
+                    )
+                {
+                    let channel = format!("{}#{}", self.settings.prefix, text("nsp"));
+                    self.notify_attachment(client, &channel, message).await?;
+                }
                 tell_taken(taken, Ok(crate::hub::parse_offset(&id)));
             }
             Outgoing::Sent(done) => {
@@ -205,7 +221,7 @@ impl PostgresDriver {
         );
         let row = client.query_one(&insert, &[&payload]).await?;
         let id: i64 = row.get(0);
-        let header = serde_json::json!({ "attachmentId": id.to_string() }).to_string();
+        let header = attachment_header(&payload, id);
         client
             .execute("SELECT pg_notify($1, $2)", &[&channel, &header])
             .await?;
@@ -213,12 +229,43 @@ impl PostgresDriver {
     }
 }
 
-/// Whether a message is written with one statement (a notification with a payload that fits).
+/// The notification naming an attachment: its id, with the sender's `uid` and the message's
+/// `type` as `@socket.io/postgres-adapter` writes them (a Node.js server takes a notification
+/// without a `uid` for one of its own and drops it).
+fn attachment_header(payload: &[u8], id: i64) -> String {
+    let mut header = serde_json::Map::new();
+    let (uid, kind) = match stream_message::decode_cluster_message(payload) {
+        Ok(message) => (Some(message.uid), Some(message.kind)),
+        Err(_) => (
+            serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|value| value["uid"].as_str().map(str::to_owned)),
+            None,
+        ),
+    };
+    header.insert(
+        "uid".into(),
+        uid.unwrap_or_else(|| "switchboard".into()).into(),
+    );
+    if let Some(kind) = kind {
+        header.insert("type".into(), kind.into());
+    }
+    header.insert("attachmentId".into(), id.to_string().into());
+    serde_json::Value::Object(header).to_string()
+}
+
+/// Whether a message is written with one statement (a notification with a payload that fits,
+/// an append that `switchboard_append` mirrors itself); the others are sent alone, so that
+/// nothing comes between their statements.
 fn one_statement(outgoing: &Outgoing) -> bool {
     match outgoing {
         Outgoing::Notify(_, payload, _) => {
             payload.len() < NOTIFY_MAX && std::str::from_utf8(payload).is_ok()
         }
+        Outgoing::Append(fields, _) => fields
+            .iter()
+            .find(|(name, _)| *name == "data")
+            .is_none_or(|(_, data)| schema::mirrored_in_sql(data)),
         _ => true,
     }
 }
@@ -233,5 +280,30 @@ fn refuse(outgoing: Outgoing) {
             let _ = done.send(());
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment_header;
+    use crate::cluster::stream_message::{self, kind};
+
+    #[test]
+    fn an_attachment_header_names_its_sender_as_the_node_adapter_expects() {
+        let packed =
+            stream_message::mirrored_message("n1", "/", kind::BROADCAST, br#"{"opts":{}}"#, "1-0")
+                .expect("packed");
+        let header: serde_json::Value =
+            serde_json::from_str(&attachment_header(&packed, 42)).expect("JSON");
+        assert_eq!(
+            header,
+            serde_json::json!({ "uid": "n1", "type": kind::BROADCAST, "attachmentId": "42" })
+        );
+        // Switchboard's own node messages (JSON) name their sender too.
+        let header: serde_json::Value =
+            serde_json::from_str(&attachment_header(br#"{"uid":"n2","kind":"bye"}"#, 7))
+                .expect("JSON");
+        assert_eq!(header["uid"], "n2");
+        assert!(attachment_header(b"\xff", 8).contains(r#""uid":"switchboard""#));
     }
 }
