@@ -190,8 +190,9 @@ impl From<Arc<MemoryBroker>> for Engine {
 }
 
 /// Each dialect of the core: the Socket.IO Redis adapter's pub/sub, the shared log, and the
-/// sharded adapter's namespace and room channels (rooms' channels followed as they are used).
-fn brokers() -> [(&'static str, Engine); 4] {
+/// sharded adapter's namespace and room channels (rooms' channels followed as they are used;
+/// in every subscription mode).
+fn brokers() -> [(&'static str, Engine); 5] {
     let sharded = |mode| Engine {
         broker: MemoryBroker::new(),
         sharding: Some(mode),
@@ -201,6 +202,11 @@ fn brokers() -> [(&'static str, Engine); 4] {
         ("log", MemoryBroker::with_log(10_000).into()),
         ("sharded", sharded(SubscriptionMode::Dynamic)),
         ("sharded static", sharded(SubscriptionMode::Static)),
+        // Sockets' own rooms get channels of their own too.
+        (
+            "sharded dynamic-private",
+            sharded(SubscriptionMode::DynamicPrivate),
+        ),
     ]
 }
 
@@ -231,6 +237,33 @@ async fn a_broadcast_reaches_its_rooms_on_every_node_minus_except() {
             event(&mut on_c).await.0,
             "marker",
             "{dialect}: not in the room"
+        );
+        shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn an_emit_to_a_socket_reaches_it_on_another_node() {
+    for (dialect, broker) in brokers() {
+        let (nodes, shutdown) = cluster(broker, false).await;
+        let (mut target, handshake) = client(&nodes[0], json!({})).await;
+        let (mut bystander, _) = client(&nodes[1], json!({})).await;
+        let sid = handshake["sid"].as_str().expect("a socket id").to_owned();
+        let direct = json!({ "op": "emit", "event": "direct", "args": [sid], "rooms": [sid] });
+        nodes[2].run(direct).await;
+        nodes[2]
+            .run(json!({ "op": "emit", "event": "marker", "args": [] }))
+            .await;
+        assert_eq!(
+            event(&mut target).await,
+            ("direct".into(), vec![json!(sid)]),
+            "{dialect}: its own room, from another node"
+        );
+        assert_eq!(event(&mut target).await.0, "marker", "{dialect}");
+        assert_eq!(
+            event(&mut bystander).await.0,
+            "marker",
+            "{dialect}: nobody else"
         );
         shutdown.cancel();
     }
