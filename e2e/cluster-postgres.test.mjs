@@ -214,4 +214,31 @@ describe("three nodes on PostgreSQL alone", () => {
     nodeServer.in(onSwitchboard.id).socketsJoin("from-node");
     await until(async () => (await call(`${b.url}/api/rooms/from-node`)).body.sockets?.some((s) => s.id === onSwitchboard.id), "joined by the Node server");
   });
+
+  test("/ready answers 503 while PostgreSQL is down, and 200 once every node linked again by itself; broadcasts cross nodes again", async () => {
+    const [a, b] = nodes;
+    // The Node.js server of the test before leaves first: @socket.io/postgres-adapter's LISTEN
+    // connection has no error handler, so PostgreSQL going away would crash the test's process.
+    if (nodeServer) {
+      await new Promise((resolve) => nodeServer.close(() => resolve()));
+      nodeServer = null;
+    }
+    const watcher = client(b.url);
+    await once(watcher, "connect");
+    watcher.emit("join-room", "after-outage");
+    await until(async () => (await call(`${a.url}/api/rooms/after-outage`)).body.sockets?.length === 1, "joined");
+    const restarting = postgres.restart(3000);
+    await until(async () => (await call(`${a.url}/ready`)).status === 503, "node a not ready while PostgreSQL is down", 3000);
+    assert.match((await call(`${a.url}/metrics`)).body, /^switchboard_cluster_connected 0$/m);
+    const refused = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "during", rooms: ["after-outage"], data: 0 } });
+    assert.equal(refused.status, 503, "an emit PostgreSQL cannot take is refused, not lost");
+    await restarting;
+    await until(async () => (await Promise.all(nodes.map((n) => call(`${n.url}/ready`)))).every((r) => r.status === 200), "every node ready again", 20000);
+    const got = [];
+    watcher.on("after", (m) => got.push(m));
+    const emitted = await call(`${a.url}/api/emit`, { method: "POST", body: { event: "after", rooms: ["after-outage"], data: 1 } });
+    assert.equal(emitted.status, 200);
+    await until(() => got.length === 1, "a broadcast from a to b's client after the outage");
+    watcher.disconnect();
+  });
 });

@@ -45,42 +45,54 @@ export async function startPostgres() {
     "-D", data, "-p", String(port), "-k", dir, "-c", "listen_addresses=127.0.0.1",
     "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
   ]);
-  const child = spawn(postgres, args, { stdio: "ignore" });
-  const deadline = Date.now() + 15000;
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const probe = createConnection({ port, host: "127.0.0.1" }, () => {
-        probe.destroy();
-        resolve(true);
+  /** Starts the server on the data directory; resolves once it takes connections. */
+  const launch = async () => {
+    const child = spawn(postgres, args, { stdio: "ignore" });
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      const up = await new Promise((resolve) => {
+        const probe = createConnection({ port, host: "127.0.0.1" }, () => {
+          probe.destroy();
+          resolve(true);
+        });
+        probe.once("error", () => resolve(false));
       });
-      probe.once("error", () => resolve(false));
+      if (up) break;
+      if (Date.now() > deadline) throw new Error("PostgreSQL did not start");
+      await sleep(100);
+    }
+    await sleep(300);
+    return child;
+  };
+  /** Stops the server (a fast shutdown: its connections are closed); resolves once it exited. */
+  const halt = (child) =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", resolve);
+      // SIGINT to the server itself (runuser does not pass it on): a fast shutdown.
+      const pid = postmasterPid(data);
+      if (pid) process.kill(pid, "SIGINT");
+      else child.kill("SIGINT");
+      setTimeout(() => {
+        const left = postmasterPid(data);
+        if (left) process.kill(left, "SIGKILL");
+        child.kill("SIGKILL");
+      }, 5000).unref();
     });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error("PostgreSQL did not start");
-    await sleep(100);
-  }
-  await sleep(300);
+  let child = await launch();
   return {
     port,
     url: `postgres://switchboard@127.0.0.1:${port}/postgres`,
     config: { host: "127.0.0.1", port, user: "switchboard", database: "postgres" },
-    stop: () =>
-      new Promise((resolve) => {
-        const done = () => {
-          rmSync(dir, { recursive: true, force: true });
-          resolve();
-        };
-        if (child.exitCode !== null) return done();
-        child.once("exit", done);
-        // SIGINT to the server itself (runuser does not pass it on): a fast shutdown.
-        const pid = postmasterPid(data);
-        if (pid) process.kill(pid, "SIGINT");
-        else child.kill("SIGINT");
-        setTimeout(() => {
-          const left = postmasterPid(data);
-          if (left) process.kill(left, "SIGKILL");
-          child.kill("SIGKILL");
-        }, 5000).unref();
-      }),
+    /** Stops the server for `downMs` and starts it again on the same data and port. */
+    restart: async (downMs) => {
+      await halt(child);
+      await sleep(downMs);
+      child = await launch();
+    },
+    stop: async () => {
+      await halt(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
