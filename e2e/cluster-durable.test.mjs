@@ -2,7 +2,8 @@
 // and a real redis-server, on each adapter, with the official socket.io-client. A publisher
 // that counts an event as published when the API answered 2xx must find every such event on
 // every client, in the order of the answers, even when the node that answered is killed with
-// SIGKILL a moment later or Redis pauses; and an event answered 503 reached no one.
+// SIGKILL a moment later or Redis pauses; and an event answered 503 reached no one. A client
+// event's callback answered by a rule means the same as a 2xx.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
@@ -17,11 +18,19 @@ async function untilReady(server, timeoutMs = 10000) {
   }
 }
 
-// The embedded defaults, plus a configured route (its body is the event's payload).
+// The embedded defaults, plus a configured route (its body is the event's payload) and a
+// client event a rule relays to everyone.
 const CONFIG = `
 [[routes]]
 path = "/broadcast/tick"
 emit = "tick"
+
+[[namespaces]]
+name = "/"
+
+[[namespaces.events]]
+on = "say"
+actions = [{ emit = "tick", to = "all", data = "{arg}" }]
 `;
 
 async function node(redis, adapter) {
@@ -175,6 +184,45 @@ for (const adapter of ["streams", "pubsub"]) {
       for (const socket of [onA, onB]) {
         assert.deepEqual(socket.seqs, [1001, 1004], "the calls answered 503 reached no one");
       }
+    });
+
+    test("a client event's callback is answered once Redis took what its rule emits: a SIGKILL right after loses nothing; Redis down answers cluster_unavailable", async () => {
+      const [a, b, c] = nodes;
+      const onB = await listener(b);
+      const onC = await listener(c);
+      const sender = io(a.url, { forceNew: true, transports: ["websocket"], reconnection: false });
+      sockets.push(onB, onC, sender);
+      await once(sender, "connect");
+      const stopPausing = pauser(redis, 50, 120);
+      const acked = [];
+      const until = Date.now() + 1500;
+      for (let seq = 2001; Date.now() < until; seq++) {
+        const answer = await sender.timeout(5000).emitWithAck("say", { seq });
+        assert.deepEqual(answer, { ok: true }, `say ${seq}`);
+        acked.push(seq);
+      }
+      // The node that answered dies the moment its last callback was answered.
+      a.child.kill("SIGKILL");
+      await stopPausing();
+      assert.ok(acked.length >= 5, `${acked.length} client events answered`);
+      const deadline = Date.now() + 5000;
+      const missing = (socket) => acked.filter((seq) => !socket.seqs.includes(seq));
+      while ((missing(onB).length || missing(onC).length) && Date.now() < deadline) await sleep(50);
+      assert.deepEqual(missing(onB), [], "answered client events that never reached the client on B");
+      assert.deepEqual(missing(onC), [], "answered client events that never reached the client on C");
+      for (const socket of [onB, onC]) assert.deepEqual(socket.seqs.filter((seq) => seq > 2000), acked, "once each, in order");
+      nodes[0] = await node(redis, adapter);
+      await untilReady(nodes[0]);
+      // Redis down: the callback says the cluster did not take it.
+      const port = redis.port;
+      const onBSender = io(b.url, { forceNew: true, transports: ["websocket"], reconnection: false });
+      sockets.push(onBSender);
+      await once(onBSender, "connect");
+      await redis.stop();
+      const refused = await onBSender.timeout(5000).emitWithAck("say", { seq: 3000 });
+      assert.equal(refused.error?.code, "cluster_unavailable", JSON.stringify(refused));
+      redis = await startRedis(port);
+      await Promise.all(nodes.map((n) => untilReady(n)));
     });
 
     if (adapter === "streams") {

@@ -47,6 +47,26 @@ pub async fn until_taken(
     }
 }
 
+/// The receiving end of a [`TakenSender`]: what a caller that does not wait at once keeps.
+pub type TakenReceipt = oneshot::Receiver<Result<Option<u64>, NotTaken>>;
+
+/// Waits until the engine has taken every operation of `receipts`, at most the adapter's take
+/// timeout in all.
+pub async fn all_taken(adapter: &dyn Adapter, receipts: Vec<TakenReceipt>) -> Result<(), NotTaken> {
+    let every = async {
+        for receipt in receipts {
+            match receipt.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return Err(NotTaken),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(adapter.take_timeout(), every)
+        .await
+        .unwrap_or(Err(NotTaken))
+}
+
 /// A boxed future, for the trait's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::adapter::{NotTaken, until_taken};
+use super::adapter::{NotTaken, TakenReceipt, TakenSender, until_taken};
 use super::last_state::{LastEvent, LastState};
 use super::namespace::Namespace;
 use super::packets::{self, PacketFrames, Parser};
@@ -89,6 +89,19 @@ impl Broadcast {
     pub fn publish(&self, event: &str, args: &[Value], attachments: &[Bytes]) -> Published {
         self.namespace
             .publish(&self.target, event, args, attachments)
+    }
+
+    /// As [`Broadcast::publish`] (delivered the same way, at once), with a receipt telling
+    /// when the cluster's engine has taken it (none on a node of its own): for a caller that
+    /// answers someone later (a client event's callback) without holding what comes next.
+    pub fn publish_with_receipt(
+        &self,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> (Published, Option<TakenReceipt>) {
+        self.namespace
+            .publish_receipted(&self.target, event, args, attachments)
     }
 
     /// As [`Broadcast::publish`], for a caller that tells someone it is done (the HTTP API):
@@ -337,6 +350,36 @@ impl Namespace {
         args: &[Value],
         attachments: &[Bytes],
     ) -> Published {
+        self.publish_telling(target, event, args, attachments, None)
+    }
+
+    /// As [`Namespace::publish`], with a receipt from the cluster's engine when there is a
+    /// cluster (what a shared log could not be given, its link down, is never taken).
+    pub(crate) fn publish_receipted(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+    ) -> (Published, Option<TakenReceipt>) {
+        if self.cluster.get().is_none() {
+            return (self.publish_local(target, event, args, attachments), None);
+        }
+        let (taken, receipt) = tokio::sync::oneshot::channel();
+        let published = self.publish_telling(target, event, args, attachments, Some(taken));
+        (published, Some(receipt))
+    }
+
+    /// Publishes, telling `taken` (when given) whether the cluster's engine took it. A sender
+    /// whose receipt was dropped means nobody waits: the driver would leave the command out.
+    fn publish_telling(
+        &self,
+        target: &Target,
+        event: &str,
+        args: &[Value],
+        attachments: &[Bytes],
+        taken: Option<TakenSender>,
+    ) -> Published {
         let Some(cluster) = self.cluster.get() else {
             return self.publish_local(target, event, args, attachments);
         };
@@ -344,7 +387,7 @@ impl Namespace {
         if cluster.shared_log().is_some() && cluster.is_connected() {
             let mut reached = 0;
             self.for_each_target(target, |_| reached += 1);
-            cluster.broadcast(self.name(), target, event, args, attachments, None);
+            cluster.broadcast(self.name(), target, event, args, attachments, taken);
             return Published {
                 reached,
                 offset: None,
@@ -352,7 +395,7 @@ impl Namespace {
         }
         let published = self.publish_local(target, event, args, attachments);
         if cluster.shared_log().is_none() {
-            cluster.broadcast(self.name(), target, event, args, attachments, None);
+            cluster.broadcast(self.name(), target, event, args, attachments, taken);
         }
         published
     }

@@ -2,8 +2,9 @@
 //! disconnect. A client event's actions are all rendered and checked first (templates, room
 //! names, permissions); only if every one passes do they run, in order, so a bad value changes
 //! nothing. The client then gets its callback answered (`{"ok": true}` unless an `ack` action
-//! answered it) or, on a refusal, an error reply: the ack `{"error": {code, message}}` when it
-//! passed a callback, else an `error` event `{event, code, message}`.
+//! answered it; in a cluster once the engine took the emits to other sockets, or
+//! `cluster_unavailable`) or, on a refusal, an error reply: the ack `{"error": {code,
+//! message}}` when it passed a callback, else an `error` event `{event, code, message}`.
 
 use crate::error_code::ErrorCode;
 use std::sync::Arc;
@@ -15,8 +16,24 @@ use serde_json::{Value, json};
 
 use super::compile::{Action, ArgCheck, EventActions, NamespaceRules, Payload, Target, TypeCheck};
 use super::template::{Context, TextTemplate, ValueError};
-use crate::hub::{Event, Socket};
+use crate::hub::adapter::{TakenReceipt, all_taken};
+use crate::hub::{Ack, Event, Socket};
 use crate::pattern::glob_match;
+
+/// Answers a client event's callback: `value` (with the client's binary values when it holds
+/// their placeholders), or, when the cluster did not take the event's emits, the error
+/// `cluster_unavailable` (the emits may have reached this node's clients only).
+fn answer(ack: Ack, value: Value, attachments: &[Bytes], taken: bool) {
+    if !taken {
+        let code = ErrorCode::ClusterUnavailable.as_str();
+        let message = "the cluster could not take this event's emits in time";
+        ack.send(&[json!({ "error": { "code": code, "message": message } })]);
+    } else if holds_placeholder(&value, attachments.len()) {
+        ack.send_binary(&[value], attachments);
+    } else {
+        ack.send(&[value]);
+    }
+}
 
 pub struct RuleSet {
     rules: NamespaceRules,
@@ -308,11 +325,18 @@ impl RuleSet {
         Ok(ready)
     }
 
-    /// Runs prepared actions in order; returns the ack value, if an action gave one. An emit
-    /// whose data holds the client's binary values (their placeholders, from `{arg}`) carries
-    /// the client's `attachments` with it.
-    fn run(&self, ready: Vec<Ready>, socket: &Arc<Socket>, attachments: &[Bytes]) -> Option<Value> {
+    /// Runs prepared actions in order; returns the ack value, if an action gave one, and, in a
+    /// cluster, a receipt for each emit that goes to other sockets (the cluster's engine
+    /// taking it). An emit whose data holds the client's binary values (their placeholders,
+    /// from `{arg}`) carries the client's `attachments` with it.
+    fn run(
+        &self,
+        ready: Vec<Ready>,
+        socket: &Arc<Socket>,
+        attachments: &[Bytes],
+    ) -> (Option<Value>, Vec<TakenReceipt>) {
         let mut ack = None;
+        let mut receipts = Vec::new();
         for step in ready {
             match step {
                 Ready::Join(room) => socket.join(room.as_str()),
@@ -342,33 +366,24 @@ impl RuleSet {
                     } else {
                         &[]
                     };
-                    match target {
+                    let broadcast = match target {
                         ReadyTarget::Sender => {
                             let _ = socket.emit_binary(&event, &args, binary);
+                            continue;
                         }
-                        ReadyTarget::All => {
-                            let everyone = namespace.everyone().volatile(volatile);
-                            everyone.emit_binary(&event, &args, binary);
-                        }
-                        ReadyTarget::Others => {
-                            let others = socket.broadcast().volatile(volatile);
-                            others.emit_binary(&event, &args, binary);
-                        }
-                        ReadyTarget::Room(room) => {
-                            namespace
-                                .to(room.as_str())
-                                .volatile(volatile)
-                                .emit_binary(&event, &args, binary);
-                        }
-                        ReadyTarget::RoomOthers(room) => {
-                            let room = socket.to(room.as_str()).volatile(volatile);
-                            room.emit_binary(&event, &args, binary);
-                        }
-                    }
+                        ReadyTarget::All => namespace.everyone(),
+                        ReadyTarget::Others => socket.broadcast(),
+                        ReadyTarget::Room(room) => namespace.to(room.as_str()),
+                        ReadyTarget::RoomOthers(room) => socket.to(room.as_str()),
+                    };
+                    let (_, receipt) = broadcast
+                        .volatile(volatile)
+                        .publish_with_receipt(&event, &args, binary);
+                    receipts.extend(receipt);
                 }
             }
         }
-        ack
+        (ack, receipts)
     }
 
     pub fn on_connect(&self, socket: &Arc<Socket>) {
@@ -398,14 +413,24 @@ impl RuleSet {
         });
         match checked {
             Ok(ready) => {
-                let value = self.run(ready, socket, &event.attachments);
-                if let Some(ack) = event.take_ack() {
-                    let value = value.unwrap_or_else(|| json!({ "ok": true }));
-                    if holds_placeholder(&value, event.attachments.len()) {
-                        ack.send_binary(&[value], &event.attachments);
-                    } else {
-                        ack.send(&[value]);
+                let (value, receipts) = self.run(ready, socket, &event.attachments);
+                let Some(ack) = event.take_ack() else {
+                    return;
+                };
+                let value = value.unwrap_or_else(|| json!({ "ok": true }));
+                let attachments = std::mem::take(&mut event.attachments);
+                // In a cluster the callback is answered once the engine has taken the emits
+                // (they are delivered meanwhile, as always): an answered callback means every
+                // node delivers them, even if this node is killed the next moment.
+                match socket.namespace().cluster() {
+                    Some(cluster) if !receipts.is_empty() => {
+                        let cluster = cluster.clone();
+                        tokio::spawn(async move {
+                            let taken = all_taken(cluster.as_ref(), receipts).await;
+                            answer(ack, value, &attachments, taken.is_ok());
+                        });
                     }
+                    _ => answer(ack, value, &attachments, true),
                 }
             }
             Err(error) => {
