@@ -4,9 +4,11 @@
 // upgrade, all recovering as socket.io-client does by default; and WebSocket clients that do not
 // ask for recovery, as python-socketio) in overlapping rooms, a backend publishing numbered
 // events through the balancer (`POST /api/emit` to a room, `GET /notify`, a configured route,
-// to everyone), and a seeded schedule of faults: a node killed with SIGKILL and started again, a
-// node stopped with SIGTERM and started again, Redis frozen (SIGSTOP) for a few seconds, Redis
-// killed and restarted (it persists what it took: an append-only file synced on each write), a
+// to everyone), a client publishing numbered `room-message` events (the chat's rule relays them
+// to the room; published once its callback is answered), and a seeded schedule of faults: a node
+// killed with SIGKILL and started again, a node stopped with SIGTERM and started again, Redis
+// frozen (SIGSTOP) for a few seconds, Redis killed and restarted (it persists what it took: an
+// append-only file synced on each write), Redis killed and restarted empty (its file lost), a
 // share of the clients' connections cut (no close frame), two WebSocket clients that stop
 // reading until their node closes them as slow consumers (their queue full), a connect storm.
 //
@@ -19,7 +21,10 @@
 // end, or a ghost. An event answered otherwise (a 503, or a request cut by a fault) may or may
 // not arrive: it is neither a loss nor a duplicate if it arrives once and in order. A client
 // that does not ask for recovery is promised nothing across a reconnect: what it misses while
-// away is counted apart (its duplicates and reorderings still fail the run).
+// away is counted apart (its duplicates and reorderings still fail the run). Redis restarted
+// empty loses, as documented, the events answered in its last moments that the nodes had not
+// read yet: a loss of an event answered within a second before such a restart is counted apart
+// as promised.
 //
 // `--engine` chooses what the nodes share: `redis` (the streams adapter on one redis-server,
 // the default, with the Redis faults), `redis-cluster` (the streams adapter on a Redis Cluster
@@ -125,7 +130,7 @@ function openClient(index) {
   const { recover = true, ...options } = KINDS[kind];
   const rooms = [ROOMS[index % 3], ROOMS[(index + 1) % 3]];
   const socket = io(proxy.url, { forceNew: true, reconnectionDelay: 300, reconnectionDelayMax: 2000, ...options });
-  const client = { index, kind, recover, rooms, socket, user: `user${index % Math.ceil(clientCount / 2)}`, got: new Map(), lost: 0, duplicated: 0, reordered: 0, delivered: 0, recovered: 0, fresh: 0, connects: 0, ids: new Set() };
+  const client = { index, kind, recover, rooms, socket, user: `user${index % Math.ceil(clientCount / 2)}`, got: new Map(), lost: 0, lostEmpty: 0, duplicated: 0, reordered: 0, delivered: 0, recovered: 0, fresh: 0, connects: 0, ids: new Set() };
   const record = (stream, seq) => {
     const seen = client.got.get(stream) ?? { last: 0, all: new Set() };
     client.got.set(stream, seen);
@@ -137,6 +142,7 @@ function openClient(index) {
   };
   socket.on("tick", (data) => record(data.room, data.seq));
   socket.on("notification", (data) => record("notify", Number(data.message)));
+  socket.on("room-broadcast", (data) => record(`talk-${data.room}`, Number(data.message)));
   // A client without recovery forgets its session id, so it comes back as a new socket.
   if (!recover) socket.on("disconnect", () => (socket._pid = undefined));
   socket.on("connect", () => {
@@ -165,8 +171,12 @@ const figuresAtStart = await Promise.all(nodes.map(nodeFigures));
 log(`seed ${seed}: ${clientCount} clients, ${rate} events/s, ${seconds} s of faults`);
 
 // --- the backend ------------------------------------------------------------------------------
-const published = { r0: [], r1: [], r2: [], notify: [] };
-const uncertain = { r0: 0, r1: 0, r2: 0, notify: 0 };
+const STREAMS = ["r0", "r1", "r2", "notify", "talk-r0", "talk-r1", "talk-r2"];
+const published = Object.fromEntries(STREAMS.map((s) => [s, []]));
+const uncertain = Object.fromEntries(STREAMS.map((s) => [s, 0]));
+/** When each published event was answered (to tell the losses a Redis restarted empty may cause). */
+const answeredAt = Object.fromEntries(STREAMS.map((s) => [s, new Map()]));
+const emptyRestarts = [];
 let publishing = true;
 const publisher = (async () => {
   const next = { r0: 0, r1: 0, r2: 0, notify: 0 };
@@ -181,9 +191,33 @@ const publisher = (async () => {
     } catch {
       answer = { status: 0 };
     }
-    if (answer.status >= 200 && answer.status < 300) published[stream].push(seq);
-    else uncertain[stream]++;
+    if (answer.status >= 200 && answer.status < 300) {
+      published[stream].push(seq);
+      answeredAt[stream].set(seq, Date.now());
+    } else uncertain[stream]++;
     await sleep(1000 / rate);
+  }
+})();
+// A chat user talking: numbered `room-message` events, each sent once its previous one was
+// answered (a callback answered means the cluster took what the rule emits).
+const talker = io(proxy.url, { forceNew: true, transports: ["websocket"], reconnectionDelay: 300, reconnectionDelayMax: 2000 });
+const talking = (async () => {
+  const next = { r0: 0, r1: 0, r2: 0 };
+  while (publishing) {
+    const room = pick(ROOMS);
+    const stream = `talk-${room}`;
+    const seq = ++next[room];
+    let answer;
+    try {
+      answer = await talker.timeout(3000).emitWithAck("room-message", { room, message: String(seq) });
+    } catch {
+      answer = null;
+    }
+    if (answer?.ok === true) {
+      published[stream].push(seq);
+      answeredAt[stream].set(seq, Date.now());
+    } else uncertain[stream]++;
+    await sleep(100);
   }
 })();
 
@@ -215,6 +249,10 @@ const FAULTS = {
   },
   async restartRedis() {
     await store.restart(between(500, 3000));
+  },
+  async restartRedisEmpty() {
+    emptyRestarts.push(Date.now());
+    await store.restart(between(500, 3000), { empty: true });
   },
   async stall() {
     // Two recovering WebSocket clients stop reading; their own rooms get a burst of large
@@ -253,7 +291,7 @@ const FAULTS = {
   },
 };
 /** The faults that act on a single redis-server. */
-const ENGINE_FAULTS = ["freezeRedis", "restartRedis"];
+const ENGINE_FAULTS = ["freezeRedis", "restartRedis", "restartRedisEmpty"];
 const deadline = Date.now() + seconds * 1000;
 while (Date.now() < deadline) {
   await sleep(between(6000, 10000));
@@ -265,25 +303,34 @@ while (Date.now() < deadline) {
 }
 publishing = false;
 await publisher;
+await talking;
 
 // --- the reckoning ----------------------------------------------------------------------------
 const allBack = await until(() => clients.every((c) => c.socket.connected), "every client back", 30000).then(() => true, () => false);
-const expectedOf = (client) => [...client.rooms, "notify"].map((stream) => [stream, published[stream]]);
+const expectedOf = (client) => [...client.rooms, ...client.rooms.map((r) => `talk-${r}`), "notify"].map((stream) => [stream, published[stream]]);
+/** Whether losing this event is promised: answered within a second before Redis restarted empty. */
+const lostToAnEmptyRedis = (stream, seq) => {
+  const at = answeredAt[stream].get(seq);
+  return at !== undefined && emptyRestarts.some((restart) => at <= restart && restart - at < 1000);
+};
 await until(() => clients.every((c) => expectedOf(c).every(([stream, seqs]) => !seqs.length || c.got.get(stream)?.all.has(seqs.at(-1)))), "the last events delivered", 15000).catch(() => {});
 await sleep(1000);
 for (const client of clients) {
   for (const [stream, seqs] of expectedOf(client)) {
     const seen = client.got.get(stream)?.all ?? new Set();
-    client.lost += seqs.filter((seq) => !seen.has(seq)).length;
+    for (const seq of seqs.filter((seq) => !seen.has(seq))) {
+      if (lostToAnEmptyRedis(stream, seq)) client.lostEmpty++;
+      else client.lost++;
+    }
   }
 }
 const figuresAtEnd = await Promise.all(nodes.map(nodeFigures));
 const byKind = {};
 for (const client of clients) {
-  const row = (byKind[client.kind] ??= { clients: 0, published: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0, recovered: 0, fresh: 0 });
+  const row = (byKind[client.kind] ??= { clients: 0, published: 0, delivered: 0, lost: 0, lostEmpty: 0, duplicated: 0, reordered: 0, recovered: 0, fresh: 0 });
   row.clients++;
   row.published += expectedOf(client).reduce((sum, [, seqs]) => sum + seqs.length, 0);
-  for (const key of ["delivered", "lost", "duplicated", "reordered", "recovered", "fresh"]) row[key] += client[key];
+  for (const key of ["delivered", "lost", "lostEmpty", "duplicated", "reordered", "recovered", "fresh"]) row[key] += client[key];
 }
 // Every client leaves: nobody may stay online anywhere once the heartbeat (4 s), the presence
 // grace (0.5 s) and the node timeout (3 s) have passed.
@@ -300,9 +347,9 @@ for (const node of nodes) {
 
 console.log(`\nchaos: seed ${seed}, engine ${engine}, ${seconds} s, ${clientCount} clients, faults: ${faults.join(", ") || "none"}`);
 console.log(`published (2xx): ${Object.entries(published).map(([s, v]) => `${s} ${v.length}`).join(", ")}; answered otherwise: ${Object.entries(uncertain).map(([s, v]) => `${s} ${v}`).join(", ")}`);
-console.log("kind        clients  published  delivered  lost  duplicated  out-of-order  recovered  fresh   (norecover: lost and fresh are not promised)");
+console.log("kind        clients  published  delivered  lost  duplicated  out-of-order  recovered  fresh  lost-to-empty-redis   (norecover: lost and fresh are not promised)");
 for (const [kind, row] of Object.entries(byKind)) {
-  console.log(`${kind.padEnd(11)} ${String(row.clients).padStart(7)} ${String(row.published).padStart(10)} ${String(row.delivered).padStart(10)} ${String(row.lost).padStart(5)} ${String(row.duplicated).padStart(11)} ${String(row.reordered).padStart(13)} ${String(row.recovered).padStart(10)} ${String(row.fresh).padStart(6)}`);
+  console.log(`${kind.padEnd(11)} ${String(row.clients).padStart(7)} ${String(row.published).padStart(10)} ${String(row.delivered).padStart(10)} ${String(row.lost).padStart(5)} ${String(row.duplicated).padStart(11)} ${String(row.reordered).padStart(13)} ${String(row.recovered).padStart(10)} ${String(row.fresh).padStart(6)} ${String(row.lostEmpty).padStart(20)}`);
 }
 console.log(`ghost users: ${ghosts.length ? ghosts.join(", ") : "none"}; every client back at the end: ${allBack}`);
 if (ghosts.length) {
@@ -322,6 +369,7 @@ if (ghosts.length) {
 }
 nodes.forEach((n, i) => console.log(`node :${n.port}: start ${JSON.stringify(figuresAtStart[i])}, end ${JSON.stringify(figuresAtEnd[i])}`));
 
+talker.disconnect();
 await proxy.close();
 await Promise.all(nodes.map((n) => n.server.stop()));
 await store.stop();

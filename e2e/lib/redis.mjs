@@ -1,7 +1,7 @@
 // Starts a real redis-server for the cluster tests.
 import { spawn } from "node:child_process";
 import { createConnection } from "node:net";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { freePort, sleep } from "./server.mjs";
@@ -20,8 +20,9 @@ export const streamsNodeEnv = (url, settings = {}) => ({
 export async function startRedis(port, { persist = false } = {}) {
   port = port ?? (await freePort());
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", ""];
+  let dir = null;
   if (persist) {
-    const dir = mkdtempSync(path.join(tmpdir(), "switchboard-redis-"));
+    dir = mkdtempSync(path.join(tmpdir(), "switchboard-redis-"));
     args.push("--appendonly", "yes", "--appendfsync", "always", "--dir", dir);
   } else {
     args.push("--appendonly", "no");
@@ -38,9 +39,13 @@ export async function startRedis(port, { persist = false } = {}) {
     url: `redis://127.0.0.1:${port}`,
     /** Stops (SIGSTOP) or resumes (SIGCONT) the server: it keeps its connections but answers nothing. */
     freeze: (frozen) => child.kill(frozen ? "SIGSTOP" : "SIGCONT"),
-    /** Kills it (SIGKILL) and starts it again on the same port, after `downMs`. */
-    restart: async (downMs = 0) => {
+    /** Kills it (SIGKILL) and starts it again on the same port, after `downMs`; with `empty`,
+     * without what it persisted (a Redis whose disk was lost, or that never persisted). */
+    restart: async (downMs = 0, { empty = false } = {}) => {
       await stop();
+      if (empty && dir) {
+        for (const name of readdirSync(dir)) rmSync(path.join(dir, name), { recursive: true, force: true });
+      }
       await sleep(downMs);
       child = await spawnRedis(port, args);
     },
