@@ -53,6 +53,27 @@ test("SIGTERM closes the clients in batches over drain_period, each flushed firs
   assert.ok(busiest <= count / 3, `at most a third of the clients in any 100 ms (${busiest})`);
 });
 
+test("a client the drain closes while an event waits for it gets the event first (a polling client between two requests)", async () => {
+  const node = await startServer("switchboard", { env: { SWITCHBOARD_SERVER_DRAIN_PERIOD: "300ms" } });
+  const base = `${node.url}/socket.io/?EIO=4&transport=polling`;
+  const sid = JSON.parse((await call(base)).body.slice(1)).sid;
+  const url = `${base}&sid=${sid}`;
+  assert.equal((await call(url, { method: "POST", body: "40" })).status, 200);
+  assert.match((await call(url)).body, /^40\{/);
+  // No GET waits: the event stays queued for the client's next request.
+  assert.equal((await call(node.url + "/api/emit", { method: "POST", body: { event: "late", data: 7 } })).status, 200);
+  const exited = new Promise((resolve) => node.child.once("exit", resolve));
+  node.child.kill("SIGTERM");
+  // Past the drain period: the session is closed, the event still waits for it.
+  await sleep(600);
+  const answer = await call(url);
+  assert.equal(answer.status, 200);
+  assert.match(answer.body, /^42\["late",7[,\]]/, "the queued event, before the close");
+  const closing = await call(url);
+  assert.equal(String(closing.body), "1", "then the close");
+  assert.equal(await exited, 0);
+});
+
 test("a node drained in a cluster on the streams adapter: its clients resume on the other node with every event once, in order", async () => {
   const redis = await startRedis();
   const env = streamsNodeEnv(redis.url, {

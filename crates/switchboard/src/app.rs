@@ -87,6 +87,11 @@ pub struct App {
 }
 
 impl App {
+    /// The server's one shutdown signal: a task the binary adds ends on it too.
+    pub fn shutdown_signal(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     pub fn build(config: Config) -> Self {
         let config = Arc::new(config);
         // The one shutdown signal every long-lived task of the server ends on.
