@@ -326,14 +326,17 @@ impl RuleSet {
     }
 
     /// Runs prepared actions in order; returns the ack value, if an action gave one, and, in a
-    /// cluster, a receipt for each emit that goes to other sockets (the cluster's engine
-    /// taking it). An emit whose data holds the client's binary values (their placeholders,
-    /// from `{arg}`) carries the client's `attachments` with it.
+    /// cluster and when `receipts` is asked for, a receipt for each emit that goes to other
+    /// sockets (the cluster's engine taking it). Only a caller that waits on them asks: a
+    /// receipt dropped unread tells the driver nobody waits, and it leaves the emit out. An
+    /// emit whose data holds the client's binary values (their placeholders, from `{arg}`)
+    /// carries the client's `attachments` with it.
     fn run(
         &self,
         ready: Vec<Ready>,
         socket: &Arc<Socket>,
         attachments: &[Bytes],
+        with_receipts: bool,
     ) -> (Option<Value>, Vec<TakenReceipt>) {
         let mut ack = None;
         let mut receipts = Vec::new();
@@ -376,10 +379,13 @@ impl RuleSet {
                         ReadyTarget::Room(room) => namespace.to(room.as_str()),
                         ReadyTarget::RoomOthers(room) => socket.to(room.as_str()),
                     };
-                    let (_, receipt) = broadcast
-                        .volatile(volatile)
-                        .publish_with_receipt(&event, &args, binary);
-                    receipts.extend(receipt);
+                    let broadcast = broadcast.volatile(volatile);
+                    if with_receipts {
+                        let (_, receipt) = broadcast.publish_with_receipt(&event, &args, binary);
+                        receipts.extend(receipt);
+                    } else {
+                        broadcast.emit_binary(&event, &args, binary);
+                    }
                 }
             }
         }
@@ -389,7 +395,7 @@ impl RuleSet {
     pub fn on_connect(&self, socket: &Arc<Socket>) {
         match self.prepare(&self.rules.on_connect, socket, None, &[], Trust::Operator) {
             Ok(ready) => {
-                self.run(ready, socket, &[]);
+                self.run(ready, socket, &[], false);
             }
             Err(error) => {
                 tracing::debug!(socket = %socket.id(), code = error.code, "on_connect rule refused");
@@ -413,8 +419,9 @@ impl RuleSet {
         });
         match checked {
             Ok(ready) => {
-                let (value, receipts) = self.run(ready, socket, &event.attachments);
-                let Some(ack) = event.take_ack() else {
+                let ack = event.take_ack();
+                let (value, receipts) = self.run(ready, socket, &event.attachments, ack.is_some());
+                let Some(ack) = ack else {
                     return;
                 };
                 let value = value.unwrap_or_else(|| json!({ "ok": true }));
@@ -458,7 +465,7 @@ impl RuleSet {
             Trust::Operator,
         ) {
             Ok(ready) => {
-                self.run(ready, socket, &[]);
+                self.run(ready, socket, &[], false);
             }
             Err(error) => {
                 tracing::debug!(socket = %socket.id(), code = error.code, "on_disconnect rule skipped");
