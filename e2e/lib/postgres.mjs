@@ -68,16 +68,22 @@ export async function startPostgres() {
   const halt = (child) =>
     new Promise((resolve) => {
       if (child.exitCode !== null) return resolve();
-      child.once("exit", resolve);
+      // Killed if it has not stopped in 5 s; the timer ends with it (a server started again on
+      // the same data directory must not be the one killed).
+      const stubborn = setTimeout(() => {
+        const left = postmasterPid(data);
+        if (left) process.kill(left, "SIGKILL");
+        child.kill("SIGKILL");
+      }, 5000);
+      stubborn.unref();
+      child.once("exit", () => {
+        clearTimeout(stubborn);
+        resolve();
+      });
       // SIGINT to the server itself (runuser does not pass it on): a fast shutdown.
       const pid = postmasterPid(data);
       if (pid) process.kill(pid, "SIGINT");
       else child.kill("SIGINT");
-      setTimeout(() => {
-        const left = postmasterPid(data);
-        if (left) process.kill(left, "SIGKILL");
-        child.kill("SIGKILL");
-      }, 5000).unref();
     });
   let child = await launch();
   return {

@@ -390,24 +390,25 @@ fn trace_settings(
     {
         return None;
     }
-    // OTLP over HTTP with JSON bodies is what is sent; a collector's HTTP port takes it whether
-    // its clients say http/json or http/protobuf. gRPC is another port and another protocol.
-    let protocol =
-        env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
-    if protocol
-        .as_deref()
-        .is_some_and(|p| p.eq_ignore_ascii_case("grpc"))
-    {
-        tracing::error!(
-            "tracing: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not spoken (spans go over OTLP/HTTP as \
-             JSON): traces are off; name the collector's HTTP endpoint (port 4318) and http/json"
-        );
-        return None;
-    }
     let base = |url: &str| format!("{}/v1/traces", url.trim_end_matches('/'));
     let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|url| base(&url)))
         .or_else(|| config.tracing.otlp_endpoint.as_deref().map(base))?;
+    // OTLP over HTTP with JSON bodies is what is sent; a collector's HTTP port takes it whether
+    // its clients say http/json or http/protobuf. gRPC is another port and another protocol.
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| env(name).map(|value| (name, value)));
+    if let Some((name, _)) = protocol.filter(|(_, p)| p.eq_ignore_ascii_case("grpc")) {
+        tracing::error!(
+            "tracing: {name}=grpc is not spoken (spans go over OTLP/HTTP as JSON): traces are \
+             off; name the collector's HTTP endpoint (port 4318) and http/json"
+        );
+        return None;
+    }
     let mut sample_ratio = config.tracing.sample_ratio;
     match env("OTEL_TRACES_SAMPLER").as_deref() {
         Some("always_off" | "parentbased_always_off") => return None,

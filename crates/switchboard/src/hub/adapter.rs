@@ -53,14 +53,14 @@ pub type TakenReceipt = oneshot::Receiver<Result<Option<u64>, NotTaken>>;
 /// Waits until the engine has taken every operation of `receipts`, at most the adapter's take
 /// timeout in all.
 pub async fn all_taken(adapter: &dyn Adapter, receipts: Vec<TakenReceipt>) -> Result<(), NotTaken> {
+    // Every receipt is read to its end, a failed one included: one dropped unread would tell
+    // the driver that nobody waits for the operations after it, and it would leave them out.
     let every = async {
+        let mut all = true;
         for receipt in receipts {
-            match receipt.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return Err(NotTaken),
-            }
+            all &= matches!(receipt.await, Ok(Ok(_)));
         }
-        Ok(())
+        if all { Ok(()) } else { Err(NotTaken) }
     };
     tokio::time::timeout(adapter.take_timeout(), every)
         .await

@@ -159,8 +159,11 @@ impl PostgresDriver {
                     )
                     .await?;
                 let id: String = row.get(0);
+                // In the log: taken, whatever becomes of the mirror below.
+                tell_taken(taken, Ok(crate::hub::parse_offset(&id)));
                 // What `switchboard_append` does not mirror to Node.js servers on the postgres
-                // adapter (large, or binary) goes to them through the attachments table.
+                // adapter (large, or binary) goes to them through the attachments table, as
+                // the best it can (they keep no log: a failure here loses it for them only).
                 let data = field("data");
                 if !schema::mirrored_in_sql(&data)
                     && let Some(message) = stream_message::mirrored_message(
@@ -172,9 +175,10 @@ impl PostgresDriver {
                     )
                 {
                     let channel = format!("{}#{}", self.settings.prefix, text("nsp"));
-                    self.notify_attachment(client, &channel, message).await?;
+                    if let Err(error) = self.notify_attachment(client, &channel, message).await {
+                        tracing::warn!(%error, offset = %id, "cluster: a log entry could not be mirrored to Node.js servers");
+                    }
                 }
-                tell_taken(taken, Ok(crate::hub::parse_offset(&id)));
             }
             Outgoing::Sent(done) => {
                 let _ = done.send(());
