@@ -778,3 +778,22 @@ async fn sessions_are_written_back_when_the_engine_comes_back_empty() {
     }
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_failed_receipt_leaves_the_others_read_to_their_end() {
+    use switchboard::hub::adapter::{NotTaken, all_taken};
+    let (nodes, shutdown) = cluster(MemoryBroker::new(), false).await;
+    let (failed, first) = tokio::sync::oneshot::channel();
+    let (later, second) = tokio::sync::oneshot::channel();
+    let cluster = nodes[0].cluster.clone();
+    let waiting =
+        tokio::spawn(async move { all_taken(cluster.as_ref(), vec![first, second]).await });
+    let _ = failed.send(Err(NotTaken));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Still read: a receipt dropped unread tells a driver nobody waits, and it leaves the
+    // operation out.
+    assert!(!later.is_closed(), "the later receipt was dropped unread");
+    let _ = later.send(Ok(None));
+    assert!(waiting.await.expect("joined").is_err(), "one was not taken");
+    shutdown.cancel();
+}
